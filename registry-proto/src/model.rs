@@ -1,0 +1,190 @@
+//! The records kept by the state store: nodes, services, health checks and KV entries.
+//!
+//! These are the internal forms. They serialize without `skip_serializing_if` so that the
+//! Raft log's binary encoding stays positional and stable; the HTTP layer builds Consul's
+//! exact JSON shapes from them.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Check status values, exactly as Consul spells them.
+pub mod status {
+    /// The check passes.
+    pub const PASSING: &str = "passing";
+    /// The check warns; instances still serve unless `passing` filtering is asked for.
+    pub const WARNING: &str = "warning";
+    /// The check fails; instances are excluded from healthy answers.
+    pub const CRITICAL: &str = "critical";
+    /// Matches every status (for `/v1/health/state/any`).
+    pub const ANY: &str = "any";
+    /// Maintenance-mode status used by Consul (reported as critical).
+    pub const MAINTENANCE: &str = "maintenance";
+
+    /// Whether `s` is a status a check may hold.
+    pub fn is_valid(s: &str) -> bool {
+        matches!(s, PASSING | WARNING | CRITICAL)
+    }
+
+    /// Ordering used to aggregate many checks: the worst wins.
+    pub fn severity(s: &str) -> u8 {
+        match s {
+            PASSING => 0,
+            WARNING => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// Raft indexes of a record: when it was created and last modified.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftIndex {
+    /// Index of the log entry that created the record.
+    pub create_index: u64,
+    /// Index of the log entry that last changed the record.
+    pub modify_index: u64,
+}
+
+/// A catalog node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// Node UUID (may be empty).
+    pub id: String,
+    /// Node name, the primary key.
+    pub node: String,
+    /// Address other nodes and clients reach it at.
+    pub address: String,
+    /// Datacenter the node lives in.
+    pub datacenter: String,
+    /// Extra addresses (`lan`, `wan`, ...).
+    pub tagged_addresses: BTreeMap<String, String>,
+    /// Free-form metadata.
+    pub meta: BTreeMap<String, String>,
+    /// Raft indexes.
+    pub index: RaftIndex,
+}
+
+/// Weights used by DNS SRV answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Weights {
+    /// Weight while passing.
+    pub passing: i32,
+    /// Weight while warning.
+    pub warning: i32,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights { passing: 1, warning: 1 }
+    }
+}
+
+/// An address and port pair (`ServiceTaggedAddresses` values).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceAddress {
+    /// Address.
+    pub address: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// A service instance on a node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeService {
+    /// Service kind ("" for a typical service).
+    pub kind: String,
+    /// Instance ID, unique on its node.
+    pub id: String,
+    /// Service name.
+    pub service: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Address ("" means the node's address).
+    pub address: String,
+    /// Tagged addresses.
+    pub tagged_addresses: BTreeMap<String, ServiceAddress>,
+    /// Metadata.
+    pub meta: BTreeMap<String, String>,
+    /// Port.
+    pub port: u16,
+    /// Unix socket path.
+    pub socket_path: String,
+    /// DNS weights.
+    pub weights: Weights,
+    /// Whether catalog tag edits survive anti-entropy.
+    pub enable_tag_override: bool,
+    /// Raft indexes.
+    pub index: RaftIndex,
+}
+
+/// How an agent runs a check; kept in the catalog as Consul's `Definition`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckDefinition {
+    /// URL probed by an HTTP check.
+    pub http: String,
+    /// Method of an HTTP check.
+    pub method: String,
+    /// Headers of an HTTP check.
+    pub header: BTreeMap<String, Vec<String>>,
+    /// Body of an HTTP check.
+    pub body: String,
+    /// Skip TLS verification for an HTTPS check.
+    pub tls_skip_verify: bool,
+    /// SNI name for an HTTPS check.
+    pub tls_server_name: String,
+    /// `host:port` of a TCP check.
+    pub tcp: String,
+    /// Interval in nanoseconds.
+    pub interval_ns: u64,
+    /// Timeout in nanoseconds.
+    pub timeout_ns: u64,
+    /// TTL in nanoseconds (TTL checks).
+    pub ttl_ns: u64,
+    /// Reap the service after this long critical, in nanoseconds (0 = never).
+    pub deregister_critical_service_after_ns: u64,
+}
+
+/// A health check bound to a node and optionally a service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// Node the check belongs to.
+    pub node: String,
+    /// Check ID, unique on its node.
+    pub check_id: String,
+    /// Human name.
+    pub name: String,
+    /// `passing`, `warning` or `critical`.
+    pub status: String,
+    /// Operator notes.
+    pub notes: String,
+    /// Last output.
+    pub output: String,
+    /// Service instance the check is bound to ("" for a node check).
+    pub service_id: String,
+    /// Name of that service.
+    pub service_name: String,
+    /// Tags of that service.
+    pub service_tags: Vec<String>,
+    /// `ttl`, `http`, `tcp`, ... ("" for externally managed checks).
+    pub check_type: String,
+    /// How the check runs.
+    pub definition: CheckDefinition,
+    /// Raft indexes.
+    pub index: RaftIndex,
+}
+
+/// A KV entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    /// Full key.
+    pub key: String,
+    /// Opaque client flags (full u64).
+    pub flags: u64,
+    /// Raw value (empty = Consul's `null`).
+    pub value: Vec<u8>,
+    /// Number of times the key was acquired by a session.
+    pub lock_index: u64,
+    /// Session holding the lock ("" for none).
+    pub session: String,
+    /// Raft indexes.
+    pub index: RaftIndex,
+}

@@ -1,0 +1,81 @@
+//! The server's runtime configuration: validated, no optionals, built by the agent binary
+//! from flags and config files.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the server library needs to run one node.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Node name.
+    pub node_name: String,
+    /// Node UUID.
+    pub node_id: String,
+    /// Datacenter name (lower-case).
+    pub datacenter: String,
+    /// Whether this node is a Raft server (always true for now).
+    pub server: bool,
+    /// Development mode: in-memory state, single voter.
+    pub dev: bool,
+    /// Expected number of servers before bootstrapping.
+    pub bootstrap_expect: usize,
+    /// Where the Raft log, vote and snapshots live (`None`: in memory).
+    pub data_dir: Option<PathBuf>,
+    /// Address advertised to other nodes.
+    pub bind_addr: IpAddr,
+    /// Address the HTTP and DNS listeners bind to.
+    pub client_addr: IpAddr,
+    /// HTTP API port (8500).
+    pub http_port: u16,
+    /// DNS port (8600; 0 disables DNS).
+    pub dns_port: u16,
+    /// Server RPC port (8300).
+    pub server_port: u16,
+    /// Gossip LAN port (8301).
+    pub serf_lan_port: u16,
+    /// Gossip WAN port (8302).
+    pub serf_wan_port: u16,
+    /// Addresses to join, retried until one answers.
+    pub retry_join: Vec<String>,
+    /// Take a snapshot after this many applied entries since the last one.
+    pub raft_snapshot_threshold: u64,
+    /// Check the snapshot threshold this often.
+    pub raft_snapshot_interval: Duration,
+    /// Log entries kept behind a snapshot for slow followers.
+    pub raft_trailing_logs: u64,
+    /// Node metadata.
+    pub node_meta: std::collections::BTreeMap<String, String>,
+}
+
+impl ServerConfig {
+    /// A development configuration: `dc1`, in memory, HTTP on 127.0.0.1:8500.
+    pub fn dev(node_name: &str) -> Self {
+        ServerConfig {
+            node_name: node_name.to_string(),
+            node_id: String::new(),
+            datacenter: "dc1".to_string(),
+            server: true,
+            dev: true,
+            bootstrap_expect: 1,
+            data_dir: None,
+            bind_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            client_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            http_port: 8500,
+            dns_port: 8600,
+            server_port: 8300,
+            serf_lan_port: 8301,
+            serf_wan_port: 8302,
+            retry_join: Vec::new(),
+            raft_snapshot_threshold: 16384,
+            raft_snapshot_interval: Duration::from_secs(30),
+            raft_trailing_logs: 10240,
+            node_meta: Default::default(),
+        }
+    }
+
+    /// The HTTP listener address.
+    pub fn http_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.client_addr, self.http_port)
+    }
+}

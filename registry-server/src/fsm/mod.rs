@@ -1,0 +1,34 @@
+//! The deterministic state machine: applies [`Command`]s to the state store.
+//!
+//! `apply` is a pure function of the current state, the command and the Raft index: no
+//! clock, no randomness, no I/O. A rejected command (a failed CAS, an unknown node) is a
+//! [`CommandResponse`], the same on every replica, and changes nothing.
+
+mod catalog;
+mod kv;
+
+use crate::state::{Store, WriteTxn};
+use registry_proto::{Command, CommandResponse};
+
+/// Applies one command at Raft index `index`.
+#[tracing::instrument(level = "trace", skip_all, fields(index))]
+pub fn apply(store: &Store, index: u64, cmd: &Command) -> CommandResponse {
+    store.write(index, |txn| apply_txn(txn, cmd))
+}
+
+/// Applies one command inside an open write.
+pub fn apply_txn(txn: &mut WriteTxn<'_>, cmd: &Command) -> CommandResponse {
+    match cmd {
+        Command::Noop => CommandResponse::Ok,
+        Command::Register(req) => catalog::register(txn, req),
+        Command::Deregister(req) => catalog::deregister(txn, req),
+        Command::KvSet { entry } => kv::set(txn, entry),
+        Command::KvCas { entry, index } => kv::cas(txn, entry, *index),
+        Command::KvDelete { key } => kv::delete(txn, key),
+        Command::KvDeleteCas { key, index } => kv::delete_cas(txn, key, *index),
+        Command::KvDeleteTree { prefix } => kv::delete_tree(txn, prefix),
+        Command::Batch(cmds) => {
+            CommandResponse::Batch(cmds.iter().map(|c| apply_txn(txn, c)).collect())
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The tables and their secondary indexes, with the read helpers queries use.
+//!
+//! | table    | primary key       | secondary indexes                      |
+//! |----------|-------------------|----------------------------------------|
+//! | nodes    | node name         | -                                      |
+//! | services | (node, id)        | by service name; per-name index        |
+//! | checks   | (node, check id)  | -                                      |
+//! | kvs      | key               | tombstones (deleted key -> index)      |
+//!
+//! Besides the global index (last applied entry) each table has its own index, and each
+//! service name and node has one: a query's `X-Consul-Index` comes from the finest one that
+//! covers its result.
+
+use registry_proto::model::{DirEntry, HealthCheck, Node, NodeService};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The tables that carry an index of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Table {
+    /// Nodes.
+    Nodes,
+    /// Service instances.
+    Services,
+    /// Health checks.
+    Checks,
+    /// KV entries (and their tombstones).
+    Kvs,
+}
+
+/// Last modify index of each table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableIndexes {
+    /// Nodes table.
+    pub nodes: u64,
+    /// Services table.
+    pub services: u64,
+    /// Checks table.
+    pub checks: u64,
+    /// KV table.
+    pub kvs: u64,
+}
+
+impl TableIndexes {
+    /// Index of one table.
+    pub fn get(&self, t: Table) -> u64 {
+        match t {
+            Table::Nodes => self.nodes,
+            Table::Services => self.services,
+            Table::Checks => self.checks,
+            Table::Kvs => self.kvs,
+        }
+    }
+
+    pub(crate) fn bump(&mut self, t: Table, index: u64) {
+        let slot = match t {
+            Table::Nodes => &mut self.nodes,
+            Table::Services => &mut self.services,
+            Table::Checks => &mut self.checks,
+            Table::Kvs => &mut self.kvs,
+        };
+        *slot = (*slot).max(index);
+    }
+}
+
+/// All replicated state. Maps are ordered so that iteration, snapshots and answers are
+/// deterministic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Db {
+    /// Index of the last applied log entry.
+    pub index: u64,
+    /// Per-table indexes.
+    pub table_index: TableIndexes,
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, Node>,
+    /// Services by node, then instance ID.
+    pub services: BTreeMap<String, BTreeMap<String, NodeService>>,
+    /// Checks by node, then check ID.
+    pub checks: BTreeMap<String, BTreeMap<String, HealthCheck>>,
+    /// Instances by service name: (node, id).
+    pub services_by_name: BTreeMap<String, BTreeSet<(String, String)>>,
+    /// Last index at which anything about a service name changed (instances, checks, nodes).
+    pub service_index: BTreeMap<String, u64>,
+    /// Last index at which anything about a node changed (node, services, checks).
+    pub node_index: BTreeMap<String, u64>,
+    /// KV entries by key.
+    pub kvs: BTreeMap<String, DirEntry>,
+    /// Deleted keys and the index of their deletion, so prefix indexes never go backwards.
+    pub kv_tombstones: BTreeMap<String, u64>,
+}
+
+/// A never-zero index, as `X-Consul-Index` requires.
+pub fn nonzero(i: u64) -> u64 {
+    i.max(1)
+}
+
+impl Db {
+    /// The services on a node (empty when none).
+    pub fn node_services(&self, node: &str) -> impl Iterator<Item = &NodeService> {
+        self.services.get(node).into_iter().flat_map(|m| m.values())
+    }
+
+    /// The checks on a node (empty when none).
+    pub fn node_checks(&self, node: &str) -> impl Iterator<Item = &HealthCheck> {
+        self.checks.get(node).into_iter().flat_map(|m| m.values())
+    }
+
+    /// The instances of a service name with their nodes, ordered by (node, id).
+    pub fn service_instances(&self, name: &str) -> Vec<(&Node, &NodeService)> {
+        let Some(set) = self.services_by_name.get(name) else {
+            return Vec::new();
+        };
+        set.iter()
+            .filter_map(|(node, id)| {
+                let n = self.nodes.get(node)?;
+                let s = self.services.get(node)?.get(id)?;
+                Some((n, s))
+            })
+            .collect()
+    }
+
+    /// Checks that apply to one instance: node-level checks plus the instance's own.
+    pub fn instance_checks(&self, node: &str, service_id: &str) -> Vec<&HealthCheck> {
+        self.node_checks(node)
+            .filter(|c| c.service_id.is_empty() || c.service_id == service_id)
+            .collect()
+    }
+
+    /// Index for queries about one service name.
+    pub fn service_name_index(&self, name: &str) -> u64 {
+        nonzero(
+            self.service_index
+                .get(name)
+                .copied()
+                .unwrap_or(self.table_index.services),
+        )
+    }
+
+    /// Index for queries about one node.
+    pub fn node_name_index(&self, node: &str) -> u64 {
+        nonzero(
+            self.node_index
+                .get(node)
+                .copied()
+                .unwrap_or(self.table_index.nodes),
+        )
+    }
+
+    /// Index of a table, never zero.
+    pub fn table(&self, t: Table) -> u64 {
+        nonzero(self.table_index.get(t))
+    }
+
+    /// Entries whose key starts with `prefix`.
+    pub fn kv_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a DirEntry> + 'a {
+        self.kvs
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+    }
+
+    /// Index of a prefix listing: the newest entry or tombstone under it, else the table's.
+    pub fn kv_prefix_index(&self, prefix: &str) -> u64 {
+        let live = self.kv_prefix(prefix).map(|e| e.index.modify_index).max();
+        let dead = self
+            .kv_tombstones
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, i)| *i)
+            .max();
+        match live.max(dead) {
+            Some(i) if i > 0 => i,
+            _ => self.table(Table::Kvs),
+        }
+    }
+}
