@@ -4,9 +4,16 @@
 //! `http/` (endpoints) -> `query/` (reads, blocking, writes) -> `state/` (store, indexes, watches)
 //! <- `fsm/` (applies commands) <- `raft/` (openraft glue, sled log, snapshots).
 
+pub mod agent_api;
+pub mod config;
 pub mod error;
 pub mod fsm;
+pub mod http;
+pub mod metrics;
+pub mod query;
 pub mod raft;
+pub mod server;
 pub mod state;
 
 pub use error::ServerError;
+pub use server::Server;

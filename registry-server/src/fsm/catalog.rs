@@ -144,7 +144,11 @@ fn ensure_check(txn: &mut WriteTxn<'_>, check: &HealthCheck) -> Result<(), Strin
         new.service_name.clear();
         new.service_tags.clear();
     }
-    let existing = txn.db.checks.get(&check.node).and_then(|m| m.get(&check.check_id));
+    let existing = txn
+        .db
+        .checks
+        .get(&check.node)
+        .and_then(|m| m.get(&check.check_id));
     if let Some(old) = existing {
         let mut cmp = new.clone();
         cmp.index = old.index;

@@ -1,0 +1,213 @@
+//! `/v1/kv/*`: get (single, `?recurse`, `?keys`, `?raw`), put (`?cas`, `?flags`) and
+//! delete (`?recurse`, `?cas`), with blocking reads on the key or prefix.
+
+use super::respond::{empty, json, ApiError, ApiResult};
+use super::AppState;
+use crate::state::{Db, WatchKey};
+use crate::ServerError;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use base64::Engine;
+use registry_proto::model::DirEntry;
+use registry_proto::Command;
+use serde::Serialize;
+use std::collections::BTreeSet;
+
+/// Largest value accepted (Consul's `kv_max_value_size` default).
+pub(super) const MAX_VALUE_SIZE: usize = 512 * 1024;
+
+/// A KV entry as Consul returns it.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct KvPair<'a> {
+    lock_index: u64,
+    key: &'a str,
+    flags: u64,
+    value: Option<String>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    session: &'a str,
+    create_index: u64,
+    modify_index: u64,
+}
+
+impl<'a> From<&'a DirEntry> for KvPair<'a> {
+    fn from(e: &'a DirEntry) -> Self {
+        KvPair {
+            lock_index: e.lock_index,
+            key: &e.key,
+            flags: e.flags,
+            value: (!e.value.is_empty())
+                .then(|| base64::engine::general_purpose::STANDARD.encode(&e.value)),
+            session: &e.session,
+            create_index: e.index.create_index,
+            modify_index: e.index.modify_index,
+        }
+    }
+}
+
+fn key_of(path: Option<Path<String>>) -> String {
+    path.map(|Path(k)| k).unwrap_or_default()
+}
+
+/// Keys under `prefix`, collapsed at the first `sep` after the prefix.
+fn list_keys(db: &Db, prefix: &str, sep: &str) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    for e in db.kv_prefix(prefix) {
+        let rest = &e.key[prefix.len()..];
+        match (!sep.is_empty()).then(|| rest.find(sep)).flatten() {
+            Some(i) => out.insert(format!("{prefix}{}", &rest[..i + sep.len()])),
+            None => out.insert(e.key.clone()),
+        };
+    }
+    out.into_iter().collect()
+}
+
+/// `GET /v1/kv/:key`.
+pub(super) async fn get(
+    State(s): State<AppState>,
+    path: Option<Path<String>>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let opts = s.options(q.as_deref())?;
+    let key = key_of(path);
+    if opts.get("keys").is_some() {
+        let sep = opts.get("separator").unwrap_or("").to_string();
+        let watch = [WatchKey::KvPrefix(key.clone())];
+        let (keys, meta) = s
+            .reader
+            .blocking(&opts, &watch, |db| {
+                (list_keys(db, &key, &sep), db.kv_prefix_index(&key))
+            })
+            .await?;
+        if keys.is_empty() && !key.is_empty() {
+            return empty(StatusCode::NOT_FOUND, &meta);
+        }
+        return json(&keys, Some(&meta), opts.pretty);
+    }
+    if opts.get("recurse").is_some() {
+        let watch = [WatchKey::KvPrefix(key.clone())];
+        let (body, meta) = s
+            .reader
+            .blocking(&opts, &watch, |db| {
+                let items: Vec<KvPair<'_>> = db.kv_prefix(&key).map(KvPair::from).collect();
+                let body =
+                    (!items.is_empty()).then(|| super::respond::json_bytes(&items, opts.pretty));
+                (body, db.kv_prefix_index(&key))
+            })
+            .await?;
+        return match body {
+            None => empty(StatusCode::NOT_FOUND, &meta),
+            Some(b) => super::encoded_json(b?, &meta),
+        };
+    }
+    if key.is_empty() {
+        return Err(ApiError::bad("Missing key name"));
+    }
+    let watch = [WatchKey::KvKey(key.clone())];
+    let raw = opts.get("raw").is_some();
+    let (found, meta) = s
+        .reader
+        .blocking(&opts, &watch, |db| match db.kvs.get(&key) {
+            Some(e) => {
+                let body = if raw {
+                    Ok(e.value.clone())
+                } else {
+                    super::respond::json_bytes(&[KvPair::from(e)], opts.pretty)
+                };
+                (Some(body), e.index.modify_index)
+            }
+            None => (None, db.table(crate::state::Table::Kvs)),
+        })
+        .await?;
+    match found {
+        None => empty(StatusCode::NOT_FOUND, &meta),
+        Some(body) if raw => {
+            let mut resp = (StatusCode::OK, body?).into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            super::respond::add_meta(resp.headers_mut(), &meta);
+            Ok(resp)
+        }
+        Some(body) => super::encoded_json(body?, &meta),
+    }
+}
+
+fn parse_u64(opts: &crate::query::QueryOptions, name: &str) -> Result<Option<u64>, ApiError> {
+    opts.get(name)
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| ApiError::bad(format!("Invalid {name} index")))
+        })
+        .transpose()
+}
+
+/// `PUT /v1/kv/:key`: returns `true` or `false`.
+pub(super) async fn put(
+    State(s): State<AppState>,
+    path: Option<Path<String>>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> ApiResult {
+    let opts = s.options(q.as_deref())?;
+    let key = key_of(path);
+    if key.is_empty() {
+        return Err(ApiError::bad("Missing key name"));
+    }
+    if body.len() > MAX_VALUE_SIZE {
+        return Err(ApiError(ServerError::TooLarge(format!(
+            "Request body({} bytes) too large, max size: {MAX_VALUE_SIZE} bytes. \
+             Value exceeds the kv_max_value_size limit.",
+            body.len()
+        ))));
+    }
+    let flags = match opts.get("flags") {
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad("Invalid flags"))?,
+        None => 0,
+    };
+    if opts.get("acquire").is_some() || opts.get("release").is_some() {
+        return Err(ApiError::bad(
+            "Lock acquisition needs a session; sessions are not enabled on this server",
+        ));
+    }
+    let entry = DirEntry {
+        key,
+        flags,
+        value: body.to_vec(),
+        ..Default::default()
+    };
+    let cmd = match parse_u64(&opts, "cas")? {
+        Some(index) => Command::KvCas { entry, index },
+        None => Command::KvSet { entry },
+    };
+    let ok = s.writer.apply_bool(cmd).await?;
+    json(&ok, None, opts.pretty)
+}
+
+/// `DELETE /v1/kv/:key`: returns `true` or `false`.
+pub(super) async fn delete(
+    State(s): State<AppState>,
+    path: Option<Path<String>>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let opts = s.options(q.as_deref())?;
+    let key = key_of(path);
+    let cmd = if opts.get("recurse").is_some() {
+        Command::KvDeleteTree { prefix: key }
+    } else {
+        if key.is_empty() {
+            return Err(ApiError::bad("Missing key name"));
+        }
+        match parse_u64(&opts, "cas")? {
+            Some(index) => Command::KvDeleteCas { key, index },
+            None => Command::KvDelete { key },
+        }
+    };
+    let ok = s.writer.apply_bool(cmd).await?;
+    json(&ok, None, opts.pretty)
+}

@@ -1,0 +1,72 @@
+//! The HTTP API v1 on port 8500: one route table in Consul's order, handlers per URL
+//! segment, and the shared request plumbing.
+//!
+//! Handlers parse parameters, call the query layer (`Reader` for reads, `Writer` for writes)
+//! and the local agent, and build responses with `respond`. They never touch Raft or the
+//! store's internals directly.
+
+mod agent;
+mod catalog;
+mod health;
+mod kv;
+pub mod respond;
+mod routes;
+mod shapes;
+mod status;
+
+pub use routes::router;
+
+use crate::agent_api::AgentApi;
+use crate::config::ServerConfig;
+use crate::query::blocking::RaftStatus;
+use crate::query::write::Writer;
+use crate::query::{QueryOptions, Reader};
+use crate::ServerError;
+use std::sync::Arc;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Runtime configuration.
+    pub config: Arc<ServerConfig>,
+    /// Reads with consistency and blocking.
+    pub reader: Reader,
+    /// Writes through Raft.
+    pub writer: Writer,
+    /// Leadership and peers.
+    pub raft: Arc<dyn RaftStatus>,
+    /// The local agent.
+    pub agent: Arc<dyn AgentApi>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Parses the query string and checks `?dc`.
+    pub(crate) fn options(&self, raw: Option<&str>) -> Result<QueryOptions, ServerError> {
+        let opts = QueryOptions::parse(raw)?;
+        if let Some(dc) = &opts.dc {
+            if !dc.eq_ignore_ascii_case(&self.config.datacenter) {
+                return Err(ServerError::NoPathToDatacenter);
+            }
+        }
+        Ok(opts)
+    }
+}
+
+/// A response from JSON bytes already encoded inside a read, with read headers.
+pub(crate) fn encoded_json(body: Vec<u8>, meta: &crate::query::QueryMeta) -> respond::ApiResult {
+    use axum::http::{header, HeaderValue, StatusCode};
+    use axum::response::IntoResponse;
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    respond::add_meta(resp.headers_mut(), meta);
+    Ok(resp)
+}

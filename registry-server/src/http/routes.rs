@@ -1,0 +1,80 @@
+//! THE route table, in the order of Consul's `agent/http_register.go`. Unknown paths answer
+//! 404 with Consul's text; a known path with the wrong method answers 405 with `Allow`.
+
+use super::{agent, catalog, health, kv, status, AppState};
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, put};
+use axum::Router;
+
+/// Request bodies above this are refused before a handler runs.
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// Builds the HTTP API router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/agent/checks", get(agent::checks))
+        .route("/v1/agent/check/register", put(agent::register_check))
+        .route(
+            "/v1/agent/check/deregister/{id}",
+            put(agent::deregister_check),
+        )
+        .route("/v1/agent/check/pass/{id}", put(agent::check_pass))
+        .route("/v1/agent/check/warn/{id}", put(agent::check_warn))
+        .route("/v1/agent/check/fail/{id}", put(agent::check_fail))
+        .route("/v1/agent/check/update/{id}", put(agent::check_update))
+        .route("/v1/agent/health/service/id/{id}", get(agent::health_by_id))
+        .route(
+            "/v1/agent/health/service/name/{name}",
+            get(agent::health_by_name),
+        )
+        .route("/v1/agent/join/{addr}", put(agent::join))
+        .route("/v1/agent/leave", put(agent::leave))
+        .route("/v1/agent/maintenance", put(agent::node_maintenance))
+        .route("/v1/agent/members", get(agent::members))
+        .route("/v1/agent/metrics", get(agent::metrics))
+        .route("/v1/agent/self", get(agent::self_info))
+        .route("/v1/agent/service/register", put(agent::register_service))
+        .route(
+            "/v1/agent/service/deregister/{id}",
+            put(agent::deregister_service),
+        )
+        .route(
+            "/v1/agent/service/maintenance/{id}",
+            put(agent::service_maintenance),
+        )
+        .route("/v1/agent/service/{id}", get(agent::service))
+        .route("/v1/agent/services", get(agent::services))
+        .route("/v1/catalog/datacenters", get(catalog::datacenters))
+        .route("/v1/catalog/deregister", put(catalog::deregister))
+        .route("/v1/catalog/node/{node}", get(catalog::node))
+        .route(
+            "/v1/catalog/node-services/{node}",
+            get(catalog::node_services),
+        )
+        .route("/v1/catalog/nodes", get(catalog::nodes))
+        .route("/v1/catalog/register", put(catalog::register))
+        .route("/v1/catalog/services", get(catalog::services))
+        .route("/v1/catalog/service/{name}", get(catalog::service))
+        .route("/v1/health/checks/{service}", get(health::checks))
+        .route("/v1/health/node/{node}", get(health::node))
+        .route("/v1/health/service/{name}", get(health::service))
+        .route("/v1/health/state/{state}", get(health::state))
+        .route("/v1/kv/", get(kv::get).put(kv::put).delete(kv::delete))
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get).put(kv::put).delete(kv::delete),
+        )
+        .route("/v1/status/leader", get(status::leader))
+        .route("/v1/status/peers", get(status::peers))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn not_found() -> (StatusCode, &'static str) {
+    (
+        StatusCode::NOT_FOUND,
+        "Invalid URL path: not a recognized HTTP API endpoint",
+    )
+}
