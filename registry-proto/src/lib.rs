@@ -3,9 +3,17 @@
 //! - [`model`]: the catalog and KV records as the state store keeps them.
 //! - [`command`]: the commands stored in the Raft log; the only way state changes.
 //! - [`error`]: this crate's error type.
+//! - [`duration`]: Go duration strings and their serde form.
+//! - [`lenient`]: Consul's case-insensitive, snake_case-tolerant request decoding.
+//! - [`api`]: Consul's HTTP request and response shapes and their conversion to the model.
+//! - [`filter`]: the go-bexpr `?filter=` expression language.
 
+pub mod api;
 pub mod command;
+pub mod duration;
 pub mod error;
+pub mod filter;
+pub mod lenient;
 pub mod model;
 
 pub use command::{Command, CommandResponse};
