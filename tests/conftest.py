@@ -59,6 +59,15 @@ def free_port(udp_too: bool = False) -> int:
 
 
 def wait_for(what: str, fn, timeout: float, interval: float = 0.1):
+    _t0 = time.monotonic()
+    try:
+        return _wait_for(what, fn, timeout, interval)
+    finally:
+        if os.environ.get("REGISTRY_TESTS_TIMING"):
+            print(f"[wait_for] {what}: {time.monotonic() - _t0:.2f}s")
+
+
+def _wait_for(what: str, fn, timeout: float, interval: float = 0.1):
     """Calls fn() until it returns a truthy value; raises after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last = None

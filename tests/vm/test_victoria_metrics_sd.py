@@ -85,6 +85,7 @@ def victoria(registry):
             "-promscrape.consulSDCheckInterval=1s",
             "-promscrape.consul.waitTime=2s",
             "-retentionPeriod=1d",
+            "-search.latencyOffset=0s",
             "-loggerLevel=INFO",
         ],
         stdin=subprocess.DEVNULL,
