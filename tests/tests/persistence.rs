@@ -153,7 +153,8 @@ async fn small_state_survives_restart_with_same_indexes() -> Result<()> {
         before, after,
         "KV entries (values, flags, indexes) unchanged"
     );
-    assert_eq!(after[1]["Flags"].as_u64(), Some(3304740253564472344));
+    assert_eq!(after[0]["Key"], "p/flags");
+    assert_eq!(after[0]["Flags"].as_u64(), Some(3304740253564472344));
     let v = a.get_json("/v1/agent/services").await?;
     assert_eq!(v["keep"]["Port"], 1234);
     assert!(a
