@@ -19,6 +19,8 @@ TEST_THREADS=${TEST_THREADS:-6}
 VENV=$CACHE/registry-test/venv
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 export REGISTRY_TESTS_STRICT=1
+# Test errors (anyhow) without backtraces; panics keep RUST_BACKTRACE's setting.
+export RUST_LIB_BACKTRACE=${RUST_LIB_BACKTRACE:-0}
 
 FAILED=()
 START=$(date +%s)

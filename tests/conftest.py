@@ -141,7 +141,13 @@ def start_registry(tmp: Path) -> Registry:
             args += [f"-{flag}", str(free_port(udp_too="serf" in flag))]
     log = tmp / f"{node}.log"
     logf = open(log, "wb")
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
     logf.close()
     reg = Registry(proc, http_port, dns_port, node, log)
 

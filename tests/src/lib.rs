@@ -325,6 +325,7 @@ impl TestAgent {
         }
         let child = Command::new(&self.spawn.bin)
             .args(&self.spawn.args)
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
