@@ -4,7 +4,6 @@
 use super::respond::{json, ApiError, ApiResult};
 use super::shapes::{NodeOut, ServiceNodeOut, ServiceOut};
 use super::AppState;
-use crate::query::QueryOptions;
 use crate::state::{Table, WatchKey};
 use crate::ServerError;
 use axum::body::Bytes;

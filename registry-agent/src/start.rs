@@ -1,0 +1,101 @@
+//! Agent startup: print the configuration summary, convert to the server's configuration and
+//! hand over to the server library.
+
+use crate::config::duration::format_duration;
+use crate::config::{to_server_config, RuntimeConfig};
+use registry_server::config::ServerConfig;
+
+/// Runs the agent until it is shut down.
+pub async fn run_agent(cfg: RuntimeConfig) -> anyhow::Result<()> {
+    print_banner(&cfg);
+    tracing::debug!(config = ?cfg, "runtime configuration");
+    if !cfg.services.is_empty() || !cfg.checks.is_empty() {
+        tracing::info!(
+            services = cfg.services.len(),
+            checks = cfg.checks.len(),
+            "service and check definitions loaded from configuration"
+        );
+    }
+    let server_config = to_server_config(&cfg);
+    start_server(server_config, cfg.services.clone(), cfg.checks.clone()).await
+}
+
+/// The agent's startup summary, in the shape of Consul's.
+fn print_banner(cfg: &RuntimeConfig) {
+    let port = |p: u16| {
+        if p == 0 {
+            "-1".to_string()
+        } else {
+            p.to_string()
+        }
+    };
+    println!("==> Starting Registry agent...");
+    println!("              Version: '{}'", env!("CARGO_PKG_VERSION"));
+    println!("              Node ID: '{}'", cfg.node_id);
+    println!("            Node name: '{}'", cfg.node_name);
+    println!("           Datacenter: '{}'", cfg.datacenter);
+    println!(
+        "               Server: {} (Bootstrap: {})",
+        cfg.server, cfg.bootstrap
+    );
+    println!(
+        "          Client Addr: [{}] (HTTP: {}, DNS: {}, gRPC: {})",
+        cfg.client_addr,
+        cfg.ports.http,
+        port(cfg.ports.dns),
+        port(cfg.ports.grpc)
+    );
+    println!(
+        "         Cluster Addr: {} (LAN: {}, WAN: {})",
+        cfg.advertise_addr, cfg.ports.serf_lan, cfg.ports.serf_wan
+    );
+    match cfg.storage.data_dir() {
+        Some(dir) => println!("             Data Dir: {}", dir.display()),
+        None => println!("             Data Dir: (in memory, -dev)"),
+    }
+    println!(
+        "       Raft snapshots: every {} entries, checked every {}",
+        cfg.raft.snapshot_threshold,
+        format_duration(cfg.raft.snapshot_interval)
+    );
+    println!();
+    println!("==> Log data will now stream in as it occurs:");
+    println!();
+}
+
+/// Starts the server node and the local agent on it, registers the configured services
+/// and checks, and serves until Ctrl-C, SIGTERM or `PUT /v1/agent/leave`.
+pub async fn start_server(
+    cfg: ServerConfig,
+    services: Vec<serde_json::Value>,
+    checks: Vec<serde_json::Value>,
+) -> anyhow::Result<()> {
+    let server = registry_server::Server::start(cfg).await?;
+    let agent = std::sync::Arc::new(crate::agent::LocalAgent::new(
+        server.config.clone(),
+        server.reader.clone(),
+        server.writer.clone(),
+    ));
+    agent.start();
+    agent.register_from_config(services).await?;
+    agent.register_checks_from_config(checks).await?;
+    let waiter = agent.clone();
+    let shutdown = async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return std::future::pending().await;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("caught interrupt, shutting down"),
+            _ = term.recv() => tracing::info!("caught SIGTERM, shutting down"),
+            _ = waiter.left() => tracing::info!("left the cluster, shutting down"),
+        }
+    };
+    let result = server.serve(agent.clone(), shutdown).await;
+    agent.shutdown();
+    result.map_err(Into::into)
+}
