@@ -1,0 +1,127 @@
+//! The `registry` command line, mirroring Consul's: `agent`, `members`, `kv`, `catalog`,
+//! `leave`, `info` and `version`, with Go-style single-dash flags (see [`dash`]).
+
+pub mod agent;
+pub mod catalog;
+pub mod dash;
+pub mod http;
+pub mod kv;
+pub mod members;
+pub mod ops;
+pub mod table;
+pub mod ui;
+
+#[cfg(test)]
+mod tests;
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// The `registry` command.
+#[derive(Parser, Debug)]
+#[command(
+    name = "registry",
+    about = "A Consul-compatible service registry: agent and command-line client.",
+    disable_version_flag = true,
+    after_help = "Flags take one dash or two (-server, --server); values follow an '=' or come \
+                  as the next argument (-bootstrap-expect=3, -bootstrap-expect 3). Boolean \
+                  flags accept -flag=false. Client commands read CONSUL_HTTP_ADDR and \
+                  CONSUL_HTTP_TOKEN."
+)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Runs an agent (server or client) until interrupted.
+    Agent(Box<agent::AgentArgs>),
+    /// Lists the members of the cluster.
+    Members(members::MembersArgs),
+    /// Reads and writes the key-value store.
+    Kv {
+        /// The KV operation.
+        #[command(subcommand)]
+        command: kv::KvCommand,
+    },
+    /// Lists catalog services, nodes and datacenters.
+    Catalog {
+        /// The catalog listing.
+        #[command(subcommand)]
+        command: catalog::CatalogCommand,
+    },
+    /// Gracefully leaves the cluster and shuts the agent down.
+    Leave(ops::LeaveArgs),
+    /// Prints debugging information about the agent.
+    Info(ops::InfoArgs),
+    /// Prints the registry version.
+    Version,
+}
+
+/// Go's `strconv.ParseBool`, as a clap value parser for boolean flags.
+pub fn go_bool(text: &str) -> Result<bool, String> {
+    crate::config::partial::parse_bool(text)
+        .ok_or_else(|| format!("invalid boolean value {text:?}"))
+}
+
+/// The parsed command line and the raw matches (for argument order).
+pub fn parse(args: &[String]) -> Result<(Cli, clap::ArgMatches), clap::Error> {
+    let mut command = Cli::command();
+    command.build();
+    let normalized = dash::normalize_args(&command, args);
+    let matches = command.try_get_matches_from(normalized)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    Ok((cli, matches))
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn run(args: &[String]) -> i32 {
+    let (cli, matches) = match parse(args) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ => 1,
+            };
+        }
+    };
+    match cli.command {
+        Command::Agent(args) => agent::run(&args, matches.subcommand_matches("agent")),
+        Command::Version => {
+            println!("{}", ops::version_text());
+            0
+        }
+        other => run_client(other),
+    }
+}
+
+/// Runs an HTTP client command on a small runtime, writing to stdout and stderr.
+fn run_client(command: Command) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    let mut ui = ui::Ui::new(&mut out, &mut err);
+    runtime.block_on(async {
+        match command {
+            Command::Members(args) => members::run(args, &mut ui).await,
+            Command::Kv { command } => kv::run(command, &mut ui).await,
+            Command::Catalog { command } => catalog::run(command, &mut ui).await,
+            Command::Leave(args) => ops::leave(args, &mut ui).await,
+            Command::Info(args) => ops::info(args, &mut ui).await,
+            Command::Agent(_) | Command::Version => 1,
+        }
+    })
+}

@@ -1,0 +1,116 @@
+//! `registry info`, `registry leave` and `registry version`: small commands about the local
+//! agent.
+
+use super::http::{Client, HttpFlags};
+use super::ui::Ui;
+use clap::Args;
+use reqwest::Method;
+use serde_json::Value;
+
+/// `info` flags.
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    http: HttpFlags,
+}
+
+/// `leave` flags.
+#[derive(Args, Debug)]
+pub struct LeaveArgs {
+    #[command(flatten)]
+    http: HttpFlags,
+}
+
+/// The `version` text.
+pub fn version_text() -> String {
+    format!(
+        "Registry v{}\nConsul API: v1 (HTTP, DNS and CLI compatible)",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Runs `info`: the agent's `Stats`, sorted, as Consul prints them.
+pub async fn info(args: InfoArgs, ui: &mut Ui<'_>) -> i32 {
+    let client = match Client::new(&args.http, None) {
+        Ok(client) => client,
+        Err(e) => return ui.fail(&format!("Error connecting to Consul agent: {e}")),
+    };
+    let this: Result<Value, String> = match client.get_ok("/v1/agent/self", &[]).await {
+        Ok(r) => r.json(),
+        Err(e) => Err(e),
+    };
+    let this = match this {
+        Ok(this) => this,
+        Err(e) => return ui.fail(&format!("Error querying agent: {e}")),
+    };
+    let Some(stats) = this.get("Stats").and_then(Value::as_object) else {
+        return ui.fail(&format!(
+            "Agent response did not contain 'Stats' key: {this}"
+        ));
+    };
+    match render_stats(stats) {
+        Ok(text) => {
+            if !text.is_empty() {
+                ui.output(&text);
+            }
+            0
+        }
+        Err(e) => ui.fail(&e),
+    }
+}
+
+fn render_stats(stats: &serde_json::Map<String, Value>) -> Result<String, String> {
+    let mut keys: Vec<&String> = stats.keys().collect();
+    keys.sort();
+    let mut lines = Vec::new();
+    for key in keys {
+        lines.push(format!("{key}:"));
+        let Some(sub) = stats.get(key).and_then(Value::as_object) else {
+            return Err(format!("Got invalid subkey in stats: {}", stats[key]));
+        };
+        let mut subkeys: Vec<&String> = sub.keys().collect();
+        subkeys.sort();
+        for subkey in subkeys {
+            let value = match &sub[subkey] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            lines.push(format!("\t{subkey} = {value}"));
+        }
+    }
+    Ok(lines.join("\n"))
+}
+
+/// Runs `leave`.
+pub async fn leave(args: LeaveArgs, ui: &mut Ui<'_>) -> i32 {
+    let client = match Client::new(&args.http, None) {
+        Ok(client) => client,
+        Err(e) => return ui.fail(&format!("Error connecting to Consul agent: {e}")),
+    };
+    match client.send(Method::PUT, "/v1/agent/leave", &[], None).await {
+        Ok(r) if r.status == 200 => {
+            ui.output("Graceful leave complete");
+            0
+        }
+        Ok(r) => ui.fail(&format!("Error leaving: {}", r.status_error())),
+        Err(e) => ui.fail(&format!("Error leaving: {e}")),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn stats_are_sorted() {
+        let stats =
+            json!({"raft": {"state": "Leader", "applied_index": "5"}, "agent": {"checks": "0"}});
+        let text = render_stats(stats.as_object().expect("object")).expect("render");
+        assert_eq!(
+            text,
+            "agent:\n\tchecks = 0\nraft:\n\tapplied_index = 5\n\tstate = Leader"
+        );
+    }
+}

@@ -1,0 +1,258 @@
+//! The keys a configuration file may contain, and the normalisation that gives JSON and HCL
+//! files one shape: repeated HCL blocks of a single-object key (`ports { }` twice) are merged,
+//! list keys (`service`, `checks`) always hold an array of objects, and an unknown key is an
+//! error that names the key and the file.
+
+use super::error::ConfigError;
+use serde_json::{Map, Value};
+
+/// How the value of a known key is shaped.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Shape {
+    /// A scalar or a list of scalars; its type is checked when the value is read.
+    Scalar,
+    /// An object with known keys of its own.
+    Block(&'static [(&'static str, Shape)]),
+    /// An object with free-form keys (`node_meta`, `ui_config`).
+    Map,
+    /// A list of objects kept as JSON (`service`, `services`, `check`, `checks`).
+    List,
+}
+
+const PORTS: &[(&str, Shape)] = &[
+    ("http", Shape::Scalar),
+    ("dns", Shape::Scalar),
+    ("server", Shape::Scalar),
+    ("serf_lan", Shape::Scalar),
+    ("serf_wan", Shape::Scalar),
+    ("grpc", Shape::Scalar),
+];
+
+const DNS_CONFIG: &[(&str, Shape)] = &[
+    ("allow_stale", Shape::Scalar),
+    ("max_stale", Shape::Scalar),
+    ("node_ttl", Shape::Scalar),
+    ("service_ttl", Shape::Map),
+    ("only_passing", Shape::Scalar),
+    ("udp_answer_limit", Shape::Scalar),
+    ("a_record_limit", Shape::Scalar),
+    ("enable_truncate", Shape::Scalar),
+];
+
+const PERFORMANCE: &[(&str, Shape)] = &[("raft_multiplier", Shape::Scalar)];
+
+const TELEMETRY: &[(&str, Shape)] = &[
+    ("prometheus_retention_time", Shape::Scalar),
+    ("disable_hostname", Shape::Scalar),
+];
+
+/// Every key accepted at the top level of a configuration file.
+pub(crate) const TOP_LEVEL: &[(&str, Shape)] = &[
+    ("node_name", Shape::Scalar),
+    ("node_id", Shape::Scalar),
+    ("datacenter", Shape::Scalar),
+    ("data_dir", Shape::Scalar),
+    ("client_addr", Shape::Scalar),
+    ("bind_addr", Shape::Scalar),
+    ("advertise_addr", Shape::Scalar),
+    ("ports", Shape::Block(PORTS)),
+    ("server", Shape::Scalar),
+    ("bootstrap", Shape::Scalar),
+    ("bootstrap_expect", Shape::Scalar),
+    ("retry_join", Shape::Scalar),
+    ("retry_join_wan", Shape::Scalar),
+    ("start_join", Shape::Scalar),
+    ("retry_interval", Shape::Scalar),
+    ("retry_max", Shape::Scalar),
+    ("log_level", Shape::Scalar),
+    ("log_json", Shape::Scalar),
+    ("domain", Shape::Scalar),
+    ("node_meta", Shape::Map),
+    ("ui", Shape::Scalar),
+    ("ui_config", Shape::Map),
+    ("enable_script_checks", Shape::Scalar),
+    ("encrypt", Shape::Scalar),
+    ("dns_config", Shape::Block(DNS_CONFIG)),
+    ("recursors", Shape::Scalar),
+    ("raft_snapshot_threshold", Shape::Scalar),
+    ("raft_snapshot_interval", Shape::Scalar),
+    ("raft_trailing_logs", Shape::Scalar),
+    ("performance", Shape::Block(PERFORMANCE)),
+    ("telemetry", Shape::Block(TELEMETRY)),
+    ("service", Shape::List),
+    ("services", Shape::List),
+    ("check", Shape::List),
+    ("checks", Shape::List),
+];
+
+/// Checks the keys of a parsed file and brings its values into one shape.
+pub(crate) fn normalize(value: Value, origin: &str) -> Result<Map<String, Value>, ConfigError> {
+    match value {
+        Value::Object(map) => normalize_object(map, TOP_LEVEL, "", origin),
+        _ => Err(ConfigError::Parse {
+            origin: origin.to_string(),
+            message: "the top level must be an object".to_string(),
+        }),
+    }
+}
+
+fn normalize_object(
+    map: Map<String, Value>,
+    keys: &[(&str, Shape)],
+    prefix: &str,
+    origin: &str,
+) -> Result<Map<String, Value>, ConfigError> {
+    let mut out = Map::new();
+    for (key, value) in map {
+        let path = format!("{prefix}{key}");
+        let shape = keys
+            .iter()
+            .find(|(name, _)| *name == key)
+            .map(|(_, shape)| *shape)
+            .ok_or_else(|| ConfigError::UnknownKey {
+                key: path.clone(),
+                origin: origin.to_string(),
+            })?;
+        let normalized = match shape {
+            Shape::Scalar => value,
+            Shape::Map => Value::Object(merge_objects(value, &path, origin)?),
+            Shape::Block(inner) => {
+                let merged = merge_objects(value, &path, origin)?;
+                Value::Object(normalize_object(
+                    merged,
+                    inner,
+                    &format!("{path}."),
+                    origin,
+                )?)
+            }
+            Shape::List => Value::Array(
+                object_list(value, &path, origin)?
+                    .into_iter()
+                    .map(normalize_definition)
+                    .collect(),
+            ),
+        };
+        out.insert(key, normalized);
+    }
+    Ok(out)
+}
+
+/// An object, or the merge (later keys win) of an array of objects from repeated blocks.
+fn merge_objects(value: Value, key: &str, origin: &str) -> Result<Map<String, Value>, ConfigError> {
+    match value {
+        Value::Object(map) => Ok(map),
+        Value::Array(items) => {
+            let mut merged = Map::new();
+            for item in items {
+                merged.extend(merge_objects(item, key, origin)?);
+            }
+            Ok(merged)
+        }
+        _ => Err(ConfigError::InvalidValue {
+            key: key.to_string(),
+            origin: origin.to_string(),
+            reason: "expected an object".to_string(),
+        }),
+    }
+}
+
+/// A list of objects from an object, an array of objects, or nested arrays of them.
+fn object_list(value: Value, key: &str, origin: &str) -> Result<Vec<Value>, ConfigError> {
+    match value {
+        Value::Object(map) => Ok(vec![Value::Object(map)]),
+        Value::Array(items) => {
+            let mut out = Vec::new();
+            for item in items {
+                out.extend(object_list(item, key, origin)?);
+            }
+            Ok(out)
+        }
+        _ => Err(ConfigError::InvalidValue {
+            key: key.to_string(),
+            origin: origin.to_string(),
+            reason: "expected an object or a list of objects".to_string(),
+        }),
+    }
+}
+
+/// Inside a service or check definition: `checks` is always an array, and repeated `check`
+/// blocks move into `checks`.
+fn normalize_definition(value: Value) -> Value {
+    let Value::Object(mut map) = value else {
+        return value;
+    };
+    let mut checks = match map.remove("checks") {
+        Some(Value::Array(items)) => items,
+        Some(other) => vec![other],
+        None => Vec::new(),
+    };
+    match map.remove("check") {
+        Some(Value::Array(items)) => checks.extend(items),
+        Some(single) => {
+            map.insert("check".to_string(), single);
+        }
+        None => {}
+    }
+    if !checks.is_empty() {
+        map.insert("checks".to_string(), Value::Array(checks));
+    }
+    Value::Object(map)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_top_level_key_is_named() {
+        let err = normalize(json!({"foo": 1}), "/etc/x.json").expect_err("unknown");
+        assert_eq!(
+            err.to_string(),
+            "config: unknown key \"foo\" in /etc/x.json"
+        );
+    }
+
+    #[test]
+    fn unknown_nested_key_is_dotted() {
+        let err = normalize(json!({"ports": {"htp": 1}}), "f.hcl").expect_err("unknown");
+        assert_eq!(
+            err.to_string(),
+            "config: unknown key \"ports.htp\" in f.hcl"
+        );
+    }
+
+    #[test]
+    fn repeated_blocks_merge_and_lists_wrap() {
+        let value = json!({
+            "ports": [{"http": 1}, {"dns": 2}],
+            "service": {"name": "web", "checks": {"ttl": "5s"}},
+            "checks": [[{"id": "a"}], {"id": "b"}]
+        });
+        let map = normalize(value, "x").expect("normalize");
+        assert_eq!(map["ports"], json!({"http": 1, "dns": 2}));
+        assert_eq!(
+            map["service"],
+            json!([{"name": "web", "checks": [{"ttl": "5s"}]}])
+        );
+        assert_eq!(map["checks"], json!([{"id": "a"}, {"id": "b"}]));
+    }
+
+    #[test]
+    fn repeated_check_blocks_move_into_checks() {
+        let value = json!({"service": {"name": "w", "check": [{"ttl": "1s"}, {"ttl": "2s"}]}});
+        let map = normalize(value, "x").expect("normalize");
+        assert_eq!(
+            map["service"],
+            json!([{"name": "w", "checks": [{"ttl": "1s"}, {"ttl": "2s"}]}])
+        );
+    }
+
+    #[test]
+    fn wrong_shapes_are_rejected() {
+        assert!(normalize(json!({"ports": 5}), "x").is_err());
+        assert!(normalize(json!({"services": "web"}), "x").is_err());
+        assert!(normalize(json!([1]), "x").is_err());
+    }
+}

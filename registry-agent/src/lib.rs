@@ -1,0 +1,7 @@
+//! The `registry` binary's library: agent configuration ([`config`]), the Consul-compatible
+//! command line ([`cli`]), logging ([`logging`]) and agent startup ([`start`]).
+
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod start;
