@@ -3,7 +3,7 @@
 //! The log format is stable: variants are appended, never renumbered or reordered, because
 //! the binary encoding is positional. Every write of the registry is one of these.
 
-use crate::model::{DirEntry, HealthCheck, Node, NodeService};
+use crate::model::{DirEntry, HealthCheck, Node, NodeService, Session};
 use crate::ProtoError;
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +73,257 @@ pub enum Command {
     },
     /// Several commands applied as one log entry, each with its own result.
     Batch(Vec<Command>),
+    /// Create a session (its ID chosen by the leader); rejected when its node or checks are
+    /// missing, or a check is critical.
+    SessionCreate(Session),
+    /// Destroy (invalidate) a session: explicit destroy or TTL expiry decided by the leader.
+    /// Its locks are released or its keys deleted per its behavior, and those keys enter
+    /// lock-delay counted from `at_unix_ms` (the leader's clock when it proposed this).
+    SessionDestroy {
+        /// Session ID (unknown IDs are a no-op).
+        id: String,
+        /// Leader wall-clock time, milliseconds since the Unix epoch.
+        at_unix_ms: u64,
+    },
+    /// Acquire the lock on a key for `entry.session`, setting its value and flags.
+    KvLock {
+        /// The entry (key, value, flags, session).
+        entry: DirEntry,
+    },
+    /// Release the lock `entry.session` holds on a key, setting its value and flags.
+    KvUnlock {
+        /// The entry (key, value, flags, session).
+        entry: DirEntry,
+    },
+    /// An atomic transaction: every operation applies, or none does.
+    Txn(Vec<TxnOp>),
+}
+
+/// A KV verb of a transaction, as Consul's `api.KVOp` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KvVerb {
+    /// `set`.
+    Set,
+    /// `cas`.
+    Cas,
+    /// `lock`.
+    Lock,
+    /// `unlock`.
+    Unlock,
+    /// `get`.
+    Get,
+    /// `get-or-empty`.
+    GetOrEmpty,
+    /// `get-tree`.
+    GetTree,
+    /// `check-index`.
+    CheckIndex,
+    /// `check-session`.
+    CheckSession,
+    /// `check-not-exists`.
+    CheckNotExists,
+    /// `delete`.
+    Delete,
+    /// `delete-tree`.
+    DeleteTree,
+    /// `delete-cas`.
+    DeleteCas,
+}
+
+impl KvVerb {
+    /// Every verb, for parsing and documentation.
+    pub const ALL: [KvVerb; 13] = [
+        KvVerb::Set,
+        KvVerb::Cas,
+        KvVerb::Lock,
+        KvVerb::Unlock,
+        KvVerb::Get,
+        KvVerb::GetOrEmpty,
+        KvVerb::GetTree,
+        KvVerb::CheckIndex,
+        KvVerb::CheckSession,
+        KvVerb::CheckNotExists,
+        KvVerb::Delete,
+        KvVerb::DeleteTree,
+        KvVerb::DeleteCas,
+    ];
+
+    /// Consul's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvVerb::Set => "set",
+            KvVerb::Cas => "cas",
+            KvVerb::Lock => "lock",
+            KvVerb::Unlock => "unlock",
+            KvVerb::Get => "get",
+            KvVerb::GetOrEmpty => "get-or-empty",
+            KvVerb::GetTree => "get-tree",
+            KvVerb::CheckIndex => "check-index",
+            KvVerb::CheckSession => "check-session",
+            KvVerb::CheckNotExists => "check-not-exists",
+            KvVerb::Delete => "delete",
+            KvVerb::DeleteTree => "delete-tree",
+            KvVerb::DeleteCas => "delete-cas",
+        }
+    }
+
+    /// Parses Consul's spelling (exact).
+    pub fn parse(s: &str) -> Option<KvVerb> {
+        KvVerb::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// Whether the verb changes state (and so needs Raft).
+    pub fn is_write(self) -> bool {
+        matches!(
+            self,
+            KvVerb::Set
+                | KvVerb::Cas
+                | KvVerb::Lock
+                | KvVerb::Unlock
+                | KvVerb::Delete
+                | KvVerb::DeleteTree
+                | KvVerb::DeleteCas
+        )
+    }
+}
+
+/// A node, service or check verb of a transaction (`api.NodeOp`, `ServiceOp`, `CheckOp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CatalogVerb {
+    /// `set`.
+    Set,
+    /// `cas`.
+    Cas,
+    /// `get`.
+    Get,
+    /// `delete`.
+    Delete,
+    /// `delete-cas`.
+    DeleteCas,
+}
+
+impl CatalogVerb {
+    /// Consul's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CatalogVerb::Set => "set",
+            CatalogVerb::Cas => "cas",
+            CatalogVerb::Get => "get",
+            CatalogVerb::Delete => "delete",
+            CatalogVerb::DeleteCas => "delete-cas",
+        }
+    }
+
+    /// Parses Consul's spelling (exact).
+    pub fn parse(s: &str) -> Option<CatalogVerb> {
+        [
+            CatalogVerb::Set,
+            CatalogVerb::Cas,
+            CatalogVerb::Get,
+            CatalogVerb::Delete,
+            CatalogVerb::DeleteCas,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+
+    /// Whether the verb changes state.
+    pub fn is_write(self) -> bool {
+        self != CatalogVerb::Get
+    }
+}
+
+/// One operation of a transaction.
+// At most 64 per transaction; boxing would only add allocations.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOp {
+    /// A KV operation. `entry.session` is the session of `lock`, `unlock` and
+    /// `check-session`; `index` the expected modify index of `cas`, `check-index` and
+    /// `delete-cas`.
+    Kv {
+        /// Verb.
+        verb: KvVerb,
+        /// Key, value, flags and session.
+        entry: DirEntry,
+        /// Expected modify index.
+        index: u64,
+    },
+    /// A node operation (`delete` removes its services, checks and sessions).
+    Node {
+        /// Verb.
+        verb: CatalogVerb,
+        /// The node.
+        node: Node,
+        /// Expected modify index of `cas` and `delete-cas`.
+        index: u64,
+    },
+    /// A service operation on one node.
+    Service {
+        /// Verb.
+        verb: CatalogVerb,
+        /// Node name.
+        node: String,
+        /// The service instance.
+        service: NodeService,
+        /// Expected modify index of `cas` and `delete-cas`.
+        index: u64,
+    },
+    /// A health check operation.
+    Check {
+        /// Verb.
+        verb: CatalogVerb,
+        /// The check (its `node` says where).
+        check: HealthCheck,
+        /// Expected modify index of `cas` and `delete-cas`.
+        index: u64,
+    },
+}
+
+impl TxnOp {
+    /// Whether the operation changes state.
+    pub fn is_write(&self) -> bool {
+        match self {
+            TxnOp::Kv { verb, .. } => verb.is_write(),
+            TxnOp::Node { verb, .. } | TxnOp::Service { verb, .. } | TxnOp::Check { verb, .. } => {
+                verb.is_write()
+            }
+        }
+    }
+}
+
+/// One result of a transaction (Consul's `TxnResult`: exactly one of KV, Node, Service,
+/// Check).
+// At most 64 per transaction; boxing would only add allocations.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnResult {
+    /// A KV entry (its value is kept only for the get verbs).
+    Kv(DirEntry),
+    /// A node.
+    Node(Node),
+    /// A service instance.
+    Service(NodeService),
+    /// A health check.
+    Check(HealthCheck),
+}
+
+/// An operation that failed, which rolled the whole transaction back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnError {
+    /// Position of the operation in the request.
+    pub op_index: u32,
+    /// Consul's error text.
+    pub what: String,
+}
+
+/// The outcome of a transaction: results when it applied, errors when it rolled back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnResponse {
+    /// Results in operation order (empty when there are errors).
+    pub results: Vec<TxnResult>,
+    /// Errors (empty when the transaction applied).
+    pub errors: Vec<TxnError>,
 }
 
 impl Command {
@@ -99,6 +350,8 @@ pub enum CommandResponse {
     Rejected(String),
     /// Results of a [`Command::Batch`], in order.
     Batch(Vec<CommandResponse>),
+    /// Outcome of a [`Command::Txn`].
+    Txn(TxnResponse),
 }
 
 #[cfg(test)]
@@ -126,5 +379,57 @@ mod tests {
         ]);
         let bytes = cmd.encode().unwrap();
         assert_eq!(Command::decode(&bytes).unwrap(), cmd);
+    }
+
+    #[test]
+    fn session_and_txn_commands_round_trip() {
+        let lock = DirEntry {
+            key: "svc/leader".into(),
+            flags: 0xe0f6_9a2b_aa41_4de0,
+            session: "adf4238a-882b-9ddc-4a9d-5b6758e4159e".into(),
+            ..Default::default()
+        };
+        let cmds = vec![
+            Command::SessionCreate(crate::model::Session {
+                id: "adf4238a-882b-9ddc-4a9d-5b6758e4159e".into(),
+                node: "n1".into(),
+                lock_delay_ns: 15_000_000_000,
+                behavior: crate::model::SessionBehavior::Delete,
+                ttl: "15.0s".into(),
+                node_checks: vec!["serfHealth".into()],
+                ..Default::default()
+            }),
+            Command::SessionDestroy {
+                id: "x".into(),
+                at_unix_ms: 1_700_000_000_000,
+            },
+            Command::KvLock {
+                entry: lock.clone(),
+            },
+            Command::KvUnlock {
+                entry: lock.clone(),
+            },
+            Command::Txn(vec![
+                TxnOp::Kv {
+                    verb: KvVerb::CheckIndex,
+                    entry: lock,
+                    index: 3,
+                },
+                TxnOp::Node {
+                    verb: CatalogVerb::DeleteCas,
+                    node: Node::default(),
+                    index: 9,
+                },
+            ]),
+        ];
+        for cmd in cmds {
+            let bytes = cmd.encode().unwrap();
+            assert_eq!(Command::decode(&bytes).unwrap(), cmd);
+        }
+        for v in KvVerb::ALL {
+            assert_eq!(KvVerb::parse(v.as_str()), Some(v));
+        }
+        assert_eq!(KvVerb::parse("SET"), None);
+        assert!(KvVerb::Lock.is_write() && !KvVerb::GetTree.is_write());
     }
 }

@@ -191,3 +191,86 @@ pub struct DirEntry {
     /// Raft indexes.
     pub index: RaftIndex,
 }
+
+/// What happens to the keys a session holds when the session is invalidated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SessionBehavior {
+    /// The locks are released; the keys stay (Consul's default).
+    #[default]
+    Release,
+    /// The locked keys are deleted.
+    Delete,
+}
+
+impl SessionBehavior {
+    /// Consul's spelling: `release` or `delete`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionBehavior::Release => "release",
+            SessionBehavior::Delete => "delete",
+        }
+    }
+
+    /// Parses Consul's spelling (exact, lower case).
+    pub fn parse(s: &str) -> Option<SessionBehavior> {
+        match s {
+            "release" => Some(SessionBehavior::Release),
+            "delete" => Some(SessionBehavior::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// A service check a session is bound to (`ServiceChecks` entries).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceCheck {
+    /// Check ID.
+    pub id: String,
+    /// Namespace (always "" outside Consul Enterprise; kept for the JSON shape).
+    pub namespace: String,
+}
+
+/// A session: the owner of KV locks, invalidated by its TTL, its checks or its node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// Session UUID, chosen by the leader before the create is proposed.
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// Node the session belongs to; deregistering the node invalidates the session.
+    pub node: String,
+    /// Lock-delay in nanoseconds, as given (capped at 60 s when applied).
+    pub lock_delay_ns: u64,
+    /// Release or delete the held keys on invalidation.
+    pub behavior: SessionBehavior,
+    /// TTL exactly as given (`"15s"`, `"15.0s"`); "" for none.
+    pub ttl: String,
+    /// Node-level checks the session is bound to.
+    pub node_checks: Vec<String>,
+    /// Service checks the session is bound to.
+    pub service_checks: Vec<ServiceCheck>,
+    /// Deprecated `Checks` list (pre-1.7 clients), still honoured.
+    pub checks: Vec<String>,
+    /// Raft indexes.
+    pub index: RaftIndex,
+}
+
+impl Session {
+    /// Every check the session is bound to: `Checks`, then `NodeChecks`, then `ServiceChecks`,
+    /// without duplicates.
+    pub fn check_ids(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        let all = self
+            .checks
+            .iter()
+            .map(String::as_str)
+            .chain(self.node_checks.iter().map(String::as_str))
+            .chain(self.service_checks.iter().map(|c| c.id.as_str()));
+        for id in all {
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+        out
+    }
+}

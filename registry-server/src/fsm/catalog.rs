@@ -159,11 +159,16 @@ fn ensure_check(txn: &mut WriteTxn<'_>, check: &HealthCheck) -> Result<(), Strin
     new.index = index_for(existing.map(|o| o.index), txn.index);
     let service_name = new.service_name.clone();
     let node = new.node.clone();
+    let critical = new.status == registry_proto::model::status::CRITICAL;
+    let check_id = new.check_id.clone();
     txn.db
         .checks
         .entry(node.clone())
         .or_default()
         .insert(new.check_id.clone(), new);
+    if critical {
+        super::session::invalidate_check(txn, &node, &check_id);
+    }
     txn.touch(WatchKey::Table(Table::Checks));
     if service_name.is_empty() {
         touch_node(txn, &node, true);
@@ -224,6 +229,7 @@ fn remove_check(txn: &mut WriteTxn<'_>, node: &str, check_id: &str) {
     if checks.is_empty() {
         txn.db.checks.remove(node);
     }
+    super::session::invalidate_check(txn, node, check_id);
     txn.touch(WatchKey::Table(Table::Checks));
     if old.service_name.is_empty() {
         touch_node(txn, node, true);
@@ -290,6 +296,7 @@ pub(super) fn deregister(txn: &mut WriteTxn<'_>, req: &DeregisterRequest) -> Com
             txn.touch(WatchKey::Table(Table::Nodes));
             touch_node(txn, &req.node, false);
         }
+        super::session::invalidate_node(txn, &req.node);
     }
     CommandResponse::Ok
 }

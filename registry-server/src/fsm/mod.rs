@@ -6,6 +6,8 @@
 
 mod catalog;
 mod kv;
+pub mod session;
+pub mod txn;
 
 use crate::state::{Store, WriteTxn};
 use registry_proto::{Command, CommandResponse};
@@ -30,5 +32,10 @@ pub fn apply_txn(txn: &mut WriteTxn<'_>, cmd: &Command) -> CommandResponse {
         Command::Batch(cmds) => {
             CommandResponse::Batch(cmds.iter().map(|c| apply_txn(txn, c)).collect())
         }
+        Command::SessionCreate(sess) => session::create(txn, sess),
+        Command::SessionDestroy { id, at_unix_ms } => session::destroy(txn, id, *at_unix_ms),
+        Command::KvLock { entry } => session::lock(txn, entry),
+        Command::KvUnlock { entry } => session::unlock(txn, entry),
+        Command::Txn(ops) => txn::apply(txn, ops),
     }
 }

@@ -6,12 +6,13 @@
 //! | services | (node, id)        | by service name; per-name index        |
 //! | checks   | (node, check id)  | -                                      |
 //! | kvs      | key               | tombstones (deleted key -> index)      |
+//! | sessions | session ID        | by node; by (node, check); held keys   |
 //!
 //! Besides the global index (last applied entry) each table has its own index, and each
 //! service name and node has one: a query's `X-Consul-Index` comes from the finest one that
 //! covers its result.
 
-use registry_proto::model::{DirEntry, HealthCheck, Node, NodeService};
+use registry_proto::model::{DirEntry, HealthCheck, Node, NodeService, Session};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,6 +27,8 @@ pub enum Table {
     Checks,
     /// KV entries (and their tombstones).
     Kvs,
+    /// Sessions.
+    Sessions,
 }
 
 /// Last modify index of each table.
@@ -39,6 +42,8 @@ pub struct TableIndexes {
     pub checks: u64,
     /// KV table.
     pub kvs: u64,
+    /// Sessions table.
+    pub sessions: u64,
 }
 
 impl TableIndexes {
@@ -49,6 +54,7 @@ impl TableIndexes {
             Table::Services => self.services,
             Table::Checks => self.checks,
             Table::Kvs => self.kvs,
+            Table::Sessions => self.sessions,
         }
     }
 
@@ -58,6 +64,7 @@ impl TableIndexes {
             Table::Services => &mut self.services,
             Table::Checks => &mut self.checks,
             Table::Kvs => &mut self.kvs,
+            Table::Sessions => &mut self.sessions,
         };
         *slot = (*slot).max(index);
     }
@@ -87,6 +94,15 @@ pub struct Db {
     pub kvs: BTreeMap<String, DirEntry>,
     /// Deleted keys and the index of their deletion, so prefix indexes never go backwards.
     pub kv_tombstones: BTreeMap<String, u64>,
+    /// Sessions by ID.
+    pub sessions: BTreeMap<String, Session>,
+    /// Session IDs by node.
+    pub sessions_by_node: BTreeMap<String, BTreeSet<String>>,
+    /// Session IDs by the (node, check ID) they are bound to.
+    pub session_checks: BTreeMap<(String, String), BTreeSet<String>>,
+    /// Keys each session has acquired. May name keys since deleted or re-locked by another
+    /// session: readers check `DirEntry::session` before acting on an entry.
+    pub session_locks: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// A never-zero index, as `X-Consul-Index` requires.
@@ -178,5 +194,23 @@ impl Db {
             Some(i) if i > 0 => i,
             _ => self.table(Table::Kvs),
         }
+    }
+
+    /// The sessions of a node, ordered by ID.
+    pub fn node_sessions(&self, node: &str) -> Vec<&Session> {
+        self.sessions_by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.sessions.get(id))
+            .collect()
+    }
+
+    /// The sessions bound to one check of a node, ordered by ID.
+    pub fn check_sessions(&self, node: &str, check_id: &str) -> Vec<String> {
+        self.session_checks
+            .get(&(node.to_string(), check_id.to_string()))
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 }

@@ -4,6 +4,11 @@
 //! Reads take the read lock for the length of one query and so see one consistent state.
 //! Writes happen only through [`Store::write`], called by `fsm/` with the Raft index of the
 //! entry being applied; watchers are notified after the write lock is released.
+//!
+//! Besides the replicated [`Db`], the store keeps Consul's KV lock-delay map: when a session
+//! is invalidated its keys may not be re-acquired for the session's lock-delay. Lock-delay is
+//! wall-clock based and so not replicated: each server records it when it applies the
+//! invalidation, and only the leader consults it, before proposing an acquire.
 
 mod db;
 mod snapshot;
@@ -12,8 +17,37 @@ mod watch;
 pub use db::{Db, Table};
 pub use watch::{WatchKey, WatchSet};
 
-use parking_lot::{RwLock, RwLockReadGuard};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch as tokio_watch;
+
+/// A lock-delay to record once a write commits: the key, how long, and the wall-clock start
+/// carried by the command (`None`: the applying server's clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockDelay {
+    /// The key that may not be acquired meanwhile.
+    pub key: String,
+    /// How long.
+    pub delay: Duration,
+    /// Start, milliseconds since the Unix epoch; `None` means "now".
+    pub from_unix_ms: Option<u64>,
+}
+
+/// A position in a [`WriteTxn`] to roll its side effects back to.
+#[derive(Debug, Clone, Copy)]
+pub struct Checkpoint {
+    touched: usize,
+    lock_delays: usize,
+}
+
+/// Milliseconds since the Unix epoch by this server's clock.
+pub fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
 
 /// A write in progress: the state to change, the index it is applied at, and what it touched.
 #[derive(Debug)]
@@ -23,6 +57,7 @@ pub struct WriteTxn<'a> {
     /// The Raft index of the entry being applied.
     pub index: u64,
     touched: Vec<WatchKey>,
+    lock_delays: Vec<LockDelay>,
 }
 
 impl WriteTxn<'_> {
@@ -34,6 +69,26 @@ impl WriteTxn<'_> {
         }
         self.touched.push(key);
     }
+
+    /// Records a lock-delay on `key`, effective once the write commits.
+    pub fn lock_delay(&mut self, delay: LockDelay) {
+        self.lock_delays.push(delay);
+    }
+
+    /// The current position, for [`WriteTxn::rollback`].
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            touched: self.touched.len(),
+            lock_delays: self.lock_delays.len(),
+        }
+    }
+
+    /// Forgets the watch notifications and lock-delays recorded since `cp` (the caller
+    /// restores the tables themselves).
+    pub fn rollback(&mut self, cp: Checkpoint) {
+        self.touched.truncate(cp.touched);
+        self.lock_delays.truncate(cp.lock_delays);
+    }
 }
 
 /// The state store shared by the state machine (writer) and every reader.
@@ -43,6 +98,8 @@ pub struct Store {
     watches: watch::Watches,
     /// Bumped when the whole state is replaced (restore); every blocking query re-runs.
     abandon: tokio_watch::Sender<u64>,
+    /// KV lock-delays: key -> end, milliseconds since the Unix epoch. Not replicated.
+    lock_delays: Mutex<HashMap<String, u64>>,
 }
 
 impl Default for Store {
@@ -58,6 +115,7 @@ impl Store {
             db: RwLock::new(Db::default()),
             watches: watch::Watches::default(),
             abandon: tokio_watch::Sender::new(0),
+            lock_delays: Mutex::new(HashMap::new()),
         }
     }
 
@@ -68,22 +126,52 @@ impl Store {
 
     /// Applies a change at Raft index `index` and wakes the watchers of what it touched.
     pub fn write<R>(&self, index: u64, f: impl FnOnce(&mut WriteTxn<'_>) -> R) -> R {
-        let (out, touched) = {
+        let (out, touched, delays) = {
             let mut db = self.db.write();
             let mut txn = WriteTxn {
                 db: &mut db,
                 index,
                 touched: Vec::new(),
+                lock_delays: Vec::new(),
             };
             let out = f(&mut txn);
             let touched = std::mem::take(&mut txn.touched);
+            let delays = std::mem::take(&mut txn.lock_delays);
             if index > db.index {
                 db.index = index;
             }
-            (out, touched)
+            (out, touched, delays)
         };
+        if !delays.is_empty() {
+            self.record_lock_delays(delays);
+        }
         self.watches.notify(&touched, index);
         out
+    }
+
+    fn record_lock_delays(&self, delays: Vec<LockDelay>) {
+        let now = unix_ms_now();
+        let mut map = self.lock_delays.lock();
+        // Drop the expired ones first so the map stays as small as the delays in force.
+        map.retain(|_, end| *end > now);
+        for d in delays {
+            let ms = u64::try_from(d.delay.as_millis()).unwrap_or(u64::MAX);
+            let end = d.from_unix_ms.unwrap_or(now).saturating_add(ms);
+            if end > now {
+                let slot = map.entry(d.key).or_insert(end);
+                *slot = (*slot).max(end);
+            }
+        }
+    }
+
+    /// When the lock-delay on `key` ends (milliseconds since the Unix epoch), if it is still
+    /// in force at `now_unix_ms`.
+    pub fn kv_lock_delay(&self, key: &str, now_unix_ms: u64) -> Option<u64> {
+        self.lock_delays
+            .lock()
+            .get(key)
+            .copied()
+            .filter(|end| *end > now_unix_ms)
     }
 
     /// Subscribes to changes of `keys` plus the abandon signal. Subscribe *before* reading,

@@ -22,6 +22,10 @@ pub enum WatchKey {
     KvKey(String),
     /// Any KV key under a prefix.
     KvPrefix(String),
+    /// One session, by ID.
+    Session(String),
+    /// The sessions of one node.
+    NodeSessions(String),
 }
 
 /// Channels by key; senders carry the index of the last write that touched the key.
