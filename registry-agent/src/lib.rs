@@ -1,7 +1,11 @@
 //! The `registry` binary's library: agent configuration ([`config`]), the Consul-compatible
 //! command line ([`cli`]), logging ([`logging`]) and agent startup ([`start`]).
 
+pub mod ae;
+pub mod agent;
+pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod local;
 pub mod logging;
 pub mod start;

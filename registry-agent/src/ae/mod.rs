@@ -1,0 +1,279 @@
+//! Anti-entropy (Consul's `agent/ae` and the sync half of `agent/local`): keeps the catalog's
+//! view of this node equal to the agent's local state. The agent is the source of truth.
+//!
+//! - A *partial sync* ([`AntiEntropy::sync_changes`]) writes whatever the local state marks
+//!   out of sync. It runs right after every local change (the local state's trigger, and
+//!   directly from the HTTP handlers so that a registration is in the catalog when the
+//!   request returns).
+//! - A *full sync* ([`AntiEntropy::sync_full`]) first compares the local state with the
+//!   catalog (this node's records in the store), so drift from direct catalog writes is
+//!   reverted, then writes. It runs at startup (registering the node and its `serfHealth`
+//!   check), then every `interval` (60s) plus a random stagger scaled by cluster size, and
+//!   is retried with backoff (up to `retry_interval`, 15s) after a failure.
+//!
+//! Every write goes through [`Writer::apply`]; several pending writes go as one
+//! [`Command::Batch`]. Syncs are serialized so that writes reach Raft in order.
+
+mod diff;
+
+pub(crate) use diff::{compare, mark, plan};
+pub use diff::{Op, Plan, Remote, CONSUL_SERVICE_ID};
+
+use crate::checks::random_stagger;
+use crate::local::LocalState;
+use registry_proto::{Command, CommandResponse};
+use registry_server::query::write::Writer;
+use registry_server::query::Reader;
+use registry_server::ServerError;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Most commands written in one Raft entry.
+const MAX_BATCH: usize = 64;
+/// First retry delay after a failed sync; doubles up to `retry_interval`.
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+
+/// Anti-entropy timing.
+#[derive(Debug, Clone, Copy)]
+pub struct AeOptions {
+    /// Base period of full syncs (Consul's 1m).
+    pub interval: Duration,
+    /// Longest wait before retrying a failed sync (Consul's 15s).
+    pub retry_interval: Duration,
+}
+
+impl Default for AeOptions {
+    fn default() -> Self {
+        AeOptions {
+            interval: Duration::from_secs(60),
+            retry_interval: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Consul's `scaleFactor`: 1 up to 128 nodes, then one more per doubling.
+pub fn scale_factor(nodes: usize) -> u32 {
+    const THRESHOLD: f64 = 128.0;
+    let n = nodes as f64;
+    if n <= THRESHOLD {
+        return 1;
+    }
+    ((n.log2() - THRESHOLD.log2()).ceil() as u32) + 1
+}
+
+/// What one sync wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Commands applied.
+    pub applied: usize,
+    /// Commands the state machine rejected (they stay out of sync).
+    pub rejected: usize,
+}
+
+/// Pushes the local state to the catalog.
+pub struct AntiEntropy {
+    local: Arc<LocalState>,
+    reader: Reader,
+    writer: Writer,
+    opts: AeOptions,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for AntiEntropy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AntiEntropy")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AntiEntropy {
+    /// Anti-entropy for `local`, reading the catalog through `reader` and writing through
+    /// `writer`.
+    pub fn new(local: Arc<LocalState>, reader: Reader, writer: Writer, opts: AeOptions) -> Self {
+        AntiEntropy {
+            local,
+            reader,
+            writer,
+            opts,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Writes everything the local state marks out of sync.
+    pub async fn sync_changes(&self) -> Result<SyncReport, ServerError> {
+        let _serial = self.lock.lock().await;
+        self.write_pending().await
+    }
+
+    /// Compares the local state with the catalog, then writes the differences.
+    pub async fn sync_full(&self) -> Result<SyncReport, ServerError> {
+        let _serial = self.lock.lock().await;
+        let name = self.local.node().name;
+        let remote = {
+            let db = self.reader.store().read();
+            Remote::from_db(&db, &name)
+        };
+        {
+            let defer = !self.local.options().check_update_interval.is_zero();
+            let mut inner = self.local.lock();
+            compare(&mut inner, &remote, defer);
+        }
+        self.write_pending().await
+    }
+
+    async fn write_pending(&self) -> Result<SyncReport, ServerError> {
+        let plan = {
+            let inner = self.local.lock();
+            plan(&inner)
+        };
+        if plan.is_empty() {
+            return Ok(SyncReport::default());
+        }
+        let mut ok = Vec::with_capacity(plan.ops.len());
+        let mut report = SyncReport::default();
+        let mut failure = None;
+        for chunk in plan.commands.chunks(MAX_BATCH) {
+            match self.write(chunk).await {
+                Ok(results) => ok.extend(results),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        // Ops after a failed chunk count as not applied.
+        ok.resize(plan.ops.len(), false);
+        for (op, applied) in plan.ops.iter().zip(&ok) {
+            if *applied {
+                report.applied += 1;
+                tracing::debug!(op = ?op, "synced");
+            }
+        }
+        {
+            let mut inner = self.local.lock();
+            mark(&mut inner, &plan, &ok);
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        report.rejected = ok.iter().filter(|a| !**a).count();
+        Ok(report)
+    }
+
+    /// Applies `cmds` (as one batch when several); returns per-command success.
+    async fn write(&self, cmds: &[Command]) -> Result<Vec<bool>, ServerError> {
+        if let [single] = cmds {
+            return match self.writer.apply(single.clone()).await {
+                Ok(_) => Ok(vec![true]),
+                Err(ServerError::Internal(msg)) => {
+                    tracing::warn!(error = %msg, "catalog rejected an anti-entropy write");
+                    Ok(vec![false])
+                }
+                Err(e) => Err(e),
+            };
+        }
+        match self.writer.apply(Command::Batch(cmds.to_vec())).await? {
+            CommandResponse::Batch(results) => {
+                let mut out = Vec::with_capacity(cmds.len());
+                for (i, _) in cmds.iter().enumerate() {
+                    match results.get(i) {
+                        Some(CommandResponse::Rejected(msg)) => {
+                            tracing::warn!(error = %msg, "catalog rejected an anti-entropy write");
+                            out.push(false);
+                        }
+                        Some(_) => out.push(true),
+                        None => out.push(false),
+                    }
+                }
+                Ok(out)
+            }
+            _ => Ok(vec![true; cmds.len()]),
+        }
+    }
+
+    fn next_full_sync(&self) -> Duration {
+        let nodes = self.reader.store().read().nodes.len();
+        let scaled = self.opts.interval * scale_factor(nodes);
+        self.opts.interval + random_stagger(scaled)
+    }
+
+    /// Runs until `shutdown` turns true: a full sync at once (retried until it succeeds),
+    /// then periodically, and a partial sync whenever the local state changes.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!("anti-entropy started");
+        let mut next_full = Instant::now();
+        let mut backoff = FIRST_RETRY;
+        let mut first = true;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep_until(next_full) => {
+                    match self.sync_full().await {
+                        Ok(report) => {
+                            if first {
+                                tracing::info!(applied = report.applied, "node registered in the catalog");
+                                first = false;
+                            } else {
+                                tracing::debug!(applied = report.applied, rejected = report.rejected, "full sync done");
+                            }
+                            backoff = FIRST_RETRY;
+                            next_full = Instant::now() + self.next_full_sync();
+                        }
+                        Err(e) => {
+                            log_failure("full sync", &e, backoff, self.opts.retry_interval);
+                            next_full = Instant::now() + backoff;
+                            backoff = (backoff * 2).min(self.opts.retry_interval);
+                        }
+                    }
+                }
+                _ = self.local.trigger().notified() => {
+                    match self.sync_changes().await {
+                        Ok(report) => {
+                            tracing::debug!(applied = report.applied, rejected = report.rejected, "partial sync done");
+                        }
+                        Err(e) => {
+                            log_failure("partial sync", &e, backoff, self.opts.retry_interval);
+                            next_full = next_full.min(Instant::now() + backoff);
+                        }
+                    }
+                }
+            }
+        }
+        tracing::info!("anti-entropy stopped");
+    }
+}
+
+fn log_failure(what: &str, e: &ServerError, backoff: Duration, max: Duration) {
+    // Before a leader is elected every write fails; only a lasting failure is worth a warning.
+    if matches!(e, ServerError::NoLeader) && backoff < max {
+        tracing::debug!(error = %e, retry_in = ?backoff, "{what} failed");
+    } else {
+        tracing::warn!(error = %e, retry_in = ?backoff, "{what} failed");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale() {
+        assert_eq!(scale_factor(1), 1);
+        assert_eq!(scale_factor(128), 1);
+        assert_eq!(scale_factor(129), 2);
+        assert_eq!(scale_factor(256), 2);
+        assert_eq!(scale_factor(257), 3);
+        assert_eq!(scale_factor(8192), 7);
+    }
+}
