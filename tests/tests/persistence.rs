@@ -84,20 +84,7 @@ async fn verify(a: &TestAgent) -> Result<()> {
         );
     }
 
-    // Every service in the agent's local state.
-    let v = a.get_json("/v1/agent/services").await?;
-    let local: BTreeSet<String> = v
-        .as_object()
-        .unwrap()
-        .keys()
-        .filter(|k| k.starts_with("bulk-"))
-        .cloned()
-        .collect();
-    if local.len() != N {
-        bail!("expected {N} local services, found {}", local.len());
-    }
-
-    // And in the catalog, under the right names with the right ports.
+    // Every service in the catalog, under the right names with the right ports.
     let names = a.get_json("/v1/catalog/services").await?;
     let mut seen: BTreeMap<String, u64> = BTreeMap::new();
     for s in 0..100 {
@@ -123,6 +110,19 @@ async fn verify(a: &TestAgent) -> Result<()> {
         let i: u64 = id.trim_start_matches("bulk-").parse()?;
         assert_eq!(*port, 10_000 + i, "port of {id}");
     }
+    // And in the agent's local state (the agent persists its own registrations).
+    let v = a.get_json("/v1/agent/services").await?;
+    let local: BTreeSet<String> = v
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("bulk-"))
+        .cloned()
+        .collect();
+    if local.len() != N {
+        bail!("expected {N} local services, found {}", local.len());
+    }
+
     Ok(())
 }
 
@@ -155,15 +155,17 @@ async fn small_state_survives_restart_with_same_indexes() -> Result<()> {
     );
     assert_eq!(after[0]["Key"], "p/flags");
     assert_eq!(after[0]["Flags"].as_u64(), Some(3304740253564472344));
-    let v = a.get_json("/v1/agent/services").await?;
-    assert_eq!(v["keep"]["Port"], 1234);
-    assert!(a
-        .get_json("/v1/agent/checks")
-        .await?
-        .get("service:keep")
-        .is_some());
     let v = a.get_json("/v1/catalog/service/extsvc").await?;
     assert_eq!(v[0]["Node"], "ext");
     assert_eq!(v[0]["Address"], "127.0.0.8");
+    let v = a.get_json("/v1/agent/services").await?;
+    assert_eq!(v["keep"]["Port"], 1234, "agent services after restart: {v}");
+    let v = a.get_json("/v1/agent/checks").await?;
+    assert!(
+        v.get("service:keep").is_some(),
+        "agent checks after restart: {v}"
+    );
+    let v = a.get_json("/v1/catalog/service/keep").await?;
+    assert_eq!(v[0]["ServicePort"], 1234, "catalog keep after restart: {v}");
     Ok(())
 }
