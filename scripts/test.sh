@@ -97,6 +97,7 @@ setup_venv() {
 cargo_tests() {
     if cargo nextest --version >/dev/null 2>&1; then
         timeout 1500 cargo nextest run --workspace --no-fail-fast \
+            --tool-config-file "registry-tests:$ROOT/scripts/nextest.toml" \
             --test-threads "$TEST_THREADS" --failure-output final \
             --cargo-profile "$( [ "$PROFILE" = release ] && echo release || echo dev )"
         local rc=$?
