@@ -6,6 +6,7 @@
 
 pub mod agent_api;
 pub mod config;
+pub mod dns;
 pub mod error;
 pub mod fsm;
 pub mod http;

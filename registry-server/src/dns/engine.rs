@@ -1,0 +1,268 @@
+//! The answer path shared by the UDP and TCP listeners: parse, look the question up in the
+//! worker's cache, check it is still current, render.
+//!
+//! Each UDP worker owns a [`Worker`] and so its own cache: no lock on the hot path. A
+//! cached answer remembers the catalog *generation* it was checked at; the generation is
+//! bumped by a task that watches the store's node, service and check tables. While the
+//! generation is unchanged an answer is sent without touching the store at all; after a
+//! change it is checked once against the store indexes it was built from (a read lock and
+//! two map lookups) and rebuilt only when those moved.
+
+use super::answer::{self, Action, Answer, Dep, Settings};
+use super::render::{render_reject, RenderOpts, Renderer, Transport};
+use super::wire::{self, parse_request, rcode, ParseError, Request};
+use crate::state::Store;
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// State shared by every worker and task of one DNS server.
+#[derive(Debug)]
+pub struct Shared {
+    /// Configuration.
+    pub settings: Settings,
+    /// The catalog.
+    pub store: Arc<Store>,
+    /// Catalog generation: bumped after every catalog change.
+    pub gen: AtomicU64,
+    /// Set to stop the listeners.
+    pub stop: AtomicBool,
+}
+
+impl Shared {
+    /// Render options for a transport.
+    pub fn render_opts(&self, transport: Transport) -> RenderOpts {
+        RenderOpts {
+            transport,
+            recursion_available: self.settings.recursion,
+            udp_answer_limit: self.settings.cfg.udp_answer_limit,
+            truncate_on_limit: self.settings.cfg.enable_truncate,
+            ext_rcode: 0,
+        }
+    }
+}
+
+/// Counters of one worker.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct WorkerStats {
+    /// Packets handled.
+    pub queries: AtomicU64,
+    /// Answers served from the cache without touching the store.
+    pub hits: AtomicU64,
+    /// Cached answers checked against the store after a catalog change and still current.
+    pub revalidated: AtomicU64,
+    /// Answers built from the store.
+    pub builds: AtomicU64,
+    /// Questions forwarded to the recursors.
+    pub recursed: AtomicU64,
+}
+
+/// FNV-1a: the cache keys are short byte strings.
+#[derive(Default)]
+pub struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+struct Entry {
+    answer: Answer,
+    dep: Dep,
+    dep_val: [u64; 2],
+    gen: u64,
+}
+
+/// What the caller does with a packet.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send `Worker::out`.
+    Reply,
+    /// Forward the packet to the recursors (the parsed query is for the SERVFAIL reply).
+    Recurse(Box<Request>),
+    /// Send nothing.
+    Drop,
+}
+
+/// A cache and scratch buffers; one per UDP thread, one (behind a lock) for TCP.
+pub struct Worker {
+    shared: Arc<Shared>,
+    cache: HashMap<Box<[u8]>, Entry, BuildHasherDefault<Fnv>>,
+    key: Vec<u8>,
+    renderer: Renderer,
+    max_entries: usize,
+    /// The reply of the last `handle` that returned [`Outcome::Reply`].
+    pub out: Vec<u8>,
+    /// Counters.
+    pub stats: Arc<WorkerStats>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("cached", &self.cache.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A worker with an empty cache.
+    pub fn new(shared: Arc<Shared>) -> Worker {
+        let max_entries = match shared.settings.cfg.cache_entries {
+            0 => 65536,
+            n => n,
+        };
+        Worker {
+            shared,
+            cache: HashMap::default(),
+            key: Vec::with_capacity(wire::MAX_NAME + 4),
+            renderer: Renderer::default(),
+            max_entries,
+            out: Vec::with_capacity(4096),
+            stats: Arc::new(WorkerStats::default()),
+        }
+    }
+
+    /// Answers one packet.
+    pub fn handle(&mut self, packet: &[u8], transport: Transport) -> Outcome {
+        self.stats.queries.fetch_add(1, Ordering::Relaxed);
+        let ra = self.shared.settings.recursion;
+        let req = match parse_request(packet) {
+            Ok(r) => r,
+            Err(ParseError::Drop) => return Outcome::Drop,
+            Err(ParseError::Reject {
+                id,
+                opcode,
+                rd,
+                rcode,
+            }) => {
+                render_reject(&mut self.out, id, opcode, rd, rcode, ra);
+                return Outcome::Reply;
+            }
+        };
+        let mut opts = self.shared.render_opts(transport);
+        if req.edns.is_some_and(|e| e.version > 0) {
+            // RFC 6891: BADVERS (16) = extended bits 1, header bits 0.
+            opts.ext_rcode = (wire::rcode::BADVERS >> 4) as u8;
+            let a = Answer::rcode_only(rcode::NOERROR);
+            self.renderer.render(&mut self.out, &req, &a, &opts);
+            return Outcome::Reply;
+        }
+        self.key.clear();
+        self.key.extend_from_slice(req.qname_lower());
+        self.key.extend_from_slice(&req.qtype.to_be_bytes());
+        self.key.extend_from_slice(&req.qclass.to_be_bytes());
+
+        let gen = self.shared.gen.load(Ordering::Acquire);
+        let state = match self.cache.get(self.key.as_slice()) {
+            Some(e) if e.gen == gen || e.dep == Dep::Static => Lookup::Fresh,
+            Some(_) => Lookup::Stale,
+            None => Lookup::Missing,
+        };
+        match state {
+            Lookup::Fresh => {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            }
+            Lookup::Stale => {
+                let store = self.shared.store.clone();
+                let db = store.read();
+                let current = self
+                    .cache
+                    .get(self.key.as_slice())
+                    .is_some_and(|e| e.dep.value(&db) == e.dep_val);
+                if current {
+                    if let Some(e) = self.cache.get_mut(self.key.as_slice()) {
+                        e.gen = gen;
+                    }
+                    self.stats.revalidated.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    let entry = self.build(&db, &req, gen);
+                    drop(db);
+                    self.cache.insert(self.key.as_slice().into(), entry);
+                }
+            }
+            Lookup::Missing => {
+                let store = self.shared.store.clone();
+                let entry = {
+                    let db = store.read();
+                    self.build(&db, &req, gen)
+                };
+                if self.cache.len() >= self.max_entries {
+                    self.cache.clear();
+                }
+                self.cache.insert(self.key.as_slice().into(), entry);
+            }
+        }
+        let Some(entry) = self.cache.get(self.key.as_slice()) else {
+            return Outcome::Drop;
+        };
+        match entry.answer.action {
+            Action::Recurse => {
+                self.stats.recursed.fetch_add(1, Ordering::Relaxed);
+                Outcome::Recurse(Box::new(req))
+            }
+            Action::Answer => {
+                self.renderer
+                    .render(&mut self.out, &req, &entry.answer, &opts);
+                Outcome::Reply
+            }
+        }
+    }
+
+    fn build(&self, db: &crate::state::Db, req: &Request, gen: u64) -> Entry {
+        self.stats.builds.fetch_add(1, Ordering::Relaxed);
+        let (answer, dep) = answer::build(
+            &self.shared.settings,
+            db,
+            req.qname_lower(),
+            req.qtype,
+            req.qclass,
+        );
+        let dep_val = dep.value(db);
+        Entry {
+            answer,
+            dep,
+            dep_val,
+            gen,
+        }
+    }
+
+    /// The shared state.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Number of cached answers.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+/// The reply to `req` when every recursor failed: SERVFAIL with RA.
+pub fn servfail(shared: &Shared, req: &Request, transport: Transport) -> Vec<u8> {
+    let opts = shared.render_opts(transport);
+    let mut out = Vec::with_capacity(64);
+    Renderer::new(1).render(&mut out, req, &Answer::rcode_only(rcode::SERVFAIL), &opts);
+    out
+}
+
+enum Lookup {
+    Fresh,
+    Stale,
+    Missing,
+}

@@ -1,0 +1,55 @@
+//! The DNS interface (Consul's port 8600): service discovery over UDP and TCP from the local
+//! state store, never waiting on Raft.
+//!
+//! - [`names`]: which domain a question is in and what it asks for (service, tag, RFC 2782,
+//!   node, addr, reverse).
+//! - [`answer`]: answers built from the catalog (health filtering, SRV targets and their
+//!   addresses, TTLs, SOA/NS), pre-encoded for reuse.
+//! - [`engine`]: the per-worker cache of answers, kept current by the store's indexes.
+//! - [`render`]: one reply from a cached answer: shuffled, cut to the transport's size.
+//! - [`wire`]: reading queries (hickory-proto's decoder) and writing records.
+//! - [`recursor`]: forwarding names outside the domain.
+//! - [`server`]: the UDP threads, the TCP listener and the invalidation task.
+//!
+//! ```no_run
+//! # async fn f(store: std::sync::Arc<registry_server::state::Store>) -> Result<(), registry_server::ServerError> {
+//! use registry_server::dns::{serve, DnsConfig, NodeInfo};
+//! let node = NodeInfo { name: "n1".into(), datacenter: "dc1".into(), address: "127.0.0.1".parse().unwrap() };
+//! let dns = serve(DnsConfig::default(), store, node).await?;
+//! println!("DNS on {}", dns.local_addr());
+//! dns.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod answer;
+pub mod config;
+pub mod engine;
+pub mod names;
+pub mod recursor;
+pub mod render;
+pub mod server;
+pub mod wire;
+
+pub use config::{DnsConfig, NodeInfo, RecursorStrategy, SoaConfig};
+pub use server::{DnsHandle, DnsStats};
+
+use crate::state::Store;
+use crate::ServerError;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+
+/// Starts the DNS server on `cfg.bind` (UDP and TCP) answering from `store`. Must be called
+/// inside a Tokio runtime; the UDP workers are threads of their own.
+pub async fn serve(
+    cfg: DnsConfig,
+    store: Arc<Store>,
+    node: NodeInfo,
+) -> Result<DnsHandle, ServerError> {
+    let shared = Arc::new(engine::Shared {
+        settings: answer::Settings::new(cfg, &node),
+        store,
+        gen: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    server::start(shared).await
+}
