@@ -1,2 +1,377 @@
 //! openraft glue: type configuration, the sled and in-memory log stores, the state
 //! machine adaptor and the node handle used by the query layer.
+//!
+//! [`RaftHandle::start`] builds a Raft node over a [`Store`]: with a data directory the log
+//! lives in sled under `data_dir/raft/log`, snapshots under `data_dir/raft/snapshots` and the
+//! node's Raft ID in `data_dir/raft/node-id`; without one everything is in memory. A server
+//! configured to bootstrap alone (`bootstrap_expect == 1` or `-dev`) initializes a single-voter
+//! cluster the first time and, on every start, waits until it leads and has re-applied its log.
+
+pub mod log_store;
+pub mod mem_log_store;
+pub mod network;
+pub mod state_machine;
+pub mod types;
+
+pub use log_store::{SledLogReader, SledLogStore};
+pub use mem_log_store::MemLogStore;
+pub use network::{raft_router, HttpConnection, HttpNetwork};
+pub use state_machine::{RegistrySnapshotBuilder, RegistryStateMachine};
+pub use types::{NodeId, Raft, RaftMetrics, RegistryNode, TypeConfig};
+
+use crate::config::ServerConfig;
+use crate::state::Store;
+use crate::ServerError;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::{ServerState, SnapshotPolicy};
+use registry_proto::{Command, CommandResponse};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How long [`RaftHandle::start`] waits for a bootstrapping server to become leader.
+const LEADER_WAIT: Duration = Duration::from_secs(30);
+/// How long [`RaftHandle::shutdown`] waits for the log database to be closed.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+const NEVER: u64 = u64::MAX;
+
+/// A running Raft node. Cheap to clone; all clones drive the same node.
+#[derive(Clone)]
+pub struct RaftHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    raft: Raft,
+    id: NodeId,
+    node: RegistryNode,
+    store: Arc<Store>,
+    metrics: watch::Receiver<RaftMetrics>,
+    epoch: Instant,
+    /// Milliseconds since `epoch` of the last RPC from a leader (`NEVER` if none yet).
+    last_contact: AtomicU64,
+    /// Dies once the sled log is closed (`None` for the in-memory log).
+    log_liveness: Option<Weak<log_store::Shared>>,
+}
+
+impl std::fmt::Debug for RaftHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftHandle")
+            .field("id", &self.inner.id)
+            .field("node", &self.inner.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The openraft configuration for `cfg`.
+pub fn raft_config(cfg: &ServerConfig) -> Result<openraft::Config, ServerError> {
+    openraft::Config {
+        cluster_name: cfg.datacenter.clone(),
+        heartbeat_interval: 150,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        install_snapshot_timeout: 10_000,
+        max_payload_entries: 512,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.raft_snapshot_threshold.max(1)),
+        max_in_snapshot_log_to_keep: cfg.raft_trailing_logs,
+        // Purge once this many entries are purgeable: at most once per snapshot.
+        purge_batch_size: (cfg.raft_snapshot_threshold / 2).clamp(1, 1024),
+        snapshot_max_chunk_size: 4 * 1024 * 1024,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| ServerError::Raft(format!("invalid raft configuration: {e}")))
+}
+
+/// This server as a Raft node: its RPC address, HTTP address and name.
+pub fn local_node(cfg: &ServerConfig) -> RegistryNode {
+    let http_ip = if cfg.client_addr.is_unspecified() {
+        cfg.bind_addr
+    } else {
+        cfg.client_addr
+    };
+    RegistryNode {
+        raft_addr: SocketAddr::new(cfg.bind_addr, cfg.server_port).to_string(),
+        http_addr: SocketAddr::new(http_ip, cfg.http_port).to_string(),
+        name: cfg.node_name.clone(),
+    }
+}
+
+/// A stable Raft node ID derived from the node ID (a UUID) or, without one, the node name:
+/// 64-bit FNV-1a, never 0.
+pub fn derive_node_id(cfg: &ServerConfig) -> NodeId {
+    let seed = if cfg.node_id.is_empty() {
+        cfg.node_name.as_bytes()
+    } else {
+        cfg.node_id.as_bytes()
+    };
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in seed {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h.max(1)
+}
+
+/// Reads the node ID persisted in `dir/node-id`, or derives one and persists it.
+fn load_or_create_node_id(dir: &Path, cfg: &ServerConfig) -> Result<NodeId, ServerError> {
+    let path = dir.join("node-id");
+    let st = |e: std::io::Error| ServerError::Storage(format!("{}: {e}", path.display()));
+    match std::fs::read_to_string(&path) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .map_err(|e| ServerError::Storage(format!("{}: bad node id: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = derive_node_id(cfg);
+            let tmp = dir.join("node-id.tmp");
+            std::fs::write(&tmp, format!("{id}\n")).map_err(st)?;
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(st)?;
+            std::fs::rename(&tmp, &path).map_err(st)?;
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(st)?;
+            Ok(id)
+        }
+        Err(e) => Err(st(e)),
+    }
+}
+
+fn raft_err(e: impl std::fmt::Display) -> ServerError {
+    ServerError::Raft(e.to_string())
+}
+
+impl RaftHandle {
+    /// Starts the Raft node of `cfg` over `store` (which must be empty: a snapshot found in the
+    /// data directory is loaded into it). A server that bootstraps alone is initialized if it
+    /// never was, and this returns once it is the leader and has applied its whole log.
+    pub async fn start(cfg: &ServerConfig, store: Arc<Store>) -> Result<RaftHandle, ServerError> {
+        let node = local_node(cfg);
+        let config = Arc::new(raft_config(cfg)?);
+        let network = HttpNetwork::new()?;
+
+        let (raft, id, log_liveness) = match &cfg.data_dir {
+            Some(data_dir) => {
+                let dir = data_dir.join("raft");
+                let cfg2 = cfg.clone();
+                let store2 = Arc::clone(&store);
+                let (id, log, sm) = tokio::task::spawn_blocking(move || {
+                    std::fs::create_dir_all(&dir).map_err(|e| {
+                        ServerError::Storage(format!("creating {}: {e}", dir.display()))
+                    })?;
+                    let id = load_or_create_node_id(&dir, &cfg2)?;
+                    let log = SledLogStore::open(&dir.join("log"))?;
+                    let sm = RegistryStateMachine::open(store2, Some(dir.join("snapshots")))?;
+                    Ok::<_, ServerError>((id, log, sm))
+                })
+                .await
+                .map_err(raft_err)??;
+                let liveness = log.liveness();
+                let raft = Raft::new(id, config, network, log, sm)
+                    .await
+                    .map_err(raft_err)?;
+                (raft, id, Some(liveness))
+            }
+            None => {
+                let id = derive_node_id(cfg);
+                let sm = RegistryStateMachine::in_memory(Arc::clone(&store));
+                let raft = Raft::new(id, config, network, MemLogStore::new(), sm)
+                    .await
+                    .map_err(raft_err)?;
+                (raft, id, None)
+            }
+        };
+        tracing::info!(id, node = %node, "raft node started");
+
+        let handle = RaftHandle {
+            inner: Arc::new(Inner {
+                metrics: raft.metrics(),
+                raft,
+                id,
+                node,
+                store,
+                epoch: Instant::now(),
+                last_contact: AtomicU64::new(NEVER),
+                log_liveness,
+            }),
+        };
+
+        if cfg.server && (cfg.dev || cfg.bootstrap_expect == 1) {
+            handle.bootstrap_single().await?;
+        }
+        Ok(handle)
+    }
+
+    /// Initializes a single-voter cluster unless already initialized; when this node is the
+    /// only voter, makes it leader at once and waits until its log is applied.
+    async fn bootstrap_single(&self) -> Result<(), ServerError> {
+        let raft = &self.inner.raft;
+        let id = self.inner.id;
+        if !raft.is_initialized().await.map_err(raft_err)? {
+            let members = BTreeMap::from([(id, self.inner.node.clone())]);
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!(id, "bootstrapped a single-server cluster"),
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(raft_err(e)),
+            }
+        }
+        // Ask the core (metrics may lag behind `initialize`).
+        let voters: BTreeSet<NodeId> = raft
+            .with_raft_state(|st| st.membership_state.effective().voter_ids().collect())
+            .await
+            .map_err(raft_err)?;
+        let sole_voter = voters == BTreeSet::from([id]);
+        if !sole_voter {
+            return Ok(());
+        }
+        if !self.is_leader() {
+            // No one else can win; skip the election timeout.
+            raft.trigger().elect().await.map_err(raft_err)?;
+        }
+        raft.wait(Some(LEADER_WAIT))
+            .state(ServerState::Leader, "bootstrap: become leader")
+            .await
+            .map_err(|e| ServerError::Raft(format!("waiting for leadership: {e}")))?;
+        // Everything committed before the restart is applied once the leader's first entry is.
+        self.ensure_linearizable().await
+    }
+
+    /// Replicates `cmd`, applies it and returns what the state machine answered. Fails with
+    /// [`ServerError::NoLeader`] when this node is not the leader.
+    #[tracing::instrument(level = "trace", skip_all)]
+    pub async fn write(&self, cmd: Command) -> Result<CommandResponse, ServerError> {
+        match self.inner.raft.client_write(vec![cmd]).await {
+            Ok(resp) => resp
+                .data
+                .into_iter()
+                .next()
+                .ok_or_else(|| ServerError::Raft("empty proposal response".into())),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(ServerError::NoLeader)
+            }
+            Err(e) => Err(raft_err(e)),
+        }
+    }
+
+    /// Whether this node is the leader.
+    pub fn is_leader(&self) -> bool {
+        let m = self.inner.metrics.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.inner.id)
+    }
+
+    /// The leader's ID and node, when one is known.
+    pub fn leader(&self) -> Option<(NodeId, RegistryNode)> {
+        let m = self.inner.metrics.borrow();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    /// The leader's Raft address, when one is known (`/v1/status/leader`).
+    pub fn leader_addr(&self) -> Option<String> {
+        self.leader().map(|(_, n)| n.raft_addr)
+    }
+
+    /// Whether any leader is known.
+    pub fn known_leader(&self) -> bool {
+        self.inner.metrics.borrow().current_leader.is_some()
+    }
+
+    /// Milliseconds since a leader was last heard from: 0 on the leader; since startup when
+    /// no leader ever contacted this node.
+    pub fn last_contact_ms(&self) -> u64 {
+        if self.is_leader() {
+            return 0;
+        }
+        let now = u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match self.inner.last_contact.load(Ordering::Relaxed) {
+            NEVER => now,
+            t => now.saturating_sub(t),
+        }
+    }
+
+    /// Records an RPC from the current leader (called by the RPC endpoints).
+    pub(crate) fn note_leader_contact(&self) {
+        let now = u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(NEVER - 1);
+        self.inner.last_contact.store(now, Ordering::Relaxed);
+    }
+
+    /// Confirms leadership with a quorum and waits until everything committed before this
+    /// call is applied, so that a read of the store that follows is linearizable.
+    pub async fn ensure_linearizable(&self) -> Result<(), ServerError> {
+        match self.inner.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(
+                CheckIsLeaderError::ForwardToLeader(_) | CheckIsLeaderError::QuorumNotEnough(_),
+            )) => Err(ServerError::NoLeader),
+            Err(e) => Err(raft_err(e)),
+        }
+    }
+
+    /// Raft addresses of the voters (`/v1/status/peers`), ordered by node ID.
+    pub fn peers(&self) -> Vec<String> {
+        let m = self.inner.metrics.borrow();
+        let membership = m.membership_config.membership();
+        membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n| n.raft_addr.clone()))
+            .collect()
+    }
+
+    /// Stops the node and waits until its log database is closed, so the data directory can
+    /// be opened again. Idempotent.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        if let Some(liveness) = &self.inner.log_liveness {
+            let deadline = Instant::now() + CLOSE_WAIT;
+            while liveness.strong_count() > 0 {
+                if Instant::now() >= deadline {
+                    tracing::warn!("raft log still open after shutdown");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+
+    /// The Raft metrics channel.
+    pub fn metrics(&self) -> watch::Receiver<RaftMetrics> {
+        self.inner.metrics.clone()
+    }
+
+    /// Builds a snapshot now (it is otherwise built every `raft_snapshot_threshold` entries).
+    pub async fn trigger_snapshot(&self) -> Result<(), ServerError> {
+        self.inner.raft.trigger().snapshot().await.map_err(raft_err)
+    }
+
+    /// The underlying openraft node (membership changes, RPC endpoints).
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// This node's Raft ID.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// This node's description as stored in the membership.
+    pub fn node(&self) -> &RegistryNode {
+        &self.inner.node
+    }
+
+    /// The state store this node applies to.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,229 @@
+//! Raft RPCs over HTTP: a client ([`HttpNetwork`]) posting postcard-encoded requests to
+//! `http://{raft_addr}/v1/internal/raft/{append,vote,snapshot}`, and the axum [`raft_router`]
+//! serving them.
+//!
+//! Every response is `200 OK` with a postcard-encoded `Result<Response, RaftError>`; anything
+//! else (a non-200 status, an undecodable body) is a network error to the sender.
+
+use super::types::{NodeId, RegistryNode, TypeConfig};
+use super::RaftHandle;
+use crate::ServerError;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::time::Duration;
+
+/// Path of the AppendEntries endpoint.
+pub const APPEND_PATH: &str = "/v1/internal/raft/append";
+/// Path of the RequestVote endpoint.
+pub const VOTE_PATH: &str = "/v1/internal/raft/vote";
+/// Path of the InstallSnapshot (chunk) endpoint.
+pub const SNAPSHOT_PATH: &str = "/v1/internal/raft/snapshot";
+
+/// Largest accepted request body: a batch of entries or one snapshot chunk.
+const MAX_BODY: usize = 256 * 1024 * 1024;
+const CONTENT_TYPE: &str = "application/x-postcard";
+
+/// Creates a connection per peer; all share one HTTP client and its connection pool.
+#[derive(Debug, Clone)]
+pub struct HttpNetwork {
+    client: reqwest::Client,
+}
+
+impl HttpNetwork {
+    /// A network with a fresh HTTP client.
+    pub fn new() -> Result<Self, ServerError> {
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| ServerError::Raft(format!("building raft HTTP client: {e}")))?;
+        Ok(HttpNetwork { client })
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
+    type Network = HttpConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &RegistryNode) -> HttpConnection {
+        HttpConnection {
+            client: self.client.clone(),
+            target,
+            node: node.clone(),
+            base: format!("http://{}", node.raft_addr),
+        }
+    }
+}
+
+/// The RPC client to one peer.
+#[derive(Debug, Clone)]
+pub struct HttpConnection {
+    client: reqwest::Client,
+    target: NodeId,
+    node: RegistryNode,
+    base: String,
+}
+
+impl HttpConnection {
+    async fn call<Req, Resp, E>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, RegistryNode, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body =
+            postcard::to_stdvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header(header::CONTENT_TYPE, CONTENT_TYPE)
+            .timeout(option.hard_ttl())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if status != reqwest::StatusCode::OK {
+            let text = String::from_utf8_lossy(&bytes);
+            let e = std::io::Error::other(format!("{path}: HTTP {status}: {text}"));
+            return Err(RPCError::Network(NetworkError::new(&e)));
+        }
+        let res: Result<Resp, E> =
+            postcard::from_bytes(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        res.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
+    }
+}
+
+impl RaftNetwork<TypeConfig> for HttpConnection {
+    #[tracing::instrument(level = "trace", skip_all, fields(target = self.target))]
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, RegistryNode, RaftError<NodeId>>>
+    {
+        self.call(APPEND_PATH, &rpc, &option).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(target = self.target))]
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, RegistryNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(SNAPSHOT_PATH, &rpc, &option).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(target = self.target))]
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, RegistryNode, RaftError<NodeId>>> {
+        self.call(VOTE_PATH, &rpc, &option).await
+    }
+}
+
+/// The router serving the Raft RPC endpoints of `raft`; mount it on the server RPC listener
+/// (the address advertised as `RegistryNode::raft_addr`).
+pub fn raft_router(raft: RaftHandle) -> Router {
+    Router::new()
+        .route(APPEND_PATH, post(append))
+        .route(VOTE_PATH, post(vote))
+        .route(SNAPSHOT_PATH, post(snapshot))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(raft)
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+    postcard::from_bytes(body).map_err(|e| {
+        Box::new(
+            (
+                StatusCode::BAD_REQUEST,
+                format!("undecodable raft request: {e}"),
+            )
+                .into_response(),
+        )
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Response {
+    match postcard::to_stdvec(value) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], bytes).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding raft response: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+async fn append(State(h): State<RaftHandle>, body: Bytes) -> Response {
+    let req: AppendEntriesRequest<TypeConfig> = match decode(&body) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let res = h.raft().append_entries(req).await;
+    if matches!(&res, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+        h.note_leader_contact();
+    }
+    encode(&res)
+}
+
+async fn vote(State(h): State<RaftHandle>, body: Bytes) -> Response {
+    let req: VoteRequest<NodeId> = match decode(&body) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    encode(&h.raft().vote(req).await)
+}
+
+async fn snapshot(State(h): State<RaftHandle>, body: Bytes) -> Response {
+    let req: InstallSnapshotRequest<TypeConfig> = match decode(&body) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let res = h.raft().install_snapshot(req).await;
+    if res.is_ok() {
+        h.note_leader_contact();
+    }
+    encode(&res)
+}

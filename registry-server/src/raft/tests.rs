@@ -1,0 +1,287 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::state::Db;
+use openraft::testing::{StoreBuilder, Suite};
+use registry_proto::model::DirEntry;
+use tempfile::TempDir;
+
+type StorageError = types::StorageError;
+
+struct MemBuilder;
+
+impl StoreBuilder<TypeConfig, MemLogStore, RegistryStateMachine, ()> for MemBuilder {
+    async fn build(&self) -> Result<((), MemLogStore, RegistryStateMachine), StorageError> {
+        let sm = RegistryStateMachine::in_memory(Arc::new(Store::new()));
+        Ok(((), MemLogStore::new(), sm))
+    }
+}
+
+struct SledBuilder;
+
+impl StoreBuilder<TypeConfig, SledLogStore, RegistryStateMachine, TempDir> for SledBuilder {
+    async fn build(&self) -> Result<(TempDir, SledLogStore, RegistryStateMachine), StorageError> {
+        let dir = TempDir::new().unwrap();
+        let log = SledLogStore::open(&dir.path().join("log")).unwrap();
+        let sm =
+            RegistryStateMachine::open(Arc::new(Store::new()), Some(dir.path().join("snapshots")))
+                .unwrap();
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn suite_mem_log_store() {
+    Suite::test_all(MemBuilder).unwrap();
+}
+
+#[test]
+fn suite_sled_log_store() {
+    Suite::test_all(SledBuilder).unwrap();
+}
+
+fn config(dir: Option<&Path>, name: &str) -> ServerConfig {
+    let mut cfg = ServerConfig::dev(name);
+    cfg.dev = false;
+    cfg.data_dir = dir.map(Path::to_path_buf);
+    cfg
+}
+
+fn kv_set(i: usize) -> Command {
+    Command::KvSet {
+        entry: DirEntry {
+            key: format!("k/{i:05}"),
+            flags: i as u64,
+            value: format!("value-{i}").into_bytes(),
+            ..Default::default()
+        },
+    }
+}
+
+fn snapshot_db(store: &Store) -> Db {
+    store.read().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mode_is_in_memory_and_leads() {
+    let mut cfg = ServerConfig::dev("dev1");
+    cfg.data_dir = None;
+    let store = Arc::new(Store::new());
+    let h = RaftHandle::start(&cfg, Arc::clone(&store)).await.unwrap();
+    assert!(h.is_leader());
+    assert!(h.known_leader());
+    assert_eq!(h.last_contact_ms(), 0);
+    assert_eq!(h.peers(), vec!["127.0.0.1:8300".to_string()]);
+    let (id, node) = h.leader().unwrap();
+    assert_eq!(id, h.node_id());
+    assert_eq!(node.name, "dev1");
+    assert_eq!(
+        h.write(kv_set(1)).await.unwrap(),
+        CommandResponse::Bool(true)
+    );
+    h.ensure_linearizable().await.unwrap();
+    assert!(store.read().kvs.contains_key("k/00001"));
+    h.shutdown().await;
+    assert!(h.write(kv_set(2)).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_replays_the_log() {
+    let dir = TempDir::new().unwrap();
+    let cfg = config(Some(dir.path()), "n1");
+
+    let store = Arc::new(Store::new());
+    let h = RaftHandle::start(&cfg, Arc::clone(&store)).await.unwrap();
+    let id = h.node_id();
+    let mut tasks = Vec::new();
+    for c in 0..10 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..100 {
+                let r = h.write(kv_set(c * 100 + i)).await.unwrap();
+                assert_eq!(r, CommandResponse::Bool(true));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let before = snapshot_db(&store);
+    assert_eq!(before.kvs.len(), 1000);
+    h.shutdown().await;
+    drop(h);
+
+    let store2 = Arc::new(Store::new());
+    let h2 = RaftHandle::start(&cfg, Arc::clone(&store2)).await.unwrap();
+    assert_eq!(h2.node_id(), id, "node id is persisted");
+    assert!(h2.is_leader());
+    let after = snapshot_db(&store2);
+    assert_eq!(after.kvs.len(), 1000);
+    for i in 0..1000 {
+        let e = after.kvs.get(&format!("k/{i:05}")).unwrap();
+        assert_eq!(e.value, format!("value-{i}").into_bytes());
+    }
+    // The same state; only the global index may have moved, by a new leader's blank entry.
+    let mut after = after;
+    assert!(after.index >= before.index);
+    after.index = before.index;
+    assert_eq!(after, before);
+    h2.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_purges_log_and_restores_exactly() {
+    let dir = TempDir::new().unwrap();
+    let mut cfg = config(Some(dir.path()), "n1");
+    cfg.raft_snapshot_threshold = 100;
+    cfg.raft_trailing_logs = 10;
+
+    let store = Arc::new(Store::new());
+    let h = RaftHandle::start(&cfg, Arc::clone(&store)).await.unwrap();
+    for i in 0..350 {
+        h.write(kv_set(i)).await.unwrap();
+    }
+    // Deletes, so that the snapshot carries tombstones too.
+    for i in 0..20 {
+        h.write(Command::KvDelete {
+            key: format!("k/{i:05}"),
+        })
+        .await
+        .unwrap();
+    }
+    let m = h
+        .raft()
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(
+            |m| m.snapshot.is_some_and(|s| s.index >= 250) && m.purged.is_some(),
+            "snapshot built and log purged",
+        )
+        .await
+        .unwrap();
+    let snap = m.snapshot.unwrap();
+    let purged = m.purged.unwrap();
+    assert!(purged.index + 10 <= snap.index, "{purged} vs {snap}");
+    let snap_file = dir.path().join("raft/snapshots/current.snap");
+    assert!(snap_file.exists());
+
+    let before = snapshot_db(&store);
+    h.shutdown().await;
+    drop(h);
+
+    // The purged entries are gone from the log on disk.
+    {
+        let mut log = SledLogStore::open(&dir.path().join("raft/log")).unwrap();
+        use openraft::storage::{RaftLogReader, RaftLogStorage};
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(
+            state.last_purged_log_id.map(|l| l.index),
+            Some(purged.index)
+        );
+        let entries = log.try_get_log_entries(0..=purged.index).await.unwrap();
+        assert!(entries.is_empty());
+        let rest = log.try_get_log_entries(purged.index + 1..).await.unwrap();
+        assert_eq!(rest.first().unwrap().log_id.index, purged.index + 1);
+    }
+
+    // Restart: the snapshot alone gives the state at its index...
+    {
+        let store2 = Arc::new(Store::new());
+        let _sm = RegistryStateMachine::open(
+            Arc::clone(&store2),
+            Some(dir.path().join("raft/snapshots")),
+        )
+        .unwrap();
+        assert_eq!(store2.last_index(), snap.index);
+    }
+    // ...and with the trailing log replayed the exact state before shutdown (a new leader's
+    // blank entry would only move the global index).
+    let store3 = Arc::new(Store::new());
+    let h3 = RaftHandle::start(&cfg, Arc::clone(&store3)).await.unwrap();
+    let mut after = snapshot_db(&store3);
+    assert!(after.index >= before.index);
+    after.index = before.index;
+    assert_eq!(after, before);
+    assert_eq!(after.kvs.len(), 330);
+    h3.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_waits_only_for_single_server() {
+    let mut cfg = ServerConfig::dev("n3");
+    cfg.dev = false;
+    cfg.bootstrap_expect = 3;
+    let h = RaftHandle::start(&cfg, Arc::new(Store::new()))
+        .await
+        .unwrap();
+    assert!(!h.is_leader());
+    assert!(!h.known_leader());
+    assert!(h.peers().is_empty());
+    assert!(matches!(
+        h.write(Command::Noop).await,
+        Err(ServerError::NoLeader)
+    ));
+    h.shutdown().await;
+}
+
+#[test]
+fn node_ids_are_stable() {
+    let mut cfg = ServerConfig::dev("a");
+    let by_name = derive_node_id(&cfg);
+    assert_eq!(by_name, derive_node_id(&ServerConfig::dev("a")));
+    assert_ne!(by_name, derive_node_id(&ServerConfig::dev("b")));
+    cfg.node_id = "adf4238a-882b-9ddc-4a9d-5b6758e4159e".into();
+    assert_ne!(derive_node_id(&cfg), by_name);
+
+    let dir = TempDir::new().unwrap();
+    let first = load_or_create_node_id(dir.path(), &cfg).unwrap();
+    cfg.node_id = "another".into();
+    assert_eq!(load_or_create_node_id(dir.path(), &cfg).unwrap(), first);
+}
+
+/// Latency and throughput of `write` on a disk-backed node:
+/// `cargo test --release -p registry-server --lib raft::tests::write_bench -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn write_bench() {
+    let dir = TempDir::new().unwrap();
+    let cfg = config(Some(dir.path()), "bench");
+    let h = RaftHandle::start(&cfg, Arc::new(Store::new())).await.unwrap();
+
+    let mut lat = Vec::new();
+    for i in 0..3000 {
+        let t = Instant::now();
+        h.write(kv_set(i)).await.unwrap();
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    eprintln!(
+        "sequential: p50 {:?} p90 {:?} p99 {:?}",
+        lat[lat.len() / 2],
+        lat[lat.len() * 9 / 10],
+        lat[lat.len() * 99 / 100]
+    );
+
+    for clients in [16usize, 64, 256] {
+        let per = 20_000 / clients;
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let h = h.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..per {
+                    h.write(kv_set(c * per + i)).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let n = clients * per;
+        eprintln!(
+            "{clients} clients: {n} writes in {:?}: {:.0}/s",
+            t.elapsed(),
+            n as f64 / t.elapsed().as_secs_f64()
+        );
+    }
+    h.shutdown().await;
+}
