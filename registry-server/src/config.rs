@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub raft_trailing_logs: u64,
     /// Node metadata.
     pub node_meta: std::collections::BTreeMap<String, String>,
+    /// Shortest session TTL accepted (Consul's `session_ttl_min`, 10 s). Tests may lower it
+    /// with the `REGISTRY_TEST_SESSION_TTL_MIN` environment variable (a Go duration).
+    pub session_ttl_min: Duration,
 }
 
 impl ServerConfig {
@@ -71,6 +74,7 @@ impl ServerConfig {
             raft_snapshot_interval: Duration::from_secs(30),
             raft_trailing_logs: 10240,
             node_meta: Default::default(),
+            session_ttl_min: Duration::from_secs(10),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod dns;
 pub mod error;
 pub mod fsm;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod query;
 pub mod raft;

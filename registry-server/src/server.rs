@@ -5,7 +5,8 @@
 
 use crate::agent_api::AgentApi;
 use crate::config::ServerConfig;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, UserEvents};
+use crate::leader::sessions::SessionTimers;
 use crate::query::blocking::RaftStatus;
 use crate::query::write::{Proposer, Writer};
 use crate::query::Reader;
@@ -57,6 +58,10 @@ pub struct Server {
     pub reader: Reader,
     /// Writes.
     pub writer: Writer,
+    /// Session TTL timers, kept while this server leads.
+    pub sessions: Arc<SessionTimers>,
+    /// This agent's recent user events.
+    pub events: Arc<UserEvents>,
 }
 
 impl std::fmt::Debug for Server {
@@ -69,19 +74,37 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Opens the state, starts Raft and waits until this node can serve.
-    pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+    pub async fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
         crate::metrics::install();
+        if let Some(min) = test_session_ttl_min() {
+            tracing::warn!(
+                ?min,
+                "session TTL minimum lowered by {TEST_SESSION_TTL_MIN_ENV}"
+            );
+            config.session_ttl_min = min;
+        }
         let config = Arc::new(config);
         let store = Arc::new(Store::new());
         let raft = RaftHandle::start(&config, store.clone()).await?;
         let status: Arc<dyn RaftStatus> = Arc::new(raft.clone());
         let proposer: Arc<dyn Proposer> = Arc::new(raft.clone());
+        let writer = Writer::new(proposer);
+        let sessions = Arc::new(SessionTimers::new());
+        tokio::spawn(crate::leader::sessions::run(
+            sessions.clone(),
+            store.clone(),
+            writer.clone(),
+            status.clone(),
+            crate::leader::leadership(&raft),
+        ));
         Ok(Server {
             reader: Reader::new(store.clone(), status),
-            writer: Writer::new(proposer),
+            writer,
             config,
             store,
             raft,
+            sessions,
+            events: Arc::new(UserEvents::new()),
         })
     }
 
@@ -97,6 +120,8 @@ impl Server {
             writer: self.writer.clone(),
             raft: Arc::new(self.raft.clone()),
             agent,
+            sessions: self.sessions.clone(),
+            events: self.events.clone(),
         };
         if !self.config.dev {
             self.serve_raft().await?;
@@ -129,5 +154,20 @@ impl Server {
             }
         });
         Ok(())
+    }
+}
+
+/// Environment variable that lowers the session TTL minimum, for tests only: a Go duration
+/// (`"1s"`, `"500ms"`). The API keeps Consul's 10 s minimum without it.
+pub const TEST_SESSION_TTL_MIN_ENV: &str = "REGISTRY_TEST_SESSION_TTL_MIN";
+
+fn test_session_ttl_min() -> Option<std::time::Duration> {
+    let v = std::env::var(TEST_SESSION_TTL_MIN_ENV).ok()?;
+    match registry_proto::duration::parse_go_duration(v.trim()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!(value = %v, error = %e, "ignoring {TEST_SESSION_TTL_MIN_ENV}");
+            None
+        }
     }
 }

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod dash;
 pub mod http;
 pub mod kv;
+pub mod lock;
 pub mod members;
 pub mod ops;
 pub mod table;
@@ -47,6 +48,8 @@ pub enum Command {
         #[command(subcommand)]
         command: kv::KvCommand,
     },
+    /// Runs a command while holding a lock (or, with -n, a semaphore slot) on a KV prefix.
+    Lock(lock::LockArgs),
     /// Lists catalog services, nodes and datacenters.
     Catalog {
         /// The catalog listing.
@@ -118,6 +121,7 @@ fn run_client(command: Command) -> i32 {
         match command {
             Command::Members(args) => members::run(args, &mut ui).await,
             Command::Kv { command } => kv::run(command, &mut ui).await,
+            Command::Lock(args) => lock::run(args, &mut ui).await,
             Command::Catalog { command } => catalog::run(command, &mut ui).await,
             Command::Leave(args) => ops::leave(args, &mut ui).await,
             Command::Info(args) => ops::info(args, &mut ui).await,

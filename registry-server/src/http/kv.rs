@@ -1,5 +1,6 @@
-//! `/v1/kv/*`: get (single, `?recurse`, `?keys`, `?raw`), put (`?cas`, `?flags`) and
-//! delete (`?recurse`, `?cas`), with blocking reads on the key or prefix.
+//! `/v1/kv/*`: get (single, `?recurse`, `?keys`, `?raw`), put (`?cas`, `?flags`,
+//! `?acquire`, `?release`) and delete (`?recurse`, `?cas`), with blocking reads on the key or
+//! prefix.
 
 use super::respond::{empty, json, ApiError, ApiResult};
 use super::AppState;
@@ -170,23 +171,72 @@ pub(super) async fn put(
             .map_err(|_| ApiError::bad("Invalid flags"))?,
         None => 0,
     };
-    if opts.get("acquire").is_some() || opts.get("release").is_some() {
-        return Err(ApiError::bad(
-            "Lock acquisition needs a session; sessions are not enabled on this server",
-        ));
+    if let Some(resp) = conflicting_flags(q.as_deref(), &["cas", "acquire", "release"]) {
+        return Ok(resp);
     }
-    let entry = DirEntry {
+    let mut entry = DirEntry {
         key,
         flags,
         value: body.to_vec(),
         ..Default::default()
     };
-    let cmd = match parse_u64(&opts, "cas")? {
-        Some(index) => Command::KvCas { entry, index },
-        None => Command::KvSet { entry },
+    // ?release wins over ?acquire, which wins over ?cas (they conflict anyway).
+    let cmd = if let Some(session) = opts.get("release") {
+        entry.session = session.to_string();
+        Command::KvUnlock { entry }
+    } else if let Some(session) = opts.get("acquire") {
+        // Lock-delay is wall-clock based and so checked here, on the leader, before the
+        // log: a key released by an invalidated session cannot be re-acquired meanwhile.
+        let now = crate::state::unix_ms_now();
+        if let Some(until) = s.reader.store().kv_lock_delay(&entry.key, now) {
+            tracing::warn!(key = %entry.key, until_unix_ms = until, "rejecting lock of key due to lock-delay");
+            return json(&false, None, opts.pretty);
+        }
+        entry.session = session.to_string();
+        Command::KvLock { entry }
+    } else {
+        match parse_u64(&opts, "cas")? {
+            Some(index) => Command::KvCas { entry, index },
+            None => Command::KvSet { entry },
+        }
     };
     let ok = s.writer.apply_bool(cmd).await?;
     json(&ok, None, opts.pretty)
+}
+
+/// Consul's `conflictingFlags`: 400 `Conflicting flags: <query>` when more than one of
+/// `flags` is present.
+fn conflicting_flags(raw: Option<&str>, flags: &[&str]) -> Option<axum::response::Response> {
+    let pairs: Vec<(String, String)> = raw
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let present = flags
+        .iter()
+        .filter(|f| pairs.iter().any(|(k, _)| k == *f))
+        .count();
+    if present < 2 {
+        return None;
+    }
+    // Go's url.Values.Encode: sorted by key, values in order.
+    let mut sorted = pairs;
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let encoded = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(sorted)
+        .finish();
+    let mut resp = (
+        StatusCode::BAD_REQUEST,
+        format!("Conflicting flags: {encoded}\n"),
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Some(resp)
 }
 
 /// `DELETE /v1/kv/:key`: returns `true` or `false`.

@@ -7,17 +7,22 @@
 
 mod agent;
 mod catalog;
+pub mod event;
 mod health;
 mod kv;
 pub mod respond;
 mod routes;
+mod session;
 mod shapes;
 mod status;
+mod txn;
 
+pub use event::{UserEvent, UserEvents};
 pub use routes::router;
 
 use crate::agent_api::AgentApi;
 use crate::config::ServerConfig;
+use crate::leader::sessions::SessionTimers;
 use crate::query::blocking::RaftStatus;
 use crate::query::write::Writer;
 use crate::query::{QueryOptions, Reader};
@@ -37,6 +42,10 @@ pub struct AppState {
     pub raft: Arc<dyn RaftStatus>,
     /// The local agent.
     pub agent: Arc<dyn AgentApi>,
+    /// Session TTL timers (armed only while this server leads).
+    pub sessions: Arc<SessionTimers>,
+    /// This agent's recent user events.
+    pub events: Arc<UserEvents>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -1,7 +1,7 @@
 //! THE route table, in the order of Consul's `agent/http_register.go`. Unknown paths answer
 //! 404 with Consul's text; a known path with the wrong method answers 405 with `Allow`.
 
-use super::{agent, catalog, health, kv, status, AppState};
+use super::{agent, catalog, event, health, kv, session, status, txn, AppState};
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{get, put};
@@ -56,6 +56,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/catalog/register", put(catalog::register))
         .route("/v1/catalog/services", get(catalog::services))
         .route("/v1/catalog/service/{name}", get(catalog::service))
+        .route("/v1/event/fire/", put(event::fire))
+        .route("/v1/event/fire/{name}", put(event::fire))
+        .route("/v1/event/list", get(event::list))
         .route("/v1/health/checks/{service}", get(health::checks))
         .route("/v1/health/node/{node}", get(health::node))
         .route("/v1/health/service/{name}", get(health::service))
@@ -65,8 +68,19 @@ pub fn router(state: AppState) -> Router {
             "/v1/kv/{*key}",
             get(kv::get).put(kv::put).delete(kv::delete),
         )
+        .route("/v1/session/create", put(session::create))
+        .route("/v1/session/destroy/", put(session::missing_session))
+        .route("/v1/session/destroy/{id}", put(session::destroy))
+        .route("/v1/session/info/", get(session::missing_session))
+        .route("/v1/session/info/{id}", get(session::info))
+        .route("/v1/session/list", get(session::list))
+        .route("/v1/session/node/", get(session::missing_node))
+        .route("/v1/session/node/{node}", get(session::node))
+        .route("/v1/session/renew/", put(session::missing_session))
+        .route("/v1/session/renew/{id}", put(session::renew))
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
+        .route("/v1/txn", put(txn::txn))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
