@@ -10,6 +10,7 @@
 
 mod info;
 pub mod members;
+mod persist;
 
 pub use members::{LocalMembership, Member, Membership};
 
@@ -20,8 +21,10 @@ use crate::local::{
     SERVICE_MAINT_PREFIX,
 };
 use futures::future::BoxFuture;
+use persist::{Persist, PersistedCheck};
 use registry_proto::api::{
-    AgentCheckRegistration, AgentServiceOut, AgentServiceRegistration, CheckSpec, HealthCheckOut,
+    AgentCheckRegistration, AgentServiceCheck, AgentServiceOut, AgentServiceRegistration,
+    CheckSpec, HealthCheckOut,
 };
 use registry_proto::lenient::Lenient;
 use registry_proto::model::{status, HealthCheck, NodeService};
@@ -31,7 +34,6 @@ use registry_server::query::write::Writer;
 use registry_server::query::Reader;
 use registry_server::ServerError;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -143,6 +145,8 @@ pub struct LocalAgent {
     runners: CheckRunners,
     ae: Arc<AntiEntropy>,
     members: Arc<dyn Membership>,
+    /// Where API registrations are persisted (with a data directory).
+    persist: Option<Persist>,
     /// Serializes registrations (Consul's `stateLock`).
     ops: tokio::sync::Mutex<()>,
     shutdown: watch::Sender<bool>,
@@ -178,7 +182,7 @@ impl LocalAgent {
         } else {
             config.node_id.clone()
         };
-        let node = NodeInfo::new(
+        let mut node = NodeInfo::new(
             &config.node_name,
             &node_id,
             &config.datacenter,
@@ -186,6 +190,9 @@ impl LocalAgent {
             &config.node_meta,
             &opts.version,
         );
+        if config.server {
+            node = node.with_consul_service(config.server_port, &opts.version);
+        }
         let local = LocalState::new(
             node,
             LocalOptions {
@@ -206,7 +213,8 @@ impl LocalAgent {
         let tags = members::local_tags(&config, &node_id, &opts.version, &opts.revision);
         let members: Arc<dyn Membership> = Arc::new(LocalMembership::new(&config, addr, tags));
         let (shutdown, _) = watch::channel(false);
-        LocalAgent {
+        let persist = config.data_dir.as_deref().map(Persist::new);
+        let agent = LocalAgent {
             config,
             opts,
             reader,
@@ -214,12 +222,80 @@ impl LocalAgent {
             runners,
             ae,
             members,
+            persist,
             ops: tokio::sync::Mutex::new(()),
             shutdown,
             started: AtomicBool::new(false),
             left: Notify::new(),
             has_left: AtomicBool::new(false),
+        };
+        agent.restore();
+        agent
+    }
+
+    /// Restores the services and checks persisted by an earlier run. Checks come back
+    /// critical until they run, as in Consul; unusable files are removed.
+    fn restore(&self) {
+        let Some(p) = &self.persist else {
+            return;
+        };
+        let node = self.local.node().name;
+        let services = p.load_services();
+        let checks = p.load_checks();
+        if services.is_empty() && checks.is_empty() {
+            return;
         }
+        let (mut restored_services, mut restored_checks) = (0, 0);
+        for (_, rec) in services {
+            self.local.add_service(rec.service);
+            restored_services += 1;
+        }
+        for (path, rec) in checks {
+            let id = rec.check.check_id.clone();
+            let service = if rec.check.service_id.is_empty() {
+                None
+            } else {
+                match self.local.service(&rec.check.service_id) {
+                    Some(s) => Some(s),
+                    None => {
+                        tracing::warn!(check = %id, service = %rec.check.service_id, "persisted check of an unknown service; removed");
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
+                }
+            };
+            match rec.definition {
+                Some(def) => {
+                    let spec = AgentCheckRegistration(def)
+                        .into_model(&node, service.as_ref())
+                        .map_err(|e| e.to_string())
+                        .and_then(|spec| self.runners.admit(&spec).map(|_| spec));
+                    match spec {
+                        Ok(spec) => {
+                            let mut check = spec.check.clone();
+                            check.status = status::CRITICAL.to_string();
+                            self.start_check(check, &spec);
+                        }
+                        Err(e) => {
+                            tracing::warn!(check = %id, error = %e, "cannot restore persisted check; removed");
+                            let _ = std::fs::remove_file(&path);
+                            continue;
+                        }
+                    }
+                }
+                None => {
+                    let mut check = rec.check;
+                    check.node = node.clone();
+                    self.local.add_check(check, None);
+                }
+            }
+            restored_checks += 1;
+        }
+        tracing::info!(
+            services = restored_services,
+            checks = restored_checks,
+            "restored persisted services and checks"
+        );
     }
 
     /// Replaces the membership view (the gossip layer plugs in here).
@@ -295,7 +371,7 @@ impl LocalAgent {
             let reg = AgentServiceRegistration::decode_value(def)
                 .map_err(|e| ServerError::BadRequest(format!("Failed to register service: {e}")))?;
             let name = reg.name.clone();
-            self.add_service(reg, false).await.map_err(|e| {
+            self.add_service(reg, false, false).await.map_err(|e| {
                 ServerError::BadRequest(format!("Failed to register service {name:?}: {e}"))
             })?;
         }
@@ -309,7 +385,7 @@ impl LocalAgent {
             let reg = AgentCheckRegistration::decode_value(def)
                 .map_err(|e| ServerError::BadRequest(format!("Failed to register check: {e}")))?;
             let name = reg.0.name.clone();
-            self.add_check(reg).await.map_err(|e| {
+            self.add_check(reg, false).await.map_err(|e| {
                 ServerError::BadRequest(format!("Failed to register check {name:?}: {e}"))
             })?;
         }
@@ -326,29 +402,41 @@ impl LocalAgent {
 
     /// Adds a service and its checks (Consul's `AddService`). Checks that already existed
     /// keep their status and output; with `replace_existing_checks` the service's other
-    /// checks are removed.
+    /// checks are removed. With `persist` (API registrations) the service and its checks
+    /// are saved under the data directory.
     async fn add_service(
         &self,
         reg: AgentServiceRegistration,
         replace_existing_checks: bool,
+        persist: bool,
     ) -> Result<(), ServerError> {
         let node = self.local.node().name;
+        // The check definitions in the order `into_model` numbers them: `Check`, then `Checks`.
+        let defs: Vec<AgentServiceCheck> = reg
+            .check
+            .iter()
+            .filter(|c| !c.is_empty())
+            .chain(reg.checks.iter())
+            .cloned()
+            .collect();
         let (service, specs) = reg.into_model(&node).map_err(bad)?;
         for spec in &specs {
             self.runners.admit(spec).map_err(ServerError::Internal)?;
         }
         {
             let _ops = self.ops.lock().await;
-            let previous: HashMap<String, HealthCheck> = self
-                .local
-                .checks()
-                .into_iter()
-                .map(|c| (c.check_id.clone(), c))
+            if persist {
+                self.persist_service(&service, &specs, &defs).await?;
+            }
+            let previous: Vec<HealthCheck> = specs
+                .iter()
+                .filter_map(|s| self.local.check(s.check_id()))
                 .collect();
             if replace_existing_checks {
                 for c in self.local.checks_for_service(&service.id, false) {
                     if !specs.iter().any(|s| s.check_id() == c.check_id) {
                         self.remove_check_locked(&c.check_id);
+                        self.unpersist_check(&c.check_id).await;
                     }
                 }
             }
@@ -356,7 +444,7 @@ impl LocalAgent {
             self.local.add_service(service);
             for spec in &specs {
                 let mut check = spec.check.clone();
-                if let Some(prev) = previous.get(&check.check_id) {
+                if let Some(prev) = previous.iter().find(|p| p.check_id == check.check_id) {
                     check.status = prev.status.clone();
                     check.output = prev.output.clone();
                 }
@@ -366,6 +454,74 @@ impl LocalAgent {
         }
         self.sync().await;
         Ok(())
+    }
+
+    async fn persist_service(
+        &self,
+        service: &NodeService,
+        specs: &[CheckSpec],
+        defs: &[AgentServiceCheck],
+    ) -> Result<(), ServerError> {
+        let Some(p) = &self.persist else {
+            return Ok(());
+        };
+        p.save_service(service)
+            .await
+            .map_err(ServerError::Internal)?;
+        if defs.len() != specs.len() {
+            tracing::warn!(service = %service.id, "check definitions do not line up; checks not persisted");
+            return Ok(());
+        }
+        for (def, spec) in defs.iter().zip(specs) {
+            let mut def = def.clone();
+            def.check_id = spec.check.check_id.clone();
+            def.name = spec.check.name.clone();
+            def.service_id = spec.check.service_id.clone();
+            p.save_check(PersistedCheck {
+                check: spec.check.clone(),
+                definition: Some(def),
+            })
+            .await
+            .map_err(ServerError::Internal)?;
+        }
+        Ok(())
+    }
+
+    async fn unpersist_service(&self, id: &str, checks: &[String]) {
+        let Some(p) = &self.persist else {
+            return;
+        };
+        if let Err(e) = p.remove_service(id).await {
+            tracing::warn!(service = %id, error = %e, "cannot remove persisted service");
+        }
+        for c in checks {
+            self.unpersist_check(c).await;
+        }
+    }
+
+    async fn unpersist_check(&self, id: &str) {
+        let Some(p) = &self.persist else {
+            return;
+        };
+        if let Err(e) = p.remove_check(id).await {
+            tracing::warn!(check = %id, error = %e, "cannot remove persisted check");
+        }
+    }
+
+    async fn persist_check(
+        &self,
+        check: &HealthCheck,
+        definition: Option<AgentServiceCheck>,
+    ) -> Result<(), ServerError> {
+        let Some(p) = &self.persist else {
+            return Ok(());
+        };
+        p.save_check(PersistedCheck {
+            check: check.clone(),
+            definition,
+        })
+        .await
+        .map_err(ServerError::Internal)
     }
 
     fn start_check(&self, check: HealthCheck, spec: &CheckSpec) {
@@ -379,9 +535,15 @@ impl LocalAgent {
         self.local.remove_check(id)
     }
 
-    /// Adds a standalone check (Consul's `AddCheck`).
-    async fn add_check(&self, reg: AgentCheckRegistration) -> Result<(), ServerError> {
+    /// Adds a standalone check (Consul's `AddCheck`), saved under the data directory with
+    /// `persist`.
+    async fn add_check(
+        &self,
+        reg: AgentCheckRegistration,
+        persist: bool,
+    ) -> Result<(), ServerError> {
         let node = self.local.node().name;
+        let mut def = reg.0.clone();
         let wanted = reg.service_id().map(str::to_string);
         let service = wanted.as_deref().and_then(|sid| self.local.service(sid));
         let spec = match reg.into_model(&node, service.as_ref()) {
@@ -406,6 +568,10 @@ impl LocalAgent {
                     )));
                 }
             }
+            if persist {
+                def.check_id = spec.check.check_id.clone();
+                self.persist_check(&spec.check, Some(def)).await?;
+            }
             self.start_check(spec.check.clone(), &spec);
             tracing::info!(check = %spec.check_id(), "check registered");
         }
@@ -423,6 +589,7 @@ impl LocalAgent {
             for c in &checks {
                 self.runners.stop(c);
             }
+            self.unpersist_service(id, &checks).await;
             checks
         };
         tracing::info!(service = %id, checks = removed.len(), "service deregistered");
@@ -555,7 +722,7 @@ impl AgentApi for LocalAgent {
     ) -> BoxFuture<'a, Result<(), ServerError>> {
         Box::pin(async move {
             let reg = AgentServiceRegistration::decode(body).map_err(bad)?;
-            self.add_service(reg, replace_existing_checks).await
+            self.add_service(reg, replace_existing_checks, true).await
         })
     }
 
@@ -572,7 +739,7 @@ impl AgentApi for LocalAgent {
     fn register_check<'a>(&'a self, body: &'a [u8]) -> BoxFuture<'a, Result<(), ServerError>> {
         Box::pin(async move {
             let reg = AgentCheckRegistration::decode(body).map_err(bad)?;
-            self.add_check(reg).await
+            self.add_check(reg, true).await
         })
     }
 
@@ -583,6 +750,7 @@ impl AgentApi for LocalAgent {
                 if !self.remove_check_locked(id) {
                     return Err(unknown_check(id));
                 }
+                self.unpersist_check(id).await;
             }
             tracing::info!(check = %id, "check deregistered");
             self.sync().await;
@@ -641,9 +809,11 @@ impl AgentApi for LocalAgent {
                         reason,
                         Some(&svc),
                     );
+                    self.persist_check(&check, None).await?;
                     self.local.add_check(check, None);
                     tracing::info!(service = %id, "service entered maintenance mode");
                 } else if self.remove_check_locked(&check_id) {
+                    self.unpersist_check(&check_id).await;
                     tracing::info!(service = %id, "service left maintenance mode");
                 }
             }
@@ -675,9 +845,11 @@ impl AgentApi for LocalAgent {
                         reason,
                         None,
                     );
+                    self.persist_check(&check, None).await?;
                     self.local.add_check(check, None);
                     tracing::info!("node entered maintenance mode");
                 } else if self.remove_check_locked(NODE_MAINT_CHECK_ID) {
+                    self.unpersist_check(NODE_MAINT_CHECK_ID).await;
                     tracing::info!("node left maintenance mode");
                 }
             }

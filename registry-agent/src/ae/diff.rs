@@ -5,16 +5,12 @@
 //! Generations make marking safe against concurrent changes: an entry is only marked in
 //! sync (or a tombstone dropped) if it did not change since the plan was made.
 
-use crate::local::CheckEntry;
-use crate::local::{Inner, NodeInfo, ServiceEntry, SERF_CHECK_ID};
+use crate::local::{CheckEntry, Inner, NodeInfo, ServiceEntry, CONSUL_SERVICE_ID, SERF_CHECK_ID};
 use registry_proto::command::{DeregisterRequest, RegisterRequest};
 use registry_proto::model::{HealthCheck, Node, NodeService};
 use registry_proto::Command;
 use registry_server::state::Db;
 use std::collections::BTreeMap;
-
-/// The service Consul servers register for themselves; never deregistered by an agent.
-pub const CONSUL_SERVICE_ID: &str = "consul";
 
 /// What the catalog holds for this node.
 #[derive(Debug, Clone, Default)]
@@ -63,7 +59,14 @@ fn node_in_sync(node: &NodeInfo, remote: &Remote) -> bool {
         .checks
         .get(SERF_CHECK_ID)
         .is_some_and(|c| same_check(&node.serf_health(), c));
-    node_ok && serf_ok
+    let consul_ok = match &node.consul_service {
+        None => true,
+        Some(want) => remote
+            .services
+            .get(CONSUL_SERVICE_ID)
+            .is_some_and(|have| same_service(want, have)),
+    };
+    node_ok && serf_ok && consul_ok
 }
 
 /// Updates the sync flags of `inner` from the catalog's view (Consul's `updateSyncState`):
@@ -156,7 +159,7 @@ pub(crate) fn compare(inner: &mut Inner, remote: &Remote, defer_output: bool) {
 /// One write of a sync, and what it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// Register the node and its `serfHealth` check.
+    /// Register the node, its `serfHealth` check and, on a server, the `consul` service.
     Node {
         /// Node generation written.
         gen: u64,
@@ -235,7 +238,10 @@ pub(crate) fn plan(inner: &Inner) -> Plan {
             Op::Node {
                 gen: inner.node_gen,
             },
-            register(None, vec![inner.node.serf_health()]),
+            register(
+                inner.node.consul_service.clone(),
+                vec![inner.node.serf_health()],
+            ),
         );
     }
     for (id, s) in inner.services.iter().filter(|(_, s)| s.deleted) {
@@ -531,6 +537,33 @@ mod tests {
         let p = sync(&s, &mut remote);
         assert!(p.is_empty(), "{:?}", p.ops);
         assert!(remote.services.contains_key(CONSUL_SERVICE_ID));
+    }
+
+    #[test]
+    fn servers_register_the_consul_service_with_the_node() {
+        let node = NodeInfo::new(
+            "n1",
+            "",
+            "dc1",
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            &BTreeMap::new(),
+            "1.20.0",
+        )
+        .with_consul_service(8300, "1.20.0");
+        let s = LocalState::new(node, LocalOptions::default());
+        let mut remote = Remote::default();
+        let p = sync(&s, &mut remote);
+        assert_eq!(p.ops.len(), 1);
+        let consul = &remote.services[CONSUL_SERVICE_ID];
+        assert_eq!(consul.port, 8300);
+        assert_eq!(consul.meta["raft_version"], "3");
+        // It is part of the node: not an agent service, and restored if it goes.
+        assert!(s.services().is_empty());
+        remote.services.remove(CONSUL_SERVICE_ID);
+        let p = sync(&s, &mut remote);
+        assert!(matches!(p.ops[..], [Op::Node { .. }]), "{:?}", p.ops);
+        assert!(remote.services.contains_key(CONSUL_SERVICE_ID));
+        assert!(sync(&s, &mut remote).is_empty());
     }
 
     #[test]

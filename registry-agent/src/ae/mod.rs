@@ -17,7 +17,7 @@
 mod diff;
 
 pub(crate) use diff::{compare, mark, plan};
-pub use diff::{Op, Plan, Remote, CONSUL_SERVICE_ID};
+pub use diff::{Op, Plan, Remote};
 
 use crate::checks::random_stagger;
 use crate::local::LocalState;

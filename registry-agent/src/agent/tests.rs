@@ -55,7 +55,14 @@ struct Harness {
 }
 
 fn harness_with(opts: AgentOptions) -> Harness {
-    let store = Arc::new(Store::new());
+    harness_in(opts, None, Arc::new(Store::new()))
+}
+
+fn harness_in(
+    opts: AgentOptions,
+    data_dir: Option<std::path::PathBuf>,
+    store: Arc<Store>,
+) -> Harness {
     let raft = Arc::new(FakeRaft {
         store: store.clone(),
         index: AtomicU64::new(0),
@@ -65,6 +72,7 @@ fn harness_with(opts: AgentOptions) -> Harness {
     let writer = Writer::new(raft.clone());
     let mut config = ServerConfig::dev("node1");
     config.node_id = "40e4a748-2192-161a-0510-9bf59fe950b5".into();
+    config.data_dir = data_dir;
     let agent = Arc::new(LocalAgent::with_options(
         Arc::new(config),
         reader,
@@ -108,12 +116,13 @@ impl Harness {
             .cloned()
     }
 
+    /// This node's services in the catalog, except the server's own `consul` service.
     fn catalog_services(&self) -> Vec<String> {
         self.store
             .read()
             .services
             .get("node1")
-            .map(|m| m.keys().cloned().collect())
+            .map(|m| m.keys().filter(|k| *k != "consul").cloned().collect())
             .unwrap_or_default()
     }
 }
@@ -176,6 +185,8 @@ async fn registration_reaches_the_catalog_with_the_node() {
     assert_eq!(serf.name, "Serf Health Status");
     assert_eq!(serf.output, "Agent alive and reachable");
     assert_eq!(db.checks["node1"]["service:api"].status, "passing");
+    // A server registers its own `consul` service with the node (RPC port).
+    assert_eq!(db.services["node1"]["consul"].port, 8300);
     drop(db);
     assert!(h.agent.local().all_in_sync());
     // serfHealth is the catalog's, not an agent check.
@@ -590,4 +601,74 @@ async fn ttl_expiry_syncs_and_critical_services_are_reaped() {
     assert!(h.agent.local().service("short").is_none(), "service reaped");
     assert!(h.catalog_services().is_empty());
     h.agent.shutdown();
+}
+
+#[tokio::test]
+async fn api_registrations_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Some(dir.path().to_path_buf());
+    let store = Arc::new(Store::new());
+    let h = harness_in(AgentOptions::default(), data.clone(), store.clone());
+    h.register(json!({"Name": "keep", "Port": 1234, "Check": {"TTL": "60s"}, "Checks": [{"CheckID": "h", "HTTP": "http://127.0.0.1:1/", "Interval": "10s"}]}))
+        .await
+        .unwrap();
+    h.register(json!({"Name": "gone"})).await.unwrap();
+    h.register_check(json!({"Name": "mem", "TTL": "30s", "ServiceID": "keep"}))
+        .await
+        .unwrap();
+    h.register_check(json!({"ID": "drop", "Name": "drop", "TTL": "30s"}))
+        .await
+        .unwrap();
+    h.agent.deregister_service("gone").await.unwrap();
+    h.agent.deregister_check("drop").await.unwrap();
+    h.agent
+        .node_maintenance(true, "later".into())
+        .await
+        .unwrap();
+    // Configuration definitions are not persisted.
+    h.agent
+        .register_from_config(vec![json!({"name": "cfg"})])
+        .await
+        .unwrap();
+    h.agent.shutdown();
+    drop(h);
+
+    let h = harness_in(AgentOptions::default(), data, store);
+    let svcs = h.agent.services();
+    let mut ids: Vec<&String> = svcs.as_object().unwrap().keys().collect();
+    ids.sort();
+    assert_eq!(ids, ["keep"]);
+    assert_eq!(svcs["keep"]["Port"], 1234);
+    let mut checks = h.check_ids();
+    checks.sort();
+    assert_eq!(checks, ["_node_maintenance", "h", "mem", "service:keep:1"]);
+    let c = h.agent.checks();
+    assert_eq!(
+        c["service:keep:1"]["Status"], "critical",
+        "restored checks start critical"
+    );
+    assert_eq!(c["service:keep:1"]["Name"], "Service 'keep' check");
+    assert_eq!(c["mem"]["ServiceName"], "keep");
+    assert_eq!(c["h"]["Type"], "http");
+    assert_eq!(c["_node_maintenance"]["Notes"], "later");
+    // The restored checks run again: TTL updates work.
+    h.agent
+        .update_check("service:keep:1", "passing", String::new())
+        .await
+        .unwrap();
+    // Deregistering removes the files for good.
+    h.agent.deregister_service("keep").await.unwrap();
+    h.agent
+        .node_maintenance(false, String::new())
+        .await
+        .unwrap();
+    h.agent.shutdown();
+    assert!(std::fs::read_dir(dir.path().join("services"))
+        .unwrap()
+        .next()
+        .is_none());
+    assert!(std::fs::read_dir(dir.path().join("checks"))
+        .unwrap()
+        .next()
+        .is_none());
 }

@@ -14,7 +14,9 @@
 mod node;
 mod state;
 
-pub use node::{NodeInfo, SERF_CHECK_ALIVE_OUTPUT, SERF_CHECK_ID, SERF_CHECK_NAME};
+pub use node::{
+    NodeInfo, CONSUL_SERVICE_ID, SERF_CHECK_ALIVE_OUTPUT, SERF_CHECK_ID, SERF_CHECK_NAME,
+};
 pub use state::{
     aggregated_status, LocalOptions, LocalState, NODE_MAINT_CHECK_ID, SERVICE_MAINT_PREFIX,
 };

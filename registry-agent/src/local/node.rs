@@ -1,7 +1,7 @@
 //! This node's identity as the catalog should show it, and the node-level `serfHealth`
 //! check the agent keeps passing while it runs.
 
-use registry_proto::model::{status, HealthCheck, Node};
+use registry_proto::model::{status, HealthCheck, Node, NodeService, Weights};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -11,6 +11,9 @@ pub const SERF_CHECK_ID: &str = "serfHealth";
 pub const SERF_CHECK_NAME: &str = "Serf Health Status";
 /// Output of the `serfHealth` check while the node is alive.
 pub const SERF_CHECK_ALIVE_OUTPUT: &str = "Agent alive and reachable";
+
+/// ID and name of the service every server registers for itself.
+pub const CONSUL_SERVICE_ID: &str = "consul";
 
 /// Node metadata key Consul fills with the network segment ("" in CE).
 pub const META_SEGMENT_KEY: &str = "consul-network-segment";
@@ -32,6 +35,9 @@ pub struct NodeInfo {
     pub tagged_addresses: BTreeMap<String, String>,
     /// Node metadata, including Consul's own `consul-network-segment` and `consul-version`.
     pub meta: BTreeMap<String, String>,
+    /// On a server, the `consul` service registered with the node (as Consul's leader
+    /// registers it for every alive server).
+    pub consul_service: Option<NodeService>,
 }
 
 impl NodeInfo {
@@ -62,7 +68,34 @@ impl NodeInfo {
             datacenter: datacenter.to_string(),
             tagged_addresses: tagged,
             meta,
+            consul_service: None,
         }
+    }
+
+    /// Adds the `consul` service of a server listening for RPC on `port`, with the metadata
+    /// Consul's leader gives it.
+    pub fn with_consul_service(mut self, port: u16, version: &str) -> Self {
+        let meta = [
+            ("non_voter", "false"),
+            ("read_replica", "false"),
+            ("raft_version", "3"),
+            ("serf_protocol_current", "2"),
+            ("serf_protocol_min", "1"),
+            ("serf_protocol_max", "5"),
+            ("version", version),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        self.consul_service = Some(NodeService {
+            id: CONSUL_SERVICE_ID.to_string(),
+            service: CONSUL_SERVICE_ID.to_string(),
+            port,
+            meta,
+            weights: Weights::default(),
+            ..Default::default()
+        });
+        self
     }
 
     /// The catalog record of this node.
