@@ -1,0 +1,222 @@
+//! Blocking-query fan-out: N long-polling `GET /v1/kv/<key>?index=` watchers of one key,
+//! M more parked on other keys, and a writer pacing PUTs of `seq:nanos` stamps. Latency is
+//! PUT issued -> watcher has the response with the new value (as etcd's watch test measures
+//! put issued -> event received). Parked watchers' returns are counted: they should be 0.
+
+use crate::etcd::{parse_stamp, watch_summary};
+use crate::http::{parse_addr, Pool};
+use crate::stats::{emit, CpuMeter};
+use anyhow::{bail, Context, Result};
+use base64::Engine;
+use bytes::Bytes;
+use clap::Args;
+use http::Method;
+use serde_json::{json, Map};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Registry HTTP address.
+    #[arg(long, default_value = "127.0.0.1:8500")]
+    pub addr: String,
+    /// Watchers of the written key (one connection each).
+    #[arg(long, default_value_t = 100)]
+    pub watchers: usize,
+    /// Watchers parked on other keys that are never written (one connection each).
+    #[arg(long, default_value_t = 0)]
+    pub parked: usize,
+    /// Writes per second.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Number of writes.
+    #[arg(long, default_value_t = 1000)]
+    pub writes: u64,
+    #[arg(long, default_value = "w/target")]
+    pub key: String,
+    /// `?wait=` of every blocking query.
+    #[arg(long, default_value = "5m")]
+    pub wait: String,
+    /// Server PID(s) to meter.
+    #[arg(long = "pid")]
+    pub pids: Vec<String>,
+    #[arg(long, default_value = "")]
+    pub label: String,
+}
+
+/// The value of a single-key GET body (`[{"Value":"<base64>",...}]`).
+fn value_of(body: &[u8]) -> Option<Vec<u8>> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let b64 = v.get(0)?.get("Value")?.as_str()?;
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+async fn put(pool: &Pool, key: &str, value: Bytes) -> Result<()> {
+    let req = pool.request(Method::PUT, &format!("/v1/kv/{key}"), value)?;
+    pool.send_ok(req).await?;
+    Ok(())
+}
+
+/// A blocking watcher loop on `key`: returns the (seq, µs) of every stamp it saw.
+async fn watcher(
+    addr: SocketAddr,
+    key: String,
+    wait: String,
+    epoch: Instant,
+    ready: tokio::sync::mpsc::Sender<()>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    returns: Arc<AtomicU64>,
+) -> Result<Vec<(u64, u64)>> {
+    let pool = Pool::new(addr, 1);
+    pool.prefill(1).await?;
+    let first = pool
+        .send(pool.request(Method::GET, &format!("/v1/kv/{key}"), Bytes::new())?)
+        .await?;
+    let mut index = first.consul_index().context("no X-Consul-Index")?;
+    let _ = ready.send(()).await;
+    drop(ready);
+    let mut seen = Vec::new();
+    loop {
+        let target = format!("/v1/kv/{key}?index={index}&wait={wait}");
+        let req = pool.request(Method::GET, &target, Bytes::new())?;
+        let r = tokio::select! {
+            r = pool.send(req) => r?,
+            _ = stop.changed() => break,
+        };
+        let now = epoch.elapsed().as_nanos() as u64;
+        returns.fetch_add(1, Ordering::Relaxed);
+        let new_index = r.consul_index().context("no X-Consul-Index")?;
+        if let Some((seq, sent)) = value_of(&r.body).as_deref().and_then(parse_stamp) {
+            if new_index != index {
+                seen.push((seq, now.saturating_sub(sent) / 1000));
+            }
+        }
+        // Consul's rule: an index that goes backwards resets to 0.
+        index = if new_index < index { 0 } else { new_index };
+    }
+    Ok(seen)
+}
+
+pub async fn watch(a: WatchArgs) -> Result<()> {
+    let addr = parse_addr(&a.addr)?;
+    let epoch = Instant::now();
+    let setup = Pool::new(addr, 16);
+    put(&setup, &a.key, Bytes::from_static(b"init")).await?;
+    // Parked watchers watch keys that exist but are never written during the run.
+    if a.parked > 0 {
+        let setup = Arc::new(setup);
+        let mut tasks = Vec::new();
+        for chunk in 0..16usize {
+            let setup = Arc::clone(&setup);
+            let n = a.parked;
+            tasks.push(tokio::spawn(async move {
+                let mut i = chunk;
+                while i < n {
+                    put(&setup, &format!("parked/{i}"), Bytes::from_static(b"x")).await?;
+                    i += 16;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+    }
+    let total = a.watchers + a.parked;
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(total.max(1));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let hot_returns = Arc::new(AtomicU64::new(0));
+    let parked_returns = Arc::new(AtomicU64::new(0));
+    let mut hot = Vec::with_capacity(a.watchers);
+    let mut parked = Vec::with_capacity(a.parked);
+    for i in 0..total {
+        let (key, counter) = if i < a.watchers {
+            (a.key.clone(), Arc::clone(&hot_returns))
+        } else {
+            (
+                format!("parked/{}", i - a.watchers),
+                Arc::clone(&parked_returns),
+            )
+        };
+        let h = tokio::spawn(watcher(
+            addr,
+            key,
+            a.wait.clone(),
+            epoch,
+            ready_tx.clone(),
+            stop_rx.clone(),
+            counter,
+        ));
+        if i < a.watchers {
+            hot.push(h);
+        } else {
+            parked.push(h);
+        }
+        // Connection setup in bursts of 256, to stay under the listen backlog.
+        if i % 256 == 255 {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    drop(ready_tx);
+    let mut ready = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ready < total {
+        match tokio::time::timeout_at(deadline, ready_rx.recv()).await {
+            Ok(Some(())) => ready += 1,
+            _ => break,
+        }
+    }
+    if ready < total {
+        bail!("only {ready} of {total} watchers started (raise `ulimit -n`?)");
+    }
+    // Let the last watchers' blocking requests reach the server and park.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let parked_before = parked_returns.load(Ordering::Relaxed);
+    let meter = CpuMeter::start(&a.pids)?;
+    let writer = Pool::new(addr, 1);
+    writer.prefill(1).await?;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / a.rate.max(0.001)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut write_lat = crate::stats::Latency::new()?;
+    for seq in 0..a.writes {
+        tick.tick().await;
+        let t0 = Instant::now();
+        let stamp = format!("{seq}:{}", epoch.elapsed().as_nanos());
+        put(&writer, &a.key, Bytes::from(stamp)).await?;
+        write_lat.record(t0.elapsed());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu = meter.stop()?;
+    let parked_during = parked_returns.load(Ordering::Relaxed) - parked_before;
+    let _ = stop_tx.send(true);
+    let mut records = Vec::with_capacity(hot.len());
+    for h in hot {
+        records.push(h.await??);
+    }
+    for h in parked {
+        h.await??;
+    }
+    let mut out = Map::new();
+    watch_summary("watch", &a.label, a.watchers, a.writes, &records, &mut out)?;
+    out.insert("rate".into(), json!(a.rate));
+    out.insert("parked".into(), json!(a.parked));
+    out.insert("parked_returns".into(), json!(parked_during));
+    out.insert(
+        "parked_wakes_per_write".into(),
+        json!(parked_during as f64 / a.writes.max(1) as f64),
+    );
+    out.insert(
+        "watcher_returns".into(),
+        json!(hot_returns.load(Ordering::Relaxed)),
+    );
+    out.insert("write_p50_us".into(), json!(write_lat.quantile_us(0.5)));
+    out.insert("write_p99_us".into(), json!(write_lat.quantile_us(0.99)));
+    let deliveries = out.get("deliveries").and_then(|v| v.as_u64()).unwrap_or(0);
+    cpu.add_to(deliveries, &mut out);
+    emit(out);
+    Ok(())
+}
