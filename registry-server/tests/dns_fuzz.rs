@@ -51,6 +51,7 @@ fn worker() -> Worker {
         store: c.store.clone(),
         gen: AtomicU64::new(1),
         stop: AtomicBool::new(false),
+        recursing: Default::default(),
     });
     Worker::new(shared)
 }

@@ -232,7 +232,9 @@ pub fn build(s: &Settings, db: &Db, qname_lower: &[u8], qtype: u16, qclass: u16)
     };
     let labels: Vec<&str> = owned.iter().map(String::as_str).collect();
     let route = names::route(&labels, qtype, &s.domains, &s.dc);
-    if qclass != wire::CLASS_IN && qclass != wire::CLASS_ANY {
+    let in_class = qclass == wire::CLASS_IN || qclass == wire::CLASS_ANY;
+    if !in_class && (route != Route::External || !s.recursion) {
+        // CHAOS and other classes: nothing here; outside the domain they are forwarded.
         return (Answer::rcode_only(rcode::REFUSED), Dep::Static);
     }
     let b = Builder {

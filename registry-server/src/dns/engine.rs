@@ -28,6 +28,30 @@ pub struct Shared {
     pub gen: AtomicU64,
     /// Set to stop the listeners.
     pub stop: AtomicBool,
+    /// Queries being forwarded to recursors right now.
+    pub recursing: std::sync::atomic::AtomicUsize,
+}
+
+/// Forwarded queries in flight at most; past this, SERVFAIL at once.
+pub const MAX_RECURSING: usize = 1024;
+
+/// Holds one of the [`MAX_RECURSING`] forwarding slots while alive.
+#[derive(Debug)]
+pub struct RecursionSlot<'a>(&'a Shared);
+
+impl Shared {
+    /// A forwarding slot, or None when too many queries are being forwarded.
+    pub fn recursion_slot(&self) -> Option<RecursionSlot<'_>> {
+        let n = self.recursing.fetch_add(1, Ordering::AcqRel);
+        let slot = RecursionSlot(self);
+        (n < MAX_RECURSING).then_some(slot)
+    }
+}
+
+impl Drop for RecursionSlot<'_> {
+    fn drop(&mut self) {
+        self.0.recursing.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Shared {

@@ -50,6 +50,7 @@ pub async fn serve(
         store,
         gen: AtomicU64::new(0),
         stop: AtomicBool::new(false),
+        recursing: std::sync::atomic::AtomicUsize::new(0),
     });
     server::start(shared).await
 }

@@ -230,11 +230,14 @@ fn udp_loop(sock: Arc<UdpSocket>, mut worker: Worker, rt: tokio::runtime::Handle
                 let shared = shared.clone();
                 let sock = sock.clone();
                 rt.spawn(async move {
-                    let reply = match recursor::forward(&shared.settings.cfg, &packet, false).await
-                    {
-                        Some(r) => r,
-                        None => engine::servfail(&shared, &req, Transport::Udp),
+                    let reply = match shared.recursion_slot() {
+                        Some(_slot) => {
+                            recursor::forward(&shared.settings.cfg, &packet, false).await
+                        }
+                        None => None,
                     };
+                    let reply =
+                        reply.unwrap_or_else(|| engine::servfail(&shared, &req, Transport::Udp));
                     let _ = sock.send_to(&reply, src);
                 });
             }
@@ -295,10 +298,11 @@ async fn tcp_conn(mut s: TcpStream, shared: &Shared, worker: &Mutex<Worker>) -> 
         match outcome {
             Outcome::Reply => {}
             Outcome::Recurse(req) => {
-                reply = match recursor::forward(&shared.settings.cfg, &msg, true).await {
-                    Some(r) => r,
-                    None => engine::servfail(shared, &req, Transport::Tcp),
+                let forwarded = match shared.recursion_slot() {
+                    Some(_slot) => recursor::forward(&shared.settings.cfg, &msg, true).await,
+                    None => None,
                 };
+                reply = forwarded.unwrap_or_else(|| engine::servfail(shared, &req, Transport::Tcp));
             }
             Outcome::Drop => return Ok(()),
         }
