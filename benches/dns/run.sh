@@ -13,7 +13,9 @@
 #            (release build), 2 UDP workers, catalog filled through the state machine.
 #   --agent: a `registry agent -dev -dns-port N -http-port M` process instead, the catalog
 #            registered over HTTP (needs target/release/registry with DNS wired in).
-# Env: DNSPERF_ARGS (default "-c 4 -T 1 -q 500"), KEEP=1 keeps the work directory.
+# Env: DNSPERF_ARGS (default "-c 4 -T 1 -q 500"), KEEP=1 keeps the work directory,
+#      DNS_BENCH_WORKERS (UDP worker threads, 2), DNS_BENCH_REUSEPORT (true: one
+#      SO_REUSEPORT socket per worker; default false: the workers share one socket).
 # Everything listens on 127.0.0.1 only; every process started here is stopped by PID.
 set -euo pipefail
 
@@ -199,4 +201,3 @@ for mode in $MODES; do
     'BEGIN { if (k > 0) printf "%-6s ratio registry/knot = %.2f\n", m, r / k }'
   unset best
 done
-grep STATS "$WORK/registry.log" 2>/dev/null || true

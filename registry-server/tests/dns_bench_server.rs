@@ -47,6 +47,7 @@ async fn dns_bench_server() {
     let mut cfg = test_config();
     cfg.bind = format!("127.0.0.1:{port}").parse().unwrap();
     cfg.udp_workers = workers;
+    cfg.udp_reuse_port = env("DNS_BENCH_REUSEPORT", cfg.udp_reuse_port);
     let dns = start(&c, cfg).await;
     println!("READY {}", dns.local_addr());
     tokio::time::sleep(Duration::from_secs(secs)).await;

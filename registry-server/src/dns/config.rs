@@ -83,6 +83,9 @@ pub struct DnsConfig {
     pub soa: SoaConfig,
     /// UDP worker threads, each with its own socket (0 = one per CPU).
     pub udp_workers: usize,
+    /// Give each UDP worker its own socket in an `SO_REUSEPORT` group (the kernel spreads
+    /// clients by address hash) instead of all workers reading one socket.
+    pub udp_reuse_port: bool,
     /// Cached answers per worker before the cache is emptied (0 = 65536).
     pub cache_entries: usize,
     /// Open TCP connections served at once; more wait in the accept queue.
@@ -111,6 +114,7 @@ impl Default for DnsConfig {
             enable_additional_node_meta_txt: true,
             soa: SoaConfig::default(),
             udp_workers: 0,
+            udp_reuse_port: false,
             cache_entries: 0,
             max_tcp_connections: 1024,
             tcp_idle_timeout: Duration::from_secs(8),

@@ -97,7 +97,7 @@ pub(super) async fn start(shared: Arc<Shared>) -> Result<DnsHandle, ServerError>
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    let (udp, tcp) = bind_all(cfg.bind, workers)
+    let (udp, tcp) = bind_all(cfg.bind, workers, cfg.udp_reuse_port)
         .await
         .map_err(|e| ServerError::Internal(format!("binding DNS listener {}: {e}", cfg.bind)))?;
     let addr = tcp
@@ -169,8 +169,13 @@ fn udp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
 
 /// `workers` UDP sockets on one port plus the TCP listener on the same port. With port 0
 /// the port is chosen by the kernel and retried until TCP gets it too.
-async fn bind_all(addr: SocketAddr, workers: usize) -> io::Result<(Vec<UdpSocket>, TcpListener)> {
+async fn bind_all(
+    addr: SocketAddr,
+    workers: usize,
+    reuse_port: bool,
+) -> io::Result<(Vec<UdpSocket>, TcpListener)> {
     let workers = workers.max(1);
+    let reuse_port = reuse_port && workers > 1;
     let mut last_err = None;
     for _ in 0..20 {
         if addr.port() != 0 {
@@ -178,7 +183,7 @@ async fn bind_all(addr: SocketAddr, workers: usize) -> io::Result<(Vec<UdpSocket
             // nobody holds it first.
             drop(udp_socket(addr, false)?);
         }
-        let first = udp_socket(addr, workers > 1)?;
+        let first = udp_socket(addr, reuse_port)?;
         let port = first.local_addr()?.port();
         let at = SocketAddr::new(addr.ip(), port);
         let tcp = match TcpListener::bind(at).await {
@@ -189,10 +194,18 @@ async fn bind_all(addr: SocketAddr, workers: usize) -> io::Result<(Vec<UdpSocket
             }
             Err(e) => return Err(e),
         };
-        let mut socks = vec![first];
+        let mut socks = Vec::with_capacity(workers);
         for _ in 1..workers {
-            socks.push(udp_socket(at, true)?);
+            // Either a socket of its own in the SO_REUSEPORT group (the kernel spreads
+            // clients over the sockets by address hash), or the same socket (every worker
+            // takes the next packet of one queue).
+            socks.push(if reuse_port {
+                udp_socket(at, true)?
+            } else {
+                first.try_clone()?
+            });
         }
+        socks.insert(0, first);
         return Ok((socks, tcp));
     }
     Err(last_err.unwrap_or_else(|| io::Error::other("no free port")))
