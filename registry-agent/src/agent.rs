@@ -34,6 +34,7 @@ use registry_server::query::write::Writer;
 use registry_server::query::Reader;
 use registry_server::ServerError;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -136,6 +137,29 @@ fn check_json(c: &HealthCheck) -> Value {
     serde_json::to_value(HealthCheckOut::from(c)).unwrap_or_default()
 }
 
+/// One async lock per key, created on first use and kept.
+#[derive(Debug, Default)]
+struct KeyLocks {
+    locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl KeyLocks {
+    async fn lock(&self, key: String) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = self.locks.lock().entry(key).or_default().clone();
+        m.lock_owned().await
+    }
+
+    /// The lock of a service and everything bound to it.
+    async fn service(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.lock(format!("svc:{id}")).await
+    }
+
+    /// The lock of a node-level check.
+    async fn check(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.lock(format!("chk:{id}")).await
+    }
+}
+
 /// The local agent: implements [`AgentApi`] for the HTTP layer.
 pub struct LocalAgent {
     config: Arc<ServerConfig>,
@@ -147,8 +171,9 @@ pub struct LocalAgent {
     members: Arc<dyn Membership>,
     /// Where API registrations are persisted (with a data directory).
     persist: Option<Persist>,
-    /// Serializes registrations (Consul's `stateLock`).
-    ops: tokio::sync::Mutex<()>,
+    /// Serializes operations on one service (or one node-level check), persistence
+    /// included; operations on different services run concurrently.
+    keys: KeyLocks,
     shutdown: watch::Sender<bool>,
     started: AtomicBool,
     left: Notify,
@@ -223,7 +248,7 @@ impl LocalAgent {
             ae,
             members,
             persist,
-            ops: tokio::sync::Mutex::new(()),
+            keys: KeyLocks::default(),
             shutdown,
             started: AtomicBool::new(false),
             left: Notify::new(),
@@ -424,7 +449,7 @@ impl LocalAgent {
             self.runners.admit(spec).map_err(ServerError::Internal)?;
         }
         {
-            let _ops = self.ops.lock().await;
+            let _service = self.keys.service(&service.id).await;
             if persist {
                 self.persist_service(&service, &specs, &defs).await?;
             }
@@ -559,7 +584,10 @@ impl LocalAgent {
         };
         self.runners.admit(&spec).map_err(ServerError::Internal)?;
         {
-            let _ops = self.ops.lock().await;
+            let _key = match &wanted {
+                Some(sid) => self.keys.service(sid).await,
+                None => self.keys.check(spec.check_id()).await,
+            };
             if let Some(sid) = &wanted {
                 // The service may have gone while we were decoding.
                 if self.local.service(sid).is_none() {
@@ -582,7 +610,7 @@ impl LocalAgent {
     /// Removes a service and its checks; false when unknown.
     async fn remove_service(&self, id: &str) -> bool {
         let removed = {
-            let _ops = self.ops.lock().await;
+            let _service = self.keys.service(id).await;
             let Some(checks) = self.local.remove_service(id) else {
                 return false;
             };
@@ -746,7 +774,11 @@ impl AgentApi for LocalAgent {
     fn deregister_check<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ServerError>> {
         Box::pin(async move {
             {
-                let _ops = self.ops.lock().await;
+                let owner = self.local.check(id).map(|c| c.service_id);
+                let _key = match owner.as_deref() {
+                    Some(sid) if !sid.is_empty() => self.keys.service(sid).await,
+                    _ => self.keys.check(id).await,
+                };
                 if !self.remove_check_locked(id) {
                     return Err(unknown_check(id));
                 }
@@ -787,7 +819,7 @@ impl AgentApi for LocalAgent {
     ) -> BoxFuture<'a, Result<(), ServerError>> {
         Box::pin(async move {
             {
-                let _ops = self.ops.lock().await;
+                let _service = self.keys.service(id).await;
                 let Some(svc) = self.local.service(id) else {
                     return Err(ServerError::NotFound(format!(
                         "No service registered with ID {id:?}"
@@ -829,7 +861,7 @@ impl AgentApi for LocalAgent {
     ) -> BoxFuture<'_, Result<(), ServerError>> {
         Box::pin(async move {
             {
-                let _ops = self.ops.lock().await;
+                let _key = self.keys.check(NODE_MAINT_CHECK_ID).await;
                 if enable {
                     if self.local.check(NODE_MAINT_CHECK_ID).is_some() {
                         return Ok(());

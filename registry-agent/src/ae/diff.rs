@@ -10,7 +10,7 @@ use registry_proto::command::{DeregisterRequest, RegisterRequest};
 use registry_proto::model::{HealthCheck, Node, NodeService};
 use registry_proto::Command;
 use registry_server::state::Db;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What the catalog holds for this node.
 #[derive(Debug, Clone, Default)]
@@ -83,20 +83,17 @@ pub(crate) fn compare(inner: &mut Inner, remote: &Remote, defer_output: bool) {
 
     for (id, rs) in &remote.services {
         let gen = inner.gen();
-        match inner.services.get_mut(id) {
+        match inner.service_mut(id) {
             None => {
                 if id == CONSUL_SERVICE_ID {
                     continue;
                 }
-                inner.services.insert(
-                    id.clone(),
-                    ServiceEntry {
-                        service: rs.clone(),
-                        in_sync: false,
-                        deleted: true,
-                        gen,
-                    },
-                );
+                inner.put_service(ServiceEntry {
+                    service: rs.clone(),
+                    in_sync: false,
+                    deleted: true,
+                    gen,
+                });
             }
             Some(ls) if ls.deleted => {}
             Some(ls) => {
@@ -107,10 +104,8 @@ pub(crate) fn compare(inner: &mut Inner, remote: &Remote, defer_output: bool) {
             }
         }
     }
-    inner
-        .services
-        .retain(|id, e| !e.deleted || remote.services.contains_key(id));
-    for (id, ls) in inner.services.iter_mut() {
+    inner.retain_services(|id, e| !e.deleted || remote.services.contains_key(id));
+    for (id, ls) in inner.services_mut() {
         if !remote.services.contains_key(id) {
             ls.in_sync = false;
         }
@@ -121,20 +116,17 @@ pub(crate) fn compare(inner: &mut Inner, remote: &Remote, defer_output: bool) {
             continue;
         }
         let gen = inner.gen();
-        match inner.checks.get_mut(id) {
+        match inner.check_mut(id) {
             None => {
-                inner.checks.insert(
-                    id.clone(),
-                    CheckEntry {
-                        check: rc.clone(),
-                        in_sync: false,
-                        deleted: true,
-                        gen,
-                        deferred: None,
-                        critical_since: None,
-                        deregister_after: None,
-                    },
-                );
+                inner.put_check(CheckEntry {
+                    check: rc.clone(),
+                    in_sync: false,
+                    deleted: true,
+                    gen,
+                    deferred: None,
+                    critical_since: None,
+                    deregister_after: None,
+                });
             }
             Some(lc) if lc.deleted => {}
             Some(lc) => {
@@ -146,14 +138,13 @@ pub(crate) fn compare(inner: &mut Inner, remote: &Remote, defer_output: bool) {
             }
         }
     }
-    inner
-        .checks
-        .retain(|id, e| !e.deleted || remote.checks.contains_key(id));
-    for (id, lc) in inner.checks.iter_mut() {
+    inner.retain_checks(|id, e| !e.deleted || remote.checks.contains_key(id));
+    for (id, lc) in inner.checks_mut() {
         if !remote.checks.contains_key(id) {
             lc.in_sync = false;
         }
     }
+    inner.rebuild_dirty();
 }
 
 /// One write of a sync, and what it covers.
@@ -220,7 +211,9 @@ impl Plan {
 }
 
 /// Plans the writes for everything out of sync in `inner`.
-pub(crate) fn plan(inner: &Inner) -> Plan {
+pub(crate) fn plan(inner: &mut Inner) -> Plan {
+    inner.prune_dirty();
+    let inner: &Inner = inner;
     let mut plan = Plan::default();
     let node = inner.node.to_node();
     let name = inner.node.name.clone();
@@ -244,7 +237,7 @@ pub(crate) fn plan(inner: &Inner) -> Plan {
             ),
         );
     }
-    for (id, s) in inner.services.iter().filter(|(_, s)| s.deleted) {
+    for (id, s) in inner.dirty_services().filter(|(_, s)| s.deleted) {
         plan.push(
             Op::DeregisterService {
                 id: id.clone(),
@@ -257,7 +250,7 @@ pub(crate) fn plan(inner: &Inner) -> Plan {
             }),
         );
     }
-    for (id, c) in inner.checks.iter().filter(|(_, c)| c.deleted) {
+    for (id, c) in inner.dirty_checks().filter(|(_, c)| c.deleted) {
         plan.push(
             Op::DeregisterCheck {
                 id: id.clone(),
@@ -270,26 +263,25 @@ pub(crate) fn plan(inner: &Inner) -> Plan {
             }),
         );
     }
-    let mut covered: Vec<&str> = Vec::new();
+    let mut covered: BTreeSet<String> = BTreeSet::new();
     for (id, s) in inner
-        .services
-        .iter()
+        .dirty_services()
         .filter(|(_, s)| !s.deleted && !s.in_sync)
     {
-        let checks: Vec<(&String, &CheckEntry)> = inner
-            .checks
-            .iter()
-            .filter(|(_, c)| !c.deleted && c.check.service_id == *id)
+        let checks: Vec<(String, &CheckEntry)> = inner
+            .check_ids_of(id)
+            .into_iter()
+            .filter_map(|cid| {
+                let c = inner.checks().get(&cid)?;
+                (!c.deleted).then_some((cid, c))
+            })
             .collect();
-        covered.extend(checks.iter().map(|(cid, _)| cid.as_str()));
+        covered.extend(checks.iter().map(|(cid, _)| cid.clone()));
         plan.push(
             Op::Service {
                 id: id.clone(),
                 gen: s.gen,
-                checks: checks
-                    .iter()
-                    .map(|(cid, c)| ((*cid).clone(), c.gen))
-                    .collect(),
+                checks: checks.iter().map(|(cid, c)| (cid.clone(), c.gen)).collect(),
             },
             register(
                 Some(s.service.clone()),
@@ -298,9 +290,8 @@ pub(crate) fn plan(inner: &Inner) -> Plan {
         );
     }
     for (id, c) in inner
-        .checks
-        .iter()
-        .filter(|(id, c)| !c.deleted && !c.in_sync && !covered.contains(&id.as_str()))
+        .dirty_checks()
+        .filter(|(id, c)| !c.deleted && !c.in_sync && !covered.contains(*id))
     {
         plan.push(
             Op::Check {
@@ -327,7 +318,7 @@ pub(crate) fn mark(inner: &mut Inner, plan: &Plan, ok: &[bool]) {
                 }
             }
             Op::Service { id, gen, checks } => {
-                if let Some(s) = inner.services.get_mut(id) {
+                if let Some(s) = inner.service_mut(id) {
                     if s.gen == *gen {
                         s.in_sync = true;
                     }
@@ -339,32 +330,35 @@ pub(crate) fn mark(inner: &mut Inner, plan: &Plan, ok: &[bool]) {
             Op::Check { id, gen } => mark_check_synced(inner, id, *gen),
             Op::DeregisterService { id, gen } => {
                 if inner
-                    .services
+                    .services()
                     .get(id)
                     .is_some_and(|s| s.deleted && s.gen == *gen)
                 {
-                    inner.services.remove(id);
+                    inner.drop_service(id);
                     // The catalog dropped the service's checks with it.
-                    inner
-                        .checks
-                        .retain(|_, c| !(c.deleted && c.check.service_id == *id));
+                    for cid in inner.check_ids_of(id) {
+                        if inner.checks().get(&cid).is_some_and(|c| c.deleted) {
+                            inner.drop_check(&cid);
+                        }
+                    }
                 }
             }
             Op::DeregisterCheck { id, gen } => {
                 if inner
-                    .checks
+                    .checks()
                     .get(id)
                     .is_some_and(|c| c.deleted && c.gen == *gen)
                 {
-                    inner.checks.remove(id);
+                    inner.drop_check(id);
                 }
             }
         }
     }
+    inner.prune_dirty();
 }
 
 fn mark_check_synced(inner: &mut Inner, id: &str, gen: u64) {
-    if let Some(c) = inner.checks.get_mut(id) {
+    if let Some(c) = inner.check_mut(id) {
         if c.gen == gen && !c.deleted {
             c.in_sync = true;
             c.deferred = None;
@@ -455,7 +449,7 @@ mod tests {
     fn sync(s: &LocalState, remote: &mut Remote) -> Plan {
         let mut inner = s.lock();
         compare(&mut inner, remote, true);
-        let p = plan(&inner);
+        let p = plan(&mut inner);
         apply(remote, &p);
         let ok = vec![true; p.ops.len()];
         mark(&mut inner, &p, &ok);
@@ -582,8 +576,8 @@ mod tests {
         assert!(remote.services.is_empty());
         assert_eq!(remote.checks.keys().collect::<Vec<_>>(), [SERF_CHECK_ID]);
         // Tombstones are gone once the catalog confirmed.
-        assert!(s.lock().services.is_empty());
-        assert!(s.lock().checks.is_empty());
+        assert!(s.lock().services().is_empty());
+        assert!(s.lock().checks().is_empty());
     }
 
     #[test]
@@ -630,8 +624,8 @@ mod tests {
         s.add_check(chk("c1", "", status::PASSING, ""), None);
         let mut remote = Remote::default();
         let p = {
-            let inner = s.lock();
-            plan(&inner)
+            let mut inner = s.lock();
+            plan(&mut inner)
         };
         // The check changes while the plan is being written.
         s.update_check("c1", status::CRITICAL, "down".into());
@@ -650,15 +644,15 @@ mod tests {
         let s = state();
         s.add_check(chk("c1", "", status::PASSING, ""), None);
         let p = {
-            let inner = s.lock();
-            plan(&inner)
+            let mut inner = s.lock();
+            plan(&mut inner)
         };
         {
             let mut inner = s.lock();
             mark(&mut inner, &p, &vec![false; p.ops.len()]);
         }
         assert!(!s.all_in_sync());
-        let again = plan(&s.lock());
+        let again = plan(&mut s.lock());
         assert_eq!(again.ops.len(), p.ops.len());
     }
 }

@@ -126,8 +126,8 @@ impl AntiEntropy {
 
     async fn write_pending(&self) -> Result<SyncReport, ServerError> {
         let plan = {
-            let inner = self.local.lock();
-            plan(&inner)
+            let mut inner = self.local.lock();
+            plan(&mut inner)
         };
         if plan.is_empty() {
             return Ok(SyncReport::default());

@@ -7,11 +7,14 @@
 //! and checks from configuration files are not persisted: the configuration brings them
 //! back.
 
+use parking_lot::Mutex;
 use registry_proto::api::AgentServiceCheck;
 use registry_proto::model::{HealthCheck, NodeService};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A persisted service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,22 +40,26 @@ pub(crate) struct PersistedCheck {
 pub(crate) struct Persist {
     services: PathBuf,
     checks: PathBuf,
+    /// Hash of each file's content as last written or read, so that an unchanged
+    /// re-registration does not rewrite (and fsync) its file.
+    written: Arc<Mutex<HashMap<PathBuf, u64>>>,
+}
+
+fn fnv(bytes: &[u8], basis: u64) -> u64 {
+    let mut h = basis;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// A 128-bit FNV-1a style hash of `id` as 32 hex digits (two 64-bit lanes).
 fn file_name(id: &str) -> String {
-    let lane = |basis: u64| {
-        let mut h = basis;
-        for b in id.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        h
-    };
     format!(
         "{:016x}{:016x}",
-        lane(0xcbf2_9ce4_8422_2325),
-        lane(0x6c62_272e_07bb_0142)
+        fnv(id.as_bytes(), 0xcbf2_9ce4_8422_2325),
+        fnv(id.as_bytes(), 0x6c62_272e_07bb_0142)
     )
 }
 
@@ -74,7 +81,10 @@ fn remove(dir: &Path, name: &str) -> std::io::Result<()> {
     }
 }
 
-fn load<T: for<'de> Deserialize<'de>>(dir: &Path) -> Vec<(PathBuf, T)> {
+fn load<T: for<'de> Deserialize<'de>>(
+    dir: &Path,
+    written: &Mutex<HashMap<PathBuf, u64>>,
+) -> Vec<(PathBuf, T)> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
@@ -91,9 +101,14 @@ fn load<T: for<'de> Deserialize<'de>>(dir: &Path) -> Vec<(PathBuf, T)> {
         }
         match std::fs::read(&path)
             .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<T>(&b).map_err(|e| e.to_string()))
-        {
-            Ok(v) => out.push((path, v)),
+            .and_then(|b| {
+                let v = serde_json::from_slice::<T>(&b).map_err(|e| e.to_string())?;
+                Ok((v, fnv(&b, 0xcbf2_9ce4_8422_2325)))
+            }) {
+            Ok((v, digest)) => {
+                written.lock().insert(path.clone(), digest);
+                out.push((path, v));
+            }
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "skipping unreadable persisted agent state");
             }
@@ -109,15 +124,32 @@ impl Persist {
         Persist {
             services: data_dir.join("services"),
             checks: data_dir.join("checks"),
+            written: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
+    /// Writes `bytes` to `dir/name` unless that exact content is already there.
+    async fn save(&self, dir: PathBuf, name: String, bytes: Vec<u8>) -> Result<(), String> {
+        let path = dir.join(&name);
+        let digest = fnv(&bytes, 0xcbf2_9ce4_8422_2325);
+        if self.written.lock().get(&path) == Some(&digest) {
+            return Ok(());
+        }
+        Self::blocking(move || write_atomic(&dir, &name, &bytes)).await?;
+        self.written.lock().insert(path, digest);
+        Ok(())
+    }
+
+    async fn delete(&self, dir: PathBuf, name: String) -> Result<(), String> {
+        let path = dir.join(&name);
+        self.written.lock().remove(&path);
+        Self::blocking(move || remove(&dir, &name)).await
+    }
+
     async fn blocking(
-        &self,
-        f: impl FnOnce(&Persist) -> std::io::Result<()> + Send + 'static,
+        f: impl FnOnce() -> std::io::Result<()> + Send + 'static,
     ) -> Result<(), String> {
-        let me = self.clone();
-        match tokio::task::spawn_blocking(move || f(&me)).await {
+        match tokio::task::spawn_blocking(f).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -130,42 +162,38 @@ impl Persist {
             service: service.clone(),
         };
         let bytes = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
-        let name = file_name(&service.id);
-        self.blocking(move |p| write_atomic(&p.services, &name, &bytes))
+        self.save(self.services.clone(), file_name(&service.id), bytes)
             .await
             .map_err(|e| format!("failed persisting service {:?}: {e}", service.id))
     }
 
     /// Removes a service's file.
     pub(crate) async fn remove_service(&self, id: &str) -> Result<(), String> {
-        let name = file_name(id);
-        self.blocking(move |p| remove(&p.services, &name)).await
+        self.delete(self.services.clone(), file_name(id)).await
     }
 
     /// Saves a check.
     pub(crate) async fn save_check(&self, rec: PersistedCheck) -> Result<(), String> {
         let id = rec.check.check_id.clone();
         let bytes = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
-        let name = file_name(&id);
-        self.blocking(move |p| write_atomic(&p.checks, &name, &bytes))
+        self.save(self.checks.clone(), file_name(&id), bytes)
             .await
             .map_err(|e| format!("failed persisting check {id:?}: {e}"))
     }
 
     /// Removes a check's file.
     pub(crate) async fn remove_check(&self, id: &str) -> Result<(), String> {
-        let name = file_name(id);
-        self.blocking(move |p| remove(&p.checks, &name)).await
+        self.delete(self.checks.clone(), file_name(id)).await
     }
 
     /// Every persisted service, with its file.
     pub(crate) fn load_services(&self) -> Vec<(PathBuf, PersistedService)> {
-        load(&self.services)
+        load(&self.services, &self.written)
     }
 
     /// Every persisted check, with its file.
     pub(crate) fn load_checks(&self) -> Vec<(PathBuf, PersistedCheck)> {
-        load(&self.checks)
+        load(&self.checks, &self.written)
     }
 }
 
@@ -205,6 +233,17 @@ mod tests {
         assert!(p.load_services().is_empty());
         assert!(p.load_checks().is_empty());
         assert_ne!(file_name("a"), file_name("b"));
+
+        // An unchanged save does not touch the disk; a changed one does.
+        p.save_service(&svc).await.unwrap();
+        let path = dir.path().join("services").join(file_name(&svc.id));
+        std::fs::remove_file(&path).unwrap();
+        p.save_service(&svc).await.unwrap();
+        assert!(!path.exists(), "identical content is not rewritten");
+        let mut changed = svc.clone();
+        changed.port = 81;
+        p.save_service(&changed).await.unwrap();
+        assert!(path.exists());
         assert_eq!(file_name("a").len(), 32);
     }
 }

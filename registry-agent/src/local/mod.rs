@@ -11,13 +11,14 @@
 //! This module owns no tasks and does no I/O, except the short timer that ends an output
 //! deferral.
 
+mod inner;
 mod node;
 mod state;
 
+pub(crate) use inner::{CheckEntry, Inner, ServiceEntry};
 pub use node::{
     NodeInfo, CONSUL_SERVICE_ID, SERF_CHECK_ALIVE_OUTPUT, SERF_CHECK_ID, SERF_CHECK_NAME,
 };
 pub use state::{
     aggregated_status, LocalOptions, LocalState, NODE_MAINT_CHECK_ID, SERVICE_MAINT_PREFIX,
 };
-pub(crate) use state::{CheckEntry, Inner, ServiceEntry};

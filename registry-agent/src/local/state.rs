@@ -1,11 +1,11 @@
 //! [`LocalState`]: the services and checks registered with this agent, with per-entry sync
 //! flags, behind one lock. No method holds the lock across an `.await`.
 
+use super::inner::{CheckEntry, Inner, ServiceEntry};
 use super::node::NodeInfo;
 use parking_lot::{Mutex, MutexGuard};
 use rand::Rng;
 use registry_proto::model::{status, HealthCheck, NodeService};
-use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -32,69 +32,6 @@ impl Default for LocalOptions {
             check_update_interval: Duration::from_secs(300),
             discard_check_output: false,
         }
-    }
-}
-
-/// One local service.
-#[derive(Debug, Clone)]
-pub(crate) struct ServiceEntry {
-    /// The service (its index is always zero).
-    pub(crate) service: NodeService,
-    /// The catalog has exactly this.
-    pub(crate) in_sync: bool,
-    /// Removed locally; the catalog entry must go.
-    pub(crate) deleted: bool,
-    /// Bumped on every change, so a sync only marks what it actually wrote.
-    pub(crate) gen: u64,
-}
-
-/// One local check.
-#[derive(Debug, Clone)]
-pub(crate) struct CheckEntry {
-    /// The check (its index is always zero).
-    pub(crate) check: HealthCheck,
-    /// The catalog has exactly this (output aside while a sync is deferred).
-    pub(crate) in_sync: bool,
-    /// Removed locally; the catalog entry must go.
-    pub(crate) deleted: bool,
-    /// Bumped on every change.
-    pub(crate) gen: u64,
-    /// An output-only change waits for this deferral (its token) to end.
-    pub(crate) deferred: Option<u64>,
-    /// When the check last turned critical.
-    pub(crate) critical_since: Option<Instant>,
-    /// Reap the check's service after it has been critical this long.
-    pub(crate) deregister_after: Option<Duration>,
-}
-
-/// Everything behind the lock; `crate::ae` reads and marks it.
-#[derive(Debug)]
-pub(crate) struct Inner {
-    pub(crate) node: NodeInfo,
-    pub(crate) node_in_sync: bool,
-    pub(crate) node_gen: u64,
-    pub(crate) services: BTreeMap<String, ServiceEntry>,
-    pub(crate) checks: BTreeMap<String, CheckEntry>,
-    next_gen: u64,
-}
-
-impl Inner {
-    pub(crate) fn new(node: NodeInfo) -> Self {
-        Inner {
-            node,
-            node_in_sync: false,
-            node_gen: 1,
-            services: BTreeMap::new(),
-            checks: BTreeMap::new(),
-            next_gen: 2,
-        }
-    }
-
-    /// A fresh generation number.
-    pub(crate) fn gen(&mut self) -> u64 {
-        let g = self.next_gen;
-        self.next_gen += 1;
-        g
     }
 }
 
@@ -200,24 +137,21 @@ impl LocalState {
         let mut inner = self.inner.lock();
         let gen = inner.gen();
         let in_sync = inner
-            .services
+            .services()
             .get(&service.id)
             .is_some_and(|e| !e.deleted && e.in_sync && e.service == service);
-        for c in inner.checks.values_mut() {
-            if !c.deleted && c.check.service_id == service.id {
+        for cid in inner.check_ids_of(&service.id) {
+            if let Some(c) = inner.check_mut(&cid).filter(|c| !c.deleted) {
                 c.check.service_name = service.service.clone();
                 c.check.service_tags = service.tags.clone();
             }
         }
-        inner.services.insert(
-            service.id.clone(),
-            ServiceEntry {
-                service,
-                in_sync,
-                deleted: false,
-                gen,
-            },
-        );
+        inner.put_service(ServiceEntry {
+            service,
+            in_sync,
+            deleted: false,
+            gen,
+        });
         drop(inner);
         self.changed();
     }
@@ -226,23 +160,23 @@ impl LocalState {
     /// else the IDs of the checks that went with it.
     pub fn remove_service(&self, id: &str) -> Option<Vec<String>> {
         let mut inner = self.inner.lock();
-        if inner.services.get(id).is_none_or(|e| e.deleted) {
+        if inner.services().get(id).is_none_or(|e| e.deleted) {
             return None;
         }
         let gen = inner.gen();
-        if let Some(e) = inner.services.get_mut(id) {
+        if let Some(e) = inner.service_mut(id) {
             e.deleted = true;
             e.in_sync = false;
             e.gen = gen;
         }
         let mut removed = Vec::new();
-        for (cid, c) in inner.checks.iter_mut() {
-            if !c.deleted && c.check.service_id == id {
+        for cid in inner.check_ids_of(id) {
+            if let Some(c) = inner.check_mut(&cid).filter(|c| !c.deleted) {
                 c.deleted = true;
                 c.in_sync = false;
                 c.deferred = None;
                 c.gen = gen;
-                removed.push(cid.clone());
+                removed.push(cid);
             }
         }
         drop(inner);
@@ -254,7 +188,7 @@ impl LocalState {
     pub fn service(&self, id: &str) -> Option<NodeService> {
         let inner = self.inner.lock();
         inner
-            .services
+            .services()
             .get(id)
             .filter(|e| !e.deleted)
             .map(|e| e.service.clone())
@@ -264,7 +198,7 @@ impl LocalState {
     pub fn services(&self) -> Vec<NodeService> {
         let inner = self.inner.lock();
         inner
-            .services
+            .services()
             .values()
             .filter(|e| !e.deleted)
             .map(|e| e.service.clone())
@@ -279,29 +213,30 @@ impl LocalState {
             check.output.clear();
         }
         let mut inner = self.inner.lock();
-        if let Some(s) = inner.services.get(&check.service_id).filter(|e| !e.deleted) {
+        if let Some(s) = inner
+            .services()
+            .get(&check.service_id)
+            .filter(|e| !e.deleted)
+        {
             check.service_name = s.service.service.clone();
             check.service_tags = s.service.tags.clone();
         }
         let gen = inner.gen();
-        let existing = inner.checks.get(&check.check_id).filter(|e| !e.deleted);
+        let existing = inner.checks().get(&check.check_id).filter(|e| !e.deleted);
         let in_sync = existing.is_some_and(|e| e.in_sync && e.check == check);
         // Keep the critical clock running across a re-registration.
         let critical_since = existing
             .and_then(|e| e.critical_since)
             .filter(|_| check.status == status::CRITICAL);
-        inner.checks.insert(
-            check.check_id.clone(),
-            CheckEntry {
-                check,
-                in_sync,
-                deleted: false,
-                gen,
-                deferred: None,
-                critical_since,
-                deregister_after,
-            },
-        );
+        inner.put_check(CheckEntry {
+            check,
+            in_sync,
+            deleted: false,
+            gen,
+            deferred: None,
+            critical_since,
+            deregister_after,
+        });
         drop(inner);
         self.changed();
     }
@@ -309,11 +244,11 @@ impl LocalState {
     /// Removes a check; false when no such check is registered.
     pub fn remove_check(&self, id: &str) -> bool {
         let mut inner = self.inner.lock();
-        if inner.checks.get(id).is_none_or(|e| e.deleted) {
+        if inner.checks().get(id).is_none_or(|e| e.deleted) {
             return false;
         }
         let gen = inner.gen();
-        if let Some(c) = inner.checks.get_mut(id) {
+        if let Some(c) = inner.check_mut(id) {
             c.deleted = true;
             c.in_sync = false;
             c.deferred = None;
@@ -328,7 +263,7 @@ impl LocalState {
     pub fn check(&self, id: &str) -> Option<HealthCheck> {
         let inner = self.inner.lock();
         inner
-            .checks
+            .checks()
             .get(id)
             .filter(|e| !e.deleted)
             .map(|e| e.check.clone())
@@ -338,7 +273,7 @@ impl LocalState {
     pub fn checks(&self) -> Vec<HealthCheck> {
         let inner = self.inner.lock();
         inner
-            .checks
+            .checks()
             .values()
             .filter(|e| !e.deleted)
             .map(|e| e.check.clone())
@@ -348,15 +283,24 @@ impl LocalState {
     /// The checks of one service, plus the node-level checks when `include_node`.
     pub fn checks_for_service(&self, service_id: &str, include_node: bool) -> Vec<HealthCheck> {
         let inner = self.inner.lock();
-        inner
-            .checks
-            .values()
+        let mut out: Vec<HealthCheck> = inner
+            .check_ids_of(service_id)
+            .iter()
+            .filter_map(|id| inner.checks().get(id))
             .filter(|e| !e.deleted)
-            .filter(|e| {
-                e.check.service_id == service_id || (include_node && e.check.service_id.is_empty())
-            })
             .map(|e| e.check.clone())
-            .collect()
+            .collect();
+        if include_node {
+            out.extend(
+                inner
+                    .checks()
+                    .values()
+                    .filter(|e| !e.deleted && e.check.service_id.is_empty())
+                    .map(|e| e.check.clone()),
+            );
+            out.sort_by(|a, b| a.check_id.cmp(&b.check_id));
+        }
+        out
     }
 
     /// Records a check result (Consul's `State.UpdateCheck`).
@@ -372,7 +316,7 @@ impl LocalState {
         };
         let mut inner = self.inner.lock();
         let gen = inner.gen();
-        let Some(c) = inner.checks.get_mut(id).filter(|e| !e.deleted) else {
+        let Some(c) = inner.check_mut(id).filter(|e| !e.deleted) else {
             return;
         };
         if new_status == status::CRITICAL {
@@ -426,14 +370,17 @@ impl LocalState {
 
     fn end_deferral(&self, id: &str, token: u64) {
         let mut inner = self.inner.lock();
-        let Some(c) = inner.checks.get_mut(id) else {
-            return;
-        };
-        if c.deferred != Some(token) || c.deleted {
+        let due = inner
+            .checks()
+            .get(id)
+            .is_some_and(|c| c.deferred == Some(token) && !c.deleted);
+        if !due {
             return;
         }
-        c.deferred = None;
-        c.in_sync = false;
+        if let Some(c) = inner.check_mut(id) {
+            c.deferred = None;
+            c.in_sync = false;
+        }
         drop(inner);
         tracing::debug!(check = %id, "deferred check output due for sync");
         self.changed();
@@ -444,7 +391,7 @@ impl LocalState {
     pub fn services_to_reap(&self, now: Instant) -> Vec<(String, String)> {
         let inner = self.inner.lock();
         let mut out: Vec<(String, String)> = Vec::new();
-        for (id, c) in &inner.checks {
+        for (id, c) in inner.checks() {
             if c.deleted || c.check.service_id.is_empty() {
                 continue;
             }
@@ -464,8 +411,8 @@ impl LocalState {
     pub fn all_in_sync(&self) -> bool {
         let inner = self.inner.lock();
         inner.node_in_sync
-            && inner.services.values().all(|e| e.in_sync && !e.deleted)
-            && inner.checks.values().all(|e| e.in_sync && !e.deleted)
+            && inner.services().values().all(|e| e.in_sync && !e.deleted)
+            && inner.checks().values().all(|e| e.in_sync && !e.deleted)
     }
 }
 
@@ -479,6 +426,7 @@ impl crate::checks::CheckNotifier for LocalState {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
     use std::net::{IpAddr, Ipv4Addr};
 
     fn node() -> NodeInfo {
@@ -515,12 +463,12 @@ mod tests {
     fn mark_all_in_sync(s: &LocalState) {
         let mut inner = s.lock();
         inner.node_in_sync = true;
-        inner.services.retain(|_, e| !e.deleted);
-        inner.checks.retain(|_, e| !e.deleted);
-        for e in inner.services.values_mut() {
+        inner.retain_services(|_, e| !e.deleted);
+        inner.retain_checks(|_, e| !e.deleted);
+        for (_, e) in inner.services_mut() {
             e.in_sync = true;
         }
-        for e in inner.checks.values_mut() {
+        for (_, e) in inner.checks_mut() {
             e.in_sync = true;
             e.deferred = None;
         }
