@@ -192,6 +192,20 @@ pub(super) async fn put(
             tracing::warn!(key = %entry.key, until_unix_ms = until, "rejecting lock of key due to lock-delay");
             return json(&false, None, opts.pretty);
         }
+        // Held by another (live) session: answer false without a log entry. Everything
+        // acknowledged is applied here, so this is the answer the log would give at this
+        // point; a session that does not exist still goes through the log for its error.
+        let held_by_other = {
+            let db = s.reader.store().read();
+            db.sessions.contains_key(session)
+                && db
+                    .kvs
+                    .get(&entry.key)
+                    .is_some_and(|e| !e.session.is_empty() && e.session != session)
+        };
+        if held_by_other && s.raft.is_leader() {
+            return json(&false, None, opts.pretty);
+        }
         entry.session = session.to_string();
         Command::KvLock { entry }
     } else {
