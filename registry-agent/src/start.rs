@@ -17,7 +17,23 @@ pub async fn run_agent(cfg: RuntimeConfig) -> anyhow::Result<()> {
         );
     }
     let server_config = to_server_config(&cfg);
-    start_server(server_config, cfg.services.clone(), cfg.checks.clone()).await
+    let opts = crate::agent::AgentOptions {
+        enable_script_checks: cfg.enable_script_checks,
+        grpc_port: if cfg.ports.grpc == 0 {
+            -1
+        } else {
+            i32::from(cfg.ports.grpc)
+        },
+        advertise_addr: Some(cfg.advertise_addr),
+        ..crate::agent::AgentOptions::default()
+    };
+    start_server(
+        server_config,
+        opts,
+        cfg.services.clone(),
+        cfg.checks.clone(),
+    )
+    .await
 }
 
 /// The agent's startup summary, in the shape of Consul's.
@@ -67,14 +83,16 @@ fn print_banner(cfg: &RuntimeConfig) {
 /// and checks, and serves until Ctrl-C, SIGTERM or `PUT /v1/agent/leave`.
 pub async fn start_server(
     cfg: ServerConfig,
+    opts: crate::agent::AgentOptions,
     services: Vec<serde_json::Value>,
     checks: Vec<serde_json::Value>,
 ) -> anyhow::Result<()> {
     let server = registry_server::Server::start(cfg).await?;
-    let agent = std::sync::Arc::new(crate::agent::LocalAgent::new(
+    let agent = std::sync::Arc::new(crate::agent::LocalAgent::with_options(
         server.config.clone(),
         server.reader.clone(),
         server.writer.clone(),
+        opts,
     ));
     agent.start();
     agent.register_from_config(services).await?;

@@ -49,6 +49,8 @@ pub struct ServerConfig {
     /// Shortest session TTL accepted (Consul's `session_ttl_min`, 10 s). Tests may lower it
     /// with the `REGISTRY_TEST_SESSION_TTL_MIN` environment variable (a Go duration).
     pub session_ttl_min: Duration,
+    /// DNS interface settings; its listener address is `client_addr:dns_port`.
+    pub dns: crate::dns::DnsConfig,
 }
 
 impl ServerConfig {
@@ -75,6 +77,7 @@ impl ServerConfig {
             raft_trailing_logs: 10240,
             node_meta: Default::default(),
             session_ttl_min: Duration::from_secs(10),
+            dns: crate::dns::DnsConfig::default(),
         }
     }
 

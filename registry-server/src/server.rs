@@ -126,6 +126,16 @@ impl Server {
         if !self.config.dev {
             self.serve_raft().await?;
         }
+        let dns = if self.config.dns_port != 0 {
+            let mut cfg = self.config.dns.clone();
+            cfg.bind = std::net::SocketAddr::new(self.config.client_addr, self.config.dns_port);
+            let node = crate::dns::NodeInfo::from_server_config(&self.config);
+            let handle = crate::dns::serve(cfg, self.store.clone(), node).await?;
+            tracing::info!(addr = %handle.local_addr(), "DNS listening");
+            Some(handle)
+        } else {
+            None
+        };
         let app = http::router(state);
         let addr = self.config.http_addr();
         let listener = tokio::net::TcpListener::bind(addr)
@@ -136,6 +146,9 @@ impl Server {
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|e| ServerError::Internal(format!("HTTP server: {e}")))?;
+        if let Some(dns) = dns {
+            dns.shutdown().await;
+        }
         self.raft.shutdown().await;
         Ok(())
     }

@@ -38,5 +38,16 @@ pub fn to_server_config(cfg: &RuntimeConfig) -> ServerConfig {
     out.raft_snapshot_interval = cfg.raft.snapshot_interval;
     out.raft_trailing_logs = cfg.raft.trailing_logs;
     out.node_meta = cfg.node_meta.clone();
+    let d = &cfg.dns;
+    out.dns.domain = d.domain.clone();
+    out.dns.recursors = d.recursors.clone();
+    out.dns.allow_stale = d.allow_stale;
+    out.dns.max_stale = d.max_stale;
+    out.dns.node_ttl = d.node_ttl;
+    out.dns.service_ttl = d.service_ttl.clone();
+    out.dns.only_passing = d.only_passing;
+    out.dns.udp_answer_limit = d.udp_answer_limit;
+    out.dns.a_record_limit = d.a_record_limit;
+    out.dns.enable_truncate = d.enable_truncate;
     out
 }

@@ -38,7 +38,17 @@ pub(super) async fn service(
 ) -> ApiResult {
     let opts = s.options(q.as_deref())?;
     match s.agent.service(&id) {
-        Some(v) => json(&v, None, opts.pretty),
+        Some(v) => {
+            let hash = v
+                .get("ContentHash")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let mut resp = json(&v, None, opts.pretty)?;
+            if let Some(h) = hash.and_then(|h| HeaderValue::from_str(&h).ok()) {
+                resp.headers_mut().insert("X-Consul-ContentHash", h);
+            }
+            Ok(resp)
+        }
         None => Err(ApiError(ServerError::NotFound(format!(
             "unknown service ID: {id}"
         )))),
