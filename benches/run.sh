@@ -28,10 +28,13 @@ INSTANCES=${BENCH_INSTANCES:-100000}
 ONLY=${BENCH_ONLY:-"put get http watch mem"}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
-REG_HTTP=18500
-ETCD_CLIENT=23790
-ETCD_PEER=23800
-NGINX_PORT=18581
+# Ports away from the defaults that developers' own servers use (BENCH_PORT_BASE moves them).
+BASE=${BENCH_PORT_BASE:-27000}
+REG_HTTP=$((BASE + 500))
+REG_SERVER=$((BASE + 300))
+ETCD_CLIENT=$((BASE + 379))
+ETCD_PEER=$((BASE + 380))
+NGINX_PORT=$((BASE + 581))
 
 WORK=$(mktemp -d /tmp/registry-bench.XXXXXX)
 chmod 755 "$WORK" # nginx workers (www-data) read the served file under it
@@ -84,8 +87,17 @@ log "building release binaries"
 cargo build --release -p registry-agent >&2
 cargo build --release -p registry-bench >&2
 fi
-REG=$TARGET_DIR/release/registry
-BENCH=$TARGET_DIR/release/registry-bench
+# Snapshot the binaries: the target dir is shared, and a rebuild during the run must not
+# change what is being measured half-way.
+mkdir -p "$WORK/bin"
+cp "$TARGET_DIR/release/registry" "$TARGET_DIR/release/registry-bench" "$WORK/bin/"
+REG=$WORK/bin/registry
+BENCH=$WORK/bin/registry-bench
+REG_BUILT=$(date -u -r "$TARGET_DIR/release/registry" +%Y-%m-%dT%H:%M:%SZ)
+REG_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if ! git -C "$ROOT" diff --quiet -- registry-server registry-agent registry-proto 2>/dev/null; then
+    REG_REV="$REG_REV+uncommitted"
+fi
 ETCD_VERSION=$(etcd --version 2>&1 | sed -n 1p || true)
 NGINX_VERSION=$(nginx -v 2>&1 || true)
 WRK_VERSION=$( (wrk -v 2>&1 || true) | sed -n 1p | awk '{print $1, $2}')
@@ -157,8 +169,8 @@ start_registry() { # data dir (or "-dev" for the in-memory dev agent); sets REG_
         mkdir -p "$1"
     fi
     "$REG" agent "${mode[@]}" -node n1 -bind 127.0.0.1 \
-        -client 127.0.0.1 -http-port $REG_HTTP -server-port 18300 -serf-lan-port 18301 \
-        -serf-wan-port 18302 -dns-port 0 -log-level warn >"$logf" 2>&1 &
+        -client 127.0.0.1 -http-port $REG_HTTP -server-port $REG_SERVER -serf-lan-port $((REG_SERVER + 1)) \
+        -serf-wan-port $((REG_SERVER + 2)) -dns-port 0 -log-level warn >"$logf" 2>&1 &
     REG_PID=$!
     PIDS+=("$REG_PID")
     wait_http "http://127.0.0.1:$REG_HTTP/v1/status/leader" 30
@@ -301,5 +313,5 @@ fi
 
 # --- 7. the table -------------------------------------------------------------------------
 [ -n "${BENCH_OUT:-}" ] && cp "$RESULTS" "$BENCH_OUT"
-log "results ($ETCD_VERSION; $NGINX_VERSION; $WRK_VERSION; $(nproc) vCPU; $(uname -r))"
+log "results (registry $REG_REV built $REG_BUILT; $ETCD_VERSION; $NGINX_VERSION; $WRK_VERSION; $(nproc) vCPU; $(uname -r))"
 python3 "$ROOT/benches/report.py" table "$RESULTS"
