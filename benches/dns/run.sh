@@ -15,7 +15,8 @@
 #            registered over HTTP (needs target/release/registry with DNS wired in).
 # Env: DNSPERF_ARGS (default "-c 4 -T 1 -q 500"), KEEP=1 keeps the work directory,
 #      DNS_BENCH_WORKERS (UDP worker threads, 2), DNS_BENCH_REUSEPORT (true: one
-#      SO_REUSEPORT socket per worker; default false: the workers share one socket).
+#      SO_REUSEPORT socket per worker; default false: the workers share one socket),
+#      DNS_BENCH_BIN (a built dns_bench_server test binary: skips the cargo build).
 # Everything listens on 127.0.0.1 only; every process started here is stopped by PID.
 set -euo pipefail
 
@@ -124,9 +125,9 @@ wait_dns() { # port name
 }
 
 start_registry_inprocess() {
-  echo "building the benchmark server (release)..." >&2
-  local bin
-  bin=$(cd "$ROOT" && cargo test --release -p registry-server --test dns_bench_server --no-run \
+  local bin=${DNS_BENCH_BIN:-}
+  [ -n "$bin" ] || echo "building the benchmark server (release)..." >&2
+  [ -n "$bin" ] || bin=$(cd "$ROOT" && cargo test --release -p registry-server --test dns_bench_server --no-run \
           --message-format=json 2>/dev/null \
         | python3 -c 'import json,sys
 for l in sys.stdin:
