@@ -120,6 +120,7 @@ impl Server {
             writer: self.writer.clone(),
             raft: Arc::new(self.raft.clone()),
             agent,
+            cache: Default::default(),
             sessions: self.sessions.clone(),
             events: self.events.clone(),
         };

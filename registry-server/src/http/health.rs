@@ -5,6 +5,7 @@ use super::respond::{ApiError, ApiResult};
 use super::shapes::{CheckOut, CheckServiceNodeOut};
 use super::AppState;
 use crate::state::{Table, WatchKey};
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use registry_proto::model::status;
 
@@ -31,9 +32,21 @@ pub(super) async fn service(
     let tags: Vec<String> = opts.all("tag").into_iter().map(str::to_string).collect();
     let tag_refs: Vec<&str> = tags.iter().map(String::as_str).collect();
     let filter = compile(opts.filter.as_deref())?;
+    // Everything that shapes the answer besides the service's own index.
+    let key = format!(
+        "{name}\0{passing}\0{tags:?}\0{want_meta:?}\0{:?}\0{}",
+        opts.filter, opts.pretty
+    );
+    let store = s.reader.store().clone();
+    let cache = s.cache.clone();
     let (body, meta) = s
         .reader
         .blocking(&opts, &[WatchKey::Service(name.clone())], |db| {
+            let index = db.service_name_index(&name);
+            let generation = store.generation();
+            if let Some(hit) = cache.get(&key, generation, index) {
+                return (Ok(hit), index);
+            }
             let mut items = Vec::new();
             for (n, svc) in db.service_instances(&name) {
                 if !node_meta_ok(n, &want_meta) || !tags_ok(&svc.tags, &tag_refs) {
@@ -45,10 +58,11 @@ pub(super) async fn service(
                 }
                 items.push(CheckServiceNodeOut::new(n, svc, &checks));
             }
-            (
-                encode(items, &filter, opts.pretty),
-                db.service_name_index(&name),
-            )
+            let body = encode(items, &filter, opts.pretty).map(Bytes::from);
+            if let Ok(b) = &body {
+                cache.put(key.clone(), generation, index, b.clone());
+            }
+            (body, index)
         })
         .await?;
     super::encoded_json(body?, &meta)

@@ -6,6 +6,7 @@
 //! store's internals directly.
 
 mod agent;
+mod cache;
 mod catalog;
 pub mod event;
 mod health;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub sessions: Arc<SessionTimers>,
     /// This agent's recent user events.
     pub events: Arc<UserEvents>,
+    /// Encoded answers of hot read endpoints, valid while their index is unchanged.
+    pub cache: Arc<cache::ResponseCache>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -68,10 +71,13 @@ impl AppState {
 }
 
 /// A response from JSON bytes already encoded inside a read, with read headers.
-pub(crate) fn encoded_json(body: Vec<u8>, meta: &crate::query::QueryMeta) -> respond::ApiResult {
+pub(crate) fn encoded_json(
+    body: impl Into<axum::body::Body>,
+    meta: &crate::query::QueryMeta,
+) -> respond::ApiResult {
     use axum::http::{header, HeaderValue, StatusCode};
     use axum::response::IntoResponse;
-    let mut resp = (StatusCode::OK, body).into_response();
+    let mut resp = (StatusCode::OK, body.into()).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

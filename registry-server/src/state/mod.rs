@@ -174,6 +174,12 @@ impl Store {
             .filter(|end| *end > now_unix_ms)
     }
 
+    /// How many times the whole state was replaced; answers cached under an index are only
+    /// valid for the generation they were built in.
+    pub fn generation(&self) -> u64 {
+        *self.abandon.borrow()
+    }
+
     /// Subscribes to changes of `keys` plus the abandon signal. Subscribe *before* reading,
     /// so that a change between the read and the wait is not missed.
     pub fn watch(&self, keys: &[WatchKey]) -> WatchSet {
