@@ -6,7 +6,16 @@
 //! node's Raft ID in `data_dir/raft/node-id`; without one everything is in memory. A server
 //! configured to bootstrap alone (`bootstrap_expect == 1` or `-dev`) initializes a single-voter
 //! cluster the first time and, on every start, waits until it leads and has re-applied its log.
+//!
+//! Writes go through [`RaftHandle::write`], which commits concurrent writes together: a log
+//! entry carries a [`Proposal`] (several commands). Each command is applied on its own at a
+//! registry index of its own, so the store's index counts applied commands and differs from
+//! the Raft log index (see [`state_machine`]).
+//!
+//! The RPC endpoints ([`raft_router`]) must be served at [`RegistryNode::raft_addr`], which is
+//! `bind_addr:server_port`.
 
+mod batcher;
 pub mod log_store;
 pub mod mem_log_store;
 pub mod network;
@@ -17,14 +26,13 @@ pub use log_store::{SledLogReader, SledLogStore};
 pub use mem_log_store::MemLogStore;
 pub use network::{raft_router, HttpConnection, HttpNetwork};
 pub use state_machine::{RegistrySnapshotBuilder, RegistryStateMachine};
-pub use types::{NodeId, Raft, RaftMetrics, RegistryNode, TypeConfig};
+pub use types::{NodeId, Proposal, ProposalResponse, Raft, RaftMetrics, RegistryNode, TypeConfig};
 
 use crate::config::ServerConfig;
 use crate::state::Store;
 use crate::ServerError;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
-use registry_proto::{Command, CommandResponse};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -56,6 +64,8 @@ struct Inner {
     last_contact: AtomicU64,
     /// Dies once the sled log is closed (`None` for the in-memory log).
     log_liveness: Option<Weak<log_store::Shared>>,
+    /// Writes waiting for the next group commit.
+    batch: batcher::Batcher,
 }
 
 impl std::fmt::Debug for RaftHandle {
@@ -199,6 +209,7 @@ impl RaftHandle {
                 epoch: Instant::now(),
                 last_contact: AtomicU64::new(NEVER),
                 log_liveness,
+                batch: batcher::Batcher::default(),
             }),
         };
 
@@ -242,16 +253,10 @@ impl RaftHandle {
         self.ensure_linearizable().await
     }
 
-    /// Replicates `cmd`, applies it and returns what the state machine answered. Fails with
-    /// [`ServerError::NoLeader`] when this node is not the leader.
-    #[tracing::instrument(level = "trace", skip_all)]
-    pub async fn write(&self, cmd: Command) -> Result<CommandResponse, ServerError> {
-        match self.inner.raft.client_write(vec![cmd]).await {
-            Ok(resp) => resp
-                .data
-                .into_iter()
-                .next()
-                .ok_or_else(|| ServerError::Raft("empty proposal response".into())),
+    /// Proposes one log entry carrying `cmds`; their responses, in order.
+    async fn propose(&self, cmds: Proposal) -> Result<ProposalResponse, ServerError> {
+        match self.inner.raft.client_write(cmds).await {
+            Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                 Err(ServerError::NoLeader)
             }

@@ -16,8 +16,8 @@
 //! postcard-encoded [`SnapshotMeta`] and then the [`Db::encode`] bytes.
 
 use super::types::{
-    Entry, LogId, ProposalResponse, Snapshot, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
-    TypeConfig,
+    Entry, LogId, ProposalResponse, Snapshot, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership, TypeConfig,
 };
 use crate::fsm;
 use crate::state::{Db, Store};

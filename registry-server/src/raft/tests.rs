@@ -4,6 +4,7 @@ use super::*;
 use crate::state::Db;
 use openraft::testing::{StoreBuilder, Suite};
 use registry_proto::model::DirEntry;
+use registry_proto::{Command, CommandResponse};
 use tempfile::TempDir;
 
 type StorageError = types::StorageError;
@@ -121,11 +122,8 @@ async fn restart_replays_the_log() {
         let e = after.kvs.get(&format!("k/{i:05}")).unwrap();
         assert_eq!(e.value, format!("value-{i}").into_bytes());
     }
-    // The same state; only the global index may have moved, by a new leader's blank entry.
-    let mut after = after;
-    assert!(after.index >= before.index);
-    after.index = before.index;
     assert_eq!(after, before);
+    assert_eq!(after.index, 1000, "one registry index per command");
     h2.shutdown().await;
 }
 
@@ -183,24 +181,25 @@ async fn snapshot_purges_log_and_restores_exactly() {
         assert_eq!(rest.first().unwrap().log_id.index, purged.index + 1);
     }
 
-    // Restart: the snapshot alone gives the state at its index...
+    // Restart: the snapshot alone gives an older state...
     {
         let store2 = Arc::new(Store::new());
-        let _sm = RegistryStateMachine::open(
+        let mut sm = RegistryStateMachine::open(
             Arc::clone(&store2),
             Some(dir.path().join("raft/snapshots")),
         )
         .unwrap();
-        assert_eq!(store2.last_index(), snap.index);
+        use openraft::storage::RaftStateMachine;
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(snap));
+        assert!(store2.last_index() > 0);
+        assert!(store2.last_index() < before.index);
     }
-    // ...and with the trailing log replayed the exact state before shutdown (a new leader's
-    // blank entry would only move the global index).
+    // ...and with the trailing log replayed, the exact state before shutdown.
     let store3 = Arc::new(Store::new());
     let h3 = RaftHandle::start(&cfg, Arc::clone(&store3)).await.unwrap();
-    let mut after = snapshot_db(&store3);
-    assert!(after.index >= before.index);
-    after.index = before.index;
+    let after = snapshot_db(&store3);
     assert_eq!(after, before);
+    assert_eq!(after.index, 370);
     assert_eq!(after.kvs.len(), 330);
     h3.shutdown().await;
 }
@@ -244,8 +243,11 @@ fn node_ids_are_stable() {
 #[ignore]
 async fn write_bench() {
     let dir = TempDir::new().unwrap();
-    let cfg = config(Some(dir.path()), "bench");
-    let h = RaftHandle::start(&cfg, Arc::new(Store::new())).await.unwrap();
+    let mem = std::env::var_os("BENCH_MEM").is_some();
+    let cfg = config((!mem).then(|| dir.path()), "bench");
+    let h = RaftHandle::start(&cfg, Arc::new(Store::new()))
+        .await
+        .unwrap();
 
     let mut lat = Vec::new();
     for i in 0..3000 {
@@ -282,6 +284,215 @@ async fn write_bench() {
             t.elapsed(),
             n as f64 / t.elapsed().as_secs_f64()
         );
+    }
+    h.shutdown().await;
+}
+
+struct TestNode {
+    handle: RaftHandle,
+    store: Arc<Store>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// A node that waits to be joined (bootstrap_expect 3), serving its RPC endpoints on an
+/// ephemeral loopback port.
+async fn cluster_node(name: &str, dir: &Path) -> TestNode {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut cfg = config(Some(dir), name);
+    cfg.bootstrap_expect = 3;
+    cfg.server_port = listener.local_addr().unwrap().port();
+    cfg.raft_snapshot_threshold = 50;
+    cfg.raft_trailing_logs = 5;
+    let store = Arc::new(Store::new());
+    let handle = RaftHandle::start(&cfg, Arc::clone(&store)).await.unwrap();
+    let app = raft_router(handle.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    TestNode {
+        handle,
+        store,
+        server,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_over_http() {
+    let dirs: Vec<TempDir> = (0..4).map(|_| TempDir::new().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().take(3).enumerate() {
+        nodes.push(cluster_node(&format!("node{i}"), dir.path()).await);
+    }
+    let members: BTreeMap<NodeId, RegistryNode> = nodes
+        .iter()
+        .map(|n| (n.handle.node_id(), n.handle.node().clone()))
+        .collect();
+    nodes[0].handle.raft().initialize(members).await.unwrap();
+    let leader_id = nodes[0]
+        .handle
+        .raft()
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.current_leader.is_some(), "leader elected")
+        .await
+        .unwrap()
+        .current_leader
+        .unwrap();
+    let leader = nodes
+        .iter()
+        .find(|n| n.handle.node_id() == leader_id)
+        .unwrap();
+    let follower = nodes
+        .iter()
+        .find(|n| n.handle.node_id() != leader_id)
+        .unwrap();
+    assert!(leader.handle.is_leader());
+
+    let mut tasks = Vec::new();
+    for c in 0..4 {
+        let h = leader.handle.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                h.write(kv_set(c * 50 + i)).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(matches!(
+        follower.handle.write(Command::Noop).await,
+        Err(ServerError::NoLeader)
+    ));
+    let applied = leader.handle.metrics().borrow().last_applied.unwrap().index;
+    for n in &nodes {
+        n.handle
+            .raft()
+            .wait(Some(Duration::from_secs(10)))
+            .applied_index_at_least(Some(applied), "replicated")
+            .await
+            .unwrap();
+        assert_eq!(*n.store.read(), *leader.store.read());
+        assert_eq!(n.handle.peers().len(), 3);
+        assert_eq!(n.handle.leader().map(|(id, _)| id), Some(leader_id));
+    }
+    assert_eq!(leader.store.read().kvs.len(), 200);
+    assert!(follower.handle.known_leader());
+    assert!(!follower.handle.is_leader());
+    assert!(follower.handle.last_contact_ms() < 1000);
+    assert_eq!(leader.handle.last_contact_ms(), 0);
+    follower.handle.ensure_linearizable().await.unwrap_err();
+    leader.handle.ensure_linearizable().await.unwrap();
+
+    // A new node far behind the purged log gets the state by snapshot.
+    let m = leader.handle.metrics().borrow().clone();
+    assert!(m.purged.is_some(), "log purged: {m:?}");
+    let late = cluster_node("late", dirs[3].path()).await;
+    leader
+        .handle
+        .raft()
+        .add_learner(late.handle.node_id(), late.handle.node().clone(), true)
+        .await
+        .unwrap();
+    let applied = leader.handle.metrics().borrow().last_applied.unwrap().index;
+    late.handle
+        .raft()
+        .wait(Some(Duration::from_secs(10)))
+        .applied_index_at_least(Some(applied), "learner caught up")
+        .await
+        .unwrap();
+    assert!(late.handle.metrics().borrow().snapshot.is_some());
+    assert_eq!(*late.store.read(), *leader.store.read());
+
+    for n in nodes.iter().chain(std::iter::once(&late)) {
+        n.handle.shutdown().await;
+        n.server.abort();
+    }
+}
+
+const CHILD_DIR_ENV: &str = "REGISTRY_RAFT_SIGKILL_CHILD_DIR";
+
+/// The writer of `acknowledged_writes_survive_sigkill`, run in a child process: writes until
+/// killed, printing each acknowledged key.
+#[test]
+#[ignore]
+fn sigkill_child() {
+    let Some(dir) = std::env::var_os(CHILD_DIR_ENV) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let cfg = config(Some(Path::new(&dir)), "victim");
+        let h = RaftHandle::start(&cfg, Arc::new(Store::new()))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut tasks = Vec::new();
+        for c in 0..8 {
+            let h = h.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut i = c;
+                while Instant::now() < deadline {
+                    h.write(kv_set(i)).await.unwrap();
+                    println!("ack {i}");
+                    i += 8;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill() {
+    use std::io::BufRead;
+    let dir = TempDir::new().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "raft::tests::sigkill_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CHILD_DIR_ENV, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let acked = tokio::task::spawn_blocking(move || {
+        let mut acked = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if let Some(i) = line.strip_prefix("ack ") {
+                acked.push(i.parse::<usize>().unwrap());
+                if acked.len() == 2000 {
+                    child.kill().unwrap(); // SIGKILL
+                    break;
+                }
+            }
+        }
+        child.wait().unwrap();
+        acked
+    })
+    .await
+    .unwrap();
+    assert_eq!(acked.len(), 2000, "the child wrote too little");
+
+    let store = Arc::new(Store::new());
+    let h = RaftHandle::start(&config(Some(dir.path()), "victim"), Arc::clone(&store))
+        .await
+        .unwrap();
+    {
+        let db = store.read();
+        for i in &acked {
+            assert!(db.kvs.contains_key(&format!("k/{i:05}")), "lost k/{i:05}");
+        }
     }
     h.shutdown().await;
 }
