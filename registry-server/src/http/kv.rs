@@ -126,9 +126,19 @@ pub(super) async fn get(
         None => empty(StatusCode::NOT_FOUND, &meta),
         Some(body) if raw => {
             let mut resp = (StatusCode::OK, body?).into_response();
-            resp.headers_mut().insert(
+            // Consul's raw answers: never let a browser interpret stored bytes.
+            let h = resp.headers_mut();
+            h.insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            h.insert(
+                "X-Content-Type-Options",
+                HeaderValue::from_static("nosniff"),
+            );
+            h.insert(
+                "Content-Security-Policy",
+                HeaderValue::from_static("sandbox"),
             );
             super::respond::add_meta(resp.headers_mut(), &meta);
             Ok(resp)

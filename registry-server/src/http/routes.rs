@@ -3,7 +3,10 @@
 
 use super::{agent, catalog, event, health, kv, session, status, txn, AppState};
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
 
@@ -12,6 +15,13 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// Builds the HTTP API router.
 pub fn router(state: AppState) -> Router {
+    // The OPTIONS handler wraps the whole table so it sees the final 405 and its `Allow`.
+    Router::new()
+        .fallback_service(routes(state))
+        .layer(axum::middleware::from_fn(options))
+}
+
+fn routes(state: AppState) -> Router {
     Router::new()
         .route("/v1/agent/checks", get(agent::checks))
         .route("/v1/agent/check/register", put(agent::register_check))
@@ -91,4 +101,29 @@ async fn not_found() -> (StatusCode, &'static str) {
         StatusCode::NOT_FOUND,
         "Invalid URL path: not a recognized HTTP API endpoint",
     )
+}
+
+/// `OPTIONS` on a known path answers 200 with the path's `Allow` list, as Consul does. The
+/// router is asked with a method no route takes, and its 405 carries that list.
+async fn options(req: Request, next: Next) -> Response {
+    if req.method() != Method::OPTIONS {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    parts.method = Method::TRACE;
+    let probe = next.run(Request::from_parts(parts, body)).await;
+    if probe.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return probe;
+    }
+    let allow = probe
+        .headers()
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| format!("{v},OPTIONS"))
+        .unwrap_or_else(|| "OPTIONS".to_string());
+    let mut resp = StatusCode::OK.into_response();
+    if let Ok(v) = HeaderValue::from_str(&allow) {
+        resp.headers_mut().insert(header::ALLOW, v);
+    }
+    resp
 }
