@@ -62,6 +62,7 @@ install_system_packages() {
     command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+    command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
         missing+=(python3-venv)
     fi
@@ -166,6 +167,9 @@ if [ -x "$VENV/bin/python" ]; then
 else
     FAILED+=("pytest (no venv)")
 fi
+
+section "HAProxy discovers backends through the registry's DNS"
+run "haproxy e2e" bash "$ROOT/tests/haproxy/run.sh"
 
 section "summary"
 echo "total time: $(( $(date +%s) - START ))s"
