@@ -10,43 +10,13 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
-use base64::Engine;
+use registry_proto::api::output::KvPairOut;
 use registry_proto::model::DirEntry;
 use registry_proto::Command;
-use serde::Serialize;
 use std::collections::BTreeSet;
 
 /// Largest value accepted (Consul's `kv_max_value_size` default).
 pub(super) const MAX_VALUE_SIZE: usize = 512 * 1024;
-
-/// A KV entry as Consul returns it.
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct KvPair<'a> {
-    lock_index: u64,
-    key: &'a str,
-    flags: u64,
-    value: Option<String>,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    session: &'a str,
-    create_index: u64,
-    modify_index: u64,
-}
-
-impl<'a> From<&'a DirEntry> for KvPair<'a> {
-    fn from(e: &'a DirEntry) -> Self {
-        KvPair {
-            lock_index: e.lock_index,
-            key: &e.key,
-            flags: e.flags,
-            value: (!e.value.is_empty())
-                .then(|| base64::engine::general_purpose::STANDARD.encode(&e.value)),
-            session: &e.session,
-            create_index: e.index.create_index,
-            modify_index: e.index.modify_index,
-        }
-    }
-}
 
 fn key_of(path: Option<Path<String>>) -> String {
     path.map(|Path(k)| k).unwrap_or_default()
@@ -92,7 +62,7 @@ pub(super) async fn get(
         let (body, meta) = s
             .reader
             .blocking(&opts, &watch, |db| {
-                let items: Vec<KvPair<'_>> = db.kv_prefix(&key).map(KvPair::from).collect();
+                let items: Vec<KvPairOut> = db.kv_prefix(&key).map(KvPairOut::from).collect();
                 let body =
                     (!items.is_empty()).then(|| super::respond::json_bytes(&items, opts.pretty));
                 (body, db.kv_prefix_index(&key))
@@ -115,7 +85,7 @@ pub(super) async fn get(
                 let body = if raw {
                     Ok(e.value.clone())
                 } else {
-                    super::respond::json_bytes(&[KvPair::from(e)], opts.pretty)
+                    super::respond::json_bytes(&[KvPairOut::from(e)], opts.pretty)
                 };
                 (Some(body), e.index.modify_index)
             }
