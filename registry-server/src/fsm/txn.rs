@@ -246,6 +246,28 @@ fn rejected(r: CommandResponse) -> Result<(), String> {
     }
 }
 
+/// Registers a service and/or checks on a node that must already exist, leaving the node as
+/// it is.
+fn register_on_node(
+    txn: &mut WriteTxn<'_>,
+    node: &str,
+    service: Option<registry_proto::model::NodeService>,
+    checks: Vec<registry_proto::model::HealthCheck>,
+) -> Result<(), String> {
+    let Some(n) = txn.db.nodes.get(node).cloned() else {
+        return Err("Missing node registration".to_string());
+    };
+    rejected(catalog::register(
+        txn,
+        &RegisterRequest {
+            node: n,
+            skip_node_update: true,
+            service,
+            checks,
+        },
+    ))
+}
+
 /// Runs one operation inside the write.
 fn run(txn: &mut WriteTxn<'_>, op: &TxnOp, undo: &mut Undo) -> OpResult {
     if let Some(r) = read(txn.db, op) {
@@ -315,18 +337,7 @@ fn run(txn: &mut WriteTxn<'_>, op: &TxnOp, undo: &mut Undo) -> OpResult {
                             "failed to set service {id:?} on node {node:?}, index is stale"
                         ));
                     }
-                    let Some(n) = txn.db.nodes.get(node).cloned() else {
-                        return Err("Missing node registration".to_string());
-                    };
-                    rejected(catalog::register(
-                        txn,
-                        &RegisterRequest {
-                            node: n,
-                            skip_node_update: true,
-                            service: Some(service.clone()),
-                            checks: Vec::new(),
-                        },
-                    ))?;
+                    register_on_node(txn, node, Some(service.clone()), Vec::new())?;
                     Ok(txn
                         .db
                         .services
@@ -370,18 +381,7 @@ fn run(txn: &mut WriteTxn<'_>, op: &TxnOp, undo: &mut Undo) -> OpResult {
                             "failed to set check {id:?} on node {node:?}, index is stale"
                         ));
                     }
-                    let Some(n) = txn.db.nodes.get(node).cloned() else {
-                        return Err("Missing node registration".to_string());
-                    };
-                    rejected(catalog::register(
-                        txn,
-                        &RegisterRequest {
-                            node: n,
-                            skip_node_update: true,
-                            service: None,
-                            checks: vec![check.clone()],
-                        },
-                    ))?;
+                    register_on_node(txn, node, None, vec![check.clone()])?;
                     Ok(txn
                         .db
                         .checks
