@@ -1,5 +1,9 @@
 //! Consul's JSON output shapes built from the store's records, with Consul's exact field
 //! names and order. Lists are `[]` and maps `{}`, never `null`.
+//!
+//! These borrow from the store, so the catalog and health read paths encode without copying
+//! strings. `registry_proto::api::output` has owned twins of the same shapes (used by the
+//! agent and txn endpoints); once those borrow too, this module should go.
 
 use registry_proto::model::{HealthCheck, Node, NodeService, ServiceAddress, Weights};
 use serde::Serialize;
