@@ -323,6 +323,17 @@ impl LocalAgent {
         );
     }
 
+    /// Makes `registry join`/`leave` and the member list act on the Raft cluster of a server.
+    pub fn with_cluster(mut self, cluster: Arc<registry_server::cluster::Cluster>) -> Self {
+        let port = self.config.serf_lan_port;
+        self.members = Arc::new(members::ServerMembership::new(
+            self.members.clone(),
+            cluster,
+            port,
+        ));
+        self
+    }
+
     /// Replaces the membership view (the gossip layer plugs in here).
     pub fn with_membership(mut self, members: Arc<dyn Membership>) -> Self {
         self.members = members;

@@ -88,12 +88,15 @@ pub async fn start_server(
     checks: Vec<serde_json::Value>,
 ) -> anyhow::Result<()> {
     let server = registry_server::Server::start(cfg).await?;
-    let agent = std::sync::Arc::new(crate::agent::LocalAgent::with_options(
-        server.config.clone(),
-        server.reader.clone(),
-        server.writer.clone(),
-        opts,
-    ));
+    let agent = std::sync::Arc::new(
+        crate::agent::LocalAgent::with_options(
+            server.config.clone(),
+            server.reader.clone(),
+            server.writer.clone(),
+            opts,
+        )
+        .with_cluster(server.cluster.clone()),
+    );
     agent.start();
     agent.register_from_config(services).await?;
     agent.register_checks_from_config(checks).await?;

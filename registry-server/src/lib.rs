@@ -5,6 +5,7 @@
 //! <- `fsm/` (applies commands) <- `raft/` (openraft glue, sled log, snapshots).
 
 pub mod agent_api;
+pub mod cluster;
 pub mod config;
 pub mod dns;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod query;
 pub mod raft;
 pub mod server;
+pub mod snapshot;
 pub mod state;
 
 pub use error::ServerError;

@@ -4,6 +4,7 @@
 //! reader and writer, then calls [`Server::serve`] with it.
 
 use crate::agent_api::AgentApi;
+use crate::cluster::Cluster;
 use crate::config::ServerConfig;
 use crate::http::{self, AppState, UserEvents};
 use crate::leader::sessions::SessionTimers;
@@ -37,6 +38,12 @@ impl RaftStatus for RaftHandle {
     fn ensure_linearizable(&self) -> BoxFuture<'_, Result<(), ServerError>> {
         Box::pin(RaftHandle::ensure_linearizable(self))
     }
+    fn serves_reads(&self) -> bool {
+        self.serving_leader()
+    }
+    fn read_barrier(&self, consistent: bool) -> BoxFuture<'_, Result<(), ServerError>> {
+        Box::pin(RaftHandle::read_barrier(self, consistent))
+    }
 }
 
 impl Proposer for RaftHandle {
@@ -62,6 +69,8 @@ pub struct Server {
     pub sessions: Arc<SessionTimers>,
     /// This agent's recent user events.
     pub events: Arc<UserEvents>,
+    /// Cluster membership: discovery, join, leave.
+    pub cluster: Arc<Cluster>,
 }
 
 impl std::fmt::Debug for Server {
@@ -97,7 +106,13 @@ impl Server {
             status.clone(),
             crate::leader::leadership(&raft),
         ));
-        Ok(Server {
+        let cluster = Cluster::new(
+            raft.clone(),
+            config.clone(),
+            store.clone(),
+            sessions.clone(),
+        )?;
+        let server = Server {
             reader: Reader::new(store.clone(), status),
             writer,
             config,
@@ -105,7 +120,15 @@ impl Server {
             raft,
             sessions,
             events: Arc::new(UserEvents::new()),
-        })
+            cluster,
+        };
+        if !server.config.dev {
+            // Peers must reach this server while it forms or joins a cluster, before the
+            // HTTP API is up.
+            server.serve_rpc().await?;
+            tokio::spawn(server.cluster.clone().discover());
+        }
+        Ok(server)
     }
 
     /// Serves the HTTP API (and the internal Raft endpoints) until `shutdown` resolves.
@@ -123,10 +146,8 @@ impl Server {
             cache: Default::default(),
             sessions: self.sessions.clone(),
             events: self.events.clone(),
+            cluster: self.cluster.clone(),
         };
-        if !self.config.dev {
-            self.serve_raft().await?;
-        }
         let dns = if self.config.dns_port != 0 {
             let mut cfg = self.config.dns.clone();
             cfg.bind = std::net::SocketAddr::new(self.config.client_addr, self.config.dns_port);
@@ -154,13 +175,15 @@ impl Server {
         Ok(())
     }
 
-    /// Serves server-to-server traffic (Raft RPCs) on the server port.
-    async fn serve_raft(&self) -> Result<(), ServerError> {
+    /// Serves server-to-server traffic on the server port: Raft RPCs, cluster membership and
+    /// requests forwarded to the leader.
+    async fn serve_rpc(&self) -> Result<(), ServerError> {
         let addr = std::net::SocketAddr::new(self.config.bind_addr, self.config.server_port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| ServerError::Internal(format!("binding server port {addr}: {e}")))?;
-        let app = crate::raft::raft_router(self.raft.clone());
+        let app = crate::raft::raft_router(self.raft.clone())
+            .merge(crate::cluster::rpc::cluster_router(self.cluster.clone()));
         tracing::info!(%addr, "server RPC listening");
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {

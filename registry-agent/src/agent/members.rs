@@ -167,3 +167,82 @@ impl Membership for LocalMembership {
         Box::pin(async { Ok(()) })
     }
 }
+
+/// Membership of a server without gossip: the LAN pool is this node plus the other Raft
+/// servers; `join` and `leave` change the Raft cluster (`registry join`, `registry leave`).
+pub struct ServerMembership {
+    inner: std::sync::Arc<dyn Membership>,
+    cluster: std::sync::Arc<registry_server::cluster::Cluster>,
+    serf_lan_port: u16,
+}
+
+impl ServerMembership {
+    /// Wraps `inner` (this node's own member) with the Raft cluster of `cluster`.
+    pub fn new(
+        inner: std::sync::Arc<dyn Membership>,
+        cluster: std::sync::Arc<registry_server::cluster::Cluster>,
+        serf_lan_port: u16,
+    ) -> Self {
+        ServerMembership {
+            inner,
+            cluster,
+            serf_lan_port,
+        }
+    }
+
+    /// The other servers of the Raft membership as members, tagged like this one.
+    fn servers(&self, own: &Member) -> Vec<Member> {
+        let raft = self.cluster.raft();
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        let me = raft.node_id();
+        m.membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != me)
+            .filter_map(|(_, n)| {
+                let sa: std::net::SocketAddr = n.raft_addr.parse().ok()?;
+                let mut tags = own.tags.clone();
+                tags.insert("port".into(), sa.port().to_string());
+                tags.remove("id");
+                Some(alive_member(
+                    n.name.clone(),
+                    sa.ip(),
+                    self.serf_lan_port,
+                    tags,
+                ))
+            })
+            .collect()
+    }
+}
+
+impl Membership for ServerMembership {
+    fn lan_members(&self) -> Vec<Member> {
+        let mut out = self.inner.lan_members();
+        if let Some(own) = out.first().cloned() {
+            out.extend(self.servers(&own));
+        }
+        out
+    }
+
+    fn wan_members(&self) -> Vec<Member> {
+        self.inner.wan_members()
+    }
+
+    fn join<'a>(&'a self, addr: &'a str, wan: bool) -> BoxFuture<'a, Result<usize, String>> {
+        Box::pin(async move {
+            if wan {
+                return self.inner.join(addr, wan).await;
+            }
+            self.cluster
+                .join(addr)
+                .await
+                .map(|()| 1)
+                .map_err(|e| format!("1 error occurred:\n\t* Failed to join {addr}: {e}\n\n"))
+        })
+    }
+
+    fn leave(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.cluster.leave().await.map_err(|e| e.to_string()) })
+    }
+}

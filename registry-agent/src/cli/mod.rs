@@ -1,5 +1,5 @@
 //! The `registry` command line, mirroring Consul's: `agent`, `members`, `kv`, `catalog`,
-//! `leave`, `info` and `version`, with Go-style single-dash flags (see [`dash`]).
+//! `snapshot`, `leave`, `info` and `version`, with Go-style single-dash flags (see [`dash`]).
 
 pub mod agent;
 pub mod catalog;
@@ -9,6 +9,7 @@ pub mod kv;
 pub mod lock;
 pub mod members;
 pub mod ops;
+pub mod snapshot;
 pub mod table;
 pub mod ui;
 
@@ -56,6 +57,14 @@ pub enum Command {
         #[command(subcommand)]
         command: catalog::CatalogCommand,
     },
+    /// Saves, restores and inspects snapshots of the servers' state.
+    Snapshot {
+        /// The snapshot operation.
+        #[command(subcommand)]
+        command: snapshot::SnapshotCommand,
+    },
+    /// Tells the local agent to join a cluster through the given addresses.
+    Join(ops::JoinArgs),
     /// Gracefully leaves the cluster and shuts the agent down.
     Leave(ops::LeaveArgs),
     /// Prints debugging information about the agent.
@@ -120,9 +129,11 @@ fn run_client(command: Command) -> i32 {
     runtime.block_on(async {
         match command {
             Command::Members(args) => members::run(args, &mut ui).await,
+            Command::Join(args) => ops::join(args, &mut ui).await,
             Command::Kv { command } => kv::run(command, &mut ui).await,
             Command::Lock(args) => lock::run(args, &mut ui).await,
             Command::Catalog { command } => catalog::run(command, &mut ui).await,
+            Command::Snapshot { command } => snapshot::run(command, &mut ui).await,
             Command::Leave(args) => ops::leave(args, &mut ui).await,
             Command::Info(args) => ops::info(args, &mut ui).await,
             Command::Agent(_) | Command::Version => 1,

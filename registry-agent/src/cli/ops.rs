@@ -21,6 +21,20 @@ pub struct LeaveArgs {
     http: HttpFlags,
 }
 
+/// `join` flags and addresses.
+#[derive(Args, Debug)]
+pub struct JoinArgs {
+    #[command(flatten)]
+    http: HttpFlags,
+    /// Join the WAN pool of servers instead of the LAN pool.
+    #[arg(long = "wan")]
+    wan: bool,
+    /// Addresses of servers or agents to join (`host` or `host:port`; without a port the
+    /// server port is used).
+    #[arg(required = true, value_name = "ADDRESS")]
+    addresses: Vec<String>,
+}
+
 /// The `version` text.
 pub fn version_text() -> String {
     format!(
@@ -79,6 +93,38 @@ fn render_stats(stats: &serde_json::Map<String, Value>) -> Result<String, String
         }
     }
     Ok(lines.join("\n"))
+}
+
+/// Runs `join`: asks the local agent to join each address; succeeds if any joined.
+pub async fn join(args: JoinArgs, ui: &mut Ui<'_>) -> i32 {
+    let client = match Client::new(&args.http, None) {
+        Ok(client) => client,
+        Err(e) => return ui.fail(&format!("Error connecting to Consul agent: {e}")),
+    };
+    let query: Vec<(&str, String)> = if args.wan {
+        vec![("wan", "1".to_string())]
+    } else {
+        vec![]
+    };
+    let mut joined = 0;
+    for addr in &args.addresses {
+        let path = format!("/v1/agent/join/{addr}");
+        match client.send(Method::PUT, &path, &query, None).await {
+            Ok(r) if r.status == 200 => joined += 1,
+            Ok(r) => ui.error(&format!(
+                "Error joining address '{addr}': {}",
+                r.status_error()
+            )),
+            Err(e) => ui.error(&format!("Error joining address '{addr}': {e}")),
+        }
+    }
+    if joined == 0 {
+        return ui.fail("Failed to join any nodes.");
+    }
+    ui.output(&format!(
+        "Successfully joined cluster by contacting {joined} nodes."
+    ));
+    0
 }
 
 /// Runs `leave`.

@@ -15,6 +15,7 @@ pub mod respond;
 mod routes;
 mod session;
 mod shapes;
+mod snapshot;
 mod status;
 mod txn;
 
@@ -49,6 +50,8 @@ pub struct AppState {
     pub events: Arc<UserEvents>,
     /// Encoded answers of hot read endpoints, valid while their index is unchanged.
     pub cache: Arc<cache::ResponseCache>,
+    /// Cluster membership and leader-side operations.
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 impl std::fmt::Debug for AppState {

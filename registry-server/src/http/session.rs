@@ -339,12 +339,8 @@ pub(super) async fn renew(
     if id.is_empty() {
         return Err(ApiError::bad("Missing session"));
     }
-    // Timers live on the leader; a renew elsewhere would be lost.
-    if !s.raft.is_leader() {
-        return Err(ApiError(ServerError::NoLeader));
-    }
-    let found = s.reader.store().read().sessions.get(&id).cloned();
-    let Some(sess) = found else {
+    // Timers live on the leader: a follower forwards the renew there.
+    let Some(sess) = s.cluster.renew(&id).await? else {
         return Ok((
             StatusCode::NOT_FOUND,
             [(
@@ -355,9 +351,6 @@ pub(super) async fn renew(
         )
             .into_response());
     };
-    if let Some(ttl) = session_ttl(&sess) {
-        s.sessions.reset(&id, ttl);
-    }
     json(&[SessionOut::from(&sess)], None, opts.pretty)
 }
 

@@ -27,6 +27,23 @@ pub trait RaftStatus: Send + Sync + 'static {
     fn peers(&self) -> Vec<String>;
     /// Confirms leadership with a quorum (for `?consistent`).
     fn ensure_linearizable(&self) -> BoxFuture<'_, Result<(), ServerError>>;
+    /// Whether this server may answer a default-consistency read from its own store right
+    /// now without asking anyone (it leads, with a valid lease).
+    fn serves_reads(&self) -> bool {
+        self.is_leader()
+    }
+    /// Orders a read after the leader's applied writes (`consistent`: after a quorum confirms
+    /// the leader). A follower asks the leader and waits to catch up; without a leader this
+    /// fails with "No cluster leader" after a bounded wait.
+    fn read_barrier(&self, consistent: bool) -> BoxFuture<'_, Result<(), ServerError>> {
+        if consistent {
+            self.ensure_linearizable()
+        } else if self.known_leader() {
+            Box::pin(async { Ok(()) })
+        } else {
+            Box::pin(async { Err(ServerError::NoLeader) })
+        }
+    }
 }
 
 /// Metadata returned with every read, turned into `X-Consul-*` headers.
@@ -66,26 +83,29 @@ impl Reader {
         &self.store
     }
 
-    /// Checks the consistency mode before a read.
+    /// Checks the consistency mode before a read: default reads are served as the leader
+    /// would serve them (a follower first catches up with the leader), `?consistent` ones
+    /// after a quorum confirms the leader, `?stale` ones from the local store unless it is
+    /// further behind than `max_stale`.
     async fn gate(&self, opts: &QueryOptions) -> Result<(), ServerError> {
         match opts.consistency {
             Consistency::Stale => {
                 if let Some(max) = opts.max_stale {
                     let lag = Duration::from_millis(self.raft.last_contact_ms());
-                    if lag > max && !self.raft.is_leader() && !self.raft.known_leader() {
-                        return Err(ServerError::NoLeader);
+                    if lag > max && !self.raft.serves_reads() {
+                        return self.raft.read_barrier(false).await;
                     }
                 }
                 Ok(())
             }
             Consistency::Default => {
-                if self.raft.is_leader() || self.raft.known_leader() {
+                if self.raft.serves_reads() {
                     Ok(())
                 } else {
-                    Err(ServerError::NoLeader)
+                    self.raft.read_barrier(false).await
                 }
             }
-            Consistency::Consistent => self.raft.ensure_linearizable().await,
+            Consistency::Consistent => self.raft.read_barrier(true).await,
         }
     }
 
@@ -129,12 +149,22 @@ impl Reader {
         let deadline = tokio::time::Instant::now() + opts.wait + Duration::from_nanos(jitter);
         metrics::gauge!("consul_rpc_queries_blocking").increment(1.0);
         let _guard = BlockingGauge;
+        // A restore replaces the state, and its indexes may be below the client's: answer
+        // as soon as the state is replaced, whatever the index.
+        let generation = self.store.generation();
+        // Once caught up with the leader, later wakes only see newer state: only
+        // `?consistent` asks the quorum again.
+        self.gate(opts).await?;
+        let mut first = true;
         loop {
-            self.gate(opts).await?;
+            if !first && opts.consistency == Consistency::Consistent {
+                self.gate(opts).await?;
+            }
+            first = false;
             let mut watch = self.store.watch(keys);
             let (out, index) = f(&self.store.read());
             let index = index.max(1);
-            if index > opts.index {
+            if index > opts.index || self.store.generation() != generation {
                 return Ok((out, self.meta(index, opts)));
             }
             tokio::select! {

@@ -16,8 +16,10 @@
 //! `bind_addr:server_port`.
 
 mod batcher;
+pub mod forward;
 pub mod log_store;
 pub mod mem_log_store;
+pub mod membership;
 pub mod network;
 pub mod state_machine;
 pub mod types;
@@ -33,6 +35,8 @@ use crate::state::Store;
 use crate::ServerError;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -46,6 +50,16 @@ const LEADER_WAIT: Duration = Duration::from_secs(30);
 /// How long [`RaftHandle::shutdown`] waits for the log database to be closed.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 const NEVER: u64 = u64::MAX;
+/// How long a request waits for a leader to be elected (or reachable) before it fails with
+/// "No cluster leader": Consul's `rpc_hold_timeout`.
+pub const LEADER_HOLD: Duration = Duration::from_secs(7);
+/// How long a write may wait for its commit once proposed on the leader.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the leader renews its lease (a quorum round of heartbeats).
+const LEASE_CHECK: Duration = Duration::from_millis(250);
+/// How long a quorum acknowledgement lets the leader serve without asking again: below the
+/// election timeout, so no other leader can have been elected meanwhile.
+const LEASE: Duration = Duration::from_millis(900);
 
 /// A running Raft node. Cheap to clone; all clones drive the same node.
 #[derive(Clone)]
@@ -66,6 +80,10 @@ struct Inner {
     log_liveness: Option<Weak<log_store::Shared>>,
     /// Writes waiting for the next group commit.
     batch: batcher::Batcher,
+    /// Sends proposals and read barriers to the leader when this node is not it.
+    forward: forward::Forwarder,
+    /// Milliseconds since `epoch` until which a quorum has confirmed this node's leadership.
+    lease_until: AtomicU64,
 }
 
 impl std::fmt::Debug for RaftHandle {
@@ -210,8 +228,11 @@ impl RaftHandle {
                 last_contact: AtomicU64::new(NEVER),
                 log_liveness,
                 batch: batcher::Batcher::default(),
+                forward: forward::Forwarder::new()?,
+                lease_until: AtomicU64::new(0),
             }),
         };
+        tokio::spawn(lease_loop(Arc::downgrade(&handle.inner)));
 
         if cfg.server && (cfg.dev || cfg.bootstrap_expect == 1) {
             handle.bootstrap_single().await?;
@@ -253,15 +274,184 @@ impl RaftHandle {
         self.ensure_linearizable().await
     }
 
-    /// Proposes one log entry carrying `cmds`; their responses, in order.
+    /// Proposes one log entry carrying `cmds`; their responses, in order. On a follower the
+    /// proposal is forwarded to the leader; while no leader is known this waits up to
+    /// [`LEADER_HOLD`] for one, then fails with [`ServerError::NoLeader`].
     async fn propose(&self, cmds: Proposal) -> Result<ProposalResponse, ServerError> {
-        match self.inner.raft.client_write(cmds).await {
-            Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+        match self.call_leader(forward::PROPOSE_PATH, &cmds).await? {
+            Some(resp) => Ok(resp),
+            None => self.propose_local(cmds).await,
+        }
+    }
+
+    /// Sends `req` to the leader's forwarding endpoint `path` and returns its answer, or
+    /// `None` when this node is the leader (the caller then serves it here). Waits up to
+    /// [`LEADER_HOLD`] for a leader, retrying calls that could not be sent or reached a node
+    /// that no longer leads; fails with [`ServerError::NoLeader`] after that.
+    pub async fn call_leader<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+    ) -> Result<Option<Resp>, ServerError> {
+        let deadline = tokio::time::Instant::now() + LEADER_HOLD;
+        loop {
+            let Some(leader) = self.leader_target(deadline).await? else {
+                return Ok(None);
+            };
+            match self.inner.forward.call(&leader.raft_addr, path, req).await {
+                Ok(resp) => return Ok(Some(resp)),
+                Err(forward::ForwardError::NotSent(e)) => {
+                    tracing::debug!(leader = %leader, error = %e, "leader unreachable; retrying");
+                    self.pause_until_retry(deadline).await?;
+                }
+                Err(forward::ForwardError::NotLeader) => self.pause_until_retry(deadline).await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Proposes on this node, which must lead (forwarded proposals end here).
+    pub(crate) async fn propose_local(
+        &self,
+        cmds: Proposal,
+    ) -> Result<ProposalResponse, ServerError> {
+        if !self.serving_leader() {
+            return Err(ServerError::NoLeader);
+        }
+        match tokio::time::timeout(COMMIT_TIMEOUT, self.inner.raft.client_write(cmds)).await {
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
                 Err(ServerError::NoLeader)
             }
-            Err(e) => Err(raft_err(e)),
+            Ok(Err(e)) => Err(raft_err(e)),
+            Err(_) => Err(ServerError::Raft(
+                "timed out waiting for the write to commit".into(),
+            )),
         }
+    }
+
+    /// Sleeps a little before a retry, or fails with "No cluster leader" past `deadline`.
+    async fn pause_until_retry(&self, deadline: tokio::time::Instant) -> Result<(), ServerError> {
+        let next = tokio::time::Instant::now() + Duration::from_millis(50);
+        if next >= deadline {
+            return Err(ServerError::NoLeader);
+        }
+        tokio::time::sleep_until(next).await;
+        Ok(())
+    }
+
+    /// Where a request that needs the leader goes: `None` for this node, or the leader's
+    /// node. Waits until `deadline` for a leader that can serve.
+    async fn leader_target(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<RegistryNode>, ServerError> {
+        let mut metrics = self.inner.metrics.clone();
+        loop {
+            if self.serving_leader() {
+                return Ok(None);
+            }
+            let remote = {
+                let m = metrics.borrow_and_update();
+                match m.current_leader {
+                    Some(id) if id != self.inner.id => {
+                        m.membership_config.membership().get_node(&id).cloned()
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(node) = remote {
+                return Ok(Some(node));
+            }
+            // A new leader shows in the metrics; a renewed lease does not, so look again
+            // shortly in any case.
+            let tick = (tokio::time::Instant::now() + LEASE_CHECK / 2).min(deadline);
+            tokio::select! {
+                r = metrics.changed() => if r.is_err() { return Err(ServerError::NoLeader) },
+                _ = tokio::time::sleep_until(tick) => {
+                    if tick >= deadline {
+                        return Err(ServerError::NoLeader);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Orders a read after the writes the leader has applied (`consistent`: after confirming
+    /// its leadership with a quorum). On the leader this is local; on a follower it asks the
+    /// leader for its index and waits until this node has applied as far.
+    pub async fn read_barrier(&self, consistent: bool) -> Result<(), ServerError> {
+        if !consistent && self.serving_leader() {
+            return Ok(());
+        }
+        let started = tokio::time::Instant::now();
+        let req = forward::ReadIndexRequest { consistent };
+        let Some(index) = self
+            .call_leader::<_, u64>(forward::READ_INDEX_PATH, &req)
+            .await?
+        else {
+            return if consistent {
+                self.ensure_linearizable().await
+            } else {
+                Ok(())
+            };
+        };
+        let wait = (started + LEADER_HOLD).saturating_duration_since(tokio::time::Instant::now());
+        self.inner
+            .raft
+            .wait(Some(wait))
+            .applied_index_at_least(Some(index), "read barrier")
+            .await
+            .map(|_| ())
+            .map_err(|_| ServerError::NoLeader)
+    }
+
+    /// The Raft log index a read on behalf of a follower must wait for (this node leads):
+    /// its applied index, or with `consistent` the index confirmed by a quorum round.
+    pub(crate) async fn local_read_index(&self, consistent: bool) -> Result<u64, ServerError> {
+        if !self.serving_leader() {
+            return Err(ServerError::NoLeader);
+        }
+        if consistent {
+            let res = tokio::time::timeout(LEADER_HOLD, self.inner.raft.ensure_linearizable())
+                .await
+                .map_err(|_| ServerError::NoLeader)?;
+            return match res {
+                Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
+                Err(RaftError::APIError(_)) => Err(ServerError::NoLeader),
+                Err(e) => Err(raft_err(e)),
+            };
+        }
+        Ok(self
+            .inner
+            .metrics
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index))
+    }
+
+    /// Whether this node leads and may serve as leader now: a single voter always may; in a
+    /// larger cluster a quorum must have acknowledged it within the lease. A leader cut off
+    /// from its quorum stops serving before another can be elected.
+    pub fn serving_leader(&self) -> bool {
+        if !self.is_leader() {
+            return false;
+        }
+        if self.sole_voter() {
+            return true;
+        }
+        self.now_ms() < self.inner.lease_until.load(Ordering::Acquire)
+    }
+
+    /// Whether this node is the only voter.
+    fn sole_voter(&self) -> bool {
+        let m = self.inner.metrics.borrow();
+        let mut voters = m.membership_config.membership().voter_ids();
+        voters.next() == Some(self.inner.id) && voters.next().is_none()
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(NEVER - 1)
     }
 
     /// Whether this node is the leader.
@@ -283,9 +473,14 @@ impl RaftHandle {
         self.leader().map(|(_, n)| n.raft_addr)
     }
 
-    /// Whether any leader is known.
+    /// Whether a leader that can serve is known: this node with a valid lease, or another
+    /// node this one follows.
     pub fn known_leader(&self) -> bool {
-        self.inner.metrics.borrow().current_leader.is_some()
+        if self.is_leader() {
+            return self.serving_leader();
+        }
+        let m = self.inner.metrics.borrow();
+        matches!(m.current_leader, Some(id) if id != self.inner.id)
     }
 
     /// Milliseconds since a leader was last heard from: 0 on the leader; since startup when
@@ -303,14 +498,17 @@ impl RaftHandle {
 
     /// Records an RPC from the current leader (called by the RPC endpoints).
     pub(crate) fn note_leader_contact(&self) {
-        let now = u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(NEVER - 1);
+        let now = self.now_ms();
         self.inner.last_contact.store(now, Ordering::Relaxed);
     }
 
     /// Confirms leadership with a quorum and waits until everything committed before this
     /// call is applied, so that a read of the store that follows is linearizable.
     pub async fn ensure_linearizable(&self) -> Result<(), ServerError> {
-        match self.inner.raft.ensure_linearizable().await {
+        let res = tokio::time::timeout(LEADER_HOLD, self.inner.raft.ensure_linearizable())
+            .await
+            .map_err(|_| ServerError::NoLeader)?;
+        match res {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(
                 CheckIsLeaderError::ForwardToLeader(_) | CheckIsLeaderError::QuorumNotEnough(_),
@@ -375,6 +573,52 @@ impl RaftHandle {
     /// The state store this node applies to.
     pub fn store(&self) -> &Arc<Store> {
         &self.inner.store
+    }
+}
+
+/// Renews the leader's lease with a quorum round every [`LEASE_CHECK`] while it leads a
+/// cluster of more than one voter, and at once when it becomes leader (retrying quickly until
+/// the first round succeeds). Ends with the node.
+async fn lease_loop(inner: Weak<Inner>) {
+    let mut metrics = match inner.upgrade() {
+        Some(i) => i.metrics.clone(),
+        None => return,
+    };
+    loop {
+        let pause = {
+            let Some(inner) = inner.upgrade() else { return };
+            let handle = RaftHandle { inner };
+            if handle.is_leader() && !handle.sole_voter() {
+                let start = handle.now_ms();
+                let round =
+                    tokio::time::timeout(LEASE_CHECK * 4, handle.raft().get_read_log_id()).await;
+                match round {
+                    Ok(Ok(_)) => {
+                        let until = start + u64::try_from(LEASE.as_millis()).unwrap_or(0);
+                        handle.inner.lease_until.fetch_max(until, Ordering::AcqRel);
+                        Some(LEASE_CHECK)
+                    }
+                    Ok(Err(RaftError::Fatal(_))) => return,
+                    Ok(Err(_)) | Err(_) => Some(Duration::from_millis(50)),
+                }
+            } else if handle.is_leader() {
+                // A single voter needs no lease; membership changes are rare.
+                Some(LEASE_CHECK * 4)
+            } else {
+                None
+            }
+        };
+        match pause {
+            Some(d) => tokio::time::sleep(d).await,
+            None => {
+                // Wait to become leader; look again now and then (membership may change).
+                let became = metrics.wait_for(|m| m.state == ServerState::Leader);
+                match tokio::time::timeout(LEASE_CHECK * 4, became).await {
+                    Ok(Err(_)) => return,
+                    Ok(Ok(_)) | Err(_) => {}
+                }
+            }
+        }
     }
 }
 

@@ -1,0 +1,128 @@
+//! Forwarding to the leader, client side: a follower sends its write proposals and read
+//! barriers to the leader's server port (`/v1/internal/forward/*`, postcard bodies), as
+//! Consul servers forward RPCs. The serving side lives in `cluster::rpc`.
+//!
+//! Every reply is `200 OK` with a postcard-encoded [`ForwardReply`]. A call that could not be
+//! sent at all (connection refused) is safe to retry against the next leader; a call that was
+//! sent and then failed is not, since the leader may have applied it.
+
+use crate::ServerError;
+use axum::http::header;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Path of the proposal endpoint: a `Proposal` in, a `ProposalResponse` out.
+pub const PROPOSE_PATH: &str = "/v1/internal/forward/propose";
+/// Path of the read-index endpoint: a [`ReadIndexRequest`] in, a Raft log index out.
+pub const READ_INDEX_PATH: &str = "/v1/internal/forward/read-index";
+/// Path of the session-renew endpoint: a session ID in, the session (if any) out.
+pub const SESSION_RENEW_PATH: &str = "/v1/internal/forward/session-renew";
+/// Content type of the postcard bodies.
+pub const CONTENT_TYPE: &str = "application/x-postcard";
+
+/// How long a forwarded call may take end to end (a write waits for its commit).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The answer of a forwarding endpoint.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardReply<T> {
+    /// Done.
+    Ok(T),
+    /// The receiver is not (or no longer) the leader; nothing was done.
+    NotLeader,
+    /// The leader tried and failed; the text says why.
+    Failed(String),
+}
+
+/// Which reads a read barrier must order after.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ReadIndexRequest {
+    /// `true`: the leader first confirms its leadership with a quorum (`?consistent`).
+    pub consistent: bool,
+}
+
+/// Why a forwarded call did not succeed.
+#[derive(Debug)]
+pub enum ForwardError {
+    /// The request never reached the leader: retrying elsewhere is safe.
+    NotSent(String),
+    /// The receiver is not the leader: nothing was done, retrying is safe.
+    NotLeader,
+    /// The request was sent and failed or its outcome is unknown.
+    Failed(String),
+}
+
+impl From<ForwardError> for ServerError {
+    fn from(e: ForwardError) -> Self {
+        match e {
+            ForwardError::NotLeader => ServerError::NoLeader,
+            ForwardError::NotSent(m) | ForwardError::Failed(m) => {
+                ServerError::Raft(format!("forwarding to the leader: {m}"))
+            }
+        }
+    }
+}
+
+/// Sends forwarded requests; one HTTP connection pool for all leaders.
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    client: reqwest::Client,
+}
+
+impl Forwarder {
+    /// A forwarder with a fresh connection pool.
+    pub fn new() -> Result<Self, ServerError> {
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| ServerError::Raft(format!("building forwarding HTTP client: {e}")))?;
+        Ok(Forwarder { client })
+    }
+
+    /// Posts `req` to `path` on the server RPC address `addr`.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Req,
+    ) -> Result<Resp, ForwardError> {
+        let body = postcard::to_stdvec(req).map_err(|e| ForwardError::NotSent(e.to_string()))?;
+        let resp = self
+            .client
+            .post(format!("http://{addr}{path}"))
+            .header(header::CONTENT_TYPE, CONTENT_TYPE)
+            .timeout(CALL_TIMEOUT)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    ForwardError::NotSent(format!("{addr}: {e}"))
+                } else {
+                    ForwardError::Failed(format!("{addr}: {e}"))
+                }
+            })?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ForwardError::Failed(format!("{addr}: {e}")))?;
+        if status != reqwest::StatusCode::OK {
+            let text = String::from_utf8_lossy(&bytes);
+            return Err(ForwardError::Failed(format!(
+                "{addr}{path}: HTTP {status}: {text}"
+            )));
+        }
+        match postcard::from_bytes::<ForwardReply<Resp>>(&bytes) {
+            Ok(ForwardReply::Ok(v)) => Ok(v),
+            Ok(ForwardReply::NotLeader) => Err(ForwardError::NotLeader),
+            Ok(ForwardReply::Failed(m)) => Err(ForwardError::Failed(m)),
+            Err(e) => Err(ForwardError::Failed(format!(
+                "{addr}{path}: undecodable reply: {e}"
+            ))),
+        }
+    }
+}
