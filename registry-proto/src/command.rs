@@ -97,6 +97,13 @@ pub enum Command {
     },
     /// An atomic transaction: every operation applies, or none does.
     Txn(Vec<TxnOp>),
+    /// Replaces the whole state with a saved one (`PUT /v1/snapshot`). `state` is a state
+    /// encoding the leader has already verified (the `state.bin` of a snapshot archive). It
+    /// is applied on its own: inside a batch or transaction it is rejected.
+    Restore {
+        /// The encoded state.
+        state: Vec<u8>,
+    },
 }
 
 /// A KV verb of a transaction, as Consul's `api.KVOp` spells it.

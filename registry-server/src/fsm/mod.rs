@@ -6,6 +6,7 @@
 
 mod catalog;
 mod kv;
+mod restore;
 pub mod session;
 pub mod txn;
 
@@ -15,6 +16,9 @@ use registry_proto::{Command, CommandResponse};
 /// Applies one command at Raft index `index`.
 #[tracing::instrument(level = "trace", skip_all, fields(index))]
 pub fn apply(store: &Store, index: u64, cmd: &Command) -> CommandResponse {
+    if let Command::Restore { state } = cmd {
+        return restore::apply(store, index, state);
+    }
     store.write(index, |txn| apply_txn(txn, cmd))
 }
 
@@ -37,5 +41,6 @@ pub fn apply_txn(txn: &mut WriteTxn<'_>, cmd: &Command) -> CommandResponse {
         Command::KvLock { entry } => session::lock(txn, entry),
         Command::KvUnlock { entry } => session::unlock(txn, entry),
         Command::Txn(ops) => txn::apply(txn, ops),
+        Command::Restore { .. } => restore::nested(),
     }
 }

@@ -1,7 +1,7 @@
 //! THE route table, in the order of Consul's `agent/http_register.go`. Unknown paths answer
 //! 404 with Consul's text; a known path with the wrong method answers 405 with `Allow`.
 
-use super::{agent, catalog, event, health, kv, session, status, txn, AppState};
+use super::{agent, catalog, event, health, kv, session, snapshot, status, txn, AppState};
 use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -88,6 +88,12 @@ fn routes(state: AppState) -> Router {
         .route("/v1/session/node/{node}", get(session::node))
         .route("/v1/session/renew/", put(session::missing_session))
         .route("/v1/session/renew/{id}", put(session::renew))
+        .route(
+            "/v1/snapshot",
+            get(snapshot::save)
+                .put(snapshot::restore)
+                .layer(DefaultBodyLimit::max(crate::snapshot::MAX_ARCHIVE)),
+        )
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/txn", put(txn::txn))

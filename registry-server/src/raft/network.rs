@@ -33,8 +33,10 @@ pub const VOTE_PATH: &str = "/v1/internal/raft/vote";
 /// Path of the InstallSnapshot (chunk) endpoint.
 pub const SNAPSHOT_PATH: &str = "/v1/internal/raft/snapshot";
 
-/// Largest accepted request body: a batch of entries or one snapshot chunk.
-const MAX_BODY: usize = 256 * 1024 * 1024;
+/// Largest accepted request body: a batch of entries or one snapshot chunk. Room for a
+/// snapshot restore (a log entry of up to [`crate::snapshot::MAX_STATE`]) sent together with
+/// other entries.
+const MAX_BODY: usize = 512 * 1024 * 1024;
 const CONTENT_TYPE: &str = "application/x-postcard";
 
 /// Creates a connection per peer; all share one HTTP client and its connection pool.

@@ -4,7 +4,9 @@
 //! A log entry carries a batch of commands (group commit). Each command is applied at its own
 //! *registry index*: the store's index plus one. The store's index thus counts applied
 //! commands and is not the Raft log index; it is still a pure function of the log, and is
-//! saved in snapshots with the rest of the [`Db`].
+//! saved in snapshots with the rest of the [`Db`]. A restore ([`Command::Restore`]) moves the
+//! store's index to the larger of the saved state's and its own; commands after it count from
+//! there, on every replica alike.
 //!
 //! The state itself lives in memory only. What makes a restart work is the snapshot: with a
 //! data directory every snapshot (built here or received from the leader) is written to
@@ -24,6 +26,7 @@ use crate::state::{Db, Store};
 use crate::ServerError;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{AnyError, EntryPayload, OptionalSend};
+use registry_proto::Command;
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -301,7 +304,13 @@ impl RaftStateMachine<TypeConfig> for RegistryStateMachine {
                     .iter()
                     .map(|cmd| {
                         index += 1;
-                        fsm::apply(&self.store, index, cmd)
+                        let resp = fsm::apply(&self.store, index, cmd);
+                        if matches!(cmd, Command::Restore { .. }) {
+                            // A restore sets the store's index (to the saved one when that
+                            // is ahead): the commands after it count from there.
+                            index = self.store.last_index();
+                        }
+                        resp
                     })
                     .collect(),
                 EntryPayload::Blank => Vec::new(),
