@@ -104,6 +104,59 @@ pub enum Command {
         /// The encoded state.
         state: Vec<u8>,
     },
+    /// Stores the autopilot configuration (`PUT /v1/operator/autopilot/configuration`). With
+    /// `cas`, only when the stored configuration's modify index equals it (0: only when none
+    /// is stored yet); the response is then [`CommandResponse::Bool`].
+    AutopilotSetConfig {
+        /// The new configuration (its indexes are set by the state machine).
+        config: AutopilotConfig,
+        /// Expected modify index of the stored configuration.
+        cas: Option<u64>,
+    },
+}
+
+/// Consul's autopilot configuration, replicated through Raft. The Enterprise-only fields are
+/// kept and returned but have no effect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutopilotConfig {
+    /// Remove servers the leader has not heard from for long (see the autopilot docs).
+    pub cleanup_dead_servers: bool,
+    /// A server whose last contact with the leader is older than this is unhealthy.
+    pub last_contact_threshold: std::time::Duration,
+    /// A server more than this many log entries behind the leader is unhealthy.
+    pub max_trailing_logs: u64,
+    /// Dead servers are never removed below this many voters (0: no minimum).
+    pub min_quorum: u64,
+    /// How long a new server must stay healthy before it is promoted to voter.
+    pub server_stabilization_time: std::time::Duration,
+    /// Enterprise-only: node metadata key of redundancy zones.
+    pub redundancy_zone_tag: String,
+    /// Enterprise-only: disable upgrade migrations.
+    pub disable_upgrade_migration: bool,
+    /// Enterprise-only: node metadata key of the upgrade version.
+    pub upgrade_version_tag: String,
+    /// Registry index at which the configuration was first stored.
+    pub create_index: u64,
+    /// Registry index at which it last changed.
+    pub modify_index: u64,
+}
+
+impl Default for AutopilotConfig {
+    /// Consul's defaults (`api.NewAutopilotConfiguration`).
+    fn default() -> Self {
+        AutopilotConfig {
+            cleanup_dead_servers: true,
+            last_contact_threshold: std::time::Duration::from_millis(200),
+            max_trailing_logs: 250,
+            min_quorum: 0,
+            server_stabilization_time: std::time::Duration::from_secs(10),
+            redundancy_zone_tag: String::new(),
+            disable_upgrade_migration: false,
+            upgrade_version_tag: String::new(),
+            create_index: 0,
+            modify_index: 0,
+        }
+    }
 }
 
 /// A KV verb of a transaction, as Consul's `api.KVOp` spells it.

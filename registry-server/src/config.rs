@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub session_ttl_min: Duration,
     /// DNS interface settings; its listener address is `client_addr:dns_port`.
     pub dns: crate::dns::DnsConfig,
+    /// Autopilot settings (`autopilot { }`): they apply until a configuration is stored
+    /// through `PUT /v1/operator/autopilot/configuration`.
+    pub autopilot: registry_proto::command::AutopilotConfig,
 }
 
 impl ServerConfig {
@@ -78,6 +81,7 @@ impl ServerConfig {
             node_meta: Default::default(),
             session_ttl_min: Duration::from_secs(10),
             dns: crate::dns::DnsConfig::default(),
+            autopilot: registry_proto::command::AutopilotConfig::default(),
         }
     }
 

@@ -7,6 +7,7 @@ use crate::agent_api::AgentApi;
 use crate::cluster::Cluster;
 use crate::config::ServerConfig;
 use crate::http::{self, AppState, UserEvents};
+use crate::leader::autopilot::Autopilot;
 use crate::leader::sessions::SessionTimers;
 use crate::query::blocking::RaftStatus;
 use crate::query::write::{Proposer, Writer};
@@ -71,6 +72,8 @@ pub struct Server {
     pub events: Arc<UserEvents>,
     /// Cluster membership: discovery, join, leave.
     pub cluster: Arc<Cluster>,
+    /// Autopilot: server health, promotion and dead-server cleanup while this server leads.
+    pub autopilot: Arc<Autopilot>,
 }
 
 impl std::fmt::Debug for Server {
@@ -106,6 +109,16 @@ impl Server {
             status.clone(),
             crate::leader::leadership(&raft),
         ));
+        let autopilot = Autopilot::new(
+            raft.clone(),
+            store.clone(),
+            writer.clone(),
+            config.autopilot.clone(),
+        );
+        tokio::spawn(crate::leader::autopilot::run(
+            autopilot.clone(),
+            crate::leader::leadership(&raft),
+        ));
         let cluster = Cluster::new(
             raft.clone(),
             config.clone(),
@@ -121,6 +134,7 @@ impl Server {
             sessions,
             events: Arc::new(UserEvents::new()),
             cluster,
+            autopilot,
         };
         if !server.config.dev {
             // Peers must reach this server while it forms or joins a cluster, before the
@@ -147,6 +161,7 @@ impl Server {
             sessions: self.sessions.clone(),
             events: self.events.clone(),
             cluster: self.cluster.clone(),
+            autopilot: self.autopilot.clone(),
         };
         let dns = if self.config.dns_port != 0 {
             let mut cfg = self.config.dns.clone();
@@ -183,7 +198,11 @@ impl Server {
             .await
             .map_err(|e| ServerError::Internal(format!("binding server port {addr}: {e}")))?;
         let app = crate::raft::raft_router(self.raft.clone())
-            .merge(crate::cluster::rpc::cluster_router(self.cluster.clone()));
+            .merge(crate::cluster::rpc::cluster_router(self.cluster.clone()))
+            .merge(
+                crate::raft::membership::membership_router(self.raft.clone())
+                    .merge(crate::leader::autopilot::router(self.autopilot.clone())),
+            );
         tracing::info!(%addr, "server RPC listening");
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {

@@ -1,5 +1,6 @@
 //! The `registry` command line, mirroring Consul's: `agent`, `members`, `kv`, `catalog`,
-//! `snapshot`, `leave`, `info` and `version`, with Go-style single-dash flags (see [`dash`]).
+//! `snapshot`, `operator`, `leave`, `info` and `version`, with Go-style single-dash flags
+//! (see [`dash`]).
 
 pub mod agent;
 pub mod catalog;
@@ -8,6 +9,7 @@ pub mod http;
 pub mod kv;
 pub mod lock;
 pub mod members;
+pub mod operator;
 pub mod ops;
 pub mod snapshot;
 pub mod table;
@@ -62,6 +64,13 @@ pub enum Command {
         /// The snapshot operation.
         #[command(subcommand)]
         command: snapshot::SnapshotCommand,
+    },
+    /// Operator tools for the servers: the Raft peer set (list-peers, remove-peer,
+    /// transfer-leader) and the autopilot configuration (get-config, set-config).
+    Operator {
+        /// The operator area.
+        #[command(subcommand)]
+        command: operator::OperatorCommand,
     },
     /// Tells the local agent to join a cluster through the given addresses.
     Join(ops::JoinArgs),
@@ -134,6 +143,7 @@ fn run_client(command: Command) -> i32 {
             Command::Lock(args) => lock::run(args, &mut ui).await,
             Command::Catalog { command } => catalog::run(command, &mut ui).await,
             Command::Snapshot { command } => snapshot::run(command, &mut ui).await,
+            Command::Operator { command } => operator::run(command, &mut ui).await,
             Command::Leave(args) => ops::leave(args, &mut ui).await,
             Command::Info(args) => ops::info(args, &mut ui).await,
             Command::Agent(_) | Command::Version => 1,

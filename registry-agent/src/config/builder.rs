@@ -7,7 +7,8 @@ use super::environment::{private_ipv4, public_ipv6, Environment};
 use super::error::ConfigError;
 use super::partial::PartialConfig;
 use super::runtime::{
-    DnsConfig, JoinConfig, LogLevel, Ports, RaftConfig, RuntimeConfig, Storage, TelemetryConfig,
+    AutopilotConfig, DnsConfig, JoinConfig, LogLevel, Ports, RaftConfig, RuntimeConfig, Storage,
+    TelemetryConfig,
 };
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -256,6 +257,27 @@ pub fn build(
         enable_truncate: c.dns.enable_truncate.unwrap_or(false),
     };
 
+    let defaults = AutopilotConfig::default();
+    let a = &c.autopilot;
+    let autopilot = AutopilotConfig {
+        cleanup_dead_servers: a
+            .cleanup_dead_servers
+            .unwrap_or(defaults.cleanup_dead_servers),
+        last_contact_threshold: a
+            .last_contact_threshold
+            .unwrap_or(defaults.last_contact_threshold),
+        max_trailing_logs: a.max_trailing_logs.unwrap_or(defaults.max_trailing_logs),
+        min_quorum: a.min_quorum.unwrap_or(defaults.min_quorum),
+        server_stabilization_time: a
+            .server_stabilization_time
+            .unwrap_or(defaults.server_stabilization_time),
+        redundancy_zone_tag: a.redundancy_zone_tag.clone().unwrap_or_default(),
+        disable_upgrade_migration: a.disable_upgrade_migration.unwrap_or(false),
+        upgrade_version_tag: a.upgrade_version_tag.clone().unwrap_or_default(),
+        create_index: 0,
+        modify_index: 0,
+    };
+
     let node_id = match c.node_id.filter(|id| !id.is_empty()) {
         Some(id) => uuid::Uuid::parse_str(id.trim())
             .map(|uuid| uuid.to_string())
@@ -298,6 +320,7 @@ pub fn build(
                 .unwrap_or(Duration::ZERO),
             disable_hostname: c.telemetry.disable_hostname.unwrap_or(false),
         },
+        autopilot,
         services: c.services,
         checks: c.checks,
         config_files,

@@ -56,6 +56,27 @@ pub struct PartialTelemetry {
     pub disable_hostname: Option<bool>,
 }
 
+/// `autopilot { }`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PartialAutopilot {
+    /// Remove dead servers.
+    pub cleanup_dead_servers: Option<bool>,
+    /// Longest time without leader contact for a healthy server.
+    pub last_contact_threshold: Option<Duration>,
+    /// Most log entries a healthy server trails the leader by.
+    pub max_trailing_logs: Option<u64>,
+    /// Fewest voters dead-server cleanup leaves.
+    pub min_quorum: Option<u64>,
+    /// How long a new server stays healthy before it becomes a voter.
+    pub server_stabilization_time: Option<Duration>,
+    /// Enterprise-only; accepted and reported.
+    pub redundancy_zone_tag: Option<String>,
+    /// Enterprise-only; accepted and reported.
+    pub disable_upgrade_migration: Option<bool>,
+    /// Enterprise-only; accepted and reported.
+    pub upgrade_version_tag: Option<String>,
+}
+
 /// The values one source sets. `None` and empty lists mean "not set here".
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PartialConfig {
@@ -119,6 +140,8 @@ pub struct PartialConfig {
     pub raft_multiplier: Option<i64>,
     /// `telemetry { }`.
     pub telemetry: PartialTelemetry,
+    /// `autopilot { }`.
+    pub autopilot: PartialAutopilot,
     /// `service { }` and `services [ ]`, as written.
     pub services: Vec<Value>,
     /// `check { }` and `checks [ ]`, as written.
@@ -192,6 +215,18 @@ impl PartialConfig {
         if let Some(performance) = top.block("performance") {
             cfg.raft_multiplier = performance.int("raft_multiplier")?;
         }
+        if let Some(autopilot) = top.block("autopilot") {
+            cfg.autopilot = PartialAutopilot {
+                cleanup_dead_servers: autopilot.bool("cleanup_dead_servers")?,
+                last_contact_threshold: autopilot.duration("last_contact_threshold")?,
+                max_trailing_logs: autopilot.uint("max_trailing_logs")?,
+                min_quorum: autopilot.uint("min_quorum")?,
+                server_stabilization_time: autopilot.duration("server_stabilization_time")?,
+                redundancy_zone_tag: autopilot.string("redundancy_zone_tag")?,
+                disable_upgrade_migration: autopilot.bool("disable_upgrade_migration")?,
+                upgrade_version_tag: autopilot.string("upgrade_version_tag")?,
+            };
+        }
         if let Some(telemetry) = top.block("telemetry") {
             cfg.telemetry = PartialTelemetry {
                 prometheus_retention_time: telemetry.duration("prometheus_retention_time")?,
@@ -263,6 +298,21 @@ impl PartialConfig {
             &mut self.telemetry.disable_hostname,
             other.telemetry.disable_hostname,
         );
+        let (a, b) = (&mut self.autopilot, other.autopilot);
+        set(&mut a.cleanup_dead_servers, b.cleanup_dead_servers);
+        set(&mut a.last_contact_threshold, b.last_contact_threshold);
+        set(&mut a.max_trailing_logs, b.max_trailing_logs);
+        set(&mut a.min_quorum, b.min_quorum);
+        set(
+            &mut a.server_stabilization_time,
+            b.server_stabilization_time,
+        );
+        set(&mut a.redundancy_zone_tag, b.redundancy_zone_tag);
+        set(
+            &mut a.disable_upgrade_migration,
+            b.disable_upgrade_migration,
+        );
+        set(&mut a.upgrade_version_tag, b.upgrade_version_tag);
         self.services.extend(other.services);
         self.checks.extend(other.checks);
     }
@@ -469,6 +519,38 @@ mod tests {
         );
         let err = read(json!({"raft_snapshot_interval": 5})).expect_err("bad duration");
         assert!(err.to_string().contains("\"raft_snapshot_interval\""));
+    }
+
+    #[test]
+    fn autopilot_block_reads_and_merges() {
+        let mut base = read(json!({"autopilot": {
+            "cleanup_dead_servers": "false",
+            "last_contact_threshold": "1s",
+            "max_trailing_logs": 100,
+            "min_quorum": "3"
+        }}))
+        .expect("read");
+        assert_eq!(base.autopilot.cleanup_dead_servers, Some(false));
+        assert_eq!(
+            base.autopilot.last_contact_threshold,
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(base.autopilot.min_quorum, Some(3));
+        let over =
+            read(json!({"autopilot": {"server_stabilization_time": "30s", "min_quorum": 5}}))
+                .expect("read");
+        base.merge(over);
+        assert_eq!(base.autopilot.min_quorum, Some(5));
+        assert_eq!(base.autopilot.max_trailing_logs, Some(100));
+        assert_eq!(
+            base.autopilot.server_stabilization_time,
+            Some(Duration::from_secs(30))
+        );
+        let err = read(json!({"autopilot": {"max_trailing_logs": -1}})).expect_err("negative");
+        assert!(
+            err.to_string().contains("autopilot.max_trailing_logs"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -145,6 +145,9 @@ pub struct TelemetryConfig {
     pub disable_hostname: bool,
 }
 
+/// Autopilot settings (`autopilot { }`), Consul's defaults unless set.
+pub type AutopilotConfig = registry_proto::command::AutopilotConfig;
+
 /// The agent's complete, validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuntimeConfig {
@@ -191,6 +194,8 @@ pub struct RuntimeConfig {
     pub raft: RaftConfig,
     /// Telemetry settings.
     pub telemetry: TelemetryConfig,
+    /// Autopilot settings; they apply until a configuration is stored through the API.
+    pub autopilot: AutopilotConfig,
     /// Service definitions from `service { }` / `services [ ]`, in file order, exactly as
     /// written (snake_case or CamelCase keys; `checks` always an array).
     pub services: Vec<Value>,

@@ -41,6 +41,17 @@ const DNS_CONFIG: &[(&str, Shape)] = &[
 
 const PERFORMANCE: &[(&str, Shape)] = &[("raft_multiplier", Shape::Scalar)];
 
+const AUTOPILOT: &[(&str, Shape)] = &[
+    ("cleanup_dead_servers", Shape::Scalar),
+    ("last_contact_threshold", Shape::Scalar),
+    ("max_trailing_logs", Shape::Scalar),
+    ("min_quorum", Shape::Scalar),
+    ("server_stabilization_time", Shape::Scalar),
+    ("redundancy_zone_tag", Shape::Scalar),
+    ("disable_upgrade_migration", Shape::Scalar),
+    ("upgrade_version_tag", Shape::Scalar),
+];
+
 const TELEMETRY: &[(&str, Shape)] = &[
     ("prometheus_retention_time", Shape::Scalar),
     ("disable_hostname", Shape::Scalar),
@@ -78,6 +89,7 @@ pub(crate) const TOP_LEVEL: &[(&str, Shape)] = &[
     ("raft_snapshot_interval", Shape::Scalar),
     ("raft_trailing_logs", Shape::Scalar),
     ("performance", Shape::Block(PERFORMANCE)),
+    ("autopilot", Shape::Block(AUTOPILOT)),
     ("telemetry", Shape::Block(TELEMETRY)),
     ("service", Shape::List),
     ("services", Shape::List),

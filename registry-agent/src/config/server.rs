@@ -38,6 +38,7 @@ pub fn to_server_config(cfg: &RuntimeConfig) -> ServerConfig {
     out.raft_snapshot_interval = cfg.raft.snapshot_interval;
     out.raft_trailing_logs = cfg.raft.trailing_logs;
     out.node_meta = cfg.node_meta.clone();
+    out.autopilot = cfg.autopilot.clone();
     let d = &cfg.dns;
     out.dns.domain = d.domain.clone();
     out.dns.recursors = d.recursors.clone();

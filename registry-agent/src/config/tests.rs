@@ -442,3 +442,49 @@ fn hcl_fragment_wins_over_flags() {
     .expect("load");
     assert_eq!(built.config.node_name, "fragment");
 }
+
+#[test]
+fn autopilot_block_seeds_the_server_config() {
+    let opts = LoadOptions {
+        dev: true,
+        hcl: vec![r#"autopilot {
+                 cleanup_dead_servers = false
+                 last_contact_threshold = "1s"
+                 max_trailing_logs = 500
+                 min_quorum = 3
+                 server_stabilization_time = "30s"
+                 redundancy_zone_tag = "zone"
+               }"#
+        .to_string()],
+        ..LoadOptions::default()
+    };
+    let c = load(opts, &env()).expect("load").config;
+    let a = &c.autopilot;
+    assert!(!a.cleanup_dead_servers);
+    assert_eq!(a.last_contact_threshold, Duration::from_secs(1));
+    assert_eq!(a.max_trailing_logs, 500);
+    assert_eq!(a.min_quorum, 3);
+    assert_eq!(a.server_stabilization_time, Duration::from_secs(30));
+    assert_eq!(a.redundancy_zone_tag, "zone");
+    assert!(!a.disable_upgrade_migration);
+    assert_eq!(to_server_config(&c).autopilot, *a);
+
+    // Unset: Consul's defaults.
+    let d = load_with(Vec::new(), PartialConfig::default(), true)
+        .expect("load")
+        .config
+        .autopilot;
+    assert_eq!(d, runtime::AutopilotConfig::default());
+    assert!(d.cleanup_dead_servers);
+    assert_eq!(d.last_contact_threshold, Duration::from_millis(200));
+    assert_eq!(d.max_trailing_logs, 250);
+    assert_eq!(d.server_stabilization_time, Duration::from_secs(10));
+
+    let bad = LoadOptions {
+        dev: true,
+        hcl: vec!["autopilot {\n bogus = 1\n}".to_string()],
+        ..LoadOptions::default()
+    };
+    let err = load(bad, &env()).expect_err("unknown key");
+    assert!(err.to_string().contains("autopilot.bogus"), "{err}");
+}

@@ -4,6 +4,7 @@
 //! clock, no randomness, no I/O. A rejected command (a failed CAS, an unknown node) is a
 //! [`CommandResponse`], the same on every replica, and changes nothing.
 
+mod autopilot;
 mod catalog;
 mod kv;
 mod restore;
@@ -42,5 +43,6 @@ pub fn apply_txn(txn: &mut WriteTxn<'_>, cmd: &Command) -> CommandResponse {
         Command::KvUnlock { entry } => session::unlock(txn, entry),
         Command::Txn(ops) => txn::apply(txn, ops),
         Command::Restore { .. } => restore::nested(),
+        Command::AutopilotSetConfig { config, cas } => autopilot::set_config(txn, config, *cas),
     }
 }

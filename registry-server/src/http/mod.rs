@@ -11,6 +11,7 @@ mod catalog;
 pub mod event;
 mod health;
 mod kv;
+mod operator;
 pub mod respond;
 mod routes;
 mod session;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub cache: Arc<cache::ResponseCache>,
     /// Cluster membership and leader-side operations.
     pub cluster: Arc<crate::cluster::Cluster>,
+    /// Autopilot (and through it the Raft node, for the operator endpoints).
+    pub autopilot: Arc<crate::leader::autopilot::Autopilot>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -1,13 +1,15 @@
 //! THE route table, in the order of Consul's `agent/http_register.go`. Unknown paths answer
 //! 404 with Consul's text; a known path with the wrong method answers 405 with `Allow`.
 
-use super::{agent, catalog, event, health, kv, session, snapshot, status, txn, AppState};
+use super::{
+    agent, catalog, event, health, kv, operator, session, snapshot, status, txn, AppState,
+};
 use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 /// Request bodies above this are refused before a handler runs.
@@ -77,6 +79,23 @@ fn routes(state: AppState) -> Router {
         .route(
             "/v1/kv/{*key}",
             get(kv::get).put(kv::put).delete(kv::delete),
+        )
+        .route(
+            "/v1/operator/autopilot/configuration",
+            get(operator::autopilot_get_config).put(operator::autopilot_set_config),
+        )
+        .route(
+            "/v1/operator/autopilot/health",
+            get(operator::autopilot_health),
+        )
+        .route(
+            "/v1/operator/raft/configuration",
+            get(operator::raft_configuration),
+        )
+        .route("/v1/operator/raft/peer", delete(operator::raft_remove_peer))
+        .route(
+            "/v1/operator/raft/transfer-leader",
+            post(operator::raft_transfer_leader),
         )
         .route("/v1/session/create", put(session::create))
         .route("/v1/session/destroy/", put(session::missing_session))

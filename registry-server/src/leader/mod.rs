@@ -1,8 +1,10 @@
-//! Work only the Raft leader does: today, expiring sessions whose TTL lapsed.
+//! Work only the Raft leader does: expiring sessions whose TTL lapsed, and autopilot
+//! (server health, promotion of new servers, removal of dead ones).
 //!
 //! [`leadership`] turns Raft's metrics into a `watch` channel of "this server leads"; the
 //! loops here start their duties on `true` and drop them on `false`.
 
+pub mod autopilot;
 pub mod sessions;
 
 use crate::raft::RaftHandle;

@@ -12,6 +12,7 @@
 //! service name and node has one: a query's `X-Consul-Index` comes from the finest one that
 //! covers its result.
 
+use registry_proto::command::AutopilotConfig;
 use registry_proto::model::{DirEntry, HealthCheck, Node, NodeService, Session};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -103,6 +104,9 @@ pub struct Db {
     /// Keys each session has acquired. May name keys since deleted or re-locked by another
     /// session: readers check `DirEntry::session` before acting on an entry.
     pub session_locks: BTreeMap<String, BTreeSet<String>>,
+    /// The autopilot configuration, once stored (until then the configured one applies).
+    /// Keep this field last: older snapshots are decoded by appending its default.
+    pub autopilot: Option<AutopilotConfig>,
 }
 
 /// A never-zero index, as `X-Consul-Index` requires.

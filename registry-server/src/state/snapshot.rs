@@ -1,10 +1,17 @@
 //! Snapshot encoding of the whole state: a versioned header, the postcard-encoded tables
 //! and a CRC-free length check (the archive layer adds checksums).
+//!
+//! Versions: `REGSNAP2` (current) carries [`Db::autopilot`]; `REGSNAP1` predates it and is
+//! still decoded, with no autopilot configuration stored. Postcard is positional, so a
+//! version-1 body is a version-2 body without its last field: decoding appends the encoding
+//! of that field's default.
 
 use super::Db;
 use crate::ServerError;
+use registry_proto::command::AutopilotConfig;
 
-const MAGIC: &[u8; 8] = b"REGSNAP1";
+const MAGIC: &[u8; 8] = b"REGSNAP2";
+const MAGIC_V1: &[u8; 8] = b"REGSNAP1";
 
 impl Db {
     /// Encodes the whole state.
@@ -16,18 +23,82 @@ impl Db {
         Ok(out)
     }
 
-    /// Decodes a state encoded by [`Db::encode`]; rejects anything truncated or foreign.
+    /// Decodes a state encoded by [`Db::encode`] (or by a version-1 encoder); rejects
+    /// anything truncated or foreign.
     pub fn decode(bytes: &[u8]) -> Result<Db, ServerError> {
         let bad = |m: &str| ServerError::Snapshot(m.to_string());
-        if bytes.len() < 16 || &bytes[..8] != MAGIC {
+        if bytes.len() < 16 {
             return Err(bad("not a registry state snapshot"));
         }
+        let v1 = match &bytes[..8] {
+            m if m == MAGIC => false,
+            m if m == MAGIC_V1 => true,
+            _ => return Err(bad("not a registry state snapshot")),
+        };
         let mut len = [0u8; 8];
         len.copy_from_slice(&bytes[8..16]);
         let len = u64::from_le_bytes(len) as usize;
         if bytes.len() - 16 != len {
             return Err(bad("snapshot is truncated or has trailing data"));
         }
-        postcard::from_bytes(&bytes[16..]).map_err(|e| ServerError::Snapshot(e.to_string()))
+        let snap = |e: postcard::Error| ServerError::Snapshot(e.to_string());
+        if v1 {
+            let mut body = bytes[16..].to_vec();
+            body.extend(postcard::to_stdvec(&None::<AutopilotConfig>).map_err(snap)?);
+            return postcard::from_bytes(&body).map_err(snap);
+        }
+        postcard::from_bytes(&bytes[16..]).map_err(snap)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use registry_proto::model::DirEntry;
+
+    fn sample() -> Db {
+        let mut db = Db {
+            index: 42,
+            ..Db::default()
+        };
+        db.kvs.insert(
+            "a".into(),
+            DirEntry {
+                key: "a".into(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            },
+        );
+        db
+    }
+
+    #[test]
+    fn round_trips_with_autopilot() {
+        let mut db = sample();
+        db.autopilot = Some(AutopilotConfig {
+            min_quorum: 3,
+            modify_index: 40,
+            ..AutopilotConfig::default()
+        });
+        let bytes = db.encode().unwrap();
+        assert_eq!(&bytes[..8], b"REGSNAP2");
+        assert_eq!(Db::decode(&bytes).unwrap(), db);
+    }
+
+    #[test]
+    fn version_one_snapshots_still_decode() {
+        // A version-1 body is the current encoding without the trailing `autopilot` field
+        // (`None` encodes as the single byte 0).
+        let db = sample();
+        let current = postcard::to_stdvec(&db).unwrap();
+        assert_eq!(current.last(), Some(&0));
+        let body = &current[..current.len() - 1];
+        let mut v1 = b"REGSNAP1".to_vec();
+        v1.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        v1.extend_from_slice(body);
+        assert_eq!(Db::decode(&v1).unwrap(), db);
+        assert!(Db::decode(b"REGSNAP9\0\0\0\0\0\0\0\0").is_err());
+        assert!(Db::decode(&v1[..v1.len() - 1]).is_err());
     }
 }
