@@ -63,9 +63,10 @@ pub fn failure_tolerance(healthy_voters: usize, voters: usize) -> usize {
     healthy_voters.saturating_sub(quorum(voters))
 }
 
-/// How long a server must stay unreachable before it counts as dead.
-pub fn dead_after(cfg: &AutopilotConfig) -> Duration {
-    cfg.server_stabilization_time.max(DEAD_SERVER_MIN)
+/// How long a server must stay unreachable before it counts as dead:
+/// `max(ServerStabilizationTime, min)`, `min` being [`DEAD_SERVER_MIN`] outside tests.
+pub fn dead_after(cfg: &AutopilotConfig, min: Duration) -> Duration {
+    cfg.server_stabilization_time.max(min)
 }
 
 /// Whether a server is healthy by `cfg`: it answered with `stats`, its last contact is
@@ -111,12 +112,17 @@ pub fn learners_to_promote(cfg: &AutopilotConfig, servers: &[ServerView]) -> BTr
         .collect()
 }
 
-/// Dead servers to remove now (see the module docs); empty without `CleanupDeadServers`.
-pub fn servers_to_remove(cfg: &AutopilotConfig, servers: &[ServerView]) -> BTreeSet<NodeId> {
+/// Dead servers to remove now, a server being dead once unreachable for `dead_after` (see
+/// the module docs); empty without `CleanupDeadServers`.
+pub fn servers_to_remove(
+    cfg: &AutopilotConfig,
+    servers: &[ServerView],
+    dead_after: Duration,
+) -> BTreeSet<NodeId> {
     if !cfg.cleanup_dead_servers {
         return BTreeSet::new();
     }
-    let limit = dead_after(cfg);
+    let limit = dead_after;
     let dead = |s: &&ServerView| !s.leader && s.unreachable_for >= limit;
     let mut out: BTreeSet<NodeId> = servers
         .iter()
@@ -218,6 +224,8 @@ pub struct Autopilot {
     store: Arc<Store>,
     writer: Writer,
     seed: AutopilotConfig,
+    /// The shortest time without contact after which a server is dead.
+    dead_min: Duration,
     servers: Mutex<BTreeMap<NodeId, Tracked>>,
 }
 
@@ -246,6 +254,7 @@ impl Autopilot {
                 modify_index: 0,
                 ..seed
             },
+            dead_min: DEAD_SERVER_MIN,
             servers: Mutex::new(BTreeMap::new()),
         })
     }
@@ -380,7 +389,7 @@ impl Autopilot {
             tracing::info!(servers = ?promote, "autopilot: promoting stable servers to voters");
             self.raft.promote_voters(promote).await?;
         }
-        let remove = servers_to_remove(&cfg, &views);
+        let remove = servers_to_remove(&cfg, &views, dead_after(&cfg, self.dead_min));
         if !remove.is_empty() {
             tracing::warn!(servers = ?remove, "autopilot: removing dead servers");
             self.raft.remove_servers(remove).await?;
@@ -569,6 +578,10 @@ mod tests {
         }
     }
 
+    fn remove(cfg: &AutopilotConfig, servers: &[ServerView]) -> BTreeSet<NodeId> {
+        servers_to_remove(cfg, servers, dead_after(cfg, DEAD_SERVER_MIN))
+    }
+
     fn ids(v: &[NodeId]) -> BTreeSet<NodeId> {
         v.iter().copied().collect()
     }
@@ -584,12 +597,12 @@ mod tests {
         assert_eq!(failure_tolerance(5, 5), 2);
         assert_eq!(failure_tolerance(1, 1), 0);
         assert_eq!(failure_tolerance(0, 3), 0);
-        assert_eq!(dead_after(&cfg()), Duration::from_secs(30));
+        assert_eq!(dead_after(&cfg(), DEAD_SERVER_MIN), Duration::from_secs(30));
         let slow = AutopilotConfig {
             server_stabilization_time: Duration::from_secs(90),
             ..cfg()
         };
-        assert_eq!(dead_after(&slow), Duration::from_secs(90));
+        assert_eq!(dead_after(&slow, DEAD_SERVER_MIN), Duration::from_secs(90));
     }
 
     #[test]
@@ -641,15 +654,15 @@ mod tests {
         // Not dead long enough; the leader is never removed.
         let mut old_leader = dead(1, true, 300);
         old_leader.leader = true;
-        assert!(servers_to_remove(&c, &[old_leader, view(2, true), dead(3, true, 29)]).is_empty());
+        assert!(remove(&c, &[old_leader, view(2, true), dead(3, true, 29)]).is_empty());
         // One dead voter of three: two live voters are a quorum of two.
         assert_eq!(
-            servers_to_remove(&c, &[leader, view(2, true), dead(3, true, 30)]),
+            remove(&c, &[leader, view(2, true), dead(3, true, 30)]),
             ids(&[3])
         );
         // Dead learners go regardless of quorum.
         assert_eq!(
-            servers_to_remove(
+            remove(
                 &c,
                 &[
                     leader,
@@ -669,7 +682,7 @@ mod tests {
             dead(4, true, 40),
             dead(5, true, 90),
         ];
-        assert_eq!(servers_to_remove(&c, &five), ids(&[4, 5]));
+        assert_eq!(remove(&c, &five), ids(&[4, 5]));
         // Three dead of five: the live two are no quorum of any smaller configuration that
         // keeps a minority removal.
         let five = [
@@ -679,16 +692,16 @@ mod tests {
             dead(4, true, 50),
             dead(5, true, 90),
         ];
-        assert!(servers_to_remove(&c, &five).is_empty());
+        assert!(remove(&c, &five).is_empty());
         // Two voters, one dead: a minority of two is zero servers.
-        assert!(servers_to_remove(&c, &[leader, dead(2, true, 100)]).is_empty());
+        assert!(remove(&c, &[leader, dead(2, true, 100)]).is_empty());
         // MinQuorum: never below it.
         let three = [leader, view(2, true), dead(3, true, 100)];
         let keep3 = AutopilotConfig {
             min_quorum: 3,
             ..cfg()
         };
-        assert!(servers_to_remove(&keep3, &three).is_empty());
+        assert!(remove(&keep3, &three).is_empty());
         let five = [
             leader,
             view(2, true),
@@ -700,13 +713,13 @@ mod tests {
             min_quorum: 4,
             ..cfg()
         };
-        assert_eq!(servers_to_remove(&keep4, &five), ids(&[5]));
+        assert_eq!(remove(&keep4, &five), ids(&[5]));
         // Disabled.
         let off = AutopilotConfig {
             cleanup_dead_servers: false,
             ..cfg()
         };
-        assert!(servers_to_remove(&off, &five).is_empty());
+        assert!(remove(&off, &five).is_empty());
     }
 
     #[test]
@@ -716,5 +729,144 @@ mod tests {
         assert_eq!(rfc3339_utc(t), "2023-11-14T22:13:21Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(rfc3339_utc(leap), "2000-02-29T00:00:00Z");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod cluster_tests {
+    use super::*;
+    use crate::config::ServerConfig;
+    use crate::query::write::Proposer;
+    use crate::raft::membership::membership_router;
+    use crate::raft::raft_router;
+    use openraft::ServerState;
+
+    struct TestNode {
+        handle: RaftHandle,
+        server: tokio::task::JoinHandle<()>,
+    }
+
+    async fn node(name: &str) -> TestNode {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut cfg = ServerConfig::dev(name);
+        cfg.dev = false;
+        cfg.data_dir = None;
+        cfg.bootstrap_expect = 3;
+        cfg.server_port = listener.local_addr().unwrap().port();
+        let handle = RaftHandle::start(&cfg, Arc::new(Store::new()))
+            .await
+            .unwrap();
+        let app = raft_router(handle.clone()).merge(membership_router(handle.clone()));
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        TestNode { handle, server }
+    }
+
+    async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn learners_are_promoted_and_a_dead_voter_removed() {
+        let nodes = vec![node("a0").await, node("a1").await, node("a2").await];
+        let leader = nodes[0].handle.clone();
+        leader
+            .raft()
+            .initialize(BTreeMap::from([(leader.node_id(), leader.node().clone())]))
+            .await
+            .unwrap();
+        leader
+            .raft()
+            .wait(Some(Duration::from_secs(10)))
+            .state(ServerState::Leader, "bootstrap leader")
+            .await
+            .unwrap();
+        let store = leader.store().clone();
+        let proposer: Arc<dyn Proposer> = Arc::new(leader.clone());
+        let seed = AutopilotConfig {
+            server_stabilization_time: Duration::from_secs(1),
+            last_contact_threshold: Duration::from_secs(1),
+            ..AutopilotConfig::default()
+        };
+        let ap = Arc::new(Autopilot {
+            raft: leader.clone(),
+            store: store.clone(),
+            writer: Writer::new(proposer),
+            seed,
+            dead_min: Duration::from_secs(3),
+            servers: Mutex::new(BTreeMap::new()),
+        });
+        tokio::spawn(run(ap.clone(), crate::leader::leadership(&leader)));
+
+        // The configured values are stored once the leader runs autopilot.
+        wait_for("the stored configuration", Duration::from_secs(10), || {
+            store.read().autopilot.is_some()
+        })
+        .await;
+        assert_eq!(
+            ap.config().server_stabilization_time,
+            Duration::from_secs(1)
+        );
+
+        for n in &nodes[1..] {
+            leader
+                .add_learner(n.handle.node_id(), n.handle.node().clone())
+                .await
+                .unwrap();
+        }
+        let health = ap.health().await.unwrap();
+        assert_eq!(health.servers.len(), 3);
+        assert_eq!(health.servers.iter().filter(|s| s.voter).count(), 1);
+
+        // Both learners become voters after a second of stable health.
+        wait_for("promotion", Duration::from_secs(15), || {
+            leader.configuration().voters().count() == 3
+        })
+        .await;
+        let health = ap.health().await.unwrap();
+        assert!(health.healthy, "{health:?}");
+        assert_eq!(health.failure_tolerance, 1);
+        assert!(health.servers.iter().all(|s| s.serf_status == "alive"));
+        assert_eq!(health.servers.iter().filter(|s| s.leader).count(), 1);
+
+        // A voter that dies is reported, then removed once dead long enough.
+        let dead = &nodes[2];
+        dead.handle.shutdown().await;
+        dead.server.abort();
+        let dead_id = dead.handle.node_id().to_string();
+        let mut saw_failed = false;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let cfg = leader.configuration();
+            if cfg.get(dead.handle.node_id()).is_none() {
+                break;
+            }
+            if let Ok(h) = ap.health().await {
+                if let Some(s) = h.servers.iter().find(|s| s.id == dead_id) {
+                    if !s.healthy && s.serf_status == "failed" {
+                        saw_failed = true;
+                        assert!(!h.healthy);
+                        assert_eq!(h.failure_tolerance, 0);
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "dead voter not removed");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(saw_failed, "the dead server was reported unhealthy first");
+        assert_eq!(leader.configuration().voters().count(), 2);
+        // Two voters, both alive: no further removal, and the cluster still commits.
+        leader.write(Command::Noop).await.unwrap();
+
+        for n in &nodes {
+            n.handle.shutdown().await;
+            n.server.abort();
+        }
     }
 }
