@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -49,18 +49,7 @@ pub fn parse_url(url: &str) -> Result<(SocketAddr, String)> {
 /// One response, body fully read.
 pub struct Resp {
     pub status: StatusCode,
-    pub headers: HeaderMap,
     pub body: Bytes,
-}
-
-impl Resp {
-    /// The `X-Consul-Index` header.
-    pub fn consul_index(&self) -> Option<u64> {
-        self.headers
-            .get("x-consul-index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-    }
 }
 
 async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
@@ -134,7 +123,6 @@ impl Pool {
         self.idle.lock().push(tx);
         Ok(Resp {
             status: parts.status,
-            headers: parts.headers,
             body,
         })
     }
