@@ -57,15 +57,28 @@ pub(super) async fn get(
         }
         return json(&keys, Some(&meta), opts.pretty);
     }
+    let store = s.reader.store();
+    let cache = &s.cache;
     if opts.get("recurse").is_some() {
         let watch = [WatchKey::KvPrefix(key.clone())];
+        let cache_key = format!("kv-recurse\0{key}\0{}", opts.pretty);
         let (body, meta) = s
             .reader
             .blocking(&opts, &watch, |db| {
+                let index = db.kv_prefix_index(&key);
+                let generation = store.generation();
+                if let Some(hit) = cache.get(&cache_key, generation, index) {
+                    return (Some(Ok(hit)), index);
+                }
                 let items: Vec<KvPairOut> = db.kv_prefix(&key).map(KvPairOut::from).collect();
-                let body =
-                    (!items.is_empty()).then(|| super::respond::json_bytes(&items, opts.pretty));
-                (body, db.kv_prefix_index(&key))
+                if items.is_empty() {
+                    return (None, index);
+                }
+                let body = super::respond::json_bytes(&items, opts.pretty).map(Bytes::from);
+                if let Ok(b) = &body {
+                    cache.put(cache_key.clone(), generation, index, b.clone());
+                }
+                (Some(body), index)
             })
             .await?;
         return match body {
@@ -78,16 +91,27 @@ pub(super) async fn get(
     }
     let watch = [WatchKey::KvKey(key.clone())];
     let raw = opts.get("raw").is_some();
+    // The watchers a write wakes all ask for the same (key, index): the first one encodes
+    // the answer, the others get the same bytes.
+    let cache_key = format!("kv\0{key}\0{}", opts.pretty);
     let (found, meta) = s
         .reader
         .blocking(&opts, &watch, |db| match db.kvs.get(&key) {
             Some(e) => {
-                let body = if raw {
-                    Ok(e.value.clone())
-                } else {
-                    super::respond::json_bytes(&[KvPairOut::from(e)], opts.pretty)
-                };
-                (Some(body), e.index.modify_index)
+                let index = e.index.modify_index;
+                if raw {
+                    return (Some(Ok(Bytes::from(e.value.clone()))), index);
+                }
+                let generation = store.generation();
+                if let Some(hit) = cache.get(&cache_key, generation, index) {
+                    return (Some(Ok(hit)), index);
+                }
+                let body =
+                    super::respond::json_bytes(&[KvPairOut::from(e)], opts.pretty).map(Bytes::from);
+                if let Ok(b) = &body {
+                    cache.put(cache_key.clone(), generation, index, b.clone());
+                }
+                (Some(body), index)
             }
             None => (None, db.table(crate::state::Table::Kvs)),
         })
