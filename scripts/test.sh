@@ -63,6 +63,8 @@ install_system_packages() {
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     command -v ss >/dev/null 2>&1 || missing+=(iproute2)
     command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+    # Network partitions in the cluster tests (iptables rules on loopback).
+    command -v iptables >/dev/null 2>&1 || missing+=(iptables)
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
         missing+=(python3-venv)
     fi
