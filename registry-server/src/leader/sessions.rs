@@ -214,14 +214,9 @@ pub async fn run(
         if !*leader.borrow() {
             continue;
         }
-        let sessions: Vec<(String, Duration)> = store
-            .read()
-            .sessions
-            .values()
-            .filter_map(|s| session_ttl(s).map(|ttl| (s.id.clone(), ttl)))
-            .collect();
-        tracing::debug!(count = sessions.len(), "session timers armed");
-        timers.activate(sessions);
+        let mut replaced = store.generation_changes();
+        replaced.borrow_and_update();
+        arm_all(&timers, &store);
 
         // Lead: fire timers until leadership is lost.
         loop {
@@ -237,6 +232,15 @@ pub async fn run(
                     }
                 }
                 _ = timers.wake.notified() => {}
+                r = replaced.changed() => {
+                    // The whole state was replaced (a restore, on any server): the
+                    // sessions are those of the new state, each with a fresh TTL.
+                    timers.deactivate();
+                    if r.is_err() {
+                        return;
+                    }
+                    arm_all(&timers, &store);
+                }
                 _ = sleep_until(next) => {
                     for id in timers.pop_expired(Instant::now()) {
                         if !store.read().sessions.contains_key(&id) {
@@ -248,6 +252,18 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Arms a timer for every session of the store that has a TTL.
+fn arm_all(timers: &SessionTimers, store: &Store) {
+    let sessions: Vec<(String, Duration)> = store
+        .read()
+        .sessions
+        .values()
+        .filter_map(|s| session_ttl(s).map(|ttl| (s.id.clone(), ttl)))
+        .collect();
+    tracing::debug!(count = sessions.len(), "session timers armed");
+    timers.activate(sessions);
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -103,7 +103,9 @@ pub fn raft_config(cfg: &ServerConfig) -> Result<openraft::Config, ServerError> 
         election_timeout_min: 1000,
         election_timeout_max: 2000,
         install_snapshot_timeout: 10_000,
-        max_payload_entries: 512,
+        // Bounded so one AppendEntries (batches of up to 1 MiB each) is sent and flushed
+        // well within openraft's per-RPC timeout, the heartbeat interval.
+        max_payload_entries: 64,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.raft_snapshot_threshold.max(1)),
         max_in_snapshot_log_to_keep: cfg.raft_trailing_logs,
         // Purge once this many entries are purgeable: at most once per snapshot.
@@ -613,9 +615,8 @@ async fn lease_loop(inner: Weak<Inner>) {
             None => {
                 // Wait to become leader; look again now and then (membership may change).
                 let became = metrics.wait_for(|m| m.state == ServerState::Leader);
-                match tokio::time::timeout(LEASE_CHECK * 4, became).await {
-                    Ok(Err(_)) => return,
-                    Ok(Ok(_)) | Err(_) => {}
+                if let Ok(Err(_)) = tokio::time::timeout(LEASE_CHECK * 4, became).await {
+                    return;
                 }
             }
         }

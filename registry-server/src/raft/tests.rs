@@ -305,7 +305,14 @@ async fn cluster_node(name: &str, dir: &Path) -> TestNode {
     cfg.raft_trailing_logs = 5;
     let store = Arc::new(Store::new());
     let handle = RaftHandle::start(&cfg, Arc::clone(&store)).await.unwrap();
-    let app = raft_router(handle.clone());
+    let cluster = crate::cluster::Cluster::new(
+        handle.clone(),
+        Arc::new(cfg),
+        Arc::clone(&store),
+        Arc::new(crate::leader::sessions::SessionTimers::new()),
+    )
+    .unwrap();
+    let app = raft_router(handle.clone()).merge(crate::cluster::rpc::cluster_router(cluster));
     let server = tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
@@ -359,10 +366,8 @@ async fn three_nodes_replicate_over_http() {
     for t in tasks {
         t.await.unwrap();
     }
-    assert!(matches!(
-        follower.handle.write(Command::Noop).await,
-        Err(ServerError::NoLeader)
-    ));
+    // A follower forwards its writes to the leader.
+    follower.handle.write(kv_set(200)).await.unwrap();
     let applied = leader.handle.metrics().borrow().last_applied.unwrap().index;
     for n in &nodes {
         n.handle
@@ -375,13 +380,16 @@ async fn three_nodes_replicate_over_http() {
         assert_eq!(n.handle.peers().len(), 3);
         assert_eq!(n.handle.leader().map(|(id, _)| id), Some(leader_id));
     }
-    assert_eq!(leader.store.read().kvs.len(), 200);
+    assert_eq!(leader.store.read().kvs.len(), 201);
     assert!(follower.handle.known_leader());
     assert!(!follower.handle.is_leader());
     assert!(follower.handle.last_contact_ms() < 1000);
     assert_eq!(leader.handle.last_contact_ms(), 0);
     follower.handle.ensure_linearizable().await.unwrap_err();
     leader.handle.ensure_linearizable().await.unwrap();
+    // Read barriers: a follower catches up with the leader through it.
+    follower.handle.read_barrier(false).await.unwrap();
+    follower.handle.read_barrier(true).await.unwrap();
 
     // A new node far behind the purged log gets the state by snapshot.
     let m = leader.handle.metrics().borrow().clone();

@@ -180,6 +180,12 @@ impl Store {
         *self.abandon.borrow()
     }
 
+    /// A channel that changes whenever the whole state is replaced (snapshot install or
+    /// restore).
+    pub fn generation_changes(&self) -> tokio_watch::Receiver<u64> {
+        self.abandon.subscribe()
+    }
+
     /// Subscribes to changes of `keys` plus the abandon signal. Subscribe *before* reading,
     /// so that a change between the read and the wait is not missed.
     pub fn watch(&self, keys: &[WatchKey]) -> WatchSet {
