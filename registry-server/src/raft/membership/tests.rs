@@ -151,10 +151,28 @@ async fn learners_are_promoted_then_removed_and_leadership_moves() {
     assert!(!stats.leader);
     assert!(stats.last_index >= last);
 
-    // Transfer to a named voter.
+    // A follower forwards to the leader: the configuration with every log position...
+    let via = follower
+        .call_leader_op::<(), RaftConfiguration>(CONFIGURATION_PATH, None)
+        .await
+        .unwrap();
+    assert_eq!(via.voters().count(), 3);
+    assert!(via.servers.iter().all(|s| s.last_index >= last), "{via:?}");
+    assert!(via.get(nodes[0].id()).unwrap().leader);
+    // ...and errors keep their kind.
+    let err = follower
+        .call_leader_op::<PeerRef, NodeId>(REMOVE_PEER_PATH, Some(&PeerRef::Id("7".into())))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServerError::NotFound(_)), "{err:?}");
+
+    // Transfer to a named voter, asked through a follower.
     let target = nodes[2].id();
-    let new = leader
-        .transfer_leader(Some(&target.to_string()))
+    let req = TransferRequest {
+        id: Some(target.to_string()),
+    };
+    let new = follower
+        .call_leader_op::<TransferRequest, NodeId>(TRANSFER_LEADER_PATH, Some(&req))
         .await
         .unwrap();
     assert_eq!(new, target);
