@@ -71,6 +71,12 @@ pub const ELECT_RETRY: Duration = Duration::from_millis(400);
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a stats call may take before the server counts as unreachable.
 pub const STATS_TIMEOUT: Duration = Duration::from_millis(900);
+/// How long the stats endpoint waits for the next contact from the leader, so that the
+/// last contact it reports does not depend on where in the heartbeat interval (150 ms) the
+/// question falls.
+pub const STATS_FRESH_WAIT: Duration = Duration::from_millis(400);
+/// A last contact this recent needs no waiting.
+const FRESH_CONTACT_MS: u64 = 30;
 
 /// One server of the Raft configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,6 +318,24 @@ impl RaftHandle {
             last_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.as_ref().map_or(0, |l| l.index),
             leader: m.state == ServerState::Leader && m.current_leader == Some(self.node_id()),
+        }
+    }
+
+    /// This server's statistics, taken just after its next contact with the leader when one
+    /// comes within [`STATS_FRESH_WAIT`] (what the stats endpoint answers): a follower that
+    /// hears from the leader every heartbeat reports a last contact of a few milliseconds, one
+    /// cut off from it reports the real, growing figure.
+    pub async fn fresh_stats(&self) -> ServerStats {
+        let deadline = tokio::time::Instant::now() + STATS_FRESH_WAIT;
+        loop {
+            let s = self.stats();
+            if s.leader
+                || s.last_contact_ms <= FRESH_CONTACT_MS
+                || tokio::time::Instant::now() >= deadline
+            {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -618,7 +642,7 @@ fn reply<T>(res: Result<T, ServerError>) -> Json<OpResult<T>> {
 }
 
 async fn stats(State(h): State<RaftHandle>) -> Json<OpResult<ServerStats>> {
-    reply(Ok(h.stats()))
+    reply(Ok(h.fresh_stats().await))
 }
 
 async fn configuration(State(h): State<RaftHandle>) -> Json<OpResult<RaftConfiguration>> {
