@@ -40,6 +40,8 @@ const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
 const PEER_EXPIRY: Duration = Duration::from_secs(15);
 /// A peer's report counts for the bootstrap agreement only while this fresh.
 const REPORT_FRESH: Duration = Duration::from_secs(3);
+/// How often a server in a membership checks that the leader still lists it.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a membership change asked of the leader may take.
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -487,16 +489,60 @@ impl Cluster {
             return;
         }
         let mut attempt: u64 = 0;
+        let mut joined = false;
         loop {
             if self.in_membership() {
-                if attempt > 0 {
+                if !joined && attempt > 0 {
                     tracing::info!("joined the cluster");
                 }
-                return;
+                joined = true;
+                self.reconcile().await;
+                tokio::time::sleep(RECONCILE_INTERVAL).await;
+                continue;
             }
             attempt += 1;
             self.discovery_round(attempt).await;
             tokio::time::sleep(DISCOVERY_INTERVAL).await;
+        }
+    }
+
+    /// A server removed while it was down (by autopilot or `remove-peer`) still finds itself
+    /// in the membership of its own log, and the leader no longer talks to it. Asks the
+    /// servers it knows; when the leader's own membership lacks this server, asks to join
+    /// again, as Consul's leader re-adds a returning server.
+    async fn reconcile(&self) {
+        let me = self.raft.node_id();
+        let mut targets: BTreeSet<String> = self.config.retry_join.iter().cloned().collect();
+        {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            if m.current_leader.is_some() && m.current_leader != Some(me) {
+                // Followed by a leader: in the cluster.
+                if self.raft.last_contact_ms() < 5_000 {
+                    return;
+                }
+            }
+            if m.current_leader == Some(me) {
+                return;
+            }
+            for (id, n) in m.membership_config.membership().nodes() {
+                if *id != me {
+                    targets.insert(n.raft_addr.clone());
+                }
+            }
+        }
+        for t in &targets {
+            let Ok(info) = self.contact(t).await else {
+                continue;
+            };
+            let leads = info.leader.as_ref().is_some_and(|(id, _)| *id == info.id);
+            if leads && !info.members.contains(&me) {
+                tracing::info!(leader = %info.node, "the cluster no longer lists this server; asking to join again");
+                if let Err(e) = self.ask_to_join(&info).await {
+                    tracing::info!(error = %e, "join request failed; retrying");
+                }
+                return;
+            }
         }
     }
 
