@@ -42,6 +42,9 @@ impl RaftStatus for RaftHandle {
     fn serves_reads(&self) -> bool {
         self.serving_leader()
     }
+    fn term(&self) -> u64 {
+        self.metrics().borrow().current_term
+    }
     fn read_barrier(&self, consistent: bool) -> BoxFuture<'_, Result<(), ServerError>> {
         Box::pin(RaftHandle::read_barrier(self, consistent))
     }

@@ -68,7 +68,7 @@ pub(super) async fn save(State(s): State<AppState>, RawQuery(q): RawQuery) -> Ap
         .once(&opts, |db| ((db.encode(), db.index), db.index))
         .await?;
     let state = state?;
-    let archive_meta = Meta::for_state(index, 0, &state);
+    let archive_meta = Meta::for_state(index, s.raft.term(), &state);
     tracing::info!(
         index,
         bytes = state.len(),

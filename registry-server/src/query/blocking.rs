@@ -27,6 +27,10 @@ pub trait RaftStatus: Send + Sync + 'static {
     fn peers(&self) -> Vec<String>;
     /// Confirms leadership with a quorum (for `?consistent`).
     fn ensure_linearizable(&self) -> BoxFuture<'_, Result<(), ServerError>>;
+    /// The current Raft term (0 when unknown).
+    fn term(&self) -> u64 {
+        0
+    }
     /// Whether this server may answer a default-consistency read from its own store right
     /// now without asking anyone (it leads, with a valid lease).
     fn serves_reads(&self) -> bool {
