@@ -232,10 +232,11 @@ impl RegistryStateMachine {
     }
 }
 
-/// Builds one snapshot from a copy of the state taken when it was created.
+/// Builds one snapshot from the state encoded when it was created.
 #[derive(Debug)]
 pub struct RegistrySnapshotBuilder {
-    db: Option<Db>,
+    /// [`Db::encode`] of the state, taken once.
+    data: Option<Result<Vec<u8>, ServerError>>,
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
     snapshots: Arc<SnapshotStore>,
@@ -244,7 +245,10 @@ pub struct RegistrySnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for RegistrySnapshotBuilder {
     #[tracing::instrument(level = "info", skip_all, fields(last_applied = ?self.last_applied))]
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let db = self.db.take().unwrap_or_default();
+        let data = self
+            .data
+            .take()
+            .unwrap_or_else(|| Err(ServerError::Snapshot("snapshot already built".into())));
         let snapshot_id = match &self.last_applied {
             Some(l) => format!(
                 "{}-{}-{}",
@@ -262,8 +266,7 @@ impl RaftSnapshotBuilder<TypeConfig> for RegistrySnapshotBuilder {
         let snapshots = Arc::clone(&self.snapshots);
         let m = meta.clone();
         let data = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, AnyError> {
-            let data = db.encode().map_err(|e| AnyError::new(&e))?;
-            drop(db);
+            let data = data.map_err(|e| AnyError::new(&e))?;
             snapshots.save(&m, &data)?;
             Ok(data)
         })
@@ -326,10 +329,13 @@ impl RaftStateMachine<TypeConfig> for RegistryStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        // A consistent copy: apply() runs on this same task, so nothing changes meanwhile.
-        let db = self.store.read().clone();
+        // Encoded here rather than cloned for later: apply() runs on this same task, so
+        // nothing changes meanwhile, and a deep copy of the whole state would double the
+        // memory the state takes for as long as the snapshot is being built (and, freed,
+        // mostly stay in the allocator's arenas).
+        let data = self.store.read().encode();
         RegistrySnapshotBuilder {
-            db: Some(db),
+            data: Some(data),
             last_applied: self.last_applied,
             last_membership: self.last_membership.clone(),
             snapshots: Arc::clone(&self.snapshots),
