@@ -618,12 +618,18 @@ impl TestCluster {
         }
         let cgroup = if self.opts.partitionable {
             let root = cgroup2_root().ok_or_else(|| anyhow!("no cgroup2 hierarchy"))?;
-            let cg = root.join(format!(
+            let name = format!(
                 "registry-test-{}-{}-{}",
                 self.block.a,
                 self.block.b,
                 index + 1
-            ));
+            );
+            // A test killed before its cleanup may have left rules for this name behind.
+            remove_partition_rules(|path| path == name);
+            let cg = root.join(&name);
+            if cg.exists() {
+                let _ = std::fs::remove_dir(&cg);
+            }
             std::fs::create_dir_all(&cg)
                 .with_context(|| format!("creating cgroup {}", cg.display()))?;
             Some(cg)
@@ -901,7 +907,7 @@ impl TestCluster {
                 "-m".into(),
                 "comment".into(),
                 "--comment".into(),
-                "registry-test-partition".into(),
+                RULE_COMMENT.into(),
                 "-j".into(),
                 "DROP".into(),
             ];
@@ -1039,8 +1045,40 @@ pub fn partition_support() -> Result<()> {
         .map_err(|e| anyhow!(e))
 }
 
+/// Comment on every rule [`TestCluster::partition`] adds.
+const RULE_COMMENT: &str = "registry-test-partition";
+
+/// Deletes the partition rules (ours, by comment) whose cgroup path `stale` selects.
+fn remove_partition_rules(stale: impl Fn(&str) -> bool) {
+    let Ok(out) = Command::new("iptables")
+        .args(["-w", "-S", "OUTPUT"])
+        .stdin(Stdio::null())
+        .output()
+    else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if !words.contains(&RULE_COMMENT) || words.first() != Some(&"-A") {
+            continue;
+        }
+        let path = words
+            .iter()
+            .position(|w| *w == "--path")
+            .and_then(|i| words.get(i + 1))
+            .copied()
+            .unwrap_or_default();
+        if stale(path) {
+            let rule: Vec<String> = words[1..].iter().map(|w| w.to_string()).collect();
+            let _ = iptables("-D", &rule);
+        }
+    }
+}
+
 fn check_partition_support() -> Result<()> {
     let root = cgroup2_root().ok_or_else(|| anyhow!("no cgroup2 hierarchy is mounted"))?;
+    // Rules of tests that were killed before they could clean up, for cgroups now gone.
+    remove_partition_rules(|path| !root.join(path).exists());
     let probe = root.join(format!("registry-test-probe-{}", std::process::id()));
     std::fs::create_dir_all(&probe)
         .with_context(|| format!("cannot create a cgroup under {}", root.display()))?;
