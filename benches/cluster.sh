@@ -3,7 +3,7 @@
 # fsync on) next to a 3-member etcd cluster (Debian etcd-server, fsync on: its default), same
 # load generator, same client counts, same run. Each figure is printed next to its anchor.
 #
-#   bash benches/cluster.sh          # everything, ~6 minutes on the 2-vCPU machine
+#   bash benches/cluster.sh          # everything, ~17 minutes on the 2-vCPU machine
 #
 # Figures: KV PUT/s at 64 and 256 clients (to each cluster's leader) with server CPU-µs per
 # replicated PUT summed over the three servers; PUT latency p50/p99 with 1 client; default
@@ -16,7 +16,7 @@
 #   BENCH_DURATION=10     measured seconds per throughput figure (plus 1 s warm-up)
 #   BENCH_ONLY="put get snap"   subset of sections
 #   BENCH_SNAP_MB=1000    state size for the snapshot figure (values of 16,000 bytes)
-#   BENCH_SNAP_WRITE_SECS seconds of writing that state (default: keys / 400 + 10)
+#   BENCH_SNAP_WRITE_SECS seconds of writing that state (default: keys / 300 + 10)
 #   BENCH_NET=127.0.90    the registry servers listen on $BENCH_NET.1-4 (default ports)
 #   BENCH_OUT=FILE        also copy the raw JSON lines there
 #   BENCH_KEEP=1          keep the temp dir (logs, data dirs)
@@ -273,7 +273,7 @@ if has snap; then
     # (openraft gives one 150 ms, whatever it carries; see docs/performance.md).
     VAL=16000
     KEYS=$(( SNAP_MB * 1000000 / VAL ))
-    SNAP_SECS=${BENCH_SNAP_WRITE_SECS:-$(( KEYS / 400 + 10 ))}
+    SNAP_SECS=${BENCH_SNAP_WRITE_SECS:-$(( KEYS / 300 + 10 ))}
     log "snapshot install on a new server: $KEYS keys x $VAL B = ~$SNAP_MB MB of state"
     free -m >&2
     # Snapshots every 8,192 entries keeping 1,024 before them: the new server cannot be sent
