@@ -739,15 +739,26 @@ impl SledLogStore {
             (None, _) | (Some(_), None) => true,
             // A gap: a segment's records are consecutive, so a new one starts here.
             (Some(_), Some(next)) if next != first_index => true,
+            // An empty segment made for other entries (a crash right after a roll).
+            (Some((seg, 0)), Some(_)) if seg.first != first_index => true,
             (Some((_, len)), Some(_)) => *len > 0 && *len + buf.len() as u64 > SEGMENT_BYTES,
         };
         if roll {
-            if let Some((old, len)) = &self.active {
+            match &self.active {
+                // A segment that never got a record goes (it would otherwise claim the log
+                // indexes from its name on).
+                Some((old, 0)) => {
+                    self.shared.index.write().segments.remove(&old.first);
+                    std::fs::remove_file(&old.path)?;
+                }
                 // Entries of a closed segment must be durable before the next segment's are
                 // reported flushed (the flusher syncs only the segment it is handed). A
                 // closed segment keeps only its records.
-                old.file.set_len(*len)?;
-                old.file.sync_all()?;
+                Some((old, len)) => {
+                    old.file.set_len(*len)?;
+                    old.file.sync_all()?;
+                }
+                None => {}
             }
             let seg = Arc::new(Segment::create(&self.shared.dir, first_index)?);
             self.shared
@@ -1200,6 +1211,25 @@ mod tests {
             .unwrap();
         assert_eq!(log.shared.index.read().segments.len(), 1);
         assert_eq!(indexes(&log, ..), vec![21]);
+    }
+
+    #[test]
+    fn an_empty_segment_left_by_a_crash_after_a_roll_is_not_written_into() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut log = open(dir.path());
+        put(&mut log, (1..=3).map(|i| entry(1, i)).collect());
+        let wal = log.shared.dir.clone();
+        close(log);
+        // The roll to a segment for entry 10 happened, the append did not.
+        Segment::create(&wal, 10).unwrap();
+        let mut log = open(dir.path());
+        assert_eq!(indexes(&log, ..), vec![1, 2, 3]);
+        put(&mut log, (4..=12).map(|i| entry(1, i)).collect());
+        assert_eq!(indexes(&log, 9..), vec![9, 10, 11, 12]);
+        close(log);
+        let log = open(dir.path());
+        assert_eq!(indexes(&log, ..), (1..=12).collect::<Vec<_>>());
+        assert!(!wal.join(format!("{:020}.{SEGMENT_EXT}", 10)).exists());
     }
 
     #[test]
