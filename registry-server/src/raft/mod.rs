@@ -60,6 +60,10 @@ const LEASE_CHECK: Duration = Duration::from_millis(250);
 /// How long a quorum acknowledgement lets the leader serve without asking again: below the
 /// election timeout, so no other leader can have been elected meanwhile.
 const LEASE: Duration = Duration::from_millis(900);
+/// A follower that has not heard from its leader for this long says no leader is known.
+const KNOWN_LEADER_CONTACT_MS: u64 = 3_000;
+/// How long past its lease a leader waits for a write to commit before giving it up.
+const LEASE_GRACE: Duration = Duration::from_secs(2);
 
 /// A running Raft node. Cheap to clone; all clones drive the same node.
 #[derive(Clone)]
@@ -297,10 +301,19 @@ impl RaftHandle {
     ) -> Result<Option<Resp>, ServerError> {
         let deadline = tokio::time::Instant::now() + LEADER_HOLD;
         loop {
-            let Some(leader) = self.leader_target(deadline).await? else {
+            let Some((leader_id, leader)) = self.leader_target(deadline).await? else {
                 return Ok(None);
             };
-            match self.inner.forward.call(&leader.raft_addr, path, req).await {
+            // A leader cut off mid-call never answers; once another election starts the
+            // outcome is unknown, and the caller is told so rather than left waiting.
+            let call = self.inner.forward.call(&leader.raft_addr, path, req);
+            let res = tokio::select! {
+                r = call => r,
+                () = self.leader_changed(leader_id) => Err(forward::ForwardError::Failed(
+                    "leadership changed while the request was with the leader; its outcome is unknown".into(),
+                )),
+            };
+            match res {
                 Ok(resp) => return Ok(Some(resp)),
                 Err(forward::ForwardError::NotSent(e)) => {
                     tracing::debug!(leader = %leader, error = %e, "leader unreachable; retrying");
@@ -320,7 +333,14 @@ impl RaftHandle {
         if !self.serving_leader() {
             return Err(ServerError::NoLeader);
         }
-        match tokio::time::timeout(COMMIT_TIMEOUT, self.inner.raft.client_write(cmds)).await {
+        let write = tokio::time::timeout(COMMIT_TIMEOUT, self.inner.raft.client_write(cmds));
+        let res = tokio::select! {
+            r = write => r,
+            () = self.leadership_lost() => {
+                return Err(ServerError::Raft("leadership lost while committing log".into()));
+            }
+        };
+        match res {
             Ok(Ok(resp)) => Ok(resp.data),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
                 Err(ServerError::NoLeader)
@@ -329,6 +349,37 @@ impl RaftHandle {
             Err(_) => Err(ServerError::Raft(
                 "timed out waiting for the write to commit".into(),
             )),
+        }
+    }
+
+    /// Resolves once the leader this node knows is no longer `from` (an election started or
+    /// another node won).
+    async fn leader_changed(&self, from: NodeId) {
+        let mut metrics = self.inner.metrics.clone();
+        if metrics
+            .wait_for(|m| m.current_leader != Some(from))
+            .await
+            .is_err()
+        {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Resolves once this node stops leading, or has gone without a quorum's acknowledgement
+    /// for well past its lease (cut off from the cluster).
+    async fn leadership_lost(&self) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if !self.is_leader() {
+                return;
+            }
+            if !self.sole_voter() {
+                let until = self.inner.lease_until.load(Ordering::Acquire);
+                let grace = u64::try_from(LEASE_GRACE.as_millis()).unwrap_or(0);
+                if self.now_ms() > until + grace {
+                    return;
+                }
+            }
         }
     }
 
@@ -347,7 +398,7 @@ impl RaftHandle {
     async fn leader_target(
         &self,
         deadline: tokio::time::Instant,
-    ) -> Result<Option<RegistryNode>, ServerError> {
+    ) -> Result<Option<(NodeId, RegistryNode)>, ServerError> {
         let mut metrics = self.inner.metrics.clone();
         loop {
             if self.serving_leader() {
@@ -356,9 +407,11 @@ impl RaftHandle {
             let remote = {
                 let m = metrics.borrow_and_update();
                 match m.current_leader {
-                    Some(id) if id != self.inner.id => {
-                        m.membership_config.membership().get_node(&id).cloned()
-                    }
+                    Some(id) if id != self.inner.id => m
+                        .membership_config
+                        .membership()
+                        .get_node(&id)
+                        .map(|n| (id, n.clone())),
                     _ => None,
                 }
             };
@@ -481,8 +534,13 @@ impl RaftHandle {
         if self.is_leader() {
             return self.serving_leader();
         }
-        let m = self.inner.metrics.borrow();
-        matches!(m.current_leader, Some(id) if id != self.inner.id)
+        let followed = {
+            let m = self.inner.metrics.borrow();
+            matches!(m.current_leader, Some(id) if id != self.inner.id)
+        };
+        // openraft names the old leader until this node starts an election; a leader not
+        // heard from for longer than the election timeout is not known to be one.
+        followed && self.last_contact_ms() <= KNOWN_LEADER_CONTACT_MS
     }
 
     /// Milliseconds since a leader was last heard from: 0 on the leader; since startup when

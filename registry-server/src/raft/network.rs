@@ -38,6 +38,8 @@ pub const SNAPSHOT_PATH: &str = "/v1/internal/raft/snapshot";
 /// other entries.
 const MAX_BODY: usize = 512 * 1024 * 1024;
 const CONTENT_TYPE: &str = "application/x-postcard";
+/// Most bytes of log entries in one AppendEntries, unless a single entry is larger.
+const MAX_APPEND_BYTES: usize = 4 * 1024 * 1024;
 
 /// Creates a connection per peer; all share one HTTP client and its connection pool.
 #[derive(Debug, Clone)]
@@ -94,6 +96,19 @@ impl HttpConnection {
     {
         let body =
             postcard::to_stdvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send(path, body, option).await
+    }
+
+    async fn send<Resp, E>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, RegistryNode, E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let resp = self
             .client
             .post(format!("{}{path}", self.base))
@@ -139,7 +154,29 @@ impl RaftNetwork<TypeConfig> for HttpConnection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, RegistryNode, RaftError<NodeId>>>
     {
-        self.call(APPEND_PATH, &rpc, &option).await
+        // openraft gives every AppendEntries one heartbeat interval, whatever it carries: send
+        // only as many entries as fit in MAX_APPEND_BYTES and report the rest as not yet
+        // matched (the follower commits no further than what it accepted).
+        let mut rpc = rpc;
+        let encode = |r: &AppendEntriesRequest<TypeConfig>| {
+            postcard::to_stdvec(r).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+        };
+        let mut body = encode(&rpc)?;
+        let mut truncated = false;
+        while body.len() > MAX_APPEND_BYTES && rpc.entries.len() > 1 {
+            let keep = rpc.entries.len() / 2;
+            rpc.entries.truncate(keep);
+            truncated = true;
+            body = encode(&rpc)?;
+        }
+        let last = rpc.entries.last().map(|e| e.log_id);
+        let resp = self.send(APPEND_PATH, body, &option).await?;
+        Ok(match resp {
+            AppendEntriesResponse::Success if truncated => {
+                AppendEntriesResponse::PartialSuccess(last)
+            }
+            other => other,
+        })
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(target = self.target))]

@@ -200,8 +200,14 @@ impl Store {
     /// Replaces the whole state (snapshot install or restore) and wakes every watcher.
     pub fn replace(&self, db: Db) {
         let index = db.index;
-        *self.db.write() = db;
-        self.abandon.send_modify(|v| *v += 1);
+        {
+            // The generation moves while the write lock is held, so a reader holding the
+            // read lock sees the state and its generation together (answer caches key on
+            // both).
+            let mut guard = self.db.write();
+            *guard = db;
+            self.abandon.send_modify(|v| *v += 1);
+        }
         self.watches.notify_all(index);
     }
 
