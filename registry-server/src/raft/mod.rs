@@ -18,6 +18,7 @@
 mod batcher;
 pub mod forward;
 pub mod log_store;
+mod read_rounds;
 pub mod mem_log_store;
 pub mod membership;
 pub mod network;
@@ -88,6 +89,8 @@ struct Inner {
     forward: forward::Forwarder,
     /// Milliseconds since `epoch` until which a quorum has confirmed this node's leadership.
     lease_until: AtomicU64,
+    /// Linearizable reads waiting for a shared quorum round.
+    reads: read_rounds::ReadRounds,
 }
 
 impl std::fmt::Debug for RaftHandle {
@@ -236,6 +239,7 @@ impl RaftHandle {
                 batch: batcher::Batcher::default(),
                 forward: forward::Forwarder::new()?,
                 lease_until: AtomicU64::new(0),
+                reads: read_rounds::ReadRounds::default(),
             }),
         };
         tokio::spawn(lease_loop(Arc::downgrade(&handle.inner)));
@@ -468,14 +472,7 @@ impl RaftHandle {
             return Err(ServerError::NoLeader);
         }
         if consistent {
-            let res = tokio::time::timeout(LEADER_HOLD, self.inner.raft.ensure_linearizable())
-                .await
-                .map_err(|_| ServerError::NoLeader)?;
-            return match res {
-                Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
-                Err(RaftError::APIError(_)) => Err(ServerError::NoLeader),
-                Err(e) => Err(raft_err(e)),
-            };
+            return self.linearizable_index().await;
         }
         Ok(self
             .inner
@@ -565,11 +562,17 @@ impl RaftHandle {
     /// Confirms leadership with a quorum and waits until everything committed before this
     /// call is applied, so that a read of the store that follows is linearizable.
     pub async fn ensure_linearizable(&self) -> Result<(), ServerError> {
+        self.linearizable_index().await.map(|_| ())
+    }
+
+    /// One quorum round (concurrent reads share it, see [`read_rounds`]): the confirmed read
+    /// index, applied here before this returns.
+    async fn quorum_round(&self) -> Result<u64, ServerError> {
         let res = tokio::time::timeout(LEADER_HOLD, self.inner.raft.ensure_linearizable())
             .await
             .map_err(|_| ServerError::NoLeader)?;
         match res {
-            Ok(_) => Ok(()),
+            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
             Err(RaftError::APIError(
                 CheckIsLeaderError::ForwardToLeader(_) | CheckIsLeaderError::QuorumNotEnough(_),
             )) => Err(ServerError::NoLeader),
