@@ -18,10 +18,10 @@
 mod batcher;
 pub mod forward;
 pub mod log_store;
-mod read_rounds;
 pub mod mem_log_store;
 pub mod membership;
 pub mod network;
+mod read_rounds;
 pub mod state_machine;
 pub mod types;
 
