@@ -158,16 +158,14 @@ impl RaftNetwork<TypeConfig> for HttpConnection {
         // only as many entries as fit in MAX_APPEND_BYTES and report the rest as not yet
         // matched (the follower commits no further than what it accepted).
         let mut rpc = rpc;
-        let encode = |r: &AppendEntriesRequest<TypeConfig>| {
-            postcard::to_stdvec(r).map_err(|e| RPCError::Network(NetworkError::new(&e)))
-        };
-        let mut body = encode(&rpc)?;
+        let net = |e: postcard::Error| RPCError::Network(NetworkError::new(&e));
+        let mut body = postcard::to_stdvec(&rpc).map_err(net)?;
         let mut truncated = false;
         while body.len() > MAX_APPEND_BYTES && rpc.entries.len() > 1 {
             let keep = rpc.entries.len() / 2;
             rpc.entries.truncate(keep);
             truncated = true;
-            body = encode(&rpc)?;
+            body = postcard::to_stdvec(&rpc).map_err(net)?;
         }
         let last = rpc.entries.last().map(|e| e.log_id);
         let resp = self.send(APPEND_PATH, body, &option).await?;
