@@ -550,7 +550,10 @@ mod tests {
         assert_eq!(p.ops.len(), 1);
         let consul = &remote.services[CONSUL_SERVICE_ID];
         assert_eq!(consul.port, 8300);
-        assert_eq!(consul.meta["raft_version"], "3");
+        assert_eq!(
+            consul.meta.get("raft_version").map(String::as_str).unwrap(),
+            "3"
+        );
         // It is part of the node: not an agent service, and restored if it goes.
         assert!(s.services().is_empty());
         remote.services.remove(CONSUL_SERVICE_ID);

@@ -408,7 +408,7 @@ impl CatalogService {
                 .into_iter()
                 .map(|(k, v)| (k, v.into()))
                 .collect(),
-            meta: self.meta,
+            meta: self.meta.into_iter().collect(),
             port: self.port,
             socket_path: self.socket_path,
             weights,

@@ -193,7 +193,7 @@ impl From<&NodeService> for NodeServiceOut {
             tags: s.tags.clone(),
             address: s.address.clone(),
             tagged_addresses: tagged(&s.tagged_addresses),
-            meta: s.meta.clone(),
+            meta: s.meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             port: s.port,
             socket_path: s.socket_path.clone(),
             weights: s.weights.into(),
@@ -298,7 +298,11 @@ impl ServiceNode {
             service_address: service.address.clone(),
             service_tagged_addresses: tagged(&service.tagged_addresses),
             service_weights: service.weights.into(),
-            service_meta: service.meta.clone(),
+            service_meta: service
+                .meta
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             service_port: service.port,
             service_socket_path: service.socket_path.clone(),
             service_enable_tag_override: service.enable_tag_override,
@@ -556,7 +560,11 @@ impl AgentServiceOut {
             id: service.id.clone(),
             service: service.service.clone(),
             tags: service.tags.clone(),
-            meta: service.meta.clone(),
+            meta: service
+                .meta
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             port: service.port,
             address: service.address.clone(),
             socket_path: service.socket_path.clone(),

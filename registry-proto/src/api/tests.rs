@@ -568,7 +568,7 @@ fn sample_service() -> NodeService {
         tags: vec!["primary".into()],
         address: "10.1.10.12".into(),
         tagged_addresses: tagged,
-        meta,
+        meta: meta.into_iter().collect(),
         port: 8000,
         socket_path: String::new(),
         weights: model::Weights {

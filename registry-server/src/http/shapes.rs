@@ -103,7 +103,8 @@ pub struct ServiceOut<'a> {
     address: &'a str,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     tagged_addresses: BTreeMap<&'a str, AddrOut<'a>>,
-    meta: &'a BTreeMap<String, String>,
+    #[serde(serialize_with = "meta_map")]
+    meta: &'a registry_proto::model::MetaMap,
     port: u16,
     #[serde(skip_serializing_if = "str::is_empty")]
     socket_path: &'a str,
@@ -161,7 +162,8 @@ pub struct ServiceNodeOut<'a> {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     service_tagged_addresses: BTreeMap<&'a str, AddrOut<'a>>,
     service_weights: WeightsOut,
-    service_meta: &'a BTreeMap<String, String>,
+    #[serde(serialize_with = "meta_map")]
+    service_meta: &'a registry_proto::model::MetaMap,
     service_port: u16,
     service_socket_path: &'a str,
     service_enable_tag_override: bool,
@@ -291,4 +293,12 @@ impl<'a> CheckServiceNodeOut<'a> {
             checks: checks.iter().map(|c| CheckOut::from(*c)).collect(),
         }
     }
+}
+
+/// Service metadata as a JSON object, also when empty.
+fn meta_map<S: serde::Serializer>(
+    m: &&registry_proto::model::MetaMap,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    registry_proto::model::serialize_meta(m, s)
 }
