@@ -18,8 +18,7 @@ use crate::raft::{NodeId, RaftHandle, RegistryNode};
 use crate::state::Store;
 use crate::ServerError;
 use bootstrap::Candidate;
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::ChangeMembers;
+use openraft::error::RaftError;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -377,69 +376,27 @@ impl Cluster {
     /// already in the membership is left alone; another member at the same Raft address (a
     /// server that restarted with a new ID) is removed first.
     pub async fn add_server(&self, id: NodeId, node: RegistryNode) -> Result<(), ServerError> {
-        let (known, stale) = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            let membership = m.membership_config.membership();
-            let known = membership.get_node(&id).is_some();
-            let stale: Vec<NodeId> = membership
-                .nodes()
-                .filter(|(other, n)| **other != id && n.raft_addr == node.raft_addr)
-                .map(|(other, _)| *other)
-                .collect();
-            (known, stale)
-        };
-        if known {
+        let cfg = self.raft.configuration();
+        if cfg.get(id).is_some() {
             return Ok(());
         }
-        for old in stale {
-            tracing::info!(old, addr = %node.raft_addr, "removing the previous server at this address");
-            self.remove_server(old).await?;
+        let stale: BTreeSet<NodeId> = cfg
+            .servers
+            .iter()
+            .filter(|s| s.node.raft_addr == node.raft_addr)
+            .map(|s| s.id)
+            .collect();
+        if !stale.is_empty() {
+            tracing::info!(old = ?stale, addr = %node.raft_addr, "removing the previous server at this address");
+            self.raft.remove_servers(stale).await?;
         }
         tracing::info!(id, node = %node, "adding server as a learner");
-        let res = tokio::time::timeout(
-            MEMBERSHIP_TIMEOUT,
-            self.raft.raft().add_learner(id, node, false),
-        )
-        .await
-        .map_err(|_| ServerError::Raft("timed out adding the server".into()))?;
-        membership_result(res)
+        self.raft.add_learner(id, node).await
     }
 
     /// Removes a server from the voters and the membership.
     pub async fn remove_server(&self, id: NodeId) -> Result<(), ServerError> {
-        let (voter, member, voters) = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            let membership = m.membership_config.membership();
-            let voters = membership.voter_ids().count();
-            (
-                membership.voter_ids().any(|v| v == id),
-                membership.get_node(&id).is_some(),
-                voters,
-            )
-        };
-        if !member {
-            return Ok(());
-        }
-        if voter && voters <= 1 {
-            return Err(ServerError::BadRequest(
-                "cannot remove the last voter of the cluster".into(),
-            ));
-        }
-        let change = if voter {
-            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-        } else {
-            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-        };
-        tracing::info!(id, voter, "removing server");
-        let res = tokio::time::timeout(
-            MEMBERSHIP_TIMEOUT,
-            self.raft.raft().change_membership(change, false),
-        )
-        .await
-        .map_err(|_| ServerError::Raft("timed out removing the server".into()))?;
-        membership_result(res)
+        self.raft.remove_servers(BTreeSet::from([id])).await
     }
 
     /// Graceful leave: asks the leader to remove this server from the cluster (this server
@@ -661,18 +618,6 @@ impl Cluster {
             }
         }
         Ok(found)
-    }
-}
-
-fn membership_result<T>(
-    res: Result<T, RaftError<NodeId, ClientWriteError<NodeId, RegistryNode>>>,
-) -> Result<(), ServerError> {
-    match res {
-        Ok(_) => Ok(()),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-            Err(ServerError::NoLeader)
-        }
-        Err(e) => Err(ServerError::Raft(e.to_string())),
     }
 }
 

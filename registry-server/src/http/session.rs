@@ -14,8 +14,6 @@ use crate::state::{unix_ms_now, Table, WatchKey};
 use crate::ServerError;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use registry_proto::duration::{format_go_duration, parse_go_duration};
 use registry_proto::lenient::{fold_key, DECODE_ERROR_PREFIX};
 use registry_proto::model::{ServiceCheck, Session, SessionBehavior};
@@ -341,15 +339,9 @@ pub(super) async fn renew(
     }
     // Timers live on the leader: a follower forwards the renew there.
     let Some(sess) = s.cluster.renew(&id).await? else {
-        return Ok((
-            StatusCode::NOT_FOUND,
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "text/plain; charset=utf-8",
-            )],
-            format!("Session id '{id}' not found"),
-        )
-            .into_response());
+        return Err(ApiError(ServerError::NotFound(format!(
+            "Session id '{id}' not found"
+        ))));
     };
     json(&[SessionOut::from(&sess)], None, opts.pretty)
 }

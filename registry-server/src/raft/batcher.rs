@@ -43,14 +43,6 @@ pub(crate) struct Batcher {
     state: Mutex<State>,
 }
 
-/// An error for each of the writers of a failed batch.
-fn dup(e: &ServerError) -> ServerError {
-    match e {
-        ServerError::NoLeader => ServerError::NoLeader,
-        other => ServerError::Raft(other.to_string()),
-    }
-}
-
 /// Releases an in-flight slot when dropped (also when the writer's future is dropped), handing
 /// the queue to a driver task when writes are waiting.
 struct Slot<'a> {
@@ -144,12 +136,12 @@ async fn drive(handle: RaftHandle) {
                     replies.len()
                 ));
                 for reply in replies {
-                    let _ = reply.send(Err(dup(&e)));
+                    let _ = reply.send(Err(super::shared_error(&e)));
                 }
             }
             Err(e) => {
                 for reply in replies {
-                    let _ = reply.send(Err(dup(&e)));
+                    let _ = reply.send(Err(super::shared_error(&e)));
                 }
             }
         }

@@ -64,22 +64,17 @@ impl From<ForwardError> for ServerError {
     }
 }
 
-/// Sends forwarded requests; one HTTP connection pool for all leaders.
+/// Sends forwarded requests to the leader.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
     client: reqwest::Client,
 }
 
 impl Forwarder {
-    /// A forwarder with a fresh connection pool.
-    pub fn new() -> Result<Self, ServerError> {
-        let client = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| ServerError::Raft(format!("building forwarding HTTP client: {e}")))?;
-        Ok(Forwarder { client })
+    /// A forwarder over `client`: the Raft network's client, so forwarded requests share its
+    /// connection pool to each peer.
+    pub fn new(client: reqwest::Client) -> Self {
+        Forwarder { client }
     }
 
     /// Posts `req` to `path` on the server RPC address `addr`.

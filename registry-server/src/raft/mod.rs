@@ -180,6 +180,14 @@ fn load_or_create_node_id(dir: &Path, cfg: &ServerConfig) -> Result<NodeId, Serv
     }
 }
 
+/// A copy of `e` for each of several waiters failed by one error (a batch, a shared round).
+pub(crate) fn shared_error(e: &ServerError) -> ServerError {
+    match e {
+        ServerError::NoLeader => ServerError::NoLeader,
+        other => ServerError::Raft(other.to_string()),
+    }
+}
+
 fn raft_err(e: impl std::fmt::Display) -> ServerError {
     ServerError::Raft(e.to_string())
 }
@@ -192,6 +200,7 @@ impl RaftHandle {
         let node = local_node(cfg);
         let config = Arc::new(raft_config(cfg)?);
         let network = HttpNetwork::new()?;
+        let forward = forward::Forwarder::new(network.client());
 
         let (raft, id, log_liveness) = match &cfg.data_dir {
             Some(data_dir) => {
@@ -237,7 +246,7 @@ impl RaftHandle {
                 last_contact: AtomicU64::new(NEVER),
                 log_liveness,
                 batch: batcher::Batcher::default(),
-                forward: forward::Forwarder::new()?,
+                forward,
                 lease_until: AtomicU64::new(0),
                 reads: read_rounds::ReadRounds::default(),
             }),

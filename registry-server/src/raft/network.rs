@@ -58,6 +58,11 @@ impl HttpNetwork {
             .map_err(|e| ServerError::Raft(format!("building raft HTTP client: {e}")))?;
         Ok(HttpNetwork { client })
     }
+
+    /// The HTTP client (cheap to clone; clones share the connection pool).
+    pub fn client(&self) -> reqwest::Client {
+        self.client.clone()
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for HttpNetwork {

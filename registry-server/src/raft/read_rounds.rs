@@ -25,13 +25,6 @@ pub(crate) struct ReadRounds {
     state: Mutex<State>,
 }
 
-fn dup(e: &ServerError) -> ServerError {
-    match e {
-        ServerError::NoLeader => ServerError::NoLeader,
-        other => ServerError::Raft(other.to_string()),
-    }
-}
-
 impl RaftHandle {
     /// The log index a linearizable read must see: confirmed by a quorum round that started
     /// after this call, and applied on this node (the leader) before it returns.
@@ -65,7 +58,7 @@ async fn drive(handle: RaftHandle) {
         for reply in batch {
             let _ = reply.send(match &res {
                 Ok(i) => Ok(*i),
-                Err(e) => Err(dup(e)),
+                Err(e) => Err(super::shared_error(e)),
             });
         }
     }
