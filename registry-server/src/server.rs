@@ -15,6 +15,7 @@ use crate::query::Reader;
 use crate::raft::RaftHandle;
 use crate::state::Store;
 use crate::ServerError;
+use axum::serve::ListenerExt;
 use futures::future::BoxFuture;
 use registry_proto::{Command, CommandResponse};
 use std::future::Future;
@@ -182,7 +183,7 @@ impl Server {
             .await
             .map_err(|e| ServerError::Internal(format!("binding HTTP listener {addr}: {e}")))?;
         tracing::info!(%addr, "HTTP API listening");
-        axum::serve(listener, app)
+        axum::serve(listener.tap_io(no_delay), app)
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|e| ServerError::Internal(format!("HTTP server: {e}")))?;
@@ -208,11 +209,18 @@ impl Server {
             );
         tracing::info!(%addr, "server RPC listening");
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+            if let Err(e) = axum::serve(listener.tap_io(no_delay), app).await {
                 tracing::error!(error = %e, "server RPC listener stopped");
             }
         });
         Ok(())
+    }
+}
+
+/// Answers go out as soon as they are written (no Nagle delay), as Go's servers do.
+fn no_delay(stream: &mut tokio::net::TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "setting TCP_NODELAY");
     }
 }
 

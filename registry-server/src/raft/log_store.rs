@@ -23,6 +23,7 @@
 //!
 //! [`purge`]: RaftLogStorage::purge
 
+use super::speculate::{self, Speculator};
 use super::types::{Entry, LogId, LogState, StorageError, StorageIOError, TypeConfig, Vote};
 use crate::ServerError;
 use openraft::storage::{LogFlushed, RaftLogReader, RaftLogStorage};
@@ -452,6 +453,10 @@ pub struct SledLogStore {
     active: Option<(Arc<Segment>, u64)>,
     /// Reused encoding buffer.
     buf: Vec<u8>,
+    /// The leader's speculative sends to followers (see speculate.rs), if any.
+    spec: Option<Arc<Speculator>>,
+    /// The last committed log ID openraft saved.
+    committed: Option<LogId>,
 }
 
 impl Debug for SledLogStore {
@@ -531,6 +536,8 @@ impl SledLogStore {
             last_purged,
             active: None,
             buf: Vec::new(),
+            spec: None,
+            committed: None,
         };
         store.load()?;
         store.migrate_sled_log()?;
@@ -694,6 +701,55 @@ impl SledLogStore {
     /// Writes `entries` (the next ones of the log) to the active segment, opening a new one
     /// when needed, and publishes their positions. Does not sync; returns the segment
     /// written to and the bytes written.
+    /// Makes appends of this node's own entries (as leader) go to caught-up followers at
+    /// once, in parallel with their sync here.
+    pub fn with_speculator(mut self, spec: Arc<Speculator>) -> Self {
+        self.spec = Some(spec);
+        self
+    }
+
+    /// Offers the entries just written (the [`Tail`]) to the speculator, if they are this
+    /// node's own and directly follow `prev`.
+    fn speculate(&self, prev: Option<LogId>) {
+        let (Some(spec), Some(prev)) = (&self.spec, prev) else {
+            return;
+        };
+        let index = self.shared.index.read();
+        let (Some(last), Some(tail)) = (index.last, &index.tail) else {
+            return;
+        };
+        if !spec.is_own(&last) {
+            return;
+        }
+        let bytes = &tail.bytes;
+        let mut entries = Vec::new();
+        let mut at = 0;
+        let mut first = None;
+        while at + HEADER <= bytes.len() {
+            let mut w = [0u8; 8];
+            w[..4].copy_from_slice(&bytes[at..at + 4]);
+            let len = u64::from_le_bytes(w) as usize;
+            w.copy_from_slice(&bytes[at + 8..at + HEADER]);
+            first.get_or_insert(u64::from_le_bytes(w));
+            let Some(entry) = bytes.get(at + HEADER..at + HEADER + len) else {
+                return;
+            };
+            entries.push(entry);
+            at += HEADER + len;
+        }
+        if first != Some(prev.index + 1) || last.index != prev.index + entries.len() as u64 {
+            // Not a plain extension of the log (a truncation, or not this append's records).
+            return;
+        }
+        spec.offer(speculate::Offer {
+            prev,
+            last,
+            count: entries.len(),
+            entries,
+            leader_commit: self.committed,
+        });
+    }
+
     fn write_entries<I>(&mut self, entries: I) -> io::Result<(Option<Arc<Segment>>, usize)>
     where
         I: IntoIterator<Item = Entry>,
@@ -947,6 +1003,7 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.committed = committed;
         // Not flushed on its own: a committed ID lost in a crash only means fewer entries are
         // re-applied at startup; the rest are applied once the leader commits again.
         self.shared
@@ -973,6 +1030,7 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let prev = self.shared.index.read().last;
         let (segment, bytes) = self
             .write_entries(entries)
             .map_err(|e| StorageIOError::write_logs(&e))?;
@@ -981,6 +1039,9 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
             return Ok(());
         };
         tracing::trace!(bytes, "append");
+        if bytes <= speculate::MAX_BYTES {
+            self.speculate(prev);
+        }
         if bytes <= INLINE_SYNC_BYTES {
             // A lone writer: handing the sync to the flusher thread and back would cost two
             // thread wake-ups, more than the sync itself.

@@ -22,6 +22,7 @@ pub mod mem_log_store;
 pub mod membership;
 pub mod network;
 mod read_rounds;
+pub mod speculate;
 pub mod state_machine;
 pub mod types;
 
@@ -91,6 +92,8 @@ struct Inner {
     lease_until: AtomicU64,
     /// Linearizable reads waiting for a shared quorum round.
     reads: read_rounds::ReadRounds,
+    /// Speculative sends to followers (with a durable log only).
+    speculator: Option<Arc<speculate::Speculator>>,
 }
 
 impl std::fmt::Debug for RaftHandle {
@@ -202,7 +205,7 @@ impl RaftHandle {
         let network = HttpNetwork::new()?;
         let forward = forward::Forwarder::new(network.client());
 
-        let (raft, id, log_liveness) = match &cfg.data_dir {
+        let (raft, id, log_liveness, speculator) = match &cfg.data_dir {
             Some(data_dir) => {
                 let dir = data_dir.join("raft");
                 let cfg2 = cfg.clone();
@@ -219,10 +222,13 @@ impl RaftHandle {
                 .await
                 .map_err(raft_err)??;
                 let liveness = log.liveness();
+                let spec = network.speculator(id);
+                let log = log.with_speculator(Arc::clone(&spec));
+                let network = network.with_speculator(Arc::clone(&spec));
                 let raft = Raft::new(id, config, network, log, sm)
                     .await
                     .map_err(raft_err)?;
-                (raft, id, Some(liveness))
+                (raft, id, Some(liveness), Some(spec))
             }
             None => {
                 let id = derive_node_id(cfg);
@@ -230,7 +236,7 @@ impl RaftHandle {
                 let raft = Raft::new(id, config, network, MemLogStore::new(), sm)
                     .await
                     .map_err(raft_err)?;
-                (raft, id, None)
+                (raft, id, None, None)
             }
         };
         tracing::info!(id, node = %node, "raft node started");
@@ -249,6 +255,7 @@ impl RaftHandle {
                 forward,
                 lease_until: AtomicU64::new(0),
                 reads: read_rounds::ReadRounds::default(),
+                speculator,
             }),
         };
         tokio::spawn(lease_loop(Arc::downgrade(&handle.inner)));
@@ -480,6 +487,10 @@ impl RaftHandle {
         if !self.serving_leader() {
             return Err(ServerError::NoLeader);
         }
+        if let Some(s) = &self.inner.speculator {
+            // The follower asking waits for this index: it must hear of it now.
+            s.flush_notices();
+        }
         if consistent {
             return self.linearizable_index().await;
         }
@@ -633,6 +644,11 @@ impl RaftHandle {
     }
 
     /// This node's Raft ID.
+    /// Speculative AppendEntries sent, and how many of their answers replication used.
+    pub fn speculation_stats(&self) -> (u64, u64) {
+        self.inner.speculator.as_ref().map_or((0, 0), |s| s.stats())
+    }
+
     pub fn node_id(&self) -> NodeId {
         self.inner.id
     }

@@ -5,6 +5,7 @@
 //! Every response is `200 OK` with a postcard-encoded `Result<Response, RaftError>`; anything
 //! else (a non-200 status, an undecodable body) is a network error to the sender.
 
+use super::speculate::{rpc_url, Registration, Speculator};
 use super::types::{NodeId, RegistryNode, TypeConfig};
 use super::RaftHandle;
 use crate::ServerError;
@@ -24,6 +25,7 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Path of the AppendEntries endpoint.
@@ -45,6 +47,7 @@ const MAX_APPEND_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct HttpNetwork {
     client: reqwest::Client,
+    spec: Option<Arc<Speculator>>,
 }
 
 impl HttpNetwork {
@@ -56,7 +59,18 @@ impl HttpNetwork {
             .connect_timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| ServerError::Raft(format!("building raft HTTP client: {e}")))?;
-        Ok(HttpNetwork { client })
+        Ok(HttpNetwork { client, spec: None })
+    }
+
+    /// Makes the connections use (and keep informed) the speculative sends of `spec`.
+    pub fn with_speculator(mut self, spec: Arc<Speculator>) -> Self {
+        self.spec = Some(spec);
+        self
+    }
+
+    /// A speculator for node `id` sharing this network's HTTP client.
+    pub fn speculator(&self, id: NodeId) -> Arc<Speculator> {
+        Speculator::new(id, self.client.clone(), CONTENT_TYPE)
     }
 
     /// The HTTP client (cheap to clone; clones share the connection pool).
@@ -69,11 +83,24 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
     type Network = HttpConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &RegistryNode) -> HttpConnection {
+        let append_url = match rpc_url(node, APPEND_PATH) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                tracing::warn!(error = %e, "raft peer address");
+                None
+            }
+        };
+        let spec = match (&self.spec, &append_url) {
+            (Some(s), Some(u)) => Some((Arc::clone(s), Arc::new(s.register(target, u.clone())))),
+            _ => None,
+        };
         HttpConnection {
             client: self.client.clone(),
             target,
             node: node.clone(),
             base: format!("http://{}", node.raft_addr),
+            append_url,
+            spec,
         }
     }
 }
@@ -85,6 +112,10 @@ pub struct HttpConnection {
     target: NodeId,
     node: RegistryNode,
     base: String,
+    /// The AppendEntries URL, parsed once.
+    append_url: Option<reqwest::Url>,
+    /// The leader's speculative sends, and this connection's registration with them.
+    spec: Option<(Arc<Speculator>, Arc<Registration>)>,
 }
 
 impl HttpConnection {
@@ -101,11 +132,13 @@ impl HttpConnection {
     {
         let body =
             postcard::to_stdvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        self.send(path, body, option).await
+        self.send(format!("{}{path}", self.base), path, body, option)
+            .await
     }
 
     async fn send<Resp, E>(
         &self,
+        url: impl reqwest::IntoUrl,
         path: &str,
         body: Vec<u8>,
         option: &RPCOption,
@@ -116,7 +149,7 @@ impl HttpConnection {
     {
         let resp = self
             .client
-            .post(format!("{}{path}", self.base))
+            .post(url)
             .header(header::CONTENT_TYPE, CONTENT_TYPE)
             .timeout(option.hard_ttl())
             .body(body)
@@ -163,6 +196,19 @@ impl RaftNetwork<TypeConfig> for HttpConnection {
         // only as many entries as fit in MAX_APPEND_BYTES and report the rest as not yet
         // matched (the follower commits no further than what it accepted).
         let mut rpc = rpc;
+        if let Some((spec, _)) = &self.spec {
+            if spec.defer_commit_notice(self.target, &rpc) {
+                return Ok(AppendEntriesResponse::Success);
+            }
+            // The follower may already have answered this very request (see speculate.rs).
+            if let Some(s) = spec.claim(self.target, &rpc) {
+                if let Ok(Some(resp)) = tokio::time::timeout(option.hard_ttl(), s.outcome()).await {
+                    spec.note_used();
+                    spec.observe(self.target, &rpc, Some(&resp));
+                    return Ok(resp);
+                }
+            }
+        }
         let net = |e: postcard::Error| RPCError::Network(NetworkError::new(&e));
         let mut body = postcard::to_stdvec(&rpc).map_err(net)?;
         let mut truncated = false;
@@ -173,8 +219,17 @@ impl RaftNetwork<TypeConfig> for HttpConnection {
             body = postcard::to_stdvec(&rpc).map_err(net)?;
         }
         let last = rpc.entries.last().map(|e| e.log_id);
-        let resp = self.send(APPEND_PATH, body, &option).await?;
-        Ok(match resp {
+        let res = match &self.append_url {
+            Some(u) => self.send(u.clone(), APPEND_PATH, body, &option).await,
+            None => {
+                let url = format!("{}{APPEND_PATH}", self.base);
+                self.send(url, APPEND_PATH, body, &option).await
+            }
+        };
+        if let Some((spec, _)) = &self.spec {
+            spec.observe(self.target, &rpc, res.as_ref().ok());
+        }
+        Ok(match res? {
             AppendEntriesResponse::Success if truncated => {
                 AppendEntriesResponse::PartialSuccess(last)
             }

@@ -366,6 +366,21 @@ async fn three_nodes_replicate_over_http() {
     for t in tasks {
         t.await.unwrap();
     }
+    // A lone writer's entries reach the followers speculatively, while the leader syncs.
+    let (sent0, used0) = leader.handle.speculation_stats();
+    for i in 0..100 {
+        leader.handle.write(kv_set(300 + i)).await.unwrap();
+    }
+    let (sent, used) = leader.handle.speculation_stats();
+    eprintln!(
+        "speculative appends: sent {}, used {}",
+        sent - sent0,
+        used - used0
+    );
+    assert!(
+        used - used0 >= 50,
+        "sent {sent0}->{sent}, used {used0}->{used}"
+    );
     // A follower forwards its writes to the leader.
     follower.handle.write(kv_set(200)).await.unwrap();
     let applied = leader.handle.metrics().borrow().last_applied.unwrap().index;
@@ -380,7 +395,7 @@ async fn three_nodes_replicate_over_http() {
         assert_eq!(n.handle.peers().len(), 3);
         assert_eq!(n.handle.leader().map(|(id, _)| id), Some(leader_id));
     }
-    assert_eq!(leader.store.read().kvs.len(), 201);
+    assert_eq!(leader.store.read().kvs.len(), 301);
     assert!(follower.handle.known_leader());
     assert!(!follower.handle.is_leader());
     assert!(follower.handle.last_contact_ms() < 1000);
