@@ -830,6 +830,112 @@ async fn a_joined_server_becomes_a_learner_then_a_voter_and_a_follower_leaves() 
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autopilot_state_of_three_servers_through_any_of_them() -> Result<()> {
+    let mut c = TestCluster::start(3).await?;
+    let leader = c.leader().await?;
+    let follower = c.followers(leader)[0];
+    let names: BTreeSet<String> = (0..3).map(|i| c.server(i).node.clone()).collect();
+    let addrs: BTreeSet<String> = c.raft_addrs(&[0, 1, 2]).into_iter().collect();
+
+    // Right after the election a follower may not yet be within LastContactThreshold.
+    let mut states = Vec::new();
+    for i in [follower, leader] {
+        let api = c.api();
+        let state = registry_tests::eventually(
+            Duration::from_secs(20),
+            "a healthy autopilot state",
+            || {
+                let api = api.clone();
+                async move {
+                    let v = api.get_json(i, "/v1/operator/autopilot/state").await?;
+                    Ok((v["Healthy"] == json!(true)).then_some(v))
+                }
+            },
+        )
+        .await
+        .with_context(|| format!("asking server {i}"))?;
+        states.push(state);
+    }
+    for v in &states {
+        assert_eq!(v["FailureTolerance"], json!(1), "{v}");
+        assert_eq!(v["OptimisticFailureTolerance"], json!(1), "{v}");
+        let voters: Vec<String> = v["Voters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(voters.len(), 3, "{v}");
+        let servers = v["Servers"].as_object().unwrap();
+        assert_eq!(
+            servers.keys().cloned().collect::<BTreeSet<_>>(),
+            voters.iter().cloned().collect::<BTreeSet<_>>(),
+            "{v}"
+        );
+        let lead = v["Leader"].as_str().unwrap();
+        assert_eq!(voters[0], lead, "the leader comes first: {v}");
+        assert_eq!(
+            servers[lead]["Address"],
+            json!(c.server(leader).raft_addr()),
+            "{v}"
+        );
+        for (id, s) in servers {
+            assert_eq!(s["ID"], json!(id));
+            assert_eq!(s["Healthy"], json!(true), "{s}");
+            assert_eq!(s["NodeStatus"], json!("alive"), "{s}");
+            assert_eq!(s["NodeType"], json!("voter"), "{s}");
+            assert_eq!(s["ReadReplica"], json!(false), "{s}");
+            let status = if id == lead { "leader" } else { "voter" };
+            assert_eq!(s["Status"], json!(status), "{s}");
+            assert!(s["LastTerm"].as_u64().unwrap() >= 1, "{s}");
+            assert!(s["LastIndex"].as_u64().unwrap() > 0, "{s}");
+        }
+        let got_names: BTreeSet<String> = servers
+            .values()
+            .map(|s| s["Name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(got_names, names);
+        let got_addrs: BTreeSet<String> = servers
+            .values()
+            .map(|s| s["Address"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(got_addrs, addrs);
+    }
+    // The follower forwarded to the leader: both answers name the same leader and voters.
+    assert_eq!(states[0]["Leader"], states[1]["Leader"]);
+    assert_eq!(states[0]["Voters"], states[1]["Voters"]);
+
+    // The CLI through a follower.
+    let http = format!("-http-addr={}", c.server(follower).http_addr());
+    let (ok, out, err) = c.cli(&["operator", "autopilot", "state", &http, "-format=json"])?;
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out)?;
+    assert_eq!(v["Leader"], states[1]["Leader"]);
+    assert_eq!(v["Voters"].as_array().map(Vec::len), Some(3));
+    let (ok, out, err) = c.cli(&["operator", "autopilot", "state", &http])?;
+    assert!(ok, "{err}");
+    let lead = states[1]["Leader"].as_str().unwrap();
+    assert!(
+        out.contains(&format!(
+            "Leader:                       {lead}\nVoters:\n   {lead}\n"
+        )),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("      Status:          voter\n").count(),
+        2,
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("      Status:          leader\n").count(),
+        1,
+        "{out}"
+    );
+    c.finish();
+    Ok(())
+}
+
 /// The catalog and KV entries a snapshot must carry over, indexes included.
 async fn state_of(c: &TestCluster, i: usize, q: &str) -> Result<Value> {
     let kv = c.get_json(i, &format!("/v1/kv/?recurse&{q}")).await?;

@@ -206,6 +206,115 @@ async fn autopilot_health_has_consuls_shape() -> Result<()> {
     Ok(())
 }
 
+/// Seconds since midnight of an RFC 3339 UTC time (`...THH:MM:SS[.fff]Z`).
+fn seconds_of_day(t: &str) -> f64 {
+    let clock = &t[11..t.len() - 1];
+    let mut parts = clock.split(':');
+    let h: f64 = parts.next().unwrap().parse().unwrap();
+    let m: f64 = parts.next().unwrap().parse().unwrap();
+    let s: f64 = parts.next().unwrap().parse().unwrap();
+    h * 3600.0 + m * 60.0 + s
+}
+
+#[tokio::test]
+async fn autopilot_state_has_consuls_shape() -> Result<()> {
+    let a = TestAgent::dev_with_args(&["-node-meta", "rack:r1"]).await?;
+    let cfg = a.get_json("/v1/operator/raft/configuration").await?;
+    let id = cfg["Servers"][0]["ID"].as_str().unwrap().to_string();
+    let addr = cfg["Servers"][0]["Address"].clone();
+    // The node registers itself in the catalog shortly after it leads.
+    let v = a
+        .eventually(
+            std::time::Duration::from_secs(10),
+            "the server's node metadata in the state",
+            || async {
+                let v = a.get_json("/v1/operator/autopilot/state").await?;
+                Ok((v["Servers"][&id]["Meta"]["rack"] == json!("r1")).then_some(v))
+            },
+        )
+        .await?;
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "Healthy",
+            "FailureTolerance",
+            "OptimisticFailureTolerance",
+            "Servers",
+            "Leader",
+            "Voters"
+        ],
+        "{v}"
+    );
+    assert_eq!(v["Healthy"], json!(true));
+    assert_eq!(v["FailureTolerance"], json!(0));
+    assert_eq!(v["OptimisticFailureTolerance"], json!(0));
+    assert_eq!(v["Leader"], json!(id));
+    assert_eq!(v["Voters"], json!([id]));
+    let servers = v["Servers"].as_object().unwrap();
+    assert_eq!(servers.len(), 1, "{v}");
+    let s = &v["Servers"][&id];
+    let keys: Vec<&str> = s.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "ID",
+            "Name",
+            "Address",
+            "NodeStatus",
+            "Version",
+            "LastContact",
+            "LastTerm",
+            "LastIndex",
+            "Healthy",
+            "StableSince",
+            "ReadReplica",
+            "Status",
+            "Meta",
+            "NodeType"
+        ]
+    );
+    assert_eq!(s["ID"], json!(id));
+    assert_eq!(s["Name"], json!(a.node));
+    assert_eq!(s["Address"], addr);
+    assert_eq!(s["NodeStatus"], json!("alive"));
+    assert_eq!(s["LastContact"], json!("0s"));
+    assert_eq!(s["Healthy"], json!(true));
+    assert_eq!(s["ReadReplica"], json!(false));
+    assert_eq!(s["Status"], json!("leader"));
+    assert_eq!(s["NodeType"], json!("voter"));
+    assert_eq!(s["Meta"]["consul-network-segment"], json!(""));
+    assert!(s["LastTerm"].as_u64().unwrap() >= 1);
+    assert!(s["LastIndex"].as_u64().unwrap() > 0);
+    let since = s["StableSince"].as_str().unwrap();
+    assert!(
+        since.len() >= 20 && since.ends_with('Z') && since.as_bytes()[10] == b'T',
+        "RFC 3339 UTC: {since}"
+    );
+    // The same facts as the health report.
+    let health = a.get_json("/v1/operator/autopilot/health").await?;
+    let h = &health["Servers"][0];
+    assert_eq!(s["Version"], h["Version"]);
+    assert_eq!(s["LastTerm"], h["LastTerm"]);
+    // The health report rounds StableSince to the second; the state keeps the fraction.
+    let rounded = h["StableSince"].as_str().unwrap();
+    let gap = (seconds_of_day(since) - seconds_of_day(rounded)).rem_euclid(86_400.0);
+    assert!(gap <= 0.5 || gap >= 86_399.5, "{since} vs {rounded}");
+
+    // ?stale and ?pretty are accepted; only GET is.
+    let stale = a.get_json("/v1/operator/autopilot/state?stale").await?;
+    assert_eq!(stale["Leader"], json!(id));
+    let r = a.get("/v1/operator/autopilot/state?pretty").await?;
+    r.assert_status(200);
+    assert!(r.text().starts_with("{\n"), "{}", r.text());
+    assert_eq!(r.json()["Voters"], json!([id]));
+    let r = a
+        .request(Method::PUT, "/v1/operator/autopilot/state", None)
+        .await?;
+    r.assert_status(405);
+    Ok(())
+}
+
 #[tokio::test]
 async fn autopilot_configuration_defaults_and_cas() -> Result<()> {
     let a = TestAgent::dev().await?;
@@ -446,9 +555,55 @@ async fn cli_lists_peers_and_edits_the_autopilot_config() -> Result<()> {
     assert_ne!(code, 0);
     assert!(!err.is_empty());
 
+    // autopilot state: Consul's text and JSON (once the server's node is in the catalog).
+    a.eventually(
+        std::time::Duration::from_secs(10),
+        "the server's node in the catalog",
+        || async {
+            let r = a.get(&format!("/v1/catalog/node/{}", a.node)).await?;
+            Ok((r.status == 200 && r.json()["Node"].is_object()).then_some(()))
+        },
+    )
+    .await?;
+    let (code, out, err) = cli(&a, &["autopilot", "state"]).await?;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "Healthy:                      true", "{out}");
+    assert_eq!(lines[1], "Failure Tolerance:            0");
+    assert_eq!(lines[2], "Optimistic Failure Tolerance: 0");
+    assert_eq!(lines[3], format!("Leader:                       {id}"));
+    assert_eq!(
+        lines[4..7],
+        ["Voters:", format!("   {id}").as_str(), "Servers:"]
+    );
+    assert_eq!(lines[7], format!("   {id}"));
+    assert_eq!(lines[8], format!("      Name:            {}", a.node));
+    assert_eq!(lines[9], format!("      Address:         {addr}"));
+    assert_eq!(lines[11], "      Status:          leader");
+    assert_eq!(lines[12], "      Node Type:       voter");
+    assert_eq!(lines[13], "      Node Status:     alive");
+    assert_eq!(lines[14], "      Healthy:         true");
+    assert_eq!(lines[15], "      Last Contact:    0s");
+    assert!(out.contains("      Meta\n         \"consul-network-segment\": \"\"\n"));
+    let (code, out, err) = cli(&a, &["autopilot", "state", "-format", "json", "-stale"]).await?;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("{\n    \"Healthy\": true,\n"), "{out}");
+    let v: Value = serde_json::from_str(&out)?;
+    assert_eq!(v["Leader"], json!(id));
+    assert_eq!(v["Voters"], json!([id]));
+    assert_eq!(v["Servers"][&id]["Status"], json!("leader"));
+    let (code, _, err) = cli(&a, &["autopilot", "state", "-format=yaml"]).await?;
+    assert_eq!(code, 1);
+    assert_eq!(err.trim(), "Unknown format: yaml");
+
     let (code, out, _) = cli(&a, &["raft", "--help"]).await?;
     assert_eq!(code, 0);
     for sub in ["list-peers", "remove-peer", "transfer-leader"] {
+        assert!(out.contains(sub), "{out}");
+    }
+    let (code, out, _) = cli(&a, &["autopilot", "--help"]).await?;
+    assert_eq!(code, 0);
+    for sub in ["get-config", "set-config", "state"] {
         assert!(out.contains(sub), "{out}");
     }
     let (code, out, _) = cli(&a, &["autopilot", "set-config", "-h"]).await?;

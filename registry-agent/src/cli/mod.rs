@@ -3,6 +3,7 @@
 //! (see [`dash`]).
 
 pub mod agent;
+pub mod autopilot_state;
 pub mod catalog;
 pub mod dash;
 pub mod http;
@@ -66,7 +67,8 @@ pub enum Command {
         command: snapshot::SnapshotCommand,
     },
     /// Operator tools for the servers: the Raft peer set (list-peers, remove-peer,
-    /// transfer-leader) and the autopilot configuration (get-config, set-config).
+    /// transfer-leader), the autopilot configuration (get-config, set-config) and
+    /// autopilot's view of the servers (state).
     Operator {
         /// The operator area.
         #[command(subcommand)]

@@ -1,6 +1,8 @@
 //! `registry operator raft list-peers|remove-peer|transfer-leader` and `registry operator
-//! autopilot get-config|set-config`: Consul's operator commands, over the HTTP API.
+//! autopilot get-config|set-config|state`: Consul's operator commands, over the HTTP API
+//! (`state` lives in [`super::autopilot_state`]).
 
+use super::autopilot_state::StateArgs;
 use super::http::{Client, HttpFlags, ServerFlags};
 use super::table::columnize;
 use super::ui::Ui;
@@ -21,7 +23,8 @@ pub enum OperatorCommand {
         #[command(subcommand)]
         command: RaftCommand,
     },
-    /// Reads and changes the autopilot configuration.
+    /// Reads and changes the autopilot configuration and shows autopilot's view of the
+    /// servers.
     Autopilot {
         /// The autopilot operation.
         #[command(subcommand)]
@@ -58,6 +61,10 @@ pub enum AutopilotCommand {
     /// check-and-set so that a concurrent change is not overwritten.
     #[command(name = "set-config")]
     SetConfig(SetConfigArgs),
+    /// Displays autopilot's view of the servers: overall health, failure tolerance, the
+    /// leader and voters, and each server's role, health and Raft progress.
+    #[command(name = "state")]
+    State(StateArgs),
 }
 
 /// `operator raft list-peers`.
@@ -155,6 +162,7 @@ pub async fn run(command: OperatorCommand, ui: &mut Ui<'_>) -> i32 {
         OperatorCommand::Autopilot { command } => match command {
             AutopilotCommand::GetConfig(args) => get_config(args, ui).await,
             AutopilotCommand::SetConfig(args) => set_config(args, ui).await,
+            AutopilotCommand::State(args) => super::autopilot_state::run(args, ui).await,
         },
     }
 }

@@ -1,5 +1,6 @@
 //! `/v1/operator/raft/*` and `/v1/operator/autopilot/*`: the Raft configuration, removing a
-//! peer, transferring leadership, autopilot health and configuration, in Consul's shapes.
+//! peer, transferring leadership, autopilot health, state and configuration, in Consul's
+//! shapes.
 //!
 //! Raft IDs are the servers' 64-bit Raft node IDs, printed in decimal; `?id=` takes the same
 //! text. Operations that need the leader's Raft node run there: a follower forwards them over
@@ -151,6 +152,15 @@ pub(super) async fn autopilot_health(
         *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
     }
     Ok(resp)
+}
+
+/// `GET /v1/operator/autopilot/state`: Consul's `AutopilotState`, always 200. Like the
+/// health report it is the leader's view, refreshed now (a follower forwards, `?stale` or
+/// not, as Consul does).
+pub(super) async fn autopilot_state(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
+    let opts = s.options(q.as_deref())?;
+    let state = s.autopilot.state().await?;
+    json(&state, None, opts.pretty)
 }
 
 /// Consul's `api.AutopilotConfiguration`.

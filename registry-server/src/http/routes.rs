@@ -89,6 +89,10 @@ fn routes(state: AppState) -> Router {
             get(operator::autopilot_health),
         )
         .route(
+            "/v1/operator/autopilot/state",
+            get(operator::autopilot_state),
+        )
+        .route(
             "/v1/operator/raft/configuration",
             get(operator::raft_configuration),
         )

@@ -22,11 +22,16 @@
 //!   (b) a quorum of the remaining configuration among the live voters, and (c) the removal
 //!   to a minority of the current voters at once.
 //!
+//! The health report (`GET /v1/operator/autopilot/health`) and the state report
+//! (`autopilot_state`) are built from the same per-server [`ServerReport`]s, refreshed when
+//! asked; a follower forwards both to the leader.
+//!
 //! The configuration is replicated ([`Command::AutopilotSetConfig`], kept in the state's
 //! `Db::autopilot`). Until someone stores one, the configured values (`autopilot { }` of
 //! the agent configuration) apply, and the leader stores them once when it takes over, so
 //! that every server reports the same configuration with its indexes.
 
+use super::autopilot_state::{self, AutopilotState};
 use crate::query::write::Writer;
 use crate::raft::membership::{self, OpResult, RaftConfiguration, ServerStats, STATS_TIMEOUT};
 use crate::raft::{NodeId, RaftHandle};
@@ -52,6 +57,10 @@ pub const INTERVAL: Duration = Duration::from_secs(1);
 pub const DEAD_SERVER_MIN: Duration = Duration::from_secs(30);
 /// Path of the internal health endpoint (a follower forwards `GET .../autopilot/health`).
 pub const HEALTH_PATH: &str = "/v1/internal/operator/autopilot-health";
+/// Path of the internal state endpoint (a follower forwards `GET .../autopilot/state`).
+pub const STATE_PATH: &str = "/v1/internal/operator/autopilot-state";
+/// The version every server reports (all run this build).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Quorum size of `voters` voters.
 pub fn quorum(voters: usize) -> usize {
@@ -189,6 +198,45 @@ pub struct HealthReply {
     pub failure_tolerance: usize,
     /// Every server of the Raft configuration.
     pub servers: Vec<ServerHealth>,
+}
+
+/// One server as the leader sees it at one moment: what the health and the state reports
+/// are built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerReport {
+    /// Raft ID.
+    pub id: NodeId,
+    /// Node name.
+    pub name: String,
+    /// Raft address.
+    pub address: String,
+    /// Whether the leader reached it in its latest round (always true for the leader).
+    pub alive: bool,
+    /// Whether it leads.
+    pub leader: bool,
+    /// Whether it votes.
+    pub voter: bool,
+    /// Time since its last contact with the leader.
+    pub last_contact: Duration,
+    /// Its current term (0 if it never answered).
+    pub last_term: u64,
+    /// Its last log index.
+    pub last_index: u64,
+    /// Whether it is healthy.
+    pub healthy: bool,
+    /// When its health last changed.
+    pub stable_since: SystemTime,
+}
+
+impl ServerReport {
+    /// Consul's node status: `alive` when reachable, `failed` otherwise (no gossip layer).
+    pub fn node_status(&self) -> &'static str {
+        if self.alive {
+            "alive"
+        } else {
+            "failed"
+        }
+    }
 }
 
 /// What the leader tracks about one server.
@@ -410,37 +458,42 @@ impl Autopilot {
         Ok(self.report(&raft_cfg))
     }
 
-    fn report(&self, raft_cfg: &RaftConfiguration) -> HealthReply {
-        let now = Instant::now();
-        let version = env!("CARGO_PKG_VERSION").to_string();
-        let servers = self.servers.lock();
-        let mut out = Vec::with_capacity(raft_cfg.servers.len());
-        for s in &raft_cfg.servers {
-            let t = servers
-                .get(&s.id)
-                .cloned()
-                .unwrap_or_else(|| Tracked::new(now));
-            let leader = s.id == self.raft.node_id();
-            let last_contact = match (&t.stats, t.fresh) {
-                _ if leader => Duration::ZERO,
-                (Some(st), true) => Duration::from_millis(st.last_contact_ms),
-                _ => now.duration_since(t.last_seen.unwrap_or(t.first_seen)),
-            };
-            out.push(ServerHealth {
-                id: s.id.to_string(),
-                name: s.node.name.clone(),
-                address: s.node.raft_addr.clone(),
-                serf_status: if t.fresh || leader { "alive" } else { "failed" }.to_string(),
-                version: version.clone(),
-                leader,
-                last_contact: format_go_duration(last_contact),
-                last_term: t.stats.map_or(0, |st| st.last_term),
-                last_index: t.stats.map_or(s.last_index, |st| st.last_index),
-                healthy: t.healthy,
-                voter: s.voter,
-                stable_since: rfc3339_utc(t.stable_since),
-            });
+    /// The cluster state in Consul's `AutopilotState` shape, refreshed now (`GET
+    /// /v1/operator/autopilot/state`); a follower asks the leader.
+    pub async fn state(&self) -> Result<AutopilotState, ServerError> {
+        if !self.raft.is_leader() {
+            return self
+                .raft
+                .call_leader_op::<(), AutopilotState>(STATE_PATH, None)
+                .await;
         }
+        let (_, raft_cfg) = self.refresh().await?;
+        let reports = self.observe(&raft_cfg);
+        let db = self.store.read();
+        Ok(autopilot_state::build(&reports, |name| {
+            db.nodes.get(name).map(|n| n.meta.clone())
+        }))
+    }
+
+    fn report(&self, raft_cfg: &RaftConfiguration) -> HealthReply {
+        let out: Vec<ServerHealth> = self
+            .observe(raft_cfg)
+            .into_iter()
+            .map(|r| ServerHealth {
+                id: r.id.to_string(),
+                serf_status: r.node_status().to_string(),
+                version: VERSION.to_string(),
+                leader: r.leader,
+                last_contact: format_go_duration(r.last_contact),
+                last_term: r.last_term,
+                last_index: r.last_index,
+                healthy: r.healthy,
+                voter: r.voter,
+                stable_since: rfc3339_utc(r.stable_since),
+                name: r.name,
+                address: r.address,
+            })
+            .collect();
         let voters = out.iter().filter(|s| s.voter).count();
         let healthy_voters = out.iter().filter(|s| s.voter && s.healthy).count();
         HealthReply {
@@ -448,6 +501,41 @@ impl Autopilot {
             failure_tolerance: failure_tolerance(healthy_voters, voters),
             servers: out,
         }
+    }
+
+    /// What the leader knows about every server of `raft_cfg` now, in its order.
+    fn observe(&self, raft_cfg: &RaftConfiguration) -> Vec<ServerReport> {
+        let now = Instant::now();
+        let servers = self.servers.lock();
+        raft_cfg
+            .servers
+            .iter()
+            .map(|s| {
+                let t = servers
+                    .get(&s.id)
+                    .cloned()
+                    .unwrap_or_else(|| Tracked::new(now));
+                let leader = s.id == self.raft.node_id();
+                let last_contact = match (&t.stats, t.fresh) {
+                    _ if leader => Duration::ZERO,
+                    (Some(st), true) => Duration::from_millis(st.last_contact_ms),
+                    _ => now.duration_since(t.last_seen.unwrap_or(t.first_seen)),
+                };
+                ServerReport {
+                    id: s.id,
+                    name: s.node.name.clone(),
+                    address: s.node.raft_addr.clone(),
+                    alive: t.fresh || leader,
+                    leader,
+                    voter: s.voter,
+                    last_contact,
+                    last_term: t.stats.map_or(0, |st| st.last_term),
+                    last_index: t.stats.map_or(s.last_index, |st| st.last_index),
+                    healthy: t.healthy,
+                    stable_since: t.stable_since,
+                }
+            })
+            .collect()
     }
 
     /// Forgets what was tracked (a new leadership term starts afresh).
@@ -461,7 +549,22 @@ pub fn rfc3339_utc(t: SystemTime) -> String {
     let ms = t
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let secs = (ms + 500) / 1000;
+    utc_text((ms + 500) / 1000, "")
+}
+
+/// `t` as RFC 3339 in UTC with its fraction of a second, trailing zeros dropped (Go's
+/// `time.RFC3339Nano`, how a `time.Time` goes into JSON).
+pub fn rfc3339_utc_nanos(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let fraction = match d.subsec_nanos() {
+        0 => String::new(),
+        n => format!(".{n:09}").trim_end_matches('0').to_string(),
+    };
+    utc_text(d.as_secs(), &fraction)
+}
+
+/// `secs` since the Unix epoch as `YYYY-MM-DDTHH:MM:SS{fraction}Z`.
+fn utc_text(secs: u64, fraction: &str) -> String {
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
     // Howard Hinnant's civil-from-days.
@@ -475,7 +578,7 @@ pub fn rfc3339_utc(t: SystemTime) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}{fraction}Z",
         rem / 3600,
         (rem / 60) % 60,
         rem % 60
@@ -526,12 +629,22 @@ pub async fn run(ap: Arc<Autopilot>, mut leader: watch::Receiver<bool>) {
 pub fn router(ap: Arc<Autopilot>) -> Router {
     Router::new()
         .route(HEALTH_PATH, get(health_endpoint))
+        .route(STATE_PATH, get(state_endpoint))
         .with_state(ap)
 }
 
 async fn health_endpoint(State(ap): State<Arc<Autopilot>>) -> Json<OpResult<HealthReply>> {
     let res = if ap.raft.is_leader() {
         ap.health().await
+    } else {
+        Err(ServerError::NoLeader)
+    };
+    Json(res.map_err(membership::OpError::from))
+}
+
+async fn state_endpoint(State(ap): State<Arc<Autopilot>>) -> Json<OpResult<AutopilotState>> {
+    let res = if ap.raft.is_leader() {
+        ap.state().await
     } else {
         Err(ServerError::NoLeader)
     };
@@ -729,6 +842,10 @@ mod tests {
         assert_eq!(rfc3339_utc(t), "2023-11-14T22:13:21Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(rfc3339_utc(leap), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_utc_nanos(t), "2023-11-14T22:13:20.6Z");
+        assert_eq!(rfc3339_utc_nanos(leap), "2000-02-29T00:00:00Z");
+        let fine = UNIX_EPOCH + Duration::new(951_782_400, 1_500);
+        assert_eq!(rfc3339_utc_nanos(fine), "2000-02-29T00:00:00.0000015Z");
     }
 }
 
@@ -823,6 +940,16 @@ mod cluster_tests {
         let health = ap.health().await.unwrap();
         assert_eq!(health.servers.len(), 3);
         assert_eq!(health.servers.iter().filter(|s| s.voter).count(), 1);
+        let state = ap.state().await.unwrap();
+        let leader_id = leader.node_id().to_string();
+        assert_eq!(state.voters, std::slice::from_ref(&leader_id));
+        assert_eq!(state.servers[&leader_id].status, "leader");
+        for n in &nodes[1..] {
+            assert_eq!(
+                state.servers[&n.handle.node_id().to_string()].status,
+                "non-voter"
+            );
+        }
 
         // Both learners become voters after a second of stable health.
         wait_for("promotion", Duration::from_secs(15), || {
@@ -834,6 +961,21 @@ mod cluster_tests {
         assert_eq!(health.failure_tolerance, 1);
         assert!(health.servers.iter().all(|s| s.serf_status == "alive"));
         assert_eq!(health.servers.iter().filter(|s| s.leader).count(), 1);
+        let state = ap.state().await.unwrap();
+        assert!(state.healthy, "{state:?}");
+        assert_eq!(state.failure_tolerance, 1);
+        assert_eq!(state.leader, leader_id);
+        assert_eq!(state.voters.len(), 3);
+        assert_eq!(state.voters[0], leader_id);
+        assert!(state.servers.values().all(|s| s.node_status == "alive"));
+        assert_eq!(
+            state
+                .servers
+                .values()
+                .filter(|s| s.status == "voter")
+                .count(),
+            2
+        );
 
         // A voter that dies is reported, then removed once dead long enough.
         let dead = &nodes[2];

@@ -5,6 +5,7 @@
 //! loops here start their duties on `true` and drop them on `false`.
 
 pub mod autopilot;
+pub mod autopilot_state;
 pub mod sessions;
 
 use crate::raft::RaftHandle;
