@@ -90,8 +90,8 @@ struct Inner {
     forward: forward::Forwarder,
     /// Milliseconds since `epoch` until which a quorum has confirmed this node's leadership.
     lease_until: AtomicU64,
-    /// Linearizable reads waiting for a shared quorum round.
-    reads: read_rounds::ReadRounds,
+    /// Reads waiting for a shared quorum round or leader read index.
+    reads: read_rounds::AllRounds,
     /// Speculative sends to followers (with a durable log only).
     speculator: Option<Arc<speculate::Speculator>>,
 }
@@ -254,7 +254,7 @@ impl RaftHandle {
                 batch: batcher::Batcher::default(),
                 forward,
                 lease_until: AtomicU64::new(0),
-                reads: read_rounds::ReadRounds::default(),
+                reads: read_rounds::AllRounds::default(),
                 speculator,
             }),
         };
@@ -460,11 +460,8 @@ impl RaftHandle {
             return Ok(());
         }
         let started = tokio::time::Instant::now();
-        let req = forward::ReadIndexRequest { consistent };
-        let Some(index) = self
-            .call_leader::<_, u64>(forward::READ_INDEX_PATH, &req)
-            .await?
-        else {
+        let round = read_rounds::Round::LeaderIndex { consistent };
+        let Some(index) = self.shared_round(round).await? else {
             return if consistent {
                 self.ensure_linearizable().await
             } else {

@@ -405,6 +405,23 @@ async fn three_nodes_replicate_over_http() {
     // Read barriers: a follower catches up with the leader through it.
     follower.handle.read_barrier(false).await.unwrap();
     follower.handle.read_barrier(true).await.unwrap();
+    // Concurrent follower reads share read-index rounds, and each still sees every write
+    // acknowledged before it started.
+    for round in 0..5 {
+        let key = 400 + round;
+        leader.handle.write(kv_set(key)).await.unwrap();
+        let reads: Vec<_> = (0..50)
+            .map(|i| {
+                let h = follower.handle.clone();
+                tokio::spawn(async move { h.read_barrier(i % 2 == 0).await })
+            })
+            .collect();
+        for r in reads {
+            r.await.unwrap().unwrap();
+        }
+        let k = format!("k/{key:05}");
+        assert!(follower.store.read().kvs.contains_key(&k), "{k} visible");
+    }
 
     // A new node far behind the purged log gets the state by snapshot.
     let m = leader.handle.metrics().borrow().clone();
