@@ -14,7 +14,10 @@
 //! there is one append in flight at a time; a small one (a lone writer) is synced right in
 //! the appending task, which saves two thread wake-ups per write, and a larger one (a group
 //! commit under load) by the `raft-log-flush` thread, so that the runtime's worker is not
-//! blocked for the length of the sync while other requests wait.
+//! blocked for the length of the sync while other requests wait. An append this node makes
+//! as leader is first offered to the followers (see `speculate.rs`); when it was sent to any,
+//! the flusher syncs it too, so that a runtime worker is free to take the followers' answers
+//! meanwhile.
 //!
 //! On open every segment is scanned; a torn record at the end of the last segment (a crash in
 //! the middle of an append that was therefore never acknowledged) is cut off. Entries up to
@@ -710,16 +713,16 @@ impl SledLogStore {
 
     /// Offers the entries just written (the [`Tail`]) to the speculator, if they are this
     /// node's own and directly follow `prev`.
-    fn speculate(&self, prev: Option<LogId>) {
+    fn speculate(&self, prev: Option<LogId>) -> bool {
         let (Some(spec), Some(prev)) = (&self.spec, prev) else {
-            return;
+            return false;
         };
         let index = self.shared.index.read();
         let (Some(last), Some(tail)) = (index.last, &index.tail) else {
-            return;
+            return false;
         };
         if !spec.is_own(&last) {
-            return;
+            return false;
         }
         let bytes = &tail.bytes;
         let mut entries = Vec::new();
@@ -732,14 +735,14 @@ impl SledLogStore {
             w.copy_from_slice(&bytes[at + 8..at + HEADER]);
             first.get_or_insert(u64::from_le_bytes(w));
             let Some(entry) = bytes.get(at + HEADER..at + HEADER + len) else {
-                return;
+                return false;
             };
             entries.push(entry);
             at += HEADER + len;
         }
         if first != Some(prev.index + 1) || last.index != prev.index + entries.len() as u64 {
             // Not a plain extension of the log (a truncation, or not this append's records).
-            return;
+            return false;
         }
         spec.offer(speculate::Offer {
             prev,
@@ -747,7 +750,7 @@ impl SledLogStore {
             count: entries.len(),
             entries,
             leader_commit: self.committed,
-        });
+        })
     }
 
     fn write_entries<I>(&mut self, entries: I) -> io::Result<(Option<Arc<Segment>>, usize)>
@@ -1039,10 +1042,8 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
             return Ok(());
         };
         tracing::trace!(bytes, "append");
-        if bytes <= speculate::MAX_BYTES {
-            self.speculate(prev);
-        }
-        if bytes <= INLINE_SYNC_BYTES {
+        let offered = bytes <= speculate::MAX_BYTES && self.speculate(prev);
+        if bytes <= INLINE_SYNC_BYTES && !offered {
             // A lone writer: handing the sync to the flusher thread and back would cost two
             // thread wake-ups, more than the sync itself.
             callback.log_io_completed(segment.file.sync_data());

@@ -203,8 +203,9 @@ impl Speculator {
     }
 
     /// Sends `offer` to every follower that holds the leader's log exactly up to
-    /// `offer.prev` and has no speculative request outstanding. Must run in a Tokio runtime.
-    pub(super) fn offer(&self, offer: Offer<'_>) {
+    /// `offer.prev` and has no speculative request outstanding; returns whether it sent it to
+    /// any. Must run in a Tokio runtime.
+    pub(super) fn offer(&self, offer: Offer<'_>) -> bool {
         let vote = Vote::new_committed(offer.last.leader_id.term, offer.last.leader_id.node_id);
         let mut peers = self.peers.lock();
         let mut body: Option<bytes::Bytes> = None;
@@ -218,7 +219,7 @@ impl Speculator {
                     Ok(b) => body.insert(bytes::Bytes::from(b)).clone(),
                     Err(e) => {
                         tracing::warn!(error = %e, "encoding a speculative append");
-                        return;
+                        return false;
                     }
                 },
             };
@@ -243,6 +244,7 @@ impl Speculator {
                 let _ = tx.send(Some(send(req).await));
             });
         }
+        body.is_some()
     }
 
     /// The speculative request to `target` that sent exactly what `req` sends, if one was
