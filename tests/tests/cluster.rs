@@ -1037,3 +1037,77 @@ async fn a_snapshot_saved_on_one_cluster_restores_on_a_fresh_one() -> Result<()>
     b.finish();
     Ok(())
 }
+
+/// A restore is one Raft log entry, larger than the 4 MiB an AppendEntries otherwise carries:
+/// one of 5 MB takes longer to send, decode and sync than openraft waits for an AppendEntries
+/// (150 ms, in a debug build), and must still reach every server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_snapshot_restore_reaches_every_server() -> Result<()> {
+    const VALUES: usize = 80;
+    let mut c = TestCluster::start(3).await?;
+    let l = c.leader().await?;
+    let value = |n: usize| -> Vec<u8> {
+        let mut v = format!("value {n} ").into_bytes();
+        v.resize(64 * 1024, b'a' + (n % 26) as u8);
+        v
+    };
+    for n in 0..VALUES {
+        c.kv_put(l, &format!("big/k{n:03}"), value(n)).await?;
+    }
+    let saved = c
+        .request_timeout(
+            l,
+            Method::GET,
+            "/v1/snapshot",
+            None,
+            Duration::from_secs(120),
+        )
+        .await?;
+    saved.assert_status(200);
+    // Changed after the save: the restore takes these back.
+    c.kv_put(l, "big/k000", "changed").await?;
+    c.kv_put(l, "big/after", "x").await?;
+    let started = Instant::now();
+    let r = c
+        .request_timeout(
+            l,
+            Method::PUT,
+            "/v1/snapshot",
+            Some(saved.body.clone()),
+            Duration::from_secs(120),
+        )
+        .await?;
+    r.assert_status(200);
+    let l = c.wait_for_leader(Duration::from_secs(30)).await?;
+    for i in 0..3 {
+        registry_tests::eventually(
+            Duration::from_secs(60),
+            "the restored values on every server",
+            || {
+                let c = &c;
+                let want = value(0);
+                async move {
+                    let first = c.get(i, "/v1/kv/big/k000?raw&stale").await?;
+                    let after = c.get(i, "/v1/kv/big/after?stale").await?;
+                    Ok(
+                        (first.status == 200 && first.body == want && after.status == 404)
+                            .then_some(()),
+                    )
+                }
+            },
+        )
+        .await?;
+    }
+    eprintln!(
+        "5 MiB restore on every server after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let last = c
+        .get(l, &format!("/v1/kv/big/k{:03}?raw", VALUES - 1))
+        .await?;
+    assert_eq!(last.body, value(VALUES - 1));
+    // Writes go on.
+    c.kv_put(l, "big/after", "y").await?;
+    c.finish();
+    Ok(())
+}

@@ -37,6 +37,7 @@ use crate::state::Store;
 use crate::ServerError;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
+use registry_proto::Command;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -66,6 +67,8 @@ const LEASE: Duration = Duration::from_millis(900);
 const KNOWN_LEADER_CONTACT_MS: u64 = 3_000;
 /// How long past its lease a leader waits for a write to commit before giving it up.
 const LEASE_GRACE: Duration = Duration::from_secs(2);
+/// The same for a snapshot restore (one entry holding the whole state).
+const RESTORE_GRACE: Duration = Duration::from_secs(20);
 
 /// A running Raft node. Cheap to clone; all clones drive the same node.
 #[derive(Clone)]
@@ -353,10 +356,17 @@ impl RaftHandle {
         if !self.serving_leader() {
             return Err(ServerError::NoLeader);
         }
+        // A restore carries the whole state in one entry: writing and sending it keeps every
+        // server busy for a while, during which the lease cannot be renewed.
+        let grace = if cmds.iter().any(|c| matches!(c, Command::Restore { .. })) {
+            RESTORE_GRACE
+        } else {
+            LEASE_GRACE
+        };
         let write = tokio::time::timeout(COMMIT_TIMEOUT, self.inner.raft.client_write(cmds));
         let res = tokio::select! {
             r = write => r,
-            () = self.leadership_lost() => {
+            () = self.leadership_lost(grace) => {
                 return Err(ServerError::Raft("leadership lost while committing log".into()));
             }
         };
@@ -387,7 +397,7 @@ impl RaftHandle {
 
     /// Resolves once this node stops leading, or has gone without a quorum's acknowledgement
     /// for well past its lease (cut off from the cluster).
-    async fn leadership_lost(&self) {
+    async fn leadership_lost(&self, grace: Duration) {
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             if !self.is_leader() {
@@ -395,7 +405,7 @@ impl RaftHandle {
             }
             if !self.sole_voter() {
                 let until = self.inner.lease_until.load(Ordering::Acquire);
-                let grace = u64::try_from(LEASE_GRACE.as_millis()).unwrap_or(0);
+                let grace = u64::try_from(grace.as_millis()).unwrap_or(0);
                 if self.now_ms() > until + grace {
                     return;
                 }

@@ -42,6 +42,9 @@ const MAX_BODY: usize = 512 * 1024 * 1024;
 const CONTENT_TYPE: &str = "application/x-postcard";
 /// Most bytes of log entries in one AppendEntries, unless a single entry is larger.
 const MAX_APPEND_BYTES: usize = 4 * 1024 * 1024;
+/// An AppendEntries larger than this (a single large entry) is sent on its own task, so that
+/// it can take longer than openraft waits for one (see `speculate::LongSend`).
+const LONG_APPEND_BYTES: usize = MAX_APPEND_BYTES + 64 * 1024;
 
 /// Creates a connection per peer; all share one HTTP client and its connection pool.
 #[derive(Debug, Clone)]
@@ -172,8 +175,20 @@ impl HttpConnection {
             let e = std::io::Error::other(format!("{path}: HTTP {status}: {text}"));
             return Err(RPCError::Network(NetworkError::new(&e)));
         }
+        self.decode_answer(&bytes)
+    }
+
+    /// Decodes a peer's answer: a postcard-encoded `Result<Resp, E>`.
+    fn decode_answer<Resp, E>(
+        &self,
+        bytes: &[u8],
+    ) -> Result<Resp, RPCError<NodeId, RegistryNode, E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let res: Result<Resp, E> =
-            postcard::from_bytes(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            postcard::from_bytes(bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| {
             RPCError::RemoteError(RemoteError::new_with_node(
                 self.target,
@@ -219,9 +234,26 @@ impl RaftNetwork<TypeConfig> for HttpConnection {
             body = postcard::to_stdvec(&rpc).map_err(net)?;
         }
         let last = rpc.entries.last().map(|e| e.log_id);
-        let res = match &self.append_url {
-            Some(u) => self.send(u.clone(), APPEND_PATH, body, &option).await,
-            None => {
+        let res = match (&self.spec, &self.append_url) {
+            (Some((spec, _)), _) if body.len() > LONG_APPEND_BYTES => {
+                match spec.long_send(self.target, &rpc, body) {
+                    Some(l) => {
+                        // openraft stops waiting after its heartbeat interval; the send goes
+                        // on, and its next attempt at these entries picks up the answer.
+                        let answer = l.answer().await;
+                        spec.end_long_send(self.target, &l);
+                        let bytes = answer.map_err(|e| {
+                            RPCError::Network(NetworkError::new(&std::io::Error::other(e)))
+                        })?;
+                        self.decode_answer(&bytes)
+                    }
+                    None => Err(RPCError::Network(NetworkError::new(
+                        &std::io::Error::other("no entries to send"),
+                    ))),
+                }
+            }
+            (_, Some(u)) => self.send(u.clone(), APPEND_PATH, body, &option).await,
+            (_, None) => {
                 let url = format!("{}{APPEND_PATH}", self.base);
                 self.send(url, APPEND_PATH, body, &option).await
             }

@@ -77,6 +77,36 @@ struct Peer {
     commit_sent: Option<LogId>,
     /// A deferred commit notice, sent unless a request carrying its commit index goes first.
     notice: Option<Notice>,
+    /// An AppendEntries too large for openraft's per-request time, sent on its own.
+    long: Option<Arc<LongSend>>,
+}
+
+/// An AppendEntries that may take longer than openraft waits for one (a snapshot restore
+/// of hundreds of MB is a single entry): it goes on after openraft gave up waiting, and
+/// openraft's next attempt at the same entries waits for it instead of starting over.
+#[derive(Debug)]
+pub(super) struct LongSend {
+    vote: Vote,
+    prev: Option<LogId>,
+    last: LogId,
+    /// The encoded answer (a `Result<AppendEntriesResponse, RaftError>`), or why none came.
+    outcome: watch::Receiver<Option<Result<bytes::Bytes, String>>>,
+}
+
+impl LongSend {
+    /// The follower's encoded answer, once it came.
+    pub(super) async fn answer(&self) -> Result<bytes::Bytes, String> {
+        let mut rx = self.outcome.clone();
+        let answer = match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone().unwrap_or_else(|| Err("no answer".into())),
+            Err(_) => Err("abandoned".into()),
+        };
+        answer
+    }
+
+    fn failed(&self) -> bool {
+        matches!(*self.outcome.borrow(), Some(Err(_)))
+    }
 }
 
 /// An empty AppendEntries whose only news is the leader's commit index.
@@ -188,6 +218,7 @@ impl Speculator {
             spec: None,
             commit_sent: None,
             notice: None,
+            long: None,
         });
         p.conns += 1;
         p.url = url;
@@ -263,6 +294,61 @@ impl Speculator {
         }
         let s = p.spec.take()?;
         (s.sent.elapsed() < MAX_AGE).then_some(s)
+    }
+
+    /// The long send to `target` of exactly `req`'s entries: the one already under way (or
+    /// answered), else a new one posting `body`. Must run in a Tokio runtime.
+    pub(super) fn long_send(
+        &self,
+        target: NodeId,
+        req: &AppendEntriesRequest<TypeConfig>,
+        body: Vec<u8>,
+    ) -> Option<Arc<LongSend>> {
+        let last = req.entries.last()?.log_id;
+        let mut peers = self.peers.lock();
+        let p = peers.get_mut(&target)?;
+        if let Some(l) = &p.long {
+            if l.vote == req.vote && l.prev == req.prev_log_id && l.last == last && !l.failed() {
+                return Some(Arc::clone(l));
+            }
+        }
+        let (tx, rx) = watch::channel(None);
+        let l = Arc::new(LongSend {
+            vote: req.vote,
+            prev: req.prev_log_id,
+            last,
+            outcome: rx,
+        });
+        // Generous: ~20 MB/s at the least, and never under a minute.
+        let secs = 60 + body.len() as u64 / (20 * 1024 * 1024);
+        let post = self
+            .client
+            .post(p.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, self.content_type)
+            .timeout(Duration::from_secs(secs))
+            .body(body);
+        tracing::info!(target, last = %last, "sending a large AppendEntries on its own");
+        tokio::spawn(async move {
+            let res = match post.send().await {
+                Ok(resp) if resp.status() == reqwest::StatusCode::OK => {
+                    resp.bytes().await.map_err(|e| e.to_string())
+                }
+                Ok(resp) => Err(format!("HTTP {}", resp.status())),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = tx.send(Some(res));
+        });
+        p.long = Some(Arc::clone(&l));
+        Some(l)
+    }
+
+    /// Forgets the long send to `target` once its answer has been used.
+    pub(super) fn end_long_send(&self, target: NodeId, send: &Arc<LongSend>) {
+        if let Some(p) = self.peers.lock().get_mut(&target) {
+            if p.long.as_ref().is_some_and(|l| Arc::ptr_eq(l, send)) {
+                p.long = None;
+            }
+        }
     }
 
     /// Notes that a speculative answer was used.
