@@ -179,6 +179,7 @@ impl HttpConnection {
     }
 
     /// Decodes a peer's answer: a postcard-encoded `Result<Resp, E>`.
+    #[allow(clippy::result_large_err)] // openraft's error type, as the trait methods return it
     fn decode_answer<Resp, E>(
         &self,
         bytes: &[u8],
