@@ -66,9 +66,10 @@ mod tests {
             "a".into(),
             DirEntry {
                 key: "a".into(),
-                value: b"v".to_vec(),
+                value: b"v".to_vec().into(),
                 ..Default::default()
-            },
+            }
+            .into(),
         );
         db
     }
