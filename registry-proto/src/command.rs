@@ -426,7 +426,7 @@ mod tests {
                 entry: DirEntry {
                     key: "a/b".into(),
                     flags: 0x2ddc_cbc0_58a5_0c18,
-                    value: b"v".to_vec(),
+                    value: b"v".to_vec().into(),
                     ..Default::default()
                 },
                 index: 7,

@@ -4,6 +4,7 @@
 //! Raft log's binary encoding stays positional and stable; the HTTP layer builds Consul's
 //! exact JSON shapes from them.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -195,8 +196,10 @@ pub struct DirEntry {
     pub key: String,
     /// Opaque client flags (full u64).
     pub flags: u64,
-    /// Raw value (empty = Consul's `null`).
-    pub value: Vec<u8>,
+    /// Raw value (empty = Consul's `null`). Shared bytes, so that copying an entry (a
+    /// copy-on-write table, a read answer) never copies the value; encoded exactly as a
+    /// `Vec<u8>` would be (a length-prefixed byte sequence, or an array of numbers in JSON).
+    pub value: Bytes,
     /// Number of times the key was acquired by a session.
     pub lock_index: u64,
     /// Session holding the lock ("" for none).
@@ -285,5 +288,61 @@ impl Session {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// [`DirEntry`] as it was with a `Vec<u8>` value: the encodings must not have changed.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    struct VecDirEntry {
+        key: String,
+        flags: u64,
+        value: Vec<u8>,
+        lock_index: u64,
+        session: String,
+        index: RaftIndex,
+    }
+
+    #[test]
+    fn kv_values_encode_as_a_vec_did() {
+        for value in [
+            Vec::new(),
+            b"v".to_vec(),
+            (0..=255u8).cycle().take(70_000).collect(),
+        ] {
+            let old = VecDirEntry {
+                key: "a/b".into(),
+                flags: 0x2ddc_cbc0_58a5_0c18,
+                value: value.clone(),
+                lock_index: 3,
+                session: "s".into(),
+                index: RaftIndex {
+                    create_index: 5,
+                    modify_index: 300,
+                },
+            };
+            let new = DirEntry {
+                key: old.key.clone(),
+                flags: old.flags,
+                value: Bytes::from(value),
+                lock_index: old.lock_index,
+                session: old.session.clone(),
+                index: old.index,
+            };
+            let bin = postcard::to_stdvec(&old).unwrap();
+            assert_eq!(postcard::to_stdvec(&new).unwrap(), bin);
+            assert_eq!(postcard::from_bytes::<DirEntry>(&bin).unwrap(), new);
+            let json = serde_json::to_string(&old).unwrap();
+            assert_eq!(serde_json::to_string(&new).unwrap(), json);
+            assert_eq!(
+                serde_json::to_string_pretty(&new).unwrap(),
+                serde_json::to_string_pretty(&old).unwrap()
+            );
+            assert_eq!(serde_json::from_str::<DirEntry>(&json).unwrap(), new);
+        }
     }
 }

@@ -9,6 +9,7 @@ mod http;
 mod kv;
 mod load;
 mod register;
+mod stall;
 mod stats;
 mod watch;
 
@@ -40,6 +41,8 @@ enum Cmd {
     Watch(watch::WatchArgs),
     /// Register N service instances through the catalog (memory per instance).
     Register(register::RegisterArgs),
+    /// Fill the KV store with large values, then PUT latency while snapshots are built.
+    SnapshotStall(stall::StallArgs),
     /// etcd v3 Put (gRPC, or the JSON gateway with --gateway).
     EtcdPut(etcd::EtcdPutArgs),
     /// etcd v3 Range of one key (linearizable, or --serializable).
@@ -62,6 +65,7 @@ fn main() -> Result<()> {
             Cmd::HttpGet(a) => kv::http_get(a).await,
             Cmd::Watch(a) => watch::watch(a).await,
             Cmd::Register(a) => register::register(a).await,
+            Cmd::SnapshotStall(a) => stall::stall(a).await,
             Cmd::EtcdPut(a) => etcd::etcd_put(a).await,
             Cmd::EtcdGet(a) => etcd::etcd_get(a).await,
             Cmd::EtcdWatch(a) => etcd::etcd_watch(a).await,

@@ -28,8 +28,16 @@ impl Remote {
     pub fn from_db(db: &Db, node: &str) -> Self {
         Remote {
             node: db.nodes.get(node).cloned(),
-            services: db.services.get(node).cloned().unwrap_or_default(),
-            checks: db.checks.get(node).cloned().unwrap_or_default(),
+            services: db
+                .services
+                .get(node)
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), (**v).clone())).collect())
+                .unwrap_or_default(),
+            checks: db
+                .checks
+                .get(node)
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), (**v).clone())).collect())
+                .unwrap_or_default(),
         }
     }
 }

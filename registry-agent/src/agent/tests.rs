@@ -113,7 +113,7 @@ impl Harness {
             .checks
             .get("node1")
             .and_then(|m| m.get(id))
-            .cloned()
+            .map(|c| (**c).clone())
     }
 
     /// This node's services in the catalog, except the server's own `consul` service.

@@ -804,7 +804,7 @@ fn kv_pair_shape() {
     let e = DirEntry {
         key: "service/pg/leader".into(),
         flags: 0xe0f6_9a2b_aa41_4de0,
-        value: b"pg-1".to_vec(),
+        value: b"pg-1".to_vec().into(),
         lock_index: 1,
         session: "adf4238a-882b-9ddc-4a9d-5b6758e4159e".into(),
         index: RaftIndex {

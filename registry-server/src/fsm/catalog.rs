@@ -3,7 +3,7 @@
 //! Unchanged records keep their modify index, so a re-registration that changes nothing
 //! (anti-entropy, an agent restart) wakes no blocking query.
 
-use crate::state::{Table, WatchKey, WriteTxn};
+use crate::state::{Shared, Table, WatchKey, WriteTxn};
 use registry_proto::command::{DeregisterRequest, RegisterRequest};
 use registry_proto::model::{HealthCheck, Node, NodeService, RaftIndex};
 use registry_proto::CommandResponse;
@@ -71,7 +71,7 @@ fn ensure_service(txn: &mut WriteTxn<'_>, node: &str, svc: &NodeService) {
     if let Some(old) = existing {
         let mut cmp = svc.clone();
         cmp.index = old.index;
-        if &cmp == old {
+        if cmp == **old {
             return;
         }
     }
@@ -92,23 +92,24 @@ fn ensure_service(txn: &mut WriteTxn<'_>, node: &str, svc: &NodeService) {
         .services
         .entry(node.to_string())
         .or_default()
-        .insert(svc.id.clone(), new);
+        .insert(svc.id.clone(), Shared::new(new));
     // Checks carry the service's name and tags: keep them in step.
     let (name, tags) = (svc.service.clone(), svc.tags.clone());
     let index = txn.index;
-    if let Some(checks) = txn.db.checks.get_mut(node) {
-        let mut changed = false;
-        for c in checks.values_mut().filter(|c| c.service_id == svc.id) {
-            if c.service_name != name || c.service_tags != tags {
+    let stale = |c: &HealthCheck| {
+        c.service_id == svc.id && (c.service_name != name || c.service_tags != tags)
+    };
+    // Looked at first, so that the node's checks are changed (and so maybe copied, see
+    // `state::Shared`) only when one of them is out of step.
+    if txn.db.node_checks(node).any(stale) {
+        if let Some(checks) = txn.db.checks.get_mut(node) {
+            for c in checks.values_mut().filter(|c| stale(c)) {
                 c.service_name = name.clone();
                 c.service_tags = tags.clone();
                 c.index.modify_index = index;
-                changed = true;
             }
         }
-        if changed {
-            txn.touch(WatchKey::Table(Table::Checks));
-        }
+        txn.touch(WatchKey::Table(Table::Checks));
     }
     txn.touch(WatchKey::Table(Table::Services));
     touch_service(txn, &name);
@@ -152,7 +153,7 @@ fn ensure_check(txn: &mut WriteTxn<'_>, check: &HealthCheck) -> Result<(), Strin
     if let Some(old) = existing {
         let mut cmp = new.clone();
         cmp.index = old.index;
-        if &cmp == old {
+        if cmp == **old {
             return Ok(());
         }
     }
@@ -165,7 +166,7 @@ fn ensure_check(txn: &mut WriteTxn<'_>, check: &HealthCheck) -> Result<(), Strin
         .checks
         .entry(node.clone())
         .or_default()
-        .insert(new.check_id.clone(), new);
+        .insert(new.check_id.clone(), Shared::new(new));
     if critical {
         super::session::invalidate_check(txn, &node, &check_id);
     }

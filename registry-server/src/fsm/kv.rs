@@ -1,6 +1,6 @@
 //! KV commands: set, check-and-set, delete, delete-CAS and delete-tree.
 
-use crate::state::{Table, WatchKey, WriteTxn};
+use crate::state::{Shared, Table, WatchKey, WriteTxn};
 use registry_proto::model::{DirEntry, RaftIndex};
 use registry_proto::CommandResponse;
 
@@ -26,7 +26,7 @@ fn store_entry(txn: &mut WriteTxn<'_>, entry: &DirEntry) {
         }
     }
     txn.db.kv_tombstones.remove(&entry.key);
-    txn.db.kvs.insert(entry.key.clone(), new);
+    txn.db.kvs.insert(entry.key.clone(), Shared::new(new));
     txn.touch(WatchKey::Table(Table::Kvs));
     txn.touch(WatchKey::KvKey(entry.key.clone()));
 }

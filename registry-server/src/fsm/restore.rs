@@ -45,7 +45,7 @@ mod tests {
         Command::KvSet {
             entry: DirEntry {
                 key: key.into(),
-                value: value.as_bytes().to_vec(),
+                value: value.as_bytes().to_vec().into(),
                 ..Default::default()
             },
         }

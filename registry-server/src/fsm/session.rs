@@ -7,7 +7,7 @@
 //! those keys under lock-delay (recorded by the store outside the replicated state).
 
 use super::kv;
-use crate::state::{LockDelay, Table, WatchKey, WriteTxn};
+use crate::state::{LockDelay, Shared, Table, WatchKey, WriteTxn};
 use registry_proto::model::{status, DirEntry, RaftIndex, Session, SessionBehavior};
 use registry_proto::CommandResponse;
 use std::time::Duration;
@@ -186,7 +186,7 @@ fn put_locked(txn: &mut WriteTxn<'_>, mut new: DirEntry) {
     }
     txn.db.kv_tombstones.remove(&new.key);
     let key = new.key.clone();
-    txn.db.kvs.insert(key.clone(), new);
+    txn.db.kvs.insert(key.clone(), Shared::new(new));
     txn.touch(WatchKey::Table(Table::Kvs));
     txn.touch(WatchKey::KvKey(key));
 }
@@ -377,7 +377,7 @@ pub(crate) mod tests {
         }
 
         pub fn kv(&self, key: &str) -> Option<DirEntry> {
-            self.store.read().kvs.get(key).cloned()
+            self.store.read().kvs.get(key).map(|e| (**e).clone())
         }
     }
 
@@ -385,7 +385,7 @@ pub(crate) mod tests {
         DirEntry {
             key: key.into(),
             flags: 0x2ddc_cbc0_58a5_0c18,
-            value: value.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec().into(),
             session: session.into(),
             ..Default::default()
         }
@@ -459,7 +459,7 @@ pub(crate) mod tests {
         assert_eq!(f.lock("k", "a", "A"), CommandResponse::Bool(true));
         let e = f.kv("k").unwrap();
         assert_eq!((e.lock_index, e.session.as_str()), (1, "a"));
-        assert_eq!(e.value, b"A");
+        assert_eq!(e.value, &b"A"[..]);
         // Re-acquiring by the holder keeps the lock index; an identical write changes nothing.
         let before = e.index.modify_index;
         assert_eq!(f.lock("k", "a", "A"), CommandResponse::Bool(true));

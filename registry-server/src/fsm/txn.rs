@@ -6,14 +6,16 @@
 //! errors are reported). If any failed, everything is rolled back: a KV-only transaction
 //! restores the entries it saved before each write; one that writes the catalog restores a
 //! copy of the whole state taken up front (node and service writes cascade too widely for a
-//! targeted undo). Watch notifications and lock-delays of a rolled back transaction are
-//! dropped.
+//! targeted undo; the copy shares the tables copy-on-write, so what it costs is a copy of
+//! each table, or per-node map, the transaction writes). Watch notifications and lock-delays
+//! of a rolled back transaction are dropped.
 //!
 //! Reads are shared with the read-only fast path, which runs them against a read view
 //! without Raft ([`read_only`]).
 
 use super::{catalog, kv, session};
-use crate::state::{Db, WriteTxn};
+use crate::state::{Db, Shared, WriteTxn};
+use bytes::Bytes;
 use registry_proto::command::{
     CatalogVerb, DeregisterRequest, KvVerb, RegisterRequest, TxnError, TxnOp, TxnResponse,
     TxnResult,
@@ -28,7 +30,7 @@ pub const MAX_TXN_OPS: usize = 64;
 /// Prior states saved before KV writes, restored in reverse on rollback.
 #[derive(Default)]
 struct Undo {
-    keys: Vec<(String, Option<DirEntry>, Option<u64>)>,
+    keys: Vec<(String, Option<Shared<DirEntry>>, Option<u64>)>,
     locks: Vec<(String, Option<BTreeSet<String>>)>,
 }
 
@@ -129,13 +131,13 @@ pub fn read_only(db: &Db, ops: &[TxnOp]) -> TxnResponse {
 
 fn blank(e: &DirEntry) -> TxnResult {
     TxnResult::Kv(DirEntry {
-        value: Vec::new(),
+        value: Bytes::new(),
         ..e.clone()
     })
 }
 
 fn kv_result(db: &Db, key: &str) -> Vec<TxnResult> {
-    db.kvs.get(key).map(blank).into_iter().collect()
+    db.kvs.get(key).map(|e| blank(e)).into_iter().collect()
 }
 
 type OpResult = Result<Vec<TxnResult>, String>;
@@ -150,11 +152,11 @@ fn read(db: &Db, op: &TxnOp) -> Option<OpResult> {
             }
             match verb {
                 KvVerb::Get => match db.kvs.get(key) {
-                    Some(e) => Ok(vec![TxnResult::Kv(e.clone())]),
+                    Some(e) => Ok(vec![TxnResult::Kv((**e).clone())]),
                     None => Err(format!("key {key:?} doesn't exist")),
                 },
                 KvVerb::GetOrEmpty => match db.kvs.get(key) {
-                    Some(e) => Ok(vec![TxnResult::Kv(e.clone())]),
+                    Some(e) => Ok(vec![TxnResult::Kv((**e).clone())]),
                     None => {
                         let mut e = entry.clone();
                         e.value.clear();
@@ -214,7 +216,7 @@ fn read(db: &Db, op: &TxnOp) -> Option<OpResult> {
             service,
             ..
         } => match db.services.get(node).and_then(|m| m.get(&service.id)) {
-            Some(s) => Ok(vec![TxnResult::Service(s.clone())]),
+            Some(s) => Ok(vec![TxnResult::Service((**s).clone())]),
             None => Err(format!(
                 "service {:?} on node {:?} doesn't exist",
                 service.id, node
@@ -229,7 +231,7 @@ fn read(db: &Db, op: &TxnOp) -> Option<OpResult> {
             .get(&check.node)
             .and_then(|m| m.get(&check.check_id))
         {
-            Some(c) => Ok(vec![TxnResult::Check(c.clone())]),
+            Some(c) => Ok(vec![TxnResult::Check((**c).clone())]),
             None => Err(format!(
                 "check {:?} on node {:?} doesn't exist",
                 check.check_id, check.node
@@ -343,7 +345,7 @@ fn run(txn: &mut WriteTxn<'_>, op: &TxnOp, undo: &mut Undo) -> OpResult {
                         .services
                         .get(node)
                         .and_then(|m| m.get(id))
-                        .map(|s| TxnResult::Service(s.clone()))
+                        .map(|s| TxnResult::Service((**s).clone()))
                         .into_iter()
                         .collect())
                 }
@@ -387,7 +389,7 @@ fn run(txn: &mut WriteTxn<'_>, op: &TxnOp, undo: &mut Undo) -> OpResult {
                         .checks
                         .get(node)
                         .and_then(|m| m.get(id))
-                        .map(|c| TxnResult::Check(c.clone()))
+                        .map(|c| TxnResult::Check((**c).clone()))
                         .into_iter()
                         .collect())
                 }
@@ -512,7 +514,7 @@ mod tests {
             verb,
             entry: DirEntry {
                 key: key.into(),
-                value: value.as_bytes().to_vec(),
+                value: value.as_bytes().to_vec().into(),
                 ..Default::default()
             },
             index,
@@ -539,7 +541,7 @@ mod tests {
         f.apply(Command::KvSet {
             entry: DirEntry {
                 key: "app/old".into(),
-                value: b"x".to_vec(),
+                value: b"x".to_vec().into(),
                 ..Default::default()
             },
         });
@@ -590,7 +592,7 @@ mod tests {
         f.apply(Command::KvSet {
             entry: DirEntry {
                 key: "keep".into(),
-                value: b"orig".to_vec(),
+                value: b"orig".to_vec().into(),
                 ..Default::default()
             },
         });

@@ -146,7 +146,7 @@ pub(super) async fn state(
                             .get(*node)
                             .is_some_and(|n| node_meta_ok(n, &want_meta))
                 })
-                .flat_map(|(_, m)| m.values())
+                .flat_map(|(_, m)| m.values().map(|c| &**c))
                 .filter(|c| state == status::ANY || c.status == state)
                 .map(CheckOut::from)
                 .collect();

@@ -100,14 +100,14 @@ pub(super) async fn get(
             Some(e) => {
                 let index = e.index.modify_index;
                 if raw {
-                    return (Some(Ok(Bytes::from(e.value.clone()))), index);
+                    return (Some(Ok(e.value.clone())), index);
                 }
                 let generation = store.generation();
                 if let Some(hit) = cache.get(&cache_key, generation, index) {
                     return (Some(Ok(hit)), index);
                 }
-                let body =
-                    super::respond::json_bytes(&[KvPairOut::from(e)], opts.pretty).map(Bytes::from);
+                let body = super::respond::json_bytes(&[KvPairOut::from(&**e)], opts.pretty)
+                    .map(Bytes::from);
                 if let Ok(b) = &body {
                     cache.put(cache_key.clone(), generation, index, b.clone());
                 }
@@ -181,7 +181,9 @@ pub(super) async fn put(
     let mut entry = DirEntry {
         key,
         flags,
-        value: body.to_vec(),
+        // A copy of its exact size: the body may be a slice of a larger read buffer, which
+        // the state would otherwise keep alive.
+        value: Bytes::copy_from_slice(&body),
         ..Default::default()
     };
     // ?release wins over ?acquire, which wins over ?cas (they conflict anyway).

@@ -62,12 +62,15 @@ impl Write for ChunkWriter {
 /// `GET /v1/snapshot`: the archive of the whole state (`?stale` lets any server answer).
 pub(super) async fn save(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
     let opts = s.options(q.as_deref())?;
-    // The encoding is taken under the read lock: one consistent state at one index.
-    let ((state, index), meta) = s
+    // One consistent state at one index: a copy-on-write view taken under the read lock,
+    // encoded after it is released, on a blocking thread, so that writes go on meanwhile.
+    let ((view, index), meta) = s
         .reader
-        .once(&opts, |db| ((db.encode(), db.index), db.index))
+        .once(&opts, |db| ((db.clone(), db.index), db.index))
         .await?;
-    let state = state?;
+    let state = tokio::task::spawn_blocking(move || view.encode())
+        .await
+        .map_err(|e| ServerError::Snapshot(format!("snapshot encoding failed: {e}")))??;
     let archive_meta = Meta::for_state(index, s.raft.term(), &state);
     tracing::info!(
         index,

@@ -117,12 +117,14 @@ fn obj<'a>(
     }
 }
 
-/// The base64-decoded `Value` of a KV operation.
-fn kv_value(m: &Map<String, Value>) -> Result<Vec<u8>, String> {
+/// The base64-decoded `Value` of a KV operation (in an allocation of its exact size: the
+/// state keeps these very bytes).
+fn kv_value(m: &Map<String, Value>) -> Result<Bytes, String> {
     match field(m, "Value") {
-        None => Ok(Vec::new()),
+        None => Ok(Bytes::new()),
         Some(Value::String(s)) => base64::engine::general_purpose::STANDARD
             .decode(s)
+            .map(|v| Bytes::copy_from_slice(&v))
             .map_err(|e| format!("failed to decode value: {e}")),
         Some(_) => Err("failed to decode value: unexpected value type".to_string()),
     }
@@ -558,7 +560,7 @@ mod tests {
         match &ops[0] {
             Parsed::Op(TxnOp::Kv { verb, entry, .. }) => {
                 assert_eq!(*verb, KvVerb::Set);
-                assert_eq!(entry.value, b"hi");
+                assert_eq!(entry.value, &b"hi"[..]);
                 assert_eq!(entry.flags, 16_045_690_984_230_472_216);
             }
             other => panic!("{other:?}"),

@@ -8,6 +8,12 @@
 //! store's index to the larger of the saved state's and its own; commands after it count from
 //! there, on every replica alike.
 //!
+//! A snapshot is built without holding up applies: [`get_snapshot_builder`] takes a
+//! copy-on-write view of the [`Db`] ([`Store::view`], a few reference counts), and the
+//! builder encodes and saves it on a blocking thread while the state machine goes on.
+//!
+//! [`get_snapshot_builder`]: RaftStateMachine::get_snapshot_builder
+//!
 //! The state itself lives in memory only. What makes a restart work is the snapshot: with a
 //! data directory every snapshot (built here or received from the leader) is written to
 //! `snapshots/current.snap` (written to a temporary file, fsynced, renamed) before it is
@@ -35,6 +41,8 @@ use std::sync::{Arc, Mutex};
 const SNAP_MAGIC: &[u8; 8] = b"REGRAFT1";
 const CURRENT: &str = "current.snap";
 const TMP_SUFFIX: &str = ".tmp";
+/// How much of a snapshot file is written between syncs.
+const SYNC_CHUNK: usize = 8 << 20;
 
 /// A snapshot read back: its metadata and data.
 type Stored = (SnapshotMeta, Vec<u8>);
@@ -117,7 +125,12 @@ impl SnapshotStore {
             f.write_all(SNAP_MAGIC)?;
             f.write_all(&(meta_bytes.len() as u64).to_le_bytes())?;
             f.write_all(&meta_bytes)?;
-            f.write_all(data)?;
+            // Synced as it is written: a whole snapshot flushed at the end would keep the
+            // disk busy for as long as it takes, and every log append's sync behind it.
+            for chunk in data.chunks(SYNC_CHUNK) {
+                f.write_all(chunk)?;
+                f.sync_data()?;
+            }
             f.sync_all()
         };
         if let Err(e) = write() {
@@ -129,12 +142,20 @@ impl SnapshotStore {
             let _ = std::fs::remove_file(&tmp);
             return Ok(false);
         }
+        // The snapshot being replaced keeps a second name, so that the rename does not free
+        // all its blocks at once: see `release`.
+        let replaced = dir.join(format!("replaced-{seq}{TMP_SUFFIX}"));
+        let kept = std::fs::hard_link(dir.join(CURRENT), &replaced).is_ok();
         std::fs::rename(&tmp, dir.join(CURRENT)).map_err(|e| AnyError::new(&e))?;
         // Make the rename itself durable.
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| AnyError::new(&e))?;
         cur.meta = Some(meta.clone());
+        drop(cur);
+        if kept {
+            release(&replaced);
+        }
         Ok(true)
     }
 
@@ -152,6 +173,27 @@ impl SnapshotStore {
             Some(dir) => read_snapshot_file(&dir.join(CURRENT)),
         }
     }
+}
+
+/// Deletes a large file a slice at a time, each shrink synced on its own. Freeing a whole
+/// snapshot's blocks in one journal commit (and discarding them, on a filesystem mounted with
+/// `discard`) holds up every other sync on the disk, the log's included, for as long as it
+/// takes. Best effort: a leftover is removed on the next start.
+fn release(path: &Path) {
+    let shrink = || -> std::io::Result<()> {
+        let f = std::fs::OpenOptions::new().write(true).open(path)?;
+        let mut len = f.metadata()?.len();
+        while len > 0 {
+            len = len.saturating_sub(SYNC_CHUNK as u64);
+            f.set_len(len)?;
+            f.sync_all()?;
+        }
+        Ok(())
+    };
+    if let Err(e) = shrink() {
+        tracing::debug!(path = %path.display(), error = %e, "shrinking a replaced snapshot");
+    }
+    let _ = std::fs::remove_file(path);
 }
 
 /// Reads and parses a snapshot file; `None` when it does not exist.
@@ -232,23 +274,32 @@ impl RegistryStateMachine {
     }
 }
 
-/// Builds one snapshot from the state encoded when it was created.
+/// Builds one snapshot of the state as it was when the builder was made.
+///
+/// The builder holds a [`Store::view`]: the tables are shared copy-on-write with the live
+/// store, so making it is cheap and the state machine goes on applying while the view is
+/// encoded and saved, on a blocking thread, in [`build_snapshot`](Self::build_snapshot).
 #[derive(Debug)]
 pub struct RegistrySnapshotBuilder {
-    /// [`Db::encode`] of the state, taken once.
-    data: Option<Result<Vec<u8>, ServerError>>,
+    /// The state at `last_applied`, taken once.
+    view: Option<Db>,
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
     snapshots: Arc<SnapshotStore>,
+    /// Runs on the blocking thread just before the view is encoded (tests hold it there).
+    #[cfg(test)]
+    before_encode: Option<tests::Hook>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for RegistrySnapshotBuilder {
     #[tracing::instrument(level = "info", skip_all, fields(last_applied = ?self.last_applied))]
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let data = self
-            .data
+        let view = self
+            .view
             .take()
-            .unwrap_or_else(|| Err(ServerError::Snapshot("snapshot already built".into())));
+            .ok_or_else(|| ServerError::Snapshot("snapshot already built".into()));
+        #[cfg(test)]
+        let before_encode = self.before_encode.take();
         let snapshot_id = match &self.last_applied {
             Some(l) => format!(
                 "{}-{}-{}",
@@ -265,7 +316,17 @@ impl RaftSnapshotBuilder<TypeConfig> for RegistrySnapshotBuilder {
         };
         let snapshots = Arc::clone(&self.snapshots);
         let m = meta.clone();
+        let started = std::time::Instant::now();
         let data = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, AnyError> {
+            #[cfg(test)]
+            if let Some(hook) = before_encode {
+                (hook.0)();
+            }
+            let view = view.map_err(|e| AnyError::new(&e))?;
+            let data = view.encode();
+            // Let go of the view before the (slow) write: from here on the live store
+            // copies nothing more on account of this snapshot.
+            drop(view);
             let data = data.map_err(|e| AnyError::new(&e))?;
             snapshots.save(&m, &data)?;
             Ok(data)
@@ -273,7 +334,11 @@ impl RaftSnapshotBuilder<TypeConfig> for RegistrySnapshotBuilder {
         .await
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
-        tracing::info!(bytes = data.len(), "built snapshot");
+        tracing::info!(
+            bytes = data.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "built snapshot"
+        );
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -329,16 +394,17 @@ impl RaftStateMachine<TypeConfig> for RegistryStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        // Encoded here rather than cloned for later: apply() runs on this same task, so
-        // nothing changes meanwhile, and a deep copy of the whole state would double the
-        // memory the state takes for as long as the snapshot is being built (and, freed,
-        // mostly stay in the allocator's arenas).
-        let data = self.store.read().encode();
+        // apply() runs on this same task, so the view is exactly the state at last_applied.
+        // Taking it only bumps the tables' reference counts; encoding is left to
+        // build_snapshot, which openraft runs on a task of its own. Writes meanwhile copy
+        // the tables they change (keys and pointers) for as long as the view is held.
         RegistrySnapshotBuilder {
-            data: Some(data),
+            view: Some(self.store.view()),
             last_applied: self.last_applied,
             last_membership: self.last_membership.clone(),
             snapshots: Arc::clone(&self.snapshots),
+            #[cfg(test)]
+            before_encode: None,
         }
     }
 
@@ -385,3 +451,6 @@ impl RaftStateMachine<TypeConfig> for RegistryStateMachine {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -53,7 +53,7 @@ fn kv_set(i: usize) -> Command {
         entry: DirEntry {
             key: format!("k/{i:05}"),
             flags: i as u64,
-            value: format!("value-{i}").into_bytes(),
+            value: format!("value-{i}").into_bytes().into(),
             ..Default::default()
         },
     }

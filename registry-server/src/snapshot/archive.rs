@@ -293,7 +293,7 @@ mod tests {
                 entry: DirEntry {
                     key: format!("app/{n}"),
                     flags: n,
-                    value: format!("value {n}").into_bytes(),
+                    value: format!("value {n}").into_bytes().into(),
                     ..Default::default()
                 },
             });

@@ -100,7 +100,7 @@ mod tests {
                 &Command::KvSet {
                     entry: DirEntry {
                         key: format!("k{i}"),
-                        value: vec![0; 100],
+                        value: vec![0; 100].into(),
                         ..Default::default()
                     },
                 },

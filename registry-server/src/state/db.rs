@@ -12,6 +12,7 @@
 //! service name and node has one: a query's `X-Consul-Index` comes from the finest one that
 //! covers its result.
 
+use super::Shared;
 use registry_proto::command::AutopilotConfig;
 use registry_proto::model::{DirEntry, HealthCheck, Node, NodeService, Session};
 use serde::{Deserialize, Serialize};
@@ -71,8 +72,22 @@ impl TableIndexes {
     }
 }
 
+/// The instances of one service name, as (node, instance ID).
+pub type InstanceRefs = BTreeSet<(String, String)>;
+
+/// The services of one node by instance ID. Each record is [`Shared`] too, so that copying
+/// the map (a write while a snapshot holds it) copies keys and pointers, not the records.
+pub type NodeServices = BTreeMap<String, Shared<NodeService>>;
+
+/// The checks of one node by check ID, each [`Shared`] as in [`NodeServices`].
+pub type NodeChecks = BTreeMap<String, Shared<HealthCheck>>;
+
 /// All replicated state. Maps are ordered so that iteration, snapshots and answers are
 /// deterministic.
+///
+/// Every table is [`Shared`] (copy-on-write), and so are the per-node and per-service-name
+/// maps nested in them: cloning a `Db` is a handful of reference-count bumps, and the clone
+/// keeps its contents while the original is written (see [`Store::view`](super::Store::view)).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Db {
     /// Index of the last applied log entry.
@@ -80,30 +95,30 @@ pub struct Db {
     /// Per-table indexes.
     pub table_index: TableIndexes,
     /// Nodes by name.
-    pub nodes: BTreeMap<String, Node>,
+    pub nodes: Shared<BTreeMap<String, Node>>,
     /// Services by node, then instance ID.
-    pub services: BTreeMap<String, BTreeMap<String, NodeService>>,
+    pub services: Shared<BTreeMap<String, Shared<NodeServices>>>,
     /// Checks by node, then check ID.
-    pub checks: BTreeMap<String, BTreeMap<String, HealthCheck>>,
+    pub checks: Shared<BTreeMap<String, Shared<NodeChecks>>>,
     /// Instances by service name: (node, id).
-    pub services_by_name: BTreeMap<String, BTreeSet<(String, String)>>,
+    pub services_by_name: Shared<BTreeMap<String, Shared<InstanceRefs>>>,
     /// Last index at which anything about a service name changed (instances, checks, nodes).
-    pub service_index: BTreeMap<String, u64>,
+    pub service_index: Shared<BTreeMap<String, u64>>,
     /// Last index at which anything about a node changed (node, services, checks).
-    pub node_index: BTreeMap<String, u64>,
-    /// KV entries by key.
-    pub kvs: BTreeMap<String, DirEntry>,
+    pub node_index: Shared<BTreeMap<String, u64>>,
+    /// KV entries by key, each [`Shared`] as in [`NodeServices`].
+    pub kvs: Shared<BTreeMap<String, Shared<DirEntry>>>,
     /// Deleted keys and the index of their deletion, so prefix indexes never go backwards.
-    pub kv_tombstones: BTreeMap<String, u64>,
+    pub kv_tombstones: Shared<BTreeMap<String, u64>>,
     /// Sessions by ID.
-    pub sessions: BTreeMap<String, Session>,
+    pub sessions: Shared<BTreeMap<String, Session>>,
     /// Session IDs by node.
-    pub sessions_by_node: BTreeMap<String, BTreeSet<String>>,
+    pub sessions_by_node: Shared<BTreeMap<String, BTreeSet<String>>>,
     /// Session IDs by the (node, check ID) they are bound to.
-    pub session_checks: BTreeMap<(String, String), BTreeSet<String>>,
+    pub session_checks: Shared<BTreeMap<(String, String), BTreeSet<String>>>,
     /// Keys each session has acquired. May name keys since deleted or re-locked by another
     /// session: readers check `DirEntry::session` before acting on an entry.
-    pub session_locks: BTreeMap<String, BTreeSet<String>>,
+    pub session_locks: Shared<BTreeMap<String, BTreeSet<String>>>,
     /// The autopilot configuration, once stored (until then the configured one applies).
     /// Keep this field last: older snapshots are decoded by appending its default.
     pub autopilot: Option<AutopilotConfig>,
@@ -117,12 +132,18 @@ pub fn nonzero(i: u64) -> u64 {
 impl Db {
     /// The services on a node (empty when none).
     pub fn node_services(&self, node: &str) -> impl Iterator<Item = &NodeService> {
-        self.services.get(node).into_iter().flat_map(|m| m.values())
+        self.services
+            .get(node)
+            .into_iter()
+            .flat_map(|m| m.values().map(|s| &**s))
     }
 
     /// The checks on a node (empty when none).
     pub fn node_checks(&self, node: &str) -> impl Iterator<Item = &HealthCheck> {
-        self.checks.get(node).into_iter().flat_map(|m| m.values())
+        self.checks
+            .get(node)
+            .into_iter()
+            .flat_map(|m| m.values().map(|c| &**c))
     }
 
     /// The instances of a service name with their nodes, ordered by (node, id).
@@ -134,7 +155,7 @@ impl Db {
             .filter_map(|(node, id)| {
                 let n = self.nodes.get(node)?;
                 let s = self.services.get(node)?.get(id)?;
-                Some((n, s))
+                Some((n, &**s))
             })
             .collect()
     }
@@ -179,7 +200,7 @@ impl Db {
                 std::ops::Bound::Unbounded,
             ))
             .take_while(move |(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v)
+            .map(|(_, v)| &**v)
     }
 
     /// Index of a prefix listing: the newest entry or tombstone under it, else the table's.

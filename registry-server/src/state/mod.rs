@@ -11,10 +11,12 @@
 //! invalidation, and only the leader consults it, before proposing an acquire.
 
 mod db;
+mod shared;
 mod snapshot;
 mod watch;
 
-pub use db::{Db, Table};
+pub use db::{Db, InstanceRefs, NodeChecks, NodeServices, Table};
+pub use shared::Shared;
 pub use watch::{WatchKey, WatchSet};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
@@ -124,6 +126,14 @@ impl Store {
         self.db.read()
     }
 
+    /// An immutable copy of the whole state as it is now, to keep as long as needed (a
+    /// snapshot being built). Cheap: the tables are shared copy-on-write, so this takes the
+    /// read lock only to bump their reference counts; a later write copies a table it
+    /// changes while the view still holds it (its keys and pointers, never the records).
+    pub fn view(&self) -> Db {
+        self.db.read().clone()
+    }
+
     /// Applies a change at Raft index `index` and wakes the watchers of what it touched.
     pub fn write<R>(&self, index: u64, f: impl FnOnce(&mut WriteTxn<'_>) -> R) -> R {
         let (out, touched, delays) = {
@@ -205,8 +215,11 @@ impl Store {
             // read lock sees the state and its generation together (answer caches key on
             // both).
             let mut guard = self.db.write();
-            *guard = db;
+            let old = std::mem::replace(&mut *guard, db);
             self.abandon.send_modify(|v| *v += 1);
+            drop(guard);
+            // Freeing a large state takes a while: not under the lock.
+            drop(old);
         }
         self.watches.notify_all(index);
     }

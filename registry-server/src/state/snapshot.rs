@@ -8,6 +8,7 @@
 
 use super::Db;
 use crate::ServerError;
+use postcard::ser_flavors::Size;
 use registry_proto::command::AutopilotConfig;
 
 const MAGIC: &[u8; 8] = b"REGSNAP2";
@@ -15,11 +16,24 @@ const MAGIC_V1: &[u8; 8] = b"REGSNAP1";
 
 impl Db {
     /// Encodes the whole state.
+    ///
+    /// The body is measured first, so that the encoding is one allocation of its exact size:
+    /// no buffer as large as the state reallocated (and copied) as it doubles, and nothing
+    /// of those steps left in the allocator's arena of the thread that encodes, which is not
+    /// the one the state grows in (snapshots are encoded on a blocking thread).
     pub fn encode(&self) -> Result<Vec<u8>, ServerError> {
-        let mut out = MAGIC.to_vec();
-        let body = postcard::to_stdvec(self).map_err(|e| ServerError::Snapshot(e.to_string()))?;
-        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        out.extend_from_slice(&body);
+        let snap = |e: postcard::Error| ServerError::Snapshot(e.to_string());
+        let len =
+            postcard::serialize_with_flavor::<_, _, usize>(self, Size::default()).map_err(snap)?;
+        let mut out = Vec::with_capacity(16 + len);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(len as u64).to_le_bytes());
+        let out = postcard::to_io(self, out).map_err(snap)?;
+        if out.len() != 16 + len {
+            return Err(ServerError::Snapshot(
+                "state changed size while being encoded".into(),
+            ));
+        }
         Ok(out)
     }
 
@@ -66,9 +80,10 @@ mod tests {
             "a".into(),
             DirEntry {
                 key: "a".into(),
-                value: b"v".to_vec(),
+                value: b"v".to_vec().into(),
                 ..Default::default()
-            },
+            }
+            .into(),
         );
         db
     }

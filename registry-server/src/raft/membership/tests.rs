@@ -65,7 +65,7 @@ async fn write(h: &RaftHandle, i: usize) {
     let cmd = Command::KvSet {
         entry: DirEntry {
             key: format!("k/{i}"),
-            value: b"v".to_vec(),
+            value: b"v".to_vec().into(),
             ..Default::default()
         },
     };
