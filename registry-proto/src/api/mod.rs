@@ -5,6 +5,7 @@
 //!
 //! - [`agent`]: service/check registration bodies, check updates, and the runnable
 //!   [`CheckSpec`] built from them.
+//! - [`autopilot`]: the autopilot state report.
 //! - [`catalog`]: catalog register/deregister bodies, converted into Raft commands.
 //! - [`output`]: response bodies in Consul's exact field names and order.
 //! - [`validate`]: shared validation rules with Consul's error texts.
@@ -13,6 +14,7 @@
 //! `AgentServiceRegistration::decode(body)`, which accepts any key casing and snake_case.
 
 pub mod agent;
+pub mod autopilot;
 pub mod catalog;
 pub mod output;
 pub mod validate;

@@ -31,7 +31,7 @@
 //! the agent configuration) apply, and the leader stores them once when it takes over, so
 //! that every server reports the same configuration with its indexes.
 
-use super::autopilot_state::{self, AutopilotState};
+use super::autopilot_state;
 use crate::query::write::Writer;
 use crate::raft::membership::{self, OpResult, RaftConfiguration, ServerStats, STATS_TIMEOUT};
 use crate::raft::{NodeId, RaftHandle};
@@ -41,6 +41,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use parking_lot::Mutex;
+use registry_proto::api::autopilot::AutopilotState;
 use registry_proto::command::AutopilotConfig;
 use registry_proto::duration::format_go_duration;
 use registry_proto::Command;

@@ -19,63 +19,10 @@
 //! this report.
 
 use super::autopilot::{failure_tolerance, rfc3339_utc_nanos, ServerReport, VERSION};
+use registry_proto::api::autopilot::{AutopilotServer, AutopilotState};
 use registry_proto::duration::format_go_duration;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
-
-/// One server of the state report (Consul's `api.AutopilotServer`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct AutopilotServer {
-    /// Raft ID (decimal).
-    #[serde(rename = "ID")]
-    pub id: String,
-    /// Node name.
-    pub name: String,
-    /// Raft address.
-    pub address: String,
-    /// `alive` when the leader reached it in its latest round, `failed` otherwise.
-    pub node_status: String,
-    /// Server version.
-    pub version: String,
-    /// Time since its last contact with the leader (Go duration).
-    pub last_contact: String,
-    /// Its current term.
-    pub last_term: u64,
-    /// Its last log index.
-    pub last_index: u64,
-    /// Whether it is healthy.
-    pub healthy: bool,
-    /// When its health last changed (RFC 3339, UTC, with the fraction of a second).
-    pub stable_since: String,
-    /// Always false: there are no read replicas.
-    pub read_replica: bool,
-    /// `leader`, `voter` or `non-voter`.
-    pub status: String,
-    /// Its catalog node metadata.
-    pub meta: BTreeMap<String, String>,
-    /// Always `voter`.
-    pub node_type: String,
-}
-
-/// Consul's `api.AutopilotState`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct AutopilotState {
-    /// Whether every server is healthy.
-    pub healthy: bool,
-    /// Healthy voters beyond the quorum.
-    pub failure_tolerance: usize,
-    /// The same as `failure_tolerance` (no redundancy zones).
-    pub optimistic_failure_tolerance: usize,
-    /// Every server of the Raft configuration, by Raft ID.
-    pub servers: BTreeMap<String, AutopilotServer>,
-    /// The leader's Raft ID.
-    pub leader: String,
-    /// The voters' Raft IDs, leader first (see the module docs for the order).
-    pub voters: Vec<String>,
-}
 
 /// Consul's `Status` of a server.
 fn status(r: &ServerReport) -> &'static str {
@@ -120,15 +67,16 @@ pub fn build(
                 address: r.address.clone(),
                 node_status: r.node_status().to_string(),
                 version: VERSION.to_string(),
-                last_contact: format_go_duration(r.last_contact),
+                last_contact: Some(format_go_duration(r.last_contact)),
                 last_term: r.last_term,
                 last_index: r.last_index,
                 healthy: r.healthy,
                 stable_since: rfc3339_utc_nanos(r.stable_since),
                 read_replica: false,
                 status: status(r).to_string(),
-                meta: meta(&r.name).unwrap_or_default(),
+                meta: Some(meta(&r.name).unwrap_or_default()),
                 node_type: "voter".to_string(),
+                ..AutopilotServer::default()
             };
             (id, server)
         })
@@ -136,7 +84,8 @@ pub fn build(
     let mut voters: Vec<&ServerReport> = reports.iter().filter(|r| r.voter).collect();
     voters.sort_by_cached_key(|r| voter_order(r));
     let healthy_voters = voters.iter().filter(|r| r.healthy).count();
-    let tolerance = failure_tolerance(healthy_voters, voters.len());
+    let tolerance =
+        i64::try_from(failure_tolerance(healthy_voters, voters.len())).unwrap_or(i64::MAX);
     AutopilotState {
         healthy: reports.iter().all(|r| r.healthy),
         failure_tolerance: tolerance,
@@ -148,6 +97,7 @@ pub fn build(
             .map(|r| r.id.to_string())
             .unwrap_or_default(),
         voters: voters.iter().map(|r| r.id.to_string()).collect(),
+        ..AutopilotState::default()
     }
 }
 

@@ -275,6 +275,24 @@ fn missing(index: u64) -> StorageError {
     StorageIOError::read_log_at_index(index, &io::Error::other("log entry missing")).into()
 }
 
+/// A record's header: the entry's encoded length, the checksum and the log index.
+struct Header {
+    len: usize,
+    sum: u32,
+    index: u64,
+}
+
+/// The header at the start of `buf`, if `buf` is long enough to hold one.
+fn header(buf: &[u8]) -> Option<Header> {
+    let h: &[u8; HEADER] = buf.get(..HEADER)?.try_into().ok()?;
+    let [l0, l1, l2, l3, s0, s1, s2, s3, i @ ..] = *h;
+    Some(Header {
+        len: u32::from_le_bytes([l0, l1, l2, l3]) as usize,
+        sum: u32::from_le_bytes([s0, s1, s2, s3]),
+        index: u64::from_le_bytes(i),
+    })
+}
+
 /// Decodes the record at the start of `buf`, expected to hold entry `index`; returns it and
 /// the record's length.
 fn decode_record(buf: &[u8], index: u64) -> io::Result<(Entry, usize)> {
@@ -284,13 +302,9 @@ fn decode_record(buf: &[u8], index: u64) -> io::Result<(Entry, usize)> {
             format!("log index {index}: {m}"),
         )
     };
-    if buf.len() < HEADER {
+    let Some(Header { len, index: at, .. }) = header(buf) else {
         return Err(bad("short record"));
-    }
-    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    let at = u64::from_le_bytes([
-        buf[8], buf[9], buf[10], buf[11], buf[12], buf[13], buf[14], buf[15],
-    ]);
+    };
     if at != index || buf.len() < HEADER + len {
         return Err(bad("record out of place"));
     }
@@ -351,8 +365,9 @@ fn scan(seg: &Segment) -> io::Result<Scanned> {
         if header.iter().all(|b| *b == 0) {
             break;
         }
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let sum = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let Some(Header { len, sum, .. }) = self::header(&header) else {
+            break;
+        };
         if len > MAX_RECORD {
             out.torn = true;
             break;
@@ -728,17 +743,13 @@ impl SledLogStore {
         let mut entries = Vec::new();
         let mut at = 0;
         let mut first = None;
-        while at + HEADER <= bytes.len() {
-            let mut w = [0u8; 8];
-            w[..4].copy_from_slice(&bytes[at..at + 4]);
-            let len = u64::from_le_bytes(w) as usize;
-            w.copy_from_slice(&bytes[at + 8..at + HEADER]);
-            first.get_or_insert(u64::from_le_bytes(w));
-            let Some(entry) = bytes.get(at + HEADER..at + HEADER + len) else {
+        while let Some(h) = bytes.get(at..).and_then(header) {
+            first.get_or_insert(h.index);
+            let Some(entry) = bytes.get(at + HEADER..at + HEADER + h.len) else {
                 return false;
             };
             entries.push(entry);
-            at += HEADER + len;
+            at += HEADER + h.len;
         }
         if first != Some(prev.index + 1) || last.index != prev.index + entries.len() as u64 {
             // Not a plain extension of the log (a truncation, or not this append's records).
@@ -747,7 +758,6 @@ impl SledLogStore {
         spec.offer(speculate::Offer {
             prev,
             last,
-            count: entries.len(),
             entries,
             leader_commit: self.committed,
         })

@@ -186,8 +186,6 @@ pub(super) struct Offer<'a> {
     pub prev: LogId,
     /// The log ID of the last entry.
     pub last: LogId,
-    /// How many entries.
-    pub count: usize,
     /// Their postcard encodings, in order.
     pub entries: Vec<&'a [u8]>,
     /// The highest commit index the store has seen.
@@ -263,12 +261,7 @@ impl Speculator {
                 outcome: rx,
             }));
             p.note_commit_sent(offer.leader_commit);
-            let req = self
-                .client
-                .post(p.url.clone())
-                .header(reqwest::header::CONTENT_TYPE, self.content_type)
-                .timeout(TIMEOUT)
-                .body(body);
+            let req = self.post(p.url.clone(), TIMEOUT, body);
             self.sent.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("registry_raft_speculative_appends_sent").increment(1);
             tokio::spawn(async move {
@@ -321,12 +314,7 @@ impl Speculator {
         });
         // Generous: ~20 MB/s at the least, and never under a minute.
         let secs = 60 + body.len() as u64 / (20 * 1024 * 1024);
-        let post = self
-            .client
-            .post(p.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, self.content_type)
-            .timeout(Duration::from_secs(secs))
-            .body(body);
+        let post = self.post(p.url.clone(), Duration::from_secs(secs), body);
         tracing::info!(target, last = %last, "sending a large AppendEntries on its own");
         tokio::spawn(async move {
             let res = match post.send().await {
@@ -445,36 +433,31 @@ impl Speculator {
     /// Sends every deferred commit notice now (a follower is about to wait for the leader's
     /// commit index, to serve a read).
     pub(crate) fn flush_notices(self: &Arc<Self>) {
-        let targets: Vec<NodeId> = self
+        let due: Vec<_> = self
             .peers
             .lock()
-            .iter()
-            .filter(|(_, p)| p.notice.is_some())
-            .map(|(t, _)| *t)
+            .iter_mut()
+            .filter_map(|(t, p)| Some((*t, p.url.clone(), p.notice.take()?.body)))
             .collect();
-        for t in targets {
-            self.send_notice(t);
+        for (target, url, body) in due {
+            self.post_notice(target, url, body);
         }
     }
 
     /// Sends the deferred commit notice of `target`, if it is still pending.
     fn send_notice(self: &Arc<Self>, target: NodeId) {
-        let (url, body) = {
-            let mut peers = self.peers.lock();
-            let Some(p) = peers.get_mut(&target) else {
-                return;
-            };
-            let Some(n) = p.notice.take() else {
-                return;
-            };
-            (p.url.clone(), n.body)
-        };
-        let req = self
-            .client
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, self.content_type)
-            .timeout(TIMEOUT)
-            .body(body);
+        let due = self
+            .peers
+            .lock()
+            .get_mut(&target)
+            .and_then(|p| Some((p.url.clone(), p.notice.take()?.body)));
+        if let Some((url, body)) = due {
+            self.post_notice(target, url, body);
+        }
+    }
+
+    fn post_notice(self: &Arc<Self>, target: NodeId, url: reqwest::Url, body: bytes::Bytes) {
+        let req = self.post(url, TIMEOUT, body);
         let this = Arc::downgrade(self);
         tokio::spawn(async move {
             if !send(req).await {
@@ -486,6 +469,20 @@ impl Speculator {
                 }
             }
         });
+    }
+
+    /// A postcard POST of `body` to `url`.
+    fn post(
+        &self,
+        url: reqwest::Url,
+        timeout: Duration,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, self.content_type)
+            .timeout(timeout)
+            .body(body)
     }
 }
 
@@ -513,7 +510,7 @@ fn encode_request(vote: &Vote, offer: &Offer<'_>) -> Result<Vec<u8>, postcard::E
     let mut out = Vec::with_capacity(size + 64);
     out = postcard::to_extend(vote, out)?;
     out = postcard::to_extend(&Some(offer.prev), out)?;
-    out = postcard::to_extend(&(offer.count as u64), out)?;
+    out = postcard::to_extend(&(offer.entries.len() as u64), out)?;
     for e in &offer.entries {
         out.extend_from_slice(e);
     }
@@ -553,7 +550,6 @@ mod tests {
         let offer = Offer {
             prev: log_id(2, 1, 4),
             last: log_id(3, 1, 7),
-            count: 3,
             entries: encoded.iter().map(Vec::as_slice).collect(),
             leader_commit: Some(log_id(2, 1, 4)),
         };
