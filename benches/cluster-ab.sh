@@ -20,6 +20,8 @@ for t in "$@"; do
     if [ "$t" = etcd ]; then TARGETS+=(etcd); else TARGETS+=("$(realpath "$t")"); fi
 done
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 BENCH=${BENCH:-${CARGO_TARGET_DIR:-$PWD/target}/release/registry-bench}
 NET=${BENCH_NET:-127.0.91}
 WORK=$(mktemp -d /tmp/registry-cluster-ab.XXXXXX)
@@ -62,32 +64,15 @@ run_registry() { # binary, label
 
 run_etcd() { # label
     local label=$1
-    local i cl="n1=http://127.0.0.1:23801,n2=http://127.0.0.1:23802,n3=http://127.0.0.1:23803"
     rm -rf "$WORK/e"
-    for i in 1 2 3; do
-        etcd --name "n$i" --data-dir "$WORK/e/d$i" \
-            --listen-client-urls "http://127.0.0.1:2379$i" \
-            --advertise-client-urls "http://127.0.0.1:2379$i" \
-            --listen-peer-urls "http://127.0.0.1:2380$i" \
-            --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
-            --initial-cluster "$cl" --initial-cluster-state new --initial-cluster-token ab \
-            --logger=zap --log-level=error >/dev/null 2>&1 &
-        PIDS+=("$!")
-    done
-    for _ in $(seq 100); do
-        curl -sf http://127.0.0.1:23791/health >/dev/null && curl -sf http://127.0.0.1:23792/health >/dev/null \
-            && curl -sf http://127.0.0.1:23793/health >/dev/null && break
-        sleep 0.1
-    done
+    mkdir -p "$WORK/e"
+    ETCD_PIDS=()
+    etcd3_start "$WORK/e"
+    PIDS+=("${ETCD_PIDS[@]}")
     sleep 1
-    local leader
-    leader=$(ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793 \
-        endpoint status -w json | python3 -c 'import json,sys
-s=json.load(sys.stdin)
-print([e["Endpoint"] for e in s if e["Status"]["header"]["member_id"]==e["Status"]["leader"]][0])')
-    "$BENCH" etcd-put --endpoint "$leader" --clients "$CLIENTS" --duration "$SECS" --warmup 1 \
-        --pid "${PIDS[0]}" --pid "${PIDS[1]}" --pid "${PIDS[2]}" --label "$label" \
-        2>/dev/null | head -1 | tee -a "$OUT"
+    "$BENCH" etcd-put --endpoint "$(etcd3_endpoint leader)" --clients "$CLIENTS" \
+        --duration "$SECS" --warmup 1 --pid "${ETCD_PIDS[1]}" --pid "${ETCD_PIDS[2]}" \
+        --pid "${ETCD_PIDS[3]}" --label "$label" 2>/dev/null | head -1 | tee -a "$OUT"
     stop_all
 }
 

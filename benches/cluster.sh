@@ -34,8 +34,6 @@ ONLY=${BENCH_ONLY:-"put get snap"}
 SNAP_MB=${BENCH_SNAP_MB:-1000}
 NET=${BENCH_NET:-127.0.90}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-ETCD_CLIENT_BASE=23790 # + i
-ETCD_PEER_BASE=23800   # + i
 
 WORK=$(mktemp -d /tmp/registry-cluster-bench.XXXXXX)
 RESULTS=$WORK/results.jsonl
@@ -96,38 +94,8 @@ fi
 ETCD_VERSION=$(etcd --version 2>&1 | sed -n 1p || true)
 
 # --- helpers ------------------------------------------------------------------------------
-port_free() { ! (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
-
-wait_http() { # url, seconds
-    local i
-    for i in $(seq $(($2 * 10))); do
-        curl -sf -o /dev/null "$1" && return 0
-        sleep 0.1
-    done
-    echo "timed out waiting for $1" >&2
-    return 1
-}
-
-# Waits (at most BENCH_QUIET_MAX s) for the machine to be below 20 % busy; other processes'
-# CPU during each window is reported as foreign_cpu_s either way.
-quiet() {
-    local i a b
-    for i in $(seq "${BENCH_QUIET_MAX:-10}"); do
-        a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-        sleep 1
-        b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-        if awk -v a="$a" -v b="$b" 'BEGIN{split(a,x," ");split(b,y," ");
-              exit !((y[1]-x[1]) < 0.2*(y[2]-x[2]))}'; then return 0; fi
-    done
-    echo "   (machine still busy; measuring anyway, see foreign_cpu_s)" >&2
-}
-
-bench() { # label, registry-bench args...
-    local label=$1
-    shift
-    quiet
-    "$BENCH" "$@" --label "$label" | tee -a "$RESULTS"
-}
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 
 stop_pid() {
     kill "$1" 2>/dev/null || true
@@ -183,39 +151,14 @@ stop_registry_cluster() {
 }
 
 ETCD_PIDS=()
-start_etcd_member() { # i, initial-cluster, state, extra args...
-    local i=$1 cluster=$2 state=$3
-    shift 3
-    port_free 127.0.0.1 $((ETCD_CLIENT_BASE + i)) || { echo "etcd port busy" >&2; exit 1; }
-    etcd --name "n$i" --data-dir "$WORK/etcd3-$i" \
-        --listen-client-urls "http://127.0.0.1:$((ETCD_CLIENT_BASE + i))" \
-        --advertise-client-urls "http://127.0.0.1:$((ETCD_CLIENT_BASE + i))" \
-        --listen-peer-urls "http://127.0.0.1:$((ETCD_PEER_BASE + i))" \
-        --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PEER_BASE + i))" \
-        --initial-cluster "$cluster" --initial-cluster-state "$state" \
-        --initial-cluster-token perf3 --logger=zap --log-level=warn "$@" \
-        >"$WORK/etcd$i.log" 2>&1 &
-    ETCD_PIDS[$i]=$!
-    PIDS+=("$!")
-}
-
-ETCD_CLUSTER="n1=http://127.0.0.1:$((ETCD_PEER_BASE + 1)),n2=http://127.0.0.1:$((ETCD_PEER_BASE + 2)),n3=http://127.0.0.1:$((ETCD_PEER_BASE + 3))"
-ETCD_ALL="127.0.0.1:$((ETCD_CLIENT_BASE + 1)),127.0.0.1:$((ETCD_CLIENT_BASE + 2)),127.0.0.1:$((ETCD_CLIENT_BASE + 3))"
-
 start_etcd_cluster() { # extra args for every member...
-    local i
     rm -rf "$WORK"/etcd3-*
-    for i in 1 2 3; do start_etcd_member "$i" "$ETCD_CLUSTER" new "$@"; done
-    for i in 1 2 3; do wait_http "http://127.0.0.1:$((ETCD_CLIENT_BASE + i))/health" 30; done
+    etcd3_start "$WORK" "$@"
+    local i
+    for i in 1 2 3; do PIDS+=("${ETCD_PIDS[$i]}"); done
     # The leader's client endpoint, and a follower's.
-    local st
-    st=$(ETCDCTL_API=3 etcdctl --endpoints="$ETCD_ALL" endpoint status -w json)
-    ETCD_LEADER=$(python3 -c 'import json,sys
-s=json.load(sys.stdin)
-print([e["Endpoint"] for e in s if e["Status"]["header"]["member_id"]==e["Status"]["leader"]][0])' <<<"$st")
-    ETCD_FOLLOWER=$(python3 -c 'import json,sys
-s=json.load(sys.stdin)
-print([e["Endpoint"] for e in s if e["Status"]["header"]["member_id"]!=e["Status"]["leader"]][0])' <<<"$st")
+    ETCD_LEADER=$(etcd3_endpoint leader)
+    ETCD_FOLLOWER=$(etcd3_endpoint follower)
     echo "etcd leader $ETCD_LEADER, follower $ETCD_FOLLOWER" >&2
     sleep 1
 }
@@ -338,12 +281,13 @@ if has snap; then
     quiet
     T0=$(now_ms)
     ETCDCTL_API=3 etcdctl --endpoints="$ETCD_LEADER" member add n4 \
-        --peer-urls="http://127.0.0.1:$((ETCD_PEER_BASE + 4))" >"$WORK/etcd-member-add.txt"
-    start_etcd_member 4 "$ETCD_CLUSTER,n4=http://127.0.0.1:$((ETCD_PEER_BASE + 4))" existing \
+        --peer-urls="http://127.0.0.1:23804" >"$WORK/etcd-member-add.txt"
+    etcd_member 4 "$ETCD3_CLUSTER,n4=http://127.0.0.1:23804" existing "$WORK" \
         --snapshot-count 8192 --quota-backend-bytes 8589934592
+    PIDS+=("${ETCD_PIDS[4]}")
     T_DONE=""
     for _ in $(seq 3000); do
-        rev=$(ETCDCTL_API=3 etcdctl --endpoints="127.0.0.1:$((ETCD_CLIENT_BASE + 4))" \
+        rev=$(ETCDCTL_API=3 etcdctl --endpoints="127.0.0.1:23794" \
             --command-timeout=2s endpoint status -w json 2>/dev/null \
             | python3 -c 'import json,sys
 try: print(json.load(sys.stdin)[0]["Status"]["header"]["revision"])

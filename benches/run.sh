@@ -104,38 +104,8 @@ NGINX_VERSION=$(nginx -v 2>&1 || true)
 WRK_VERSION=$( (wrk -v 2>&1 || true) | sed -n 1p | awk '{print $1, $2}')
 
 # --- helpers ---------------------------------------------------------------------------
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-wait_http() { # url, seconds
-    local i
-    for i in $(seq $(($2 * 10))); do
-        curl -sf -o /dev/null "$1" && return 0
-        sleep 0.1
-    done
-    echo "timed out waiting for $1" >&2
-    return 1
-}
-
-# Waits (at most BENCH_QUIET_MAX s) for the machine to be below 20 % busy, as the anchors
-# did; other processes' CPU during each window is reported as foreign_cpu_s either way.
-quiet() {
-    local i a b
-    for i in $(seq "${BENCH_QUIET_MAX:-10}"); do
-        a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-        sleep 1
-        b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-        if awk -v a="$a" -v b="$b" 'BEGIN{split(a,x," ");split(b,y," ");
-              exit !((y[1]-x[1]) < 0.2*(y[2]-x[2]))}'; then return 0; fi
-    done
-    echo "   (machine still busy; measuring anyway, see foreign_cpu_s)" >&2
-}
-
-bench() { # label, registry-bench args...
-    local label=$1
-    shift
-    quiet
-    "$BENCH" "$@" --label "$label" | tee -a "$RESULTS"
-}
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 
 cpu_ticks() { # sum of utime+stime over pids
     local t=0 p
@@ -161,7 +131,7 @@ wrk_json() { # label, url, pids...
 }
 
 start_registry() { # data dir (or "-dev" for the in-memory dev agent), extra agent args...; sets REG_PID
-    port_free $REG_HTTP || { echo "port $REG_HTTP is busy" >&2; exit 1; }
+    port_free 127.0.0.1 $REG_HTTP || { echo "port $REG_HTTP is busy" >&2; exit 1; }
     local mode=(-server -bootstrap-expect 1 -data-dir "$1") logf="$1.log" extra=("${@:2}")
     if [ "$1" = -dev ]; then
         mode=(-dev)
@@ -190,7 +160,7 @@ stop_pid() {
 }
 
 start_etcd() { # sets ETCD_PID; fresh data dir each time (fsync on: etcd's default)
-    port_free $ETCD_CLIENT || { echo "port $ETCD_CLIENT is busy" >&2; exit 1; }
+    port_free 127.0.0.1 $ETCD_CLIENT || { echo "port $ETCD_CLIENT is busy" >&2; exit 1; }
     rm -rf "$WORK/etcd"
     etcd --name s1 --data-dir "$WORK/etcd" \
         --listen-client-urls http://127.0.0.1:$ETCD_CLIENT \
@@ -269,7 +239,7 @@ http {
 }
 EOF
     mkdir -p "$WORK/nginx/tmp"
-    port_free $NGINX_PORT || { echo "port $NGINX_PORT is busy" >&2; exit 1; }
+    port_free 127.0.0.1 $NGINX_PORT || { echo "port $NGINX_PORT is busy" >&2; exit 1; }
     nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx/" &
     NGINX_PID=$!
     PIDS+=("$NGINX_PID")

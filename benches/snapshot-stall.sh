@@ -23,6 +23,8 @@ ROUNDS=$3
 shift 3
 [ $# -eq 0 ] || { [ "$1" = -- ] && shift; }
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 BENCH=${BENCH:-${CARGO_TARGET_DIR:-$PWD/target}/release/registry-bench}
 BASE=${BENCH_PORT_BASE:-27000}
 HTTP=$((BASE + 600))
@@ -46,18 +48,7 @@ printf '{"raft_snapshot_threshold": %s, "raft_trailing_logs": %s}\n' \
 run_one() { # label, binary, snapshot-stall args...
     local label=$1 bin=$2 dir=$WORK/data.$1
     shift 2
-    mkdir -p "$dir"
-    "$bin" agent -server -bootstrap-expect 1 -data-dir "$dir" -node n1 -bind 127.0.0.1 \
-        -client 127.0.0.1 -http-port $HTTP -server-port $SRV -serf-lan-port $((SRV + 1)) \
-        -serf-wan-port $((SRV + 2)) -dns-port 0 -log-level info \
-        -config-file "$WORK/config.json" >"$dir.log" 2>&1 &
-    PID=$!
-    local leader=
-    for _ in $(seq 100); do
-        leader=$(curl -s "http://127.0.0.1:$HTTP/v1/status/leader" || true)
-        [ -n "$leader" ] && [ "$leader" != '""' ] && break
-        sleep 0.1
-    done
+    start_single "$bin" "$dir" $HTTP $SRV -log-level info -config-file "$WORK/config.json"
     sleep 0.5
     local line
     "$BENCH" snapshot-stall "$@" --addr "127.0.0.1:$HTTP" --pid "$PID" --label "$label" \
