@@ -225,7 +225,11 @@ impl LocalAgent {
                 discard_check_output: opts.discard_check_output,
             },
         );
-        let runners = CheckRunners::new(local.clone(), opts.enable_script_checks);
+        let runners = CheckRunners::new(local.clone(), opts.enable_script_checks)
+            .with_alias_source(Arc::new(crate::checks::AgentAliasSource::new(
+                local.clone(),
+                reader.clone(),
+            )));
         let ae = Arc::new(AntiEntropy::new(
             local.clone(),
             reader.clone(),

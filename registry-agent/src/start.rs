@@ -27,6 +27,7 @@ pub async fn run_agent(cfg: RuntimeConfig) -> anyhow::Result<()> {
         advertise_addr: Some(cfg.advertise_addr),
         ..crate::agent::AgentOptions::default()
     };
+    let opts = timing_overrides(opts);
     start_server(
         server_config,
         opts,
@@ -34,6 +35,30 @@ pub async fn run_agent(cfg: RuntimeConfig) -> anyhow::Result<()> {
         cfg.checks.clone(),
     )
     .await
+}
+
+/// Timings that Consul keeps out of its user configuration (`ae_interval`,
+/// `check_reap_interval`), settable for tests through `REGISTRY_AE_INTERVAL` and
+/// `REGISTRY_CHECK_REAP_INTERVAL` (Go durations). Unset or unparsable values keep Consul's
+/// 1m and 30s.
+fn timing_overrides(mut opts: crate::agent::AgentOptions) -> crate::agent::AgentOptions {
+    let read = |name: &str| -> Option<std::time::Duration> {
+        let raw = std::env::var(name).ok()?;
+        match crate::config::duration::parse_duration(&raw) {
+            Ok(d) if !d.is_zero() => Some(d),
+            _ => {
+                tracing::warn!(variable = name, value = %raw, "ignoring invalid duration");
+                None
+            }
+        }
+    };
+    if let Some(d) = read("REGISTRY_AE_INTERVAL") {
+        opts.ae_interval = d;
+    }
+    if let Some(d) = read("REGISTRY_CHECK_REAP_INTERVAL") {
+        opts.check_reap_interval = d;
+    }
+    opts
 }
 
 /// The agent's startup summary, in the shape of Consul's.

@@ -211,6 +211,7 @@ impl Resp {
 struct Spawn {
     bin: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// A running `registry agent` process. Killed on drop.
@@ -239,12 +240,34 @@ impl TestAgent {
         Self::start(None, extra).await
     }
 
+    /// Like [`TestAgent::dev_with_args`] with extra environment variables for the process.
+    pub async fn dev_with_env(extra: &[&str], env: &[(&str, &str)]) -> Result<TestAgent> {
+        Self::start_with_env(None, extra, env).await
+    }
+
+    /// A persistent single-node server with extra arguments and environment variables.
+    pub async fn with_data_dir_env(
+        path: impl AsRef<Path>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<TestAgent> {
+        Self::start_with_env(Some(path.as_ref().to_path_buf()), extra, env).await
+    }
+
     /// Starts a persistent single-node server (`-server -bootstrap-expect 1 -data-dir path`).
     pub async fn with_data_dir(path: impl AsRef<Path>) -> Result<TestAgent> {
         Self::start(Some(path.as_ref().to_path_buf()), &[]).await
     }
 
     async fn start(data_dir: Option<PathBuf>, extra: &[&str]) -> Result<TestAgent> {
+        Self::start_with_env(data_dir, extra, &[]).await
+    }
+
+    async fn start_with_env(
+        data_dir: Option<PathBuf>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<TestAgent> {
         let bin = registry_bin()?;
         let node = unique_name("node");
         let http_port = free_tcp_port();
@@ -298,7 +321,14 @@ impl TestAgent {
             .build()?;
         let mut agent = TestAgent {
             child: None,
-            spawn: Spawn { bin, args },
+            spawn: Spawn {
+                bin,
+                args,
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
             node,
             http_port,
             dns_port,
@@ -328,6 +358,7 @@ impl TestAgent {
         let child = Command::new(&self.spawn.bin)
             .args(&self.spawn.args)
             .env("NO_COLOR", "1")
+            .envs(self.spawn.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -2,20 +2,28 @@
 //! a [`CheckNotifier`] (the local state).
 //!
 //! - [`ttl`]: expires to critical (`TTL expired`) unless a client reports in time.
-//! - [`http`], [`tcp`], [`udp`], [`script`]: probes run every `Interval` (after a random
-//!   initial stagger), each result passing through the [`StatusHandler`] thresholds.
+//! - [`http`], [`tcp`], [`udp`], [`script`], [`grpc`], [`h2ping`]: probes run every
+//!   `Interval` (after a random initial stagger), each result passing through the
+//!   [`StatusHandler`] thresholds.
+//! - [`alias`]: follows the health of another service or node (the local state, or the
+//!   catalog through blocking queries) and reports it as its own.
 //!
-//! gRPC, HTTP/2 ping, alias, Docker and OS-service checks are accepted and kept with the
-//! status they were registered with, but not run (logged once at registration).
+//! Docker and OS-service checks are accepted and kept with the status they were registered
+//! with, but not run (logged once at registration).
 //! Runners never write to Raft: the local state decides what to sync.
 
+mod alias;
+mod grpc;
+mod h2ping;
 mod http;
 mod script;
 mod status;
 mod tcp;
+mod tls;
 mod ttl;
 mod udp;
 
+pub use alias::{AgentAliasSource, AliasSource, NodeView};
 pub use status::StatusHandler;
 
 use parking_lot::Mutex;
@@ -134,6 +142,8 @@ enum Probe {
     Tcp(tcp::TcpProbe),
     Udp(udp::UdpProbe),
     Script(script::ScriptProbe),
+    Grpc(grpc::GrpcProbe),
+    H2Ping(h2ping::H2PingProbe),
 }
 
 impl Probe {
@@ -143,6 +153,8 @@ impl Probe {
             Probe::Tcp(p) => p.run().await,
             Probe::Udp(p) => p.run().await,
             Probe::Script(p) => p.run().await,
+            Probe::Grpc(p) => p.run().await,
+            Probe::H2Ping(p) => p.run().await,
         }
     }
 }
@@ -188,6 +200,7 @@ impl Drop for Runner {
 pub struct CheckRunners {
     notifier: Arc<dyn CheckNotifier>,
     enable_script_checks: bool,
+    alias: Option<Arc<dyn AliasSource>>,
     running: Mutex<HashMap<String, Runner>>,
 }
 
@@ -205,8 +218,15 @@ impl CheckRunners {
         CheckRunners {
             notifier,
             enable_script_checks,
+            alias: None,
             running: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Lets alias checks run, reading their targets from `source`.
+    pub fn with_alias_source(mut self, source: Arc<dyn AliasSource>) -> Self {
+        self.alias = Some(source);
+        self
     }
 
     /// Whether this agent accepts `spec` (script checks need `enable_script_checks`).
@@ -250,9 +270,28 @@ impl CheckRunners {
                 self.running.lock().insert(id, runner);
                 return;
             }
+            CheckKind::Alias { node, service } if self.alias.is_some() => {
+                let Some(source) = self.alias.clone() else {
+                    return;
+                };
+                // Stop the old runner first, so that two never report for one check.
+                self.stop(&id);
+                let task = rt.spawn(alias::run(
+                    id.clone(),
+                    node.clone(),
+                    service.clone(),
+                    source,
+                    notifier,
+                ));
+                tracing::debug!(check = %id, node = %node, service = %service, "alias check started");
+                self.running.lock().insert(id, Runner { task, ttl: None });
+                return;
+            }
             CheckKind::Http { .. } => http::HttpProbe::new(spec).map(Probe::Http),
             CheckKind::Tcp { .. } => tcp::TcpProbe::new(spec).map(Probe::Tcp),
             CheckKind::Udp { .. } => udp::UdpProbe::new(spec).map(Probe::Udp),
+            CheckKind::Grpc { .. } => grpc::GrpcProbe::new(spec).map(Probe::Grpc),
+            CheckKind::H2Ping { .. } => h2ping::H2PingProbe::new(spec).map(Probe::H2Ping),
             CheckKind::Script {
                 docker_container_id,
                 ..

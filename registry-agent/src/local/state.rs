@@ -8,7 +8,7 @@ use rand::Rng;
 use registry_proto::model::{status, HealthCheck, NodeService};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 /// ID of the node maintenance check.
@@ -63,6 +63,8 @@ pub fn aggregated_status<'a>(checks: impl IntoIterator<Item = &'a HealthCheck>) 
 pub struct LocalState {
     inner: Mutex<Inner>,
     trigger: Notify,
+    /// Bumped on every change (alias checks of local services follow it).
+    version: watch::Sender<u64>,
     opts: LocalOptions,
     me: Weak<LocalState>,
 }
@@ -81,6 +83,7 @@ impl LocalState {
         Arc::new_cyclic(|me| LocalState {
             inner: Mutex::new(Inner::new(node)),
             trigger: Notify::new(),
+            version: watch::channel(0).0,
             opts,
             me: me.clone(),
         })
@@ -102,6 +105,16 @@ impl LocalState {
 
     fn changed(&self) {
         self.trigger.notify_one();
+        self.bump();
+    }
+
+    fn bump(&self) {
+        self.version.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A receiver marked changed whenever a service or check changes (output included).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
     }
 
     /// This node's identity.
@@ -337,7 +350,10 @@ impl LocalState {
                 c.deferred = Some(gen);
                 drop(inner);
                 self.defer_sync(id.to_string(), gen, interval / 2 + random_stagger(interval));
+            } else {
+                drop(inner);
             }
+            self.bump();
             return;
         }
         if c.check.status != new_status {

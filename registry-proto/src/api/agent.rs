@@ -335,6 +335,12 @@ pub enum CheckKind {
         target: String,
         /// Use TLS.
         use_tls: bool,
+        /// SNI name.
+        #[serde(default)]
+        tls_server_name: String,
+        /// Skip certificate verification.
+        #[serde(default)]
+        tls_skip_verify: bool,
     },
     /// An HTTP/2 ping.
     H2Ping {
@@ -342,6 +348,12 @@ pub enum CheckKind {
         address: String,
         /// Use TLS.
         use_tls: bool,
+        /// SNI name.
+        #[serde(default)]
+        tls_server_name: String,
+        /// Skip certificate verification.
+        #[serde(default)]
+        tls_skip_verify: bool,
     },
     /// Mirrors the health of another node or service.
     Alias {
@@ -520,6 +532,8 @@ impl AgentServiceCheck {
             "grpc" => CheckKind::Grpc {
                 target: self.grpc.clone(),
                 use_tls: self.grpc_use_tls,
+                tls_server_name: self.tls_server_name.clone(),
+                tls_skip_verify: self.tls_skip_verify,
             },
             "http" => CheckKind::Http {
                 url: self.http.clone(),
@@ -555,6 +569,8 @@ impl AgentServiceCheck {
             "h2ping" => CheckKind::H2Ping {
                 address: self.h2ping.clone(),
                 use_tls: self.h2ping_use_tls.unwrap_or(true),
+                tls_server_name: self.tls_server_name.clone(),
+                tls_skip_verify: self.tls_skip_verify,
             },
             "os_service" => CheckKind::OsService {
                 name: self.os_service.clone(),
