@@ -1,5 +1,5 @@
 //! The `registry` command line, mirroring Consul's: `agent`, `members`, `kv`, `catalog`,
-//! `snapshot`, `operator`, `leave`, `info` and `version`, with Go-style single-dash flags
+//! `snapshot`, `operator`, `services`, `maint`, `leave`, `info` and `version`, with Go-style single-dash flags
 //! (see [`dash`]).
 
 pub mod agent;
@@ -9,9 +9,11 @@ pub mod dash;
 pub mod http;
 pub mod kv;
 pub mod lock;
+pub mod maint;
 pub mod members;
 pub mod operator;
 pub mod ops;
+pub mod services;
 pub mod snapshot;
 pub mod table;
 pub mod ui;
@@ -74,6 +76,14 @@ pub enum Command {
         #[command(subcommand)]
         command: operator::OperatorCommand,
     },
+    /// Registers and deregisters services with the local agent.
+    Services {
+        /// The services operation.
+        #[command(subcommand)]
+        command: services::ServicesCommand,
+    },
+    /// Controls node or service maintenance mode.
+    Maint(maint::MaintArgs),
     /// Tells the local agent to join a cluster through the given addresses.
     Join(ops::JoinArgs),
     /// Gracefully leaves the cluster and shuts the agent down.
@@ -148,6 +158,8 @@ fn run_client(command: Command) -> i32 {
             Command::Operator { command } => operator::run(command, &mut ui).await,
             Command::Leave(args) => ops::leave(args, &mut ui).await,
             Command::Info(args) => ops::info(args, &mut ui).await,
+            Command::Services { command } => services::run(command, &mut ui).await,
+            Command::Maint(args) => maint::run(args, &mut ui).await,
             Command::Agent(_) | Command::Version => 1,
         }
     })
