@@ -65,6 +65,8 @@ install_system_packages() {
     command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
     # Network partitions in the cluster tests (iptables rules on loopback).
     command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+    # Test certificates for the TLS gRPC and HTTP/2 ping check tests.
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
         missing+=(python3-venv)
     fi
