@@ -151,7 +151,7 @@ fn service_addr(text: &str) -> Result<Value, String> {
 
 impl RegisterArgs {
     /// The registration the flags describe.
-    fn from_flags(&self) -> Result<Map<String, Value>, String> {
+    fn flag_service(&self) -> Result<Map<String, Value>, String> {
         let mut svc = Map::new();
         let mut put = |k: &str, v: Option<Value>| {
             if let Some(v) = v {
@@ -246,7 +246,7 @@ fn connect(http: &HttpFlags, ui: &mut Ui<'_>) -> Result<Client, i32> {
 }
 
 async fn register(args: RegisterArgs, ui: &mut Ui<'_>) -> i32 {
-    let from_flags = match args.from_flags() {
+    let from_flags = match args.flag_service() {
         Ok(s) => s,
         Err(e) => return ui.fail(&e),
     };
