@@ -546,6 +546,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn subscribers_see_every_change_but_not_repeats() {
+        let s = LocalState::new(node(), LocalOptions::default());
+        let mut rx = s.subscribe();
+        s.add_check(chk("c1", "", status::PASSING), None);
+        assert!(rx.has_changed().unwrap());
+        rx.borrow_and_update();
+        // An output-only change is deferred for the catalog, but seen locally.
+        s.update_check("c1", status::PASSING, "new".into());
+        assert!(rx.has_changed().unwrap());
+        rx.borrow_and_update();
+        // The same result again changes nothing.
+        s.update_check("c1", status::PASSING, "new".into());
+        assert!(!rx.has_changed().unwrap());
+        s.remove_check("c1");
+        assert!(rx.has_changed().unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn zero_interval_syncs_output_at_once() {
         let opts = LocalOptions {
             check_update_interval: Duration::ZERO,
