@@ -80,7 +80,8 @@ async fn services_register_and_deregister_from_flags_and_files() -> Result<()> {
     std::fs::write(
         &hcl_file,
         "services {\n  name = \"cache\"\n  id = \"cache1\"\n  port = 6379\n}\n\
-         services {\n  name = \"queue\"\n  port = 5672\n}\n",
+         services {\n  name = \"queue\"\n  port = 5672\n  check {\n    tcp = \"127.0.0.1:5672\"\n    \
+         interval = \"10s\"\n  }\n}\n",
     )?;
     let (code, out, err) = cli(
         &a,
@@ -104,6 +105,8 @@ async fn services_register_and_deregister_from_flags_and_files() -> Result<()> {
     assert_eq!(svcs["queue"]["Tags"], json!(["extra"]), "{svcs}");
     let checks = a.get_json("/v1/agent/checks").await?;
     assert_eq!(checks["service:db"]["Type"], "ttl", "{checks}");
+    assert_eq!(checks["service:queue"]["Type"], "tcp", "{checks}");
+    assert_eq!(checks["service:queue"]["Interval"], "10s", "{checks}");
 
     // Argument errors, as Consul words them.
     let (code, _, err) = cli(&a, &["services", "register"]).await?;
