@@ -1,0 +1,128 @@
+"""Render, then run: the server StatefulSet that `helm template` renders for 3 replicas is run
+as three real `registry` processes with exactly its command, args, env, config files, mount
+paths and user (helm/test/podsim.py plays the kubelet), and the cluster must form the way the
+chart promises: no leader (so no pod Ready) while fewer than bootstrap_expect servers run, a
+leader and every readiness probe passing once all have started, and liveness passing
+throughout.
+
+More workloads join this test by rendering them in the same values and starting their pods
+on the same Node (see `start_workload`): the client DaemonSet's agent and the k8s-sync
+Deployment are added here once client agents and the k8s-sync binary exist.
+"""
+import json
+import time
+import urllib.request
+
+import pytest
+
+from conftest import find, pod_spec, render
+from podsim import Node
+
+VALUES = {"server": {"replicas": 3}}
+
+
+def http_json(pod, path, timeout=3):
+    with urllib.request.urlopen(f"http://{pod.ip}:8500{path}", timeout=timeout) as r:
+        return json.loads(r.read() or b"null")
+
+
+def configmaps(objs):
+    return {o["metadata"]["name"]: o for o in objs if o["kind"] == "ConfigMap"}
+
+
+def start_workload(node, objs, kind, suffix, count, binaries_ok=True):
+    """Creates the pods of a rendered workload on the node: a StatefulSet's pods are
+    <name>-<ordinal> with DNS names <pod>.<serviceName>.<ns>.svc; returns them unstarted."""
+    w = find(objs, kind, suffix)
+    spec = pod_spec(w)
+    claims = [c["metadata"]["name"] for c in w["spec"].get("volumeClaimTemplates", [])]
+    pods = []
+    for i in range(count):
+        name = f"{w['metadata']['name']}-{i}"
+        pod = node.create_pod(name, spec, configmaps(objs), claims=claims,
+                              container=spec["containers"][0]["name"])
+        if kind == "StatefulSet":
+            svc = w["spec"]["serviceName"]
+            node.add_dns(f"{name}.{svc}.{node.namespace}.svc", pod.ip)
+            node.add_dns(f"{svc}.{node.namespace}.svc", pod.ip)
+        pods.append(pod)
+    return pods
+
+
+@pytest.fixture
+def node(registry_bin):
+    n = Node({"/usr/local/bin/registry": registry_bin})
+    yield n
+    n.close()
+
+
+def test_rendered_server_statefulset_forms_a_cluster(node):
+    objs = render(VALUES)
+    sts = find(objs, "StatefulSet", "-server")
+    replicas = sts["spec"]["replicas"]
+    cfg = json.loads(configmaps(objs)["rel-registry-server-config"]["data"]["server.json"])
+    assert replicas == 3 and cfg["bootstrap_expect"] == replicas
+
+    servers = start_workload(node, objs, "StatefulSet", "-server", replicas)
+    node.write_dns()
+    # What runs is what the chart rendered.
+    c = pod_spec(sts)["containers"][0]
+    assert servers[1].command == c["command"] + [
+        a.replace("$(POD_NAME)", servers[1].name).replace("$(POD_IP)", servers[1].ip)
+        for a in c["args"]]
+    assert servers[1].user == "100:1000"
+
+    # Fewer servers than bootstrap_expect: they run and answer, but elect no leader, so the
+    # readiness probe keeps failing while liveness passes.
+    for pod in servers[:-1]:
+        pod.start()
+    node.wait(lambda: all(p.probe("livenessProbe") for p in servers[:-1]), 60,
+              "liveness of the first two servers")
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        for pod in servers[:-1]:
+            assert pod.proc.poll() is None, pod.logs()
+            assert not pod.probe("readinessProbe"), f"{pod.name} ready without a quorum"
+            assert http_json(pod, "/v1/status/leader") == ""
+        time.sleep(1)
+
+    # The last server starts: the cluster forms with all three as voters.
+    servers[-1].start()
+    node.wait(lambda: all(p.probe("readinessProbe") for p in servers), 90,
+              "every server's readiness probe")
+    assert all(p.probe("livenessProbe") for p in servers)
+    leaders = {http_json(p, "/v1/status/leader") for p in servers}
+    assert len(leaders) == 1 and leaders != {""}, leaders
+    peers = sorted(http_json(servers[0], "/v1/status/peers"))
+    assert peers == sorted(f"{p.ip}:8300" for p in servers)
+    print("leader", leaders, "peers", peers)
+
+    # Each server is the node the chart named, in the chart's datacenter, from its data dir.
+    for pod in servers:
+        me = http_json(pod, "/v1/agent/self")
+        assert me["Config"]["NodeName"] == pod.name
+        assert me["Config"]["Datacenter"] == cfg["datacenter"]
+        assert me["Config"]["Server"] is True
+    nodes = {n["Node"]: n["Address"] for n in http_json(servers[0], "/v1/catalog/nodes")}
+    assert nodes == {p.name: p.ip for p in servers}
+
+    # Writes through one server are read on another.
+    req = urllib.request.Request(f"http://{servers[2].ip}:8500/v1/kv/chart", data=b"rendered",
+                                 method="PUT")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert json.loads(r.read()) is True
+    with urllib.request.urlopen(f"http://{servers[0].ip}:8500/v1/kv/chart?raw",
+                                timeout=10) as r:
+        assert r.read() == b"rendered"
+
+    # The data lives on the volume claim, written as the chart's non-root user.
+    data = servers[0].root.parent / "volumes" / "data"
+    assert any(data.iterdir()), "nothing written to the data volume"
+    assert all(p.stat().st_uid == 100 for p in data.iterdir())
+
+    # `helm test`'s pod runs the same check through the server Service's name.
+    test_pod = find(objs, "Pod")
+    args = pod_spec(test_pod)["containers"][0]["args"]
+    out = servers[0].exec(pod_spec(test_pod)["containers"][0]["command"] + args)
+    assert out.returncode == 0, out.stderr
+    assert all(p.name in out.stdout for p in servers), out.stdout
