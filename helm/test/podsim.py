@@ -169,8 +169,9 @@ class Node:
             (etc / "hosts").write_text("\n".join(lines + [f"{pod.ip} {pod.name}"]) + "\n")
 
     def create_pod(self, name, pod_spec, configmaps, claims=(), container="registry",
-                   labels=None):
-        """Prepares a pod from a rendered pod spec (not started yet)."""
+                   entrypoint=()):
+        """Prepares a pod from a rendered pod spec (not started yet). `entrypoint` is the
+        image's ENTRYPOINT, used when the container sets no command (as Kubernetes does)."""
         c = next(x for x in pod_spec["containers"] if x["name"] == container)
         ip, netns = self.allocate(name)
         pdir = self.dir / name
@@ -222,7 +223,8 @@ class Node:
                 env[e["name"]] = expand(str(e["value"]), env)
             else:
                 env[e["name"]] = field_values[e["valueFrom"]["fieldRef"]["fieldPath"]]
-        command = [expand(a, env) for a in c.get("command", []) + c.get("args", [])]
+        command = [expand(a, env) for a in (c.get("command") or list(entrypoint))
+                   + c.get("args", [])]
         pod = Pod(name=name, ip=ip, netns=netns, root=root, env=env, command=command,
                   mounts=mounts, user=f"{uid}:{gid}", log=pdir / "log", container=c)
         self.pods.append(pod)
