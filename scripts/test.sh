@@ -65,6 +65,8 @@ install_system_packages() {
     command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
     # Network partitions in the cluster tests (iptables rules on loopback).
     command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+    # Helm chart stage: npm fetches helm; buildah, podman and runc build and run the image.
+    for p in npm buildah podman runc; do command -v $p >/dev/null 2>&1 || missing+=($p); done
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
         missing+=(python3-venv)
     fi
@@ -172,6 +174,9 @@ fi
 
 section "HAProxy discovers backends through the registry's DNS"
 run "haproxy e2e" bash "$ROOT/tests/haproxy/run.sh"
+
+section "Helm chart and container image"
+run "helm chart" bash "$ROOT/helm/test/run.sh"
 
 section "summary"
 echo "total time: $(( $(date +%s) - START ))s"
