@@ -148,8 +148,14 @@ def build_table():
     docs = comments()
     lines = ["| Value | Default | Description |", "|---|---|---|"]
     for path, default, text in rows(values, docs):
-        d = "" if default is None else f"`{default}`".replace("|", "\\|")
-        lines.append(f"| `{path}` | {d} | {text.replace('|', chr(92) + '|')} |")
+        if default is None:
+            d = ""
+        elif default.startswith("(multi-line"):
+            d = default
+        else:
+            d = f"`{default}`".replace("|", "\\|")
+        text = text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+        lines.append(f"| `{path}` | {d} | {text} |")
     return "\n".join(lines)
 
 
