@@ -126,3 +126,26 @@ def test_rendered_server_statefulset_forms_a_cluster(node):
     out = servers[0].exec(pod_spec(test_pod)["containers"][0]["command"] + args)
     assert out.returncode == 0, out.stderr
     assert all(p.name in out.stdout for p in servers), out.stdout
+
+
+def test_rendered_client_daemonset_agent_starts_with_the_chart_config(node):
+    """The client DaemonSet's pod runs with the chart's config and flags: the agent loads
+    them, runs as a client named after its Kubernetes node, with the node meta the downward
+    API fills in. (That it joins the servers is asserted here once client agents forward to
+    servers: start the StatefulSet's pods on the same node first, as above.)"""
+    objs = render({"server": {"replicas": 3}, "client": {"enabled": True}})
+    ds = find(objs, "DaemonSet", "-client")
+    spec = pod_spec(ds)
+    pod = node.create_pod("rel-registry-client-abcde", spec, configmaps(objs),
+                          container=spec["containers"][0]["name"])
+    node.write_dns()
+    assert "-node=node-1" in pod.command and f"-node-meta=host-ip:{node.host_ip}" in pod.command
+    pod.start()
+    node.wait(lambda: pod.probe("livenessProbe"), 60, "the client agent's liveness")
+    me = http_json(pod, "/v1/agent/self")
+    assert me["Config"]["NodeName"] == "node-1"
+    assert me["Config"]["Server"] is False
+    assert me["Config"]["Datacenter"] == "dc1"
+    assert {k: me["Meta"].get(k) for k in ("pod-name", "host-ip")} == {
+        "pod-name": pod.name, "host-ip": node.host_ip}
+    assert pod.proc.poll() is None, pod.logs()
