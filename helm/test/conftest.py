@@ -3,6 +3,7 @@ binary. Under REGISTRY_TESTS_STRICT=1 a missing tool is an error, never a skip."
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def render(values=None, files=(), release="rel", namespace="ns1", helm=None):
         cmd += ["-f", str(f)]
     extra = None
     if values is not None:
-        extra = HERE / f".values-{os.getpid()}.yaml"
+        extra = Path(tempfile.gettempdir()) / f"registry-chart-values-{os.getpid()}.yaml"
         extra.write_text(yaml.safe_dump(values))
         cmd += ["-f", str(extra)]
     try:
@@ -52,7 +53,7 @@ def render(values=None, files=(), release="rel", namespace="ns1", helm=None):
 def render_error(values):
     """The error of a render that must fail."""
     helm = helm_bin()
-    extra = HERE / f".values-{os.getpid()}.yaml"
+    extra = Path(tempfile.gettempdir()) / f"registry-chart-values-{os.getpid()}.yaml"
     extra.write_text(yaml.safe_dump(values))
     try:
         p = subprocess.run([helm, "template", "rel", str(CHART), "-f", str(extra)],

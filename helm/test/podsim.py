@@ -133,6 +133,12 @@ class Node:
         self.pods = []
         self.dns = {}  # DNS name -> [IP]
         self._next = 10
+        # Leftovers of an earlier run of a process with the same pid tag (a killed test).
+        for ns in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                 text=True).stdout.split("\n"):
+            if ns.startswith(f"rgsim{self.tag}-"):
+                subprocess.run(["ip", "netns", "del", ns.split()[0]], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
         self._run(["ip", "link", "add", self.bridge, "type", "bridge"])
         self._run(["ip", "addr", "add", f"{self.host_ip}/24", "dev", self.bridge])
         self._run(["ip", "link", "set", self.bridge, "up"])
