@@ -10,19 +10,28 @@ on the same Node (see `start_workload`): the client DaemonSet's agent and the k8
 Deployment are added here once client agents and the k8s-sync binary exist.
 """
 import json
+import shutil
+import subprocess
 import time
 import urllib.request
 
 import pytest
 
-from conftest import find, pod_spec, render
+from conftest import find, need, pod_spec, render
 from podsim import Node
 
-VALUES = {"server": {"replicas": 3}}
+VALUES = {"server": {"replicas": 3}, "global": {"datacenter": "east", "domain": "mesh"}}
 
 
 def http_json(pod, path, timeout=3):
     with urllib.request.urlopen(f"http://{pod.ip}:8500{path}", timeout=timeout) as r:
+        return json.loads(r.read() or b"null")
+
+
+def put(pod, path, body):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://{pod.ip}:8500{path}", data=data, method="PUT")
+    with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read() or b"null")
 
 
@@ -57,6 +66,7 @@ def node(registry_bin):
 
 
 def test_rendered_server_statefulset_forms_a_cluster(node):
+    need(shutil.which("dig"), "dig (apt-get install dnsutils)")
     objs = render(VALUES)
     sts = find(objs, "StatefulSet", "-server")
     replicas = sts["spec"]["replicas"]
@@ -107,13 +117,25 @@ def test_rendered_server_statefulset_forms_a_cluster(node):
     assert nodes == {p.name: p.ip for p in servers}
 
     # Writes through one server are read on another.
-    req = urllib.request.Request(f"http://{servers[2].ip}:8500/v1/kv/chart", data=b"rendered",
-                                 method="PUT")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        assert json.loads(r.read()) is True
+    assert put(servers[2], "/v1/kv/chart", b"rendered") is True
     with urllib.request.urlopen(f"http://{servers[0].ip}:8500/v1/kv/chart?raw",
                                 timeout=10) as r:
         assert r.read() == b"rendered"
+
+    # DNS as the chart's DNS Service reaches it: port 53 -> the pods' dns-udp/dns-tcp ports,
+    # answering for global.domain in global.datacenter.
+    dns = find(objs, "Service", "-dns")
+    dns_ports = {p["protocol"]: p["targetPort"] for p in dns["spec"]["ports"]}
+    ports = {cp["name"]: cp["containerPort"] for cp in c["ports"]}
+    put(servers[0], "/v1/catalog/register", {
+        "Node": "web-node", "Address": "10.1.2.3",
+        "Service": {"Service": "web", "Port": 8080}})
+    for pod in servers:
+        for proto, flag in (("UDP", "+notcp"), ("TCP", "+tcp")):
+            out = subprocess.run(["dig", "+short", flag, "-p", str(ports[dns_ports[proto]]),
+                                  f"@{pod.ip}", "web.service.east.mesh", "A"],
+                                 capture_output=True, text=True, timeout=10)
+            assert out.stdout.split() == ["10.1.2.3"], (pod.name, proto, out)
 
     # The data lives on the volume claim, written as the chart's non-root user.
     data = servers[0].root.parent / "volumes" / "data"
