@@ -149,19 +149,19 @@ priorityClassName from one component's values; call with (dict "v" .Values.serve
 {{- define "registry.placement" -}}
 {{- with .v.nodeSelector }}
 nodeSelector:
-  {{- tpl (toString .) $.ctx | nindent 2 }}
+  {{- tpl (toString .) $.ctx | trim | nindent 2 }}
 {{- end }}
 {{- with .v.affinity }}
 affinity:
-  {{- tpl (toString .) $.ctx | nindent 2 }}
+  {{- tpl (toString .) $.ctx | trim | nindent 2 }}
 {{- end }}
 {{- with .v.tolerations }}
 tolerations:
-  {{- tpl (toString .) $.ctx | nindent 2 }}
+  {{- tpl (toString .) $.ctx | trim | nindent 2 }}
 {{- end }}
 {{- with .v.topologySpreadConstraints }}
 topologySpreadConstraints:
-  {{- tpl (toString .) $.ctx | nindent 2 }}
+  {{- tpl (toString .) $.ctx | trim | nindent 2 }}
 {{- end }}
 {{- with .v.priorityClassName }}
 priorityClassName: {{ . | quote }}
