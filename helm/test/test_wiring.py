@@ -388,3 +388,48 @@ def test_images():
     assert sync["command"] == ["/usr/local/bin/k8s-sync"]
     objs = render({"global": {"imageK8S": "example/k8s-sync:1"}, "syncCatalog": {"enabled": True}})
     assert containers(find(objs, "Deployment"))[0]["image"] == "example/k8s-sync:1"
+
+
+GOLDEN = HERE / "immutable-fields.json"
+
+
+def immutable_fields(objs):
+    """The fields Kubernetes refuses to change on an existing object (so `helm upgrade` from
+    an earlier chart version fails if they differ): workload selectors, a StatefulSet's
+    serviceName and volumeClaimTemplates, a Service's clusterIP; plus the Services' selectors,
+    which decide which pods keep receiving traffic across an upgrade."""
+    out = {}
+    for o in objs:
+        key = f"{o['kind']}/{o['metadata']['name']}"
+        spec = o.get("spec", {})
+        if o["kind"] in ("StatefulSet", "DaemonSet", "Deployment"):
+            out[key] = {"selector": spec["selector"]}
+            if o["kind"] == "StatefulSet":
+                out[key]["serviceName"] = spec["serviceName"]
+                out[key]["volumeClaimTemplates"] = spec["volumeClaimTemplates"]
+        elif o["kind"] == "Service":
+            out[key] = {"selector": spec["selector"], "clusterIP": spec.get("clusterIP")}
+        elif o["kind"] == "PodDisruptionBudget":
+            out[key] = {"selector": spec["selector"]}
+    return out
+
+
+def test_immutable_fields_match_the_released_chart():
+    """Compared with the fields of the released chart (helm/test/immutable-fields.json): a
+    change here breaks `helm upgrade` for existing installs and needs a migration note, not
+    just a new golden file."""
+    objs = render({"server": {"replicas": 3}, "client": {"enabled": True},
+                   "syncCatalog": {"enabled": True}, "trafficProxy": {"enabled": True}})
+    got = immutable_fields(objs)
+    assert got == json.loads(GOLDEN.read_text()), json.dumps(got, indent=2, sort_keys=True)
+
+
+def test_kubernetes_older_than_1_25_is_refused():
+    import subprocess
+    from conftest import helm_bin
+    p = subprocess.run([helm_bin(), "template", "rel", str(CHART), "--kube-version", "1.24.9"],
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and ">=1.25.0-0" in p.stderr, p.stderr
+    ok = subprocess.run([helm_bin(), "template", "rel", str(CHART), "--kube-version", "1.25.0"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
