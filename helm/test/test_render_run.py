@@ -171,3 +171,52 @@ def test_rendered_client_daemonset_agent_starts_with_the_chart_config(node):
     assert {k: me["Meta"].get(k) for k in ("pod-name", "host-ip")} == {
         "pod-name": pod.name, "host-ip": node.host_ip}
     assert pod.proc.poll() is None, pod.logs()
+
+
+def test_scaling_the_rendered_statefulset_from_3_to_5(node):
+    """`helm upgrade --set server.replicas=5` on a formed 3-server cluster: the two new pods,
+    run with the new render, join the existing cluster and become voters (autopilot promotes
+    them once stable); the first three keep their cluster (a restart with the new config, as
+    the checksum annotation causes, keeps it too)."""
+    three = render({"server": {"replicas": 3}})
+    five = render({"server": {"replicas": 5}})
+    assert json.loads(configmaps(five)["rel-registry-server-config"]["data"]["server.json"])[
+        "bootstrap_expect"] == 5
+    old = start_workload(node, three, "StatefulSet", "-server", 3)
+    # The new pods get the new render; names and DNS follow the ordinals.
+    sts = find(five, "StatefulSet", "-server")
+    spec = pod_spec(sts)
+    new = []
+    for i in (3, 4):
+        name = f"{sts['metadata']['name']}-{i}"
+        pod = node.create_pod(name, spec, configmaps(five), claims=["data"])
+        node.add_dns(f"{name}.{sts['spec']['serviceName']}.{node.namespace}.svc", pod.ip)
+        new.append(pod)
+    node.write_dns()
+    for pod in old:
+        pod.start()
+    node.wait(lambda: all(p.probe("readinessProbe") for p in old), 90, "the first three servers")
+    leader = http_json(old[0], "/v1/status/leader")
+    assert put(old[0], "/v1/kv/before-upgrade", b"kept") is True
+
+    # An old server restarted with the new config keeps its cluster.
+    old[1].stop()
+    for src, dst, _ in old[1].mounts:
+        if dst == "/registry/config":
+            (src / "server.json").write_text(
+                configmaps(five)["rel-registry-server-config"]["data"]["server.json"])
+    old[1].start()
+    for pod in new:
+        pod.start()
+    everyone = old + new
+    node.wait(lambda: len(http_json(old[0], "/v1/status/peers")) == 5, 120,
+              "five voters")
+    node.wait(lambda: all(p.probe("readinessProbe") for p in everyone), 60, "five ready servers")
+    assert sorted(http_json(new[1], "/v1/status/peers")) == sorted(f"{p.ip}:8300" for p in everyone)
+    # Still the same cluster: the data written before is there, one leader for all.
+    leaders = {http_json(p, "/v1/status/leader") for p in everyone}
+    assert len(leaders) == 1 and leaders != {""}
+    with urllib.request.urlopen(f"http://{new[1].ip}:8500/v1/kv/before-upgrade?raw",
+                                timeout=10) as r:
+        assert r.read() == b"kept"
+    print("leader before", leader, "after", leaders)
