@@ -67,6 +67,7 @@ install_system_packages() {
     command -v iptables >/dev/null 2>&1 || missing+=(iptables)
     # Test certificates for the TLS gRPC and HTTP/2 ping check tests.
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    for p in npm buildah podman runc; do command -v $p >/dev/null 2>&1 || missing+=($p); done  # helm/test/run.sh
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
         missing+=(python3-venv)
     fi
@@ -174,6 +175,9 @@ fi
 
 section "HAProxy discovers backends through the registry's DNS"
 run "haproxy e2e" bash "$ROOT/tests/haproxy/run.sh"
+
+section "Helm chart and container image"
+run "helm chart" bash "$ROOT/helm/test/run.sh"
 
 section "summary"
 echo "total time: $(( $(date +%s) - START ))s"

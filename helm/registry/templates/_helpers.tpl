@@ -1,0 +1,212 @@
+{{/*
+Names, labels and shared fragments of the registry chart.
+*/}}
+
+{{/* The chart's name: the `app` label of every object. */}}
+{{- define "registry.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Prefix of every object's name: global.name, else "<release>-registry" (the release name
+alone when it already contains "registry"). */}}
+{{- define "registry.fullname" -}}
+{{- if .Values.global.name -}}
+{{- .Values.global.name | trunc 63 | trimSuffix "-" -}}
+{{- else if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The `chart` label. It is part of selectors, which a StatefulSet or DaemonSet cannot
+change on upgrade, so it never carries the chart version. */}}
+{{- define "registry.chartLabel" -}}registry-helm{{- end -}}
+
+{{/* Labels of every object's metadata; call with (dict "ctx" $ "component" "server"). */}}
+{{- define "registry.labels" -}}
+app: {{ template "registry.name" .ctx }}
+chart: {{ template "registry.chartLabel" }}
+heritage: {{ .ctx.Release.Service }}
+release: {{ .ctx.Release.Name }}
+{{- if .component }}
+component: {{ .component }}
+{{- end }}
+{{- with .ctx.Values.global.extraLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of a component's pods; stable across chart versions. */}}
+{{- define "registry.selectorLabels" -}}
+app: {{ template "registry.name" .ctx }}
+chart: {{ template "registry.chartLabel" }}
+release: {{ .ctx.Release.Name }}
+component: {{ .component }}
+{{- end -}}
+
+{{/* "true" when a component with the "-" convention is on; call with
+(dict "value" .Values.server.enabled "ctx" $). */}}
+{{- define "registry.isEnabled" -}}
+{{- if eq (toString .value) "-" -}}
+{{- if .ctx.Values.global.enabled -}}true{{- end -}}
+{{- else if .value -}}true{{- end -}}
+{{- end -}}
+
+{{- define "registry.serverEnabled" -}}
+{{- include "registry.isEnabled" (dict "value" .Values.server.enabled "ctx" .) -}}
+{{- end -}}
+
+{{- define "registry.clientEnabled" -}}
+{{- include "registry.isEnabled" (dict "value" .Values.client.enabled "ctx" .) -}}
+{{- end -}}
+
+{{- define "registry.dnsEnabled" -}}
+{{- include "registry.isEnabled" (dict "value" .Values.dns.enabled "ctx" .) -}}
+{{- end -}}
+
+{{- define "registry.uiEnabled" -}}
+{{- include "registry.isEnabled" (dict "value" .Values.ui.enabled "ctx" .) -}}
+{{- end -}}
+
+{{/* bootstrap_expect: server.bootstrapExpect, else server.replicas. */}}
+{{- define "registry.bootstrapExpect" -}}
+{{- if .Values.server.bootstrapExpect -}}
+{{- .Values.server.bootstrapExpect -}}
+{{- else -}}
+{{- .Values.server.replicas -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The servers' headless Service name. */}}
+{{- define "registry.serverService" -}}
+{{- printf "%s-server" (include "registry.fullname" .) -}}
+{{- end -}}
+
+{{/* One join address per server pod: <pod>.<headless service>.<namespace>.svc:<LAN port>.
+Every address names exactly one pod, so a join never depends on which address of a
+multi-address name the resolver returns first. */}}
+{{- define "registry.serverJoinAddrs" -}}
+{{- $svc := include "registry.serverService" . -}}
+{{- $addrs := list -}}
+{{- range $i := until (int .Values.server.replicas) -}}
+{{- $addrs = append $addrs (printf "%s-%d.%s.%s.svc:%d" $svc $i $svc $.Release.Namespace (int $.Values.server.ports.serflan.port)) -}}
+{{- end -}}
+{{- toJson $addrs -}}
+{{- end -}}
+
+{{/* The HTTP address an in-cluster client (k8s-sync, the proxy) talks to: the agent on its
+node when clients run, else the servers. Needs HOST_IP in the pod's environment. */}}
+{{- define "registry.agentHTTPHost" -}}
+{{- if include "registry.clientEnabled" . -}}
+$(HOST_IP)
+{{- else -}}
+{{- printf "%s.%s.svc" (include "registry.serverService" .) .Release.Namespace -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The k8s-sync image. */}}
+{{- define "registry.imageK8S" -}}
+{{- .Values.syncCatalog.image | default .Values.global.imageK8S | default .Values.global.image -}}
+{{- end -}}
+
+{{/* imagePullSecrets of a pod spec. */}}
+{{- define "registry.imagePullSecrets" -}}
+{{- with .Values.global.imagePullSecrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ .name | default . }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The downward-API environment every agent container gets. */}}
+{{- define "registry.downwardEnv" -}}
+- name: POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+- name: HOST_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.hostIP
+{{- end -}}
+
+{{/* Placement of a workload: nodeSelector, affinity, tolerations, topology spread and
+priorityClassName from one component's values; call with (dict "v" .Values.server "ctx" $). */}}
+{{- define "registry.placement" -}}
+{{- with .v.nodeSelector }}
+nodeSelector:
+  {{- tpl (toString .) $.ctx | trim | nindent 2 }}
+{{- end }}
+{{- with .v.affinity }}
+affinity:
+  {{- tpl (toString .) $.ctx | trim | nindent 2 }}
+{{- end }}
+{{- with .v.tolerations }}
+tolerations:
+  {{- tpl (toString .) $.ctx | trim | nindent 2 }}
+{{- end }}
+{{- with .v.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- tpl (toString .) $.ctx | trim | nindent 2 }}
+{{- end }}
+{{- with .v.priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Extra volumes (server.extraVolumes / client.extraVolumes): the volumes. */}}
+{{- define "registry.extraVolumes" -}}
+{{- range .v }}
+- name: userconfig-{{ .name }}
+  {{ .type }}:
+    {{- if eq .type "configMap" }}
+    name: {{ .name }}
+    {{- else if eq .type "secret" }}
+    secretName: {{ .name }}
+    {{- end }}
+    {{- with .items }}
+    items:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Extra volumes: the mounts. */}}
+{{- define "registry.extraVolumeMounts" -}}
+{{- range .v }}
+- name: userconfig-{{ .name }}
+  readOnly: true
+  mountPath: /registry/userconfig/{{ .name }}
+{{- end }}
+{{- end -}}
+
+{{/* Extra volumes: the -config-dir arguments of those with load: true. */}}
+{{- define "registry.extraVolumeArgs" -}}
+{{- range .v }}
+{{- if .load }}
+- -config-dir=/registry/userconfig/{{ .name }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* extraEnvironmentVars as container env entries. */}}
+{{- define "registry.extraEnv" -}}
+{{- range $k, $v := .v }}
+- name: {{ $k }}
+  value: {{ $v | quote }}
+{{- end }}
+{{- end -}}
