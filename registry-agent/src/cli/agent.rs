@@ -217,7 +217,14 @@ impl AgentArgs {
 
 /// Runs `agent`: builds the configuration, sets up logging, starts the node and waits.
 pub fn run(args: &AgentArgs, matches: Option<&ArgMatches>) -> i32 {
-    let built = match config::load(args.load_options(matches), &SystemEnvironment) {
+    let load = args.load_options(matches);
+    let reload_opts = load.clone();
+    let reload: crate::agent::ReloadSource = std::sync::Arc::new(move || {
+        let built =
+            config::load(reload_opts.clone(), &SystemEnvironment).map_err(|e| e.to_string())?;
+        Ok((built.config.services, built.config.checks))
+    });
+    let built = match config::load(load, &SystemEnvironment) {
         Ok(built) => built,
         Err(e) => {
             eprintln!("==> {e}");
@@ -238,7 +245,7 @@ pub fn run(args: &AgentArgs, matches: Option<&ArgMatches>) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(crate::start::run_agent(built.config)) {
+    match runtime.block_on(crate::start::run_agent(built.config, Some(reload))) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("==> {e:#}");

@@ -78,6 +78,8 @@ pub enum Command {
     Join(ops::JoinArgs),
     /// Gracefully leaves the cluster and shuts the agent down.
     Leave(ops::LeaveArgs),
+    /// Tells the local agent to re-read its configuration files.
+    Reload(ops::ReloadArgs),
     /// Prints debugging information about the agent.
     Info(ops::InfoArgs),
     /// Prints the registry version.
@@ -148,6 +150,7 @@ fn run_client(command: Command) -> i32 {
             Command::Operator { command } => operator::run(command, &mut ui).await,
             Command::Leave(args) => ops::leave(args, &mut ui).await,
             Command::Info(args) => ops::info(args, &mut ui).await,
+            Command::Reload(args) => ops::reload(args, &mut ui).await,
             Command::Agent(_) | Command::Version => 1,
         }
     })

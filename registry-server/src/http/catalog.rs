@@ -163,20 +163,36 @@ pub(super) async fn node(
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let opts = s.options(q.as_deref())?;
+    // As Consul: `?filter` applies to each entry of `Services`; the node itself is kept.
+    let filter = compile(opts.filter.as_deref())?;
     let (body, meta) = s
         .reader
         .blocking(&opts, &[WatchKey::Node(node.clone())], |db| {
-            let v = db.nodes.get(&node).map(|n| {
-                let services: BTreeMap<&str, ServiceOut<'_>> = db
-                    .node_services(&node)
-                    .map(|svc| (svc.id.as_str(), ServiceOut::new(svc, None)))
-                    .collect();
-                serde_json::json!({"Node": NodeOut::from(n), "Services": services})
-            });
-            (
-                super::respond::json_bytes(&v, opts.pretty),
-                db.node_name_index(&node),
-            )
+            let body = match db.nodes.get(&node) {
+                None => super::respond::json_bytes(&Option::<()>::None, opts.pretty),
+                Some(n) => {
+                    let mut services = serde_json::Map::new();
+                    let mut err = None;
+                    for svc in db.node_services(&node) {
+                        match filter_list(vec![ServiceOut::new(svc, None)], &filter) {
+                            Ok(mut kept) => {
+                                if let Some(v) = kept.pop() {
+                                    services.insert(svc.id.clone(), v);
+                                }
+                            }
+                            Err(e) => err = Some(e),
+                        }
+                    }
+                    match err {
+                        Some(e) => Err(e),
+                        None => super::respond::json_bytes(
+                            &serde_json::json!({"Node": NodeOut::from(n), "Services": services}),
+                            opts.pretty,
+                        ),
+                    }
+                }
+            };
+            (body, db.node_name_index(&node))
         })
         .await?;
     super::encoded_json(body?, &meta)

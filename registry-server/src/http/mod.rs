@@ -6,10 +6,12 @@
 //! store's internals directly.
 
 mod agent;
+mod agent_ops;
 mod cache;
 mod catalog;
 pub mod event;
 mod health;
+mod host;
 mod kv;
 mod operator;
 pub mod respond;

@@ -2,7 +2,8 @@
 //! 404 with Consul's text; a known path with the wrong method answers 405 with `Allow`.
 
 use super::{
-    agent, catalog, event, health, kv, operator, session, snapshot, status, txn, AppState,
+    agent, agent_ops, catalog, event, health, kv, operator, session, snapshot, status, txn,
+    AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
@@ -11,6 +12,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate};
+use tower_http::compression::CompressionLayer;
 
 /// Request bodies above this are refused before a handler runs.
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -18,10 +21,25 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 /// Builds the HTTP API router.
 pub fn router(state: AppState) -> Router {
     // The OPTIONS handler wraps the whole table so it sees the final 405 and its `Allow`.
+    // Responses are gzipped for clients that send `Accept-Encoding: gzip` (Consul wraps its
+    // handlers in a gzip handler too); streams that must flush line by line opt out.
+    let gzip = CompressionLayer::new()
+        .gzip(true)
+        .compress_when(DefaultPredicate::new().and(
+            |_: StatusCode,
+             _: axum::http::Version,
+             _: &axum::http::HeaderMap,
+             ext: &axum::http::Extensions| { ext.get::<NoCompression>().is_none() },
+        ));
     Router::new()
         .fallback_service(routes(state))
+        .layer(gzip)
         .layer(axum::middleware::from_fn(options))
 }
+
+/// Response extension: never compress this response (streams such as the log monitor).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct NoCompression;
 
 fn routes(state: AppState) -> Router {
     Router::new()
@@ -45,7 +63,11 @@ fn routes(state: AppState) -> Router {
         .route("/v1/agent/maintenance", put(agent::node_maintenance))
         .route("/v1/agent/members", get(agent::members))
         .route("/v1/agent/metrics", get(agent::metrics))
-        .route("/v1/agent/self", get(agent::self_info))
+        .route("/v1/agent/self", get(agent_ops::self_info))
+        .route("/v1/agent/host", get(agent_ops::host))
+        .route("/v1/agent/version", get(agent_ops::version))
+        .route("/v1/agent/monitor", get(agent_ops::monitor))
+        .route("/v1/agent/reload", put(agent_ops::reload))
         .route("/v1/agent/service/register", put(agent::register_service))
         .route(
             "/v1/agent/service/deregister/{id}",
@@ -92,6 +114,7 @@ fn routes(state: AppState) -> Router {
             "/v1/operator/autopilot/state",
             get(operator::autopilot_state),
         )
+        .route("/v1/operator/usage", get(agent_ops::usage))
         .route(
             "/v1/operator/raft/configuration",
             get(operator::raft_configuration),
