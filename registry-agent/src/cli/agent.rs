@@ -134,6 +134,9 @@ pub struct AgentArgs {
     /// An HCL configuration fragment applied after the flags; repeatable.
     #[arg(long, value_name = "HCL")]
     pub hcl: Vec<String>,
+    /// The rest of Consul's agent flags.
+    #[command(flatten)]
+    pub consul: super::agent_flags::ConsulAgentFlags,
 }
 
 fn duration_flag(text: &str) -> Result<Duration, String> {
@@ -173,6 +176,7 @@ impl AgentArgs {
         p.ports.serf_lan = self.serf_lan_port;
         p.ports.serf_wan = self.serf_wan_port;
         p.ports.grpc = self.grpc_port;
+        self.consul.apply(&mut p);
         for pair in &self.node_meta {
             let (key, value) = pair.split_once(':').unwrap_or((pair, ""));
             p.node_meta.insert(key.to_string(), value.to_string());

@@ -3,6 +3,7 @@
 //! (see [`dash`]).
 
 pub mod agent;
+pub mod agent_flags;
 pub mod autopilot_state;
 pub mod catalog;
 pub mod dash;
@@ -15,6 +16,7 @@ pub mod ops;
 pub mod snapshot;
 pub mod table;
 pub mod ui;
+pub mod validate;
 
 #[cfg(test)]
 mod tests;
@@ -78,6 +80,8 @@ pub enum Command {
     Join(ops::JoinArgs),
     /// Gracefully leaves the cluster and shuts the agent down.
     Leave(ops::LeaveArgs),
+    /// Checks configuration files and directories as the agent reads them at start.
+    Validate(validate::ValidateArgs),
     /// Tells the local agent to re-read its configuration files.
     Reload(ops::ReloadArgs),
     /// Prints debugging information about the agent.
@@ -116,6 +120,7 @@ pub fn run(args: &[String]) -> i32 {
     };
     match cli.command {
         Command::Agent(args) => agent::run(&args, matches.subcommand_matches("agent")),
+        Command::Validate(args) => validate::run(&args),
         Command::Version => {
             println!("{}", ops::version_text());
             0
@@ -151,7 +156,7 @@ fn run_client(command: Command) -> i32 {
             Command::Leave(args) => ops::leave(args, &mut ui).await,
             Command::Info(args) => ops::info(args, &mut ui).await,
             Command::Reload(args) => ops::reload(args, &mut ui).await,
-            Command::Agent(_) | Command::Version => 1,
+            Command::Agent(_) | Command::Version | Command::Validate(_) => 1,
         }
     })
 }
