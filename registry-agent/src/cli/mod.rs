@@ -6,6 +6,7 @@ pub mod agent;
 pub mod agent_flags;
 pub mod autopilot_state;
 pub mod catalog;
+pub mod config_entry;
 pub mod dash;
 pub mod http;
 pub mod kv;
@@ -61,6 +62,12 @@ pub enum Command {
         /// The catalog listing.
         #[command(subcommand)]
         command: catalog::CatalogCommand,
+    },
+    /// Writes, reads, lists and deletes config entries.
+    Config {
+        /// The config entry operation.
+        #[command(subcommand)]
+        command: config_entry::ConfigCommand,
     },
     /// Saves, restores and inspects snapshots of the servers' state.
     Snapshot {
@@ -151,6 +158,7 @@ fn run_client(command: Command) -> i32 {
             Command::Kv { command } => kv::run(command, &mut ui).await,
             Command::Lock(args) => lock::run(args, &mut ui).await,
             Command::Catalog { command } => catalog::run(command, &mut ui).await,
+            Command::Config { command } => config_entry::run(command, &mut ui).await,
             Command::Snapshot { command } => snapshot::run(command, &mut ui).await,
             Command::Operator { command } => operator::run(command, &mut ui).await,
             Command::Leave(args) => ops::leave(args, &mut ui).await,

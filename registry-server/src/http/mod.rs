@@ -9,6 +9,7 @@ mod agent;
 mod agent_ops;
 mod cache;
 mod catalog;
+mod config_entries;
 pub mod event;
 mod health;
 mod host;

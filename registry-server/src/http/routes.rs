@@ -2,8 +2,8 @@
 //! 404 with Consul's text; a known path with the wrong method answers 405 with `Allow`.
 
 use super::{
-    agent, agent_ops, catalog, event, health, kv, operator, session, snapshot, status, txn,
-    AppState,
+    agent, agent_ops, catalog, config_entries, event, health, kv, operator, session, snapshot,
+    status, txn, AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
@@ -90,6 +90,12 @@ fn routes(state: AppState) -> Router {
         .route("/v1/catalog/register", put(catalog::register))
         .route("/v1/catalog/services", get(catalog::services))
         .route("/v1/catalog/service/{name}", get(catalog::service))
+        .route("/v1/config", put(config_entries::apply))
+        .route("/v1/config/{kind}", get(config_entries::list))
+        .route(
+            "/v1/config/{kind}/{name}",
+            get(config_entries::get).delete(config_entries::delete),
+        )
         .route("/v1/event/fire/", put(event::fire))
         .route("/v1/event/fire/{name}", put(event::fire))
         .route("/v1/event/list", get(event::list))
