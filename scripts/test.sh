@@ -173,6 +173,8 @@ fi
 section "HAProxy discovers backends through the registry's DNS"
 run "haproxy e2e" bash "$ROOT/tests/haproxy/run.sh"
 
+section "py-consul's own upstream test suite (1.8.0 sdist) against the registry"; run "py-consul upstream" bash "$ROOT/tests/pyconsul-upstream/run.sh"
+
 section "summary"
 echo "total time: $(( $(date +%s) - START ))s"
 if [ ${#FAILED[@]} -ne 0 ]; then

@@ -79,6 +79,7 @@ async fn version_host_and_usage() -> Result<()> {
     assert_eq!(dc["BillableServiceInstances"], 2, "{u}");
     assert_eq!(dc["Nodes"], 3, "{u}");
     assert_eq!(dc["ConnectServiceInstances"]["connect-proxy"], 0, "{u}");
+    assert_eq!(u["KnownLeader"], true, "{u}");
     Ok(())
 }
 
@@ -196,6 +197,17 @@ async fn responses_are_gzipped_when_asked() -> Result<()> {
     // Without the header: plain.
     let r = a.client().get(&url).send().await?;
     assert!(r.headers().get("content-encoding").is_none());
+    // A snapshot is a gzipped archive already: sent as it is.
+    let r = a
+        .client()
+        .get(format!("{}/v1/snapshot", a.base_url()))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("content-encoding").is_none());
+    let body = r.bytes().await?;
+    assert_eq!(&body[..2], b"\x1f\x8b");
     Ok(())
 }
 

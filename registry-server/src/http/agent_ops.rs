@@ -207,7 +207,7 @@ pub(super) async fn usage(State(s): State<AppState>, RawQuery(q): RawQuery) -> A
         WatchKey::Table(Table::Nodes),
         WatchKey::Table(Table::Services),
     ];
-    let (body, meta) = s
+    let (usage, meta) = s
         .reader
         .blocking(&opts, &keys, |db| {
             let mut names = BTreeSet::new();
@@ -238,18 +238,31 @@ pub(super) async fn usage(State(s): State<AppState>, RawQuery(q): RawQuery) -> A
                 .zip(kinds)
                 .map(|(k, n)| (k.to_string(), n.into()))
                 .collect();
-            let v = json!({"Usage": {dc.clone(): {
+            let v = json!({dc.clone(): {
                 "Services": names.len(),
                 "ServiceInstances": instances,
                 "ConnectServiceInstances": connect,
                 "BillableServiceInstances": billable,
                 "Nodes": db.nodes.len(),
-            }}});
-            (
-                super::respond::json_bytes(&v, opts.pretty),
-                db.table(Table::Services).max(db.table(Table::Nodes)),
-            )
+            }});
+            (v, db.table(Table::Services).max(db.table(Table::Nodes)))
         })
         .await?;
-    super::encoded_json(body?, &meta)
+    // Consul's Usage response carries its query metadata in the body as well.
+    let consistency = match meta.consistency {
+        crate::query::options::Consistency::Stale => "stale",
+        crate::query::options::Consistency::Consistent => "consistent",
+        _ => "leader",
+    };
+    let body = json!({
+        "Usage": usage,
+        "Index": meta.index.max(1),
+        "LastContact": meta.last_contact_ms * 1_000_000,
+        "KnownLeader": meta.known_leader,
+        "ConsistencyLevel": consistency,
+        "NotModified": false,
+        "Backend": 0,
+        "ResultsFilteredByACLs": false,
+    });
+    super::encoded_json(super::respond::json_bytes(&body, opts.pretty)?, &meta)
 }

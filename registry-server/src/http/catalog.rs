@@ -132,6 +132,9 @@ pub(super) async fn service(
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let opts = s.options(q.as_deref())?;
+    if opts.get("peer").is_some_and(|p| !p.is_empty()) {
+        return super::connect::empty(s, name, q).await;
+    }
     let want_meta = opts.node_meta();
     let tags: Vec<String> = opts.all("tag").into_iter().map(str::to_string).collect();
     let tag_refs: Vec<&str> = tags.iter().map(String::as_str).collect();
@@ -234,6 +237,7 @@ pub(super) async fn register(
 ) -> ApiResult {
     let opts = s.options(q.as_deref())?;
     let req = registry_proto::api::CatalogRegisterRequest::decode(&body)?;
+    s.check_datacenter(&req.datacenter)?;
     let cmd = Command::Register(req.into_command(&s.config.datacenter)?);
     s.writer.apply(cmd).await?;
     json(&true, None, opts.pretty)
@@ -247,6 +251,7 @@ pub(super) async fn deregister(
 ) -> ApiResult {
     let opts = s.options(q.as_deref())?;
     let req = registry_proto::api::CatalogDeregisterRequest::decode(&body)?;
+    s.check_datacenter(&req.datacenter)?;
     let cmd = Command::Deregister(req.into_command()?);
     s.writer.apply(cmd).await?;
     json(&true, None, opts.pretty)

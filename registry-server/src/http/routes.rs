@@ -2,8 +2,8 @@
 //! 404 with Consul's text; a known path with the wrong method answers 405 with `Allow`.
 
 use super::{
-    agent, agent_ops, catalog, config_entries, event, health, kv, operator, session, snapshot,
-    status, txn, AppState,
+    agent, agent_ops, catalog, config_entries, connect, event, health, kv, operator, session,
+    snapshot, status, txn, AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
@@ -28,8 +28,15 @@ pub fn router(state: AppState) -> Router {
         .compress_when(DefaultPredicate::new().and(
             |_: StatusCode,
              _: axum::http::Version,
-             _: &axum::http::HeaderMap,
-             ext: &axum::http::Extensions| { ext.get::<NoCompression>().is_none() },
+             headers: &axum::http::HeaderMap,
+             ext: &axum::http::Extensions| {
+                // Snapshots are gzipped archives already.
+                let gz = headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|t| t.contains("gzip"));
+                ext.get::<NoCompression>().is_none() && !gz
+            },
         ));
     Router::new()
         .fallback_service(routes(state))
@@ -79,7 +86,15 @@ fn routes(state: AppState) -> Router {
         )
         .route("/v1/agent/service/{id}", get(agent::service))
         .route("/v1/agent/services", get(agent::services))
+        .route(
+            "/v1/catalog/connect/{service}",
+            get(connect::catalog_connect),
+        )
         .route("/v1/catalog/datacenters", get(catalog::datacenters))
+        .route(
+            "/v1/catalog/gateway-services/{gateway}",
+            get(connect::gateway_services),
+        )
         .route("/v1/catalog/deregister", put(catalog::deregister))
         .route("/v1/catalog/node/{node}", get(catalog::node))
         .route(
@@ -100,6 +115,8 @@ fn routes(state: AppState) -> Router {
         .route("/v1/event/fire/{name}", put(event::fire))
         .route("/v1/event/list", get(event::list))
         .route("/v1/health/checks/{service}", get(health::checks))
+        .route("/v1/health/connect/{service}", get(connect::health_connect))
+        .route("/v1/health/ingress/{service}", get(connect::health_connect))
         .route("/v1/health/node/{node}", get(health::node))
         .route("/v1/health/service/{name}", get(health::service))
         .route("/v1/health/state/{state}", get(health::state))
@@ -149,9 +166,19 @@ fn routes(state: AppState) -> Router {
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/txn", put(txn::txn))
+        .route("/", get(index))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// `GET /`: Consul answers 200 here (a redirect to its web UI when that is enabled), and HTTP
+/// health checks pointed at the agent's root rely on it.
+async fn index() -> (StatusCode, &'static str) {
+    (
+        StatusCode::OK,
+        "Registry agent: the web UI is not part of this build; the HTTP API is under /v1/.",
+    )
 }
 
 async fn not_found() -> (StatusCode, &'static str) {
