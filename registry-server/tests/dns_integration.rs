@@ -789,7 +789,7 @@ async fn dig_sees_the_same_answers() {
         .output()
         .is_err()
     {
-        eprintln!("SKIP: dig is not installed (apt-get install dnsutils)");
+        skip_or_fail("dig is not installed (apt-get install dnsutils)");
         return;
     }
     let c = sample();
