@@ -178,6 +178,7 @@ run "haproxy e2e" bash "$ROOT/tests/haproxy/run.sh"
 
 section "Helm chart and container image"
 run "helm chart" bash "$ROOT/helm/test/run.sh"
+section "py-consul's own upstream test suite (1.8.0 sdist) against the registry"; run "py-consul upstream" bash "$ROOT/tests/pyconsul-upstream/run.sh"
 
 section "summary"
 echo "total time: $(( $(date +%s) - START ))s"

@@ -11,8 +11,10 @@
 mod info;
 pub mod members;
 mod persist;
+mod reload;
 
 pub use members::{LocalMembership, Member, Membership};
+pub use reload::ReloadSource;
 
 use crate::ae::{AeOptions, AntiEntropy};
 use crate::checks::CheckRunners;
@@ -178,6 +180,8 @@ pub struct LocalAgent {
     started: AtomicBool,
     left: Notify,
     has_left: AtomicBool,
+    /// What `reload` re-reads and which definitions came from configuration files.
+    reload: reload::ReloadState,
 }
 
 impl std::fmt::Debug for LocalAgent {
@@ -257,6 +261,7 @@ impl LocalAgent {
             started: AtomicBool::new(false),
             left: Notify::new(),
             has_left: AtomicBool::new(false),
+            reload: reload::ReloadState::default(),
         };
         agent.restore();
         agent
@@ -915,6 +920,10 @@ impl AgentApi for LocalAgent {
             tracing::info!(%addr, wan, nodes = n, "joined cluster");
             Ok(())
         })
+    }
+
+    fn reload(&self) -> BoxFuture<'_, Result<(), ServerError>> {
+        Box::pin(self.reload_config())
     }
 
     fn leave(&self) -> BoxFuture<'_, Result<(), ServerError>> {

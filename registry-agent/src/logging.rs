@@ -1,8 +1,16 @@
 //! Logging setup: `tracing` with the agent's `-log-level` (or `RUST_LOG`, if set) and plain or
-//! JSON lines on standard output, as Consul logs.
+//! JSON lines on standard output, as Consul logs; every line also goes to the monitors of
+//! `/v1/agent/monitor` while any is attached.
 
 use crate::config::LogLevel;
-use tracing_subscriber::EnvFilter;
+use registry_server::monitor::{self, Level, LogLine};
+use serde_json::{Map, Value};
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// Installs the global subscriber. A second call is a no-op.
 pub fn init(level: LogLevel, json: bool) {
@@ -10,14 +18,115 @@ pub fn init(level: LogLevel, json: bool) {
         Ok(directives) if !directives.is_empty() => EnvFilter::new(directives),
         _ => EnvFilter::new(directives(level)),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout);
-    let _ = if json {
-        builder.json().try_init()
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stdout);
+    let out: Box<dyn Layer<_> + Send + Sync> = if json {
+        Box::new(fmt.json())
     } else {
-        builder.try_init()
+        Box::new(fmt)
     };
+    let _ = tracing_subscriber::registry()
+        .with(out.and_then(MonitorLayer).with_filter(filter))
+        .try_init();
+}
+
+/// Publishes each event to the monitor hub, formatted as Consul's hclog writes it.
+struct MonitorLayer;
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    pairs: Vec<(String, String)>,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_string();
+        } else {
+            self.pairs
+                .push((field.name().to_string(), value.to_string()));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            self.message = text;
+        } else {
+            self.pairs.push((field.name().to_string(), text));
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for MonitorLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        let hub = monitor::hub();
+        if !hub.active() {
+            return;
+        }
+        let meta = event.metadata();
+        let level = match *meta.level() {
+            tracing::Level::TRACE => Level::Trace,
+            tracing::Level::DEBUG => Level::Debug,
+            tracing::Level::INFO => Level::Info,
+            tracing::Level::WARN => Level::Warn,
+            tracing::Level::ERROR => Level::Error,
+        };
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let stamp = timestamp();
+        let module = meta.target().replace("::", ".");
+        let name = match level {
+            Level::Trace => "TRACE",
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error | Level::Off => "ERROR",
+        };
+        let mut text = format!("{stamp} [{name}] {module}: {}", fields.message);
+        for (k, v) in &fields.pairs {
+            let _ = write!(text, " {k}={v}");
+        }
+        let mut obj = Map::new();
+        obj.insert("@level".into(), name.to_ascii_lowercase().into());
+        obj.insert("@message".into(), fields.message.clone().into());
+        obj.insert("@module".into(), module.into());
+        obj.insert("@timestamp".into(), stamp.into());
+        for (k, v) in fields.pairs {
+            obj.insert(k, v.into());
+        }
+        hub.publish(LogLine {
+            level,
+            text,
+            json: Value::Object(obj).to_string(),
+        });
+    }
+}
+
+/// `2006-01-02T15:04:05.000Z` (UTC), computed without a calendar crate.
+fn timestamp() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
 }
 
 /// The filter for a level: chatty dependencies stay at `info` unless `trace` is asked for.
@@ -29,5 +138,15 @@ pub fn directives(level: LogLevel) -> String {
             format!("{base},hyper=info,h2=info,tower=info,reqwest=info,sled=info,openraft=info")
         }
         _ => base.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamp_shape() {
+        let t = super::timestamp();
+        assert_eq!(t.len(), 24, "{t}");
+        assert!(t.starts_with("20") && t.ends_with('Z'), "{t}");
     }
 }

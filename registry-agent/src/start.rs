@@ -6,7 +6,10 @@ use crate::config::{to_server_config, RuntimeConfig};
 use registry_server::config::ServerConfig;
 
 /// Runs the agent until it is shut down.
-pub async fn run_agent(cfg: RuntimeConfig) -> anyhow::Result<()> {
+pub async fn run_agent(
+    cfg: RuntimeConfig,
+    reload: Option<crate::agent::ReloadSource>,
+) -> anyhow::Result<()> {
     print_banner(&cfg);
     tracing::debug!(config = ?cfg, "runtime configuration");
     if !cfg.services.is_empty() || !cfg.checks.is_empty() {
@@ -33,6 +36,7 @@ pub async fn run_agent(cfg: RuntimeConfig) -> anyhow::Result<()> {
         opts,
         cfg.services.clone(),
         cfg.checks.clone(),
+        reload,
     )
     .await
 }
@@ -111,6 +115,7 @@ pub async fn start_server(
     opts: crate::agent::AgentOptions,
     services: Vec<serde_json::Value>,
     checks: Vec<serde_json::Value>,
+    reload: Option<crate::agent::ReloadSource>,
 ) -> anyhow::Result<()> {
     let server = registry_server::Server::start(cfg).await?;
     let agent = std::sync::Arc::new(
@@ -123,8 +128,23 @@ pub async fn start_server(
         .with_cluster(server.cluster.clone()),
     );
     agent.start();
-    agent.register_from_config(services).await?;
-    agent.register_checks_from_config(checks).await?;
+    agent
+        .load_config_definitions(reload, services, checks)
+        .await?;
+    // SIGHUP reloads the configuration, as in Consul.
+    let hup = agent.clone();
+    tokio::spawn(async move {
+        let Ok(mut sig) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while sig.recv().await.is_some() {
+            tracing::info!("caught SIGHUP, reloading configuration");
+            if let Err(e) = hup.reload_config().await {
+                tracing::error!(error = %e, "reload failed");
+            }
+        }
+    });
     let waiter = agent.clone();
     let shutdown = async move {
         let mut term =

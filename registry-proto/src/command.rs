@@ -113,6 +113,24 @@ pub enum Command {
         /// Expected modify index of the stored configuration.
         cas: Option<u64>,
     },
+    /// Stores a config entry (`PUT /v1/config`). With `cas`, only when the stored entry's
+    /// modify index equals it (0: only when none exists). Answers [`CommandResponse::Bool`].
+    ConfigEntrySet {
+        /// The entry (its indexes are set by the state machine).
+        entry: crate::config_entry::ConfigEntry,
+        /// Expected modify index.
+        cas: Option<u64>,
+    },
+    /// Deletes a config entry (`DELETE /v1/config/:kind/:name`); with `cas` as above.
+    /// Answers [`CommandResponse::Bool`].
+    ConfigEntryDelete {
+        /// Kind.
+        kind: String,
+        /// Name.
+        name: String,
+        /// Expected modify index.
+        cas: Option<u64>,
+    },
 }
 
 /// Consul's autopilot configuration, replicated through Raft. The Enterprise-only fields are

@@ -2,6 +2,7 @@
 //!
 //! - [`model`]: the catalog and KV records as the state store keeps them.
 //! - [`command`]: the commands stored in the Raft log; the only way state changes.
+//! - [`config_entry`]: config entries (`/v1/config`), their kinds and validation.
 //! - [`error`]: this crate's error type.
 //! - [`duration`]: Go duration strings and their serde form.
 //! - [`lenient`]: Consul's case-insensitive, snake_case-tolerant request decoding.
@@ -10,6 +11,7 @@
 
 pub mod api;
 pub mod command;
+pub mod config_entry;
 pub mod duration;
 pub mod error;
 pub mod filter;

@@ -70,4 +70,9 @@ pub trait AgentApi: Send + Sync + 'static {
     fn join<'a>(&'a self, addr: &'a str, wan: bool) -> BoxFuture<'a, Result<(), ServerError>>;
     /// `PUT /v1/agent/leave`.
     fn leave(&self) -> BoxFuture<'_, Result<(), ServerError>>;
+    /// `PUT /v1/agent/reload`: re-read the configuration files and apply the service and
+    /// check definitions in them. An agent without configuration files has nothing to do.
+    fn reload(&self) -> BoxFuture<'_, Result<(), ServerError>> {
+        Box::pin(async { Ok(()) })
+    }
 }

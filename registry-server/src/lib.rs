@@ -13,6 +13,7 @@ pub mod fsm;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod monitor;
 pub mod query;
 pub mod raft;
 pub mod server;

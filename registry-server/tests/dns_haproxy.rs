@@ -4,7 +4,8 @@
 //! within a few seconds after its check turns critical — while that backend keeps running,
 //! so only DNS can have told HAProxy.
 //!
-//! Skipped with a message when `haproxy` is not installed (`apt-get install haproxy`, or
+//! Skipped with a message (a failure under `REGISTRY_TESTS_STRICT`) when `haproxy` is not
+//! installed (`apt-get install haproxy`, or
 //! `tests/haproxy/run.sh`, which installs it and runs the same scenario against the
 //! `registry` binary).
 
@@ -91,8 +92,8 @@ fn free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_discovers_backends_over_dns() {
     if Command::new("haproxy").arg("-v").output().is_err() {
-        eprintln!(
-            "SKIP: haproxy is not installed (apt-get install haproxy, or run tests/haproxy/run.sh)"
+        skip_or_fail(
+            "haproxy is not installed (apt-get install haproxy, or run tests/haproxy/run.sh)",
         );
         return;
     }

@@ -9,8 +9,12 @@
 # after its check turns critical (the backend itself keeps running: only DNS can tell
 # HAProxy), and that it comes back when the check passes again.
 #
+# A second service, `multi`, has three instances on ONE node (one address, three ports: containers
+# on one host). HAProxy pairs each SRV answer with its own address record in the additional
+# section, so all three slots fill only when, as Consul does, every SRV answer carries one.
+#
 # Installs haproxy with apt-get when missing; prints "SKIP: ..." and exits 0 only when it
-# cannot be installed. Uses REGISTRY_BIN, else target/{release,debug}/registry (built with
+# cannot be installed and REGISTRY_TESTS_STRICT is unset (under strict mode that is a failure). Uses REGISTRY_BIN, else target/{release,debug}/registry (built with
 # cargo when neither exists). Everything stays on 127.0.0.1; processes are stopped by PID.
 set -euo pipefail
 
@@ -30,10 +34,12 @@ if ! command -v haproxy >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy) >/dev/null 2>&1 || true
 fi
 if ! command -v haproxy >/dev/null; then
+  [ -n "${REGISTRY_TESTS_STRICT:-}" ] && fail "haproxy is not installed and could not be installed (REGISTRY_TESTS_STRICT)"
   echo "SKIP: haproxy is not installed and could not be installed with apt-get"
   exit 0
 fi
 command -v curl >/dev/null || fail "curl is needed"
+command -v dig >/dev/null || fail "dig is needed (dnsutils)"
 
 BIN=${REGISTRY_BIN:-}
 if [ -z "$BIN" ]; then
@@ -57,7 +63,7 @@ for _ in range(100):
     finally: t.close(); u.close()'
 }
 
-HTTP=$(free_port); DNS=$(free_port); FE=$(free_port)
+HTTP=$(free_port); DNS=$(free_port); FE=$(free_port); FE2=$(free_port)
 "$BIN" agent -dev -node e2e -http-port "$HTTP" -dns-port "$DNS" > "$WORK/registry.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 200); do
@@ -81,6 +87,21 @@ for i in 1 2 3; do
   PIDS+=($!)
   register "$i" "$port" passing
 done
+
+# `multi`: three instances on one node, one address, three ports.
+for i in 1 2 3; do
+  mkdir -p "$WORK/multi$i"; printf 'multi-%s' "$i" > "$WORK/multi$i/index.html"
+  port=$(free_port)
+  python3 -m http.server "$port" --bind 127.0.0.1 --directory "$WORK/multi$i" > "$WORK/multi$i.log" 2>&1 &
+  PIDS+=($!)
+  curl -fs -X PUT "http://127.0.0.1:$HTTP/v1/catalog/register" -d "{
+    \"Node\": \"multi-node\", \"Address\": \"127.0.0.1\",
+    \"Service\": {\"ID\": \"multi-$i\", \"Service\": \"multi\", \"Port\": $port}
+  }" > /dev/null || fail "register multi-$i"
+done
+n=$(dig +time=1 +tries=2 @127.0.0.1 -p "$DNS" _multi._tcp.service.consul SRV 2>/dev/null \
+  | awk '/^;; ADDITIONAL SECTION/{a=1;next} a && $4=="A"{c++} END{print c+0}')
+[ "$n" = 3 ] || fail "_multi._tcp.service.consul SRV: $n address records in the additional section, want 3 (one per SRV answer)"
 
 for _ in $(seq 1 50); do
   n=$(dig +short +time=1 +tries=1 @127.0.0.1 -p "$DNS" _web._tcp.service.consul SRV 2>/dev/null | grep -c . || true)
@@ -116,6 +137,12 @@ frontend fe
 backend be
     balance roundrobin
     server-template web 5 _web._tcp.service.consul resolvers registry resolve-prefer ipv4 init-addr none
+frontend fe2
+    bind 127.0.0.1:$FE2
+    default_backend be2
+backend be2
+    balance roundrobin
+    server-template multi 5 _multi._tcp.service.consul resolvers registry resolve-prefer ipv4 init-addr none
 EOF
 haproxy -c -f "$WORK/haproxy.cfg" > "$WORK/haproxy-check.log" 2>&1 || fail "haproxy rejected the config"
 haproxy -db -f "$WORK/haproxy.cfg" > "$WORK/haproxy.log" 2>&1 &
@@ -131,6 +158,15 @@ while [ "$(echo $SEEN | wc -w)" -lt 3 ]; do
   if [ -n "$b" ]; then case "$SEEN" in *" $b "*) ;; *) SEEN="$SEEN$b " ;; esac; else sleep 0.1; fi
 done
 echo "haproxy routes to:$SEEN($(( $(now_ms) - t0 )) ms after start)"
+
+# Three instances sharing one address: every one gets a slot.
+t0=$(now_ms); SEEN=" "
+while [ "$(echo $SEEN | wc -w)" -lt 3 ]; do
+  [ $(( $(now_ms) - t0 )) -lt 15000 ] || fail "haproxy reached only:$SEEN of multi-1..3 (instances on one address)"
+  b=$(curl -fs --max-time 2 "http://127.0.0.1:$FE2/" 2>/dev/null || true)
+  if [ -n "$b" ]; then case "$SEEN" in *" $b "*) ;; *) SEEN="$SEEN$b " ;; esac; else sleep 0.1; fi
+done
+echo "haproxy routes to all instances on one address:$SEEN"
 
 register 2 "$PORT_2" critical
 t0=$(now_ms); clean=0
@@ -149,4 +185,4 @@ until [ "$(get)" = backend-2 ]; do
   [ $(( $(now_ms) - t0 )) -lt 10000 ] || fail "backend-2 never came back"
 done
 echo "backend-2 back in rotation after $(( $(now_ms) - t0 )) ms"
-echo "1 passed, 0 failed"
+echo "2 passed, 0 failed"

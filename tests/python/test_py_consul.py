@@ -21,6 +21,11 @@ def test_status_and_agent_self(c, registry):
     me = c.agent.self()
     assert me["Config"]["NodeName"] == registry.node
     assert me["Config"]["Datacenter"] == "dc1"
+    # Clients find the leader through Stats, as with Consul.
+    assert me["Stats"]["consul"]["leader_addr"] == leader
+    assert me["Stats"]["consul"]["server"] == "true"
+    assert me["Stats"]["raft"]["state"] == "Leader"
+    assert me["Stats"]["raft"]["num_peers"] == "0"
     members = c.agent.members()
     assert [m["Name"] for m in members] == [registry.node]
 

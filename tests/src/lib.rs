@@ -62,6 +62,20 @@ pub fn registry_bin() -> Result<PathBuf> {
     }
 }
 
+/// Whether `REGISTRY_TESTS_STRICT` is set (CI): no test may pass by skipping, so a missing
+/// tool or a non-answering agent is a failure.
+pub fn strict() -> bool {
+    std::env::var_os("REGISTRY_TESTS_STRICT").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Reports why a test cannot run: a failure (panic) under [`strict`], else a printed `SKIP`.
+pub fn skip_or_fail(reason: &str) {
+    if strict() {
+        panic!("{reason} (REGISTRY_TESTS_STRICT is set: not skipping)");
+    }
+    eprintln!("SKIP: {reason}");
+}
+
 /// The workspace root (parent of this crate's manifest directory).
 pub fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

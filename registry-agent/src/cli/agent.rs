@@ -134,6 +134,9 @@ pub struct AgentArgs {
     /// An HCL configuration fragment applied after the flags; repeatable.
     #[arg(long, value_name = "HCL")]
     pub hcl: Vec<String>,
+    /// The rest of Consul's agent flags.
+    #[command(flatten)]
+    pub consul: super::agent_flags::ConsulAgentFlags,
 }
 
 fn duration_flag(text: &str) -> Result<Duration, String> {
@@ -173,6 +176,7 @@ impl AgentArgs {
         p.ports.serf_lan = self.serf_lan_port;
         p.ports.serf_wan = self.serf_wan_port;
         p.ports.grpc = self.grpc_port;
+        self.consul.apply(&mut p);
         for pair in &self.node_meta {
             let (key, value) = pair.split_once(':').unwrap_or((pair, ""));
             p.node_meta.insert(key.to_string(), value.to_string());
@@ -217,7 +221,14 @@ impl AgentArgs {
 
 /// Runs `agent`: builds the configuration, sets up logging, starts the node and waits.
 pub fn run(args: &AgentArgs, matches: Option<&ArgMatches>) -> i32 {
-    let built = match config::load(args.load_options(matches), &SystemEnvironment) {
+    let load = args.load_options(matches);
+    let reload_opts = load.clone();
+    let reload: crate::agent::ReloadSource = std::sync::Arc::new(move || {
+        let built =
+            config::load(reload_opts.clone(), &SystemEnvironment).map_err(|e| e.to_string())?;
+        Ok((built.config.services, built.config.checks))
+    });
+    let built = match config::load(load, &SystemEnvironment) {
         Ok(built) => built,
         Err(e) => {
             eprintln!("==> {e}");
@@ -238,7 +249,7 @@ pub fn run(args: &AgentArgs, matches: Option<&ArgMatches>) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(crate::start::run_agent(built.config)) {
+    match runtime.block_on(crate::start::run_agent(built.config, Some(reload))) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("==> {e:#}");

@@ -3,8 +3,10 @@
 //! (see [`dash`]).
 
 pub mod agent;
+pub mod agent_flags;
 pub mod autopilot_state;
 pub mod catalog;
+pub mod config_entry;
 pub mod dash;
 pub mod http;
 pub mod kv;
@@ -17,6 +19,7 @@ pub mod services;
 pub mod snapshot;
 pub mod table;
 pub mod ui;
+pub mod validate;
 
 #[cfg(test)]
 mod tests;
@@ -62,6 +65,12 @@ pub enum Command {
         #[command(subcommand)]
         command: catalog::CatalogCommand,
     },
+    /// Writes, reads, lists and deletes config entries.
+    Config {
+        /// The config entry operation.
+        #[command(subcommand)]
+        command: config_entry::ConfigCommand,
+    },
     /// Saves, restores and inspects snapshots of the servers' state.
     Snapshot {
         /// The snapshot operation.
@@ -88,6 +97,10 @@ pub enum Command {
     Join(ops::JoinArgs),
     /// Gracefully leaves the cluster and shuts the agent down.
     Leave(ops::LeaveArgs),
+    /// Checks configuration files and directories as the agent reads them at start.
+    Validate(validate::ValidateArgs),
+    /// Tells the local agent to re-read its configuration files.
+    Reload(ops::ReloadArgs),
     /// Prints debugging information about the agent.
     Info(ops::InfoArgs),
     /// Prints the registry version.
@@ -124,6 +137,7 @@ pub fn run(args: &[String]) -> i32 {
     };
     match cli.command {
         Command::Agent(args) => agent::run(&args, matches.subcommand_matches("agent")),
+        Command::Validate(args) => validate::run(&args),
         Command::Version => {
             println!("{}", ops::version_text());
             0
@@ -154,13 +168,15 @@ fn run_client(command: Command) -> i32 {
             Command::Kv { command } => kv::run(command, &mut ui).await,
             Command::Lock(args) => lock::run(args, &mut ui).await,
             Command::Catalog { command } => catalog::run(command, &mut ui).await,
+            Command::Config { command } => config_entry::run(command, &mut ui).await,
             Command::Snapshot { command } => snapshot::run(command, &mut ui).await,
             Command::Operator { command } => operator::run(command, &mut ui).await,
             Command::Leave(args) => ops::leave(args, &mut ui).await,
             Command::Info(args) => ops::info(args, &mut ui).await,
             Command::Services { command } => services::run(command, &mut ui).await,
             Command::Maint(args) => maint::run(args, &mut ui).await,
-            Command::Agent(_) | Command::Version => 1,
+            Command::Reload(args) => ops::reload(args, &mut ui).await,
+            Command::Agent(_) | Command::Version | Command::Validate(_) => 1,
         }
     })
 }

@@ -21,6 +21,13 @@ pub struct LeaveArgs {
     http: HttpFlags,
 }
 
+/// `reload` flags.
+#[derive(Args, Debug)]
+pub struct ReloadArgs {
+    #[command(flatten)]
+    http: HttpFlags,
+}
+
 /// `join` flags and addresses.
 #[derive(Args, Debug)]
 pub struct JoinArgs {
@@ -140,6 +147,25 @@ pub async fn leave(args: LeaveArgs, ui: &mut Ui<'_>) -> i32 {
         }
         Ok(r) => ui.fail(&format!("Error leaving: {}", r.status_error())),
         Err(e) => ui.fail(&format!("Error leaving: {e}")),
+    }
+}
+
+/// Runs `reload`: the agent re-reads its configuration files.
+pub async fn reload(args: ReloadArgs, ui: &mut Ui<'_>) -> i32 {
+    let client = match Client::new(&args.http, None) {
+        Ok(client) => client,
+        Err(e) => return ui.fail(&format!("Error connecting to Consul agent: {e}")),
+    };
+    match client
+        .send(Method::PUT, "/v1/agent/reload", &[], None)
+        .await
+    {
+        Ok(r) if r.status == 200 => {
+            ui.output("Configuration reload triggered");
+            0
+        }
+        Ok(r) => ui.fail(&format!("Error reloading: {}", r.status_error())),
+        Err(e) => ui.fail(&format!("Error reloading: {e}")),
     }
 }
 

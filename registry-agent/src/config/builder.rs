@@ -57,6 +57,16 @@ pub fn build(
     }
     let mut warnings = Vec::new();
     let c = merged;
+    // Each key Consul knows that is not acted on is named once.
+    let mut named = std::collections::BTreeSet::new();
+    for key in &c.ignored {
+        if named.insert(key.as_str()) {
+            warnings.push(format!(
+                "config key {key:?} is accepted but ignored: {}",
+                super::consul_keys::reason(key)
+            ));
+        }
+    }
 
     let datacenter = c
         .datacenter

@@ -7,11 +7,13 @@
 //! the defaults and validates -> [`server`] converts.
 
 pub mod builder;
+pub(crate) mod consul_keys;
 pub mod duration;
 pub mod environment;
 pub mod error;
 pub mod hcl;
 pub mod partial;
+pub mod reference;
 pub mod runtime;
 pub(crate) mod schema;
 pub mod server;

@@ -146,6 +146,8 @@ pub struct PartialConfig {
     pub services: Vec<Value>,
     /// `check { }` and `checks [ ]`, as written.
     pub checks: Vec<Value>,
+    /// Keys Consul knows that were accepted and are not acted on, dotted.
+    pub ignored: Vec<String>,
 }
 
 impl PartialConfig {
@@ -315,6 +317,7 @@ impl PartialConfig {
         set(&mut a.upgrade_version_tag, b.upgrade_version_tag);
         self.services.extend(other.services);
         self.checks.extend(other.checks);
+        self.ignored.extend(other.ignored);
     }
 }
 

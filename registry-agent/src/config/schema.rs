@@ -3,6 +3,7 @@
 //! list keys (`service`, `checks`) always hold an array of objects, and an unknown key is an
 //! error that names the key and the file.
 
+use super::consul_keys::{self, Found};
 use super::error::ConfigError;
 use serde_json::{Map, Value};
 
@@ -97,14 +98,54 @@ pub(crate) const TOP_LEVEL: &[(&str, Shape)] = &[
     ("checks", Shape::List),
 ];
 
-/// Checks the keys of a parsed file and brings its values into one shape.
-pub(crate) fn normalize(value: Value, origin: &str) -> Result<Map<String, Value>, ConfigError> {
+/// Checks the keys of a parsed file and brings its values into one shape. Also returns the
+/// keys Consul knows that are accepted and ignored ([`consul_keys`]), dotted, in file order.
+pub(crate) fn normalize(
+    value: Value,
+    origin: &str,
+) -> Result<(Map<String, Value>, Vec<String>), ConfigError> {
+    let mut ignored = Vec::new();
     match value {
-        Value::Object(map) => normalize_object(map, TOP_LEVEL, "", origin),
+        Value::Object(map) => {
+            let out = normalize_object(map, TOP_LEVEL, "", origin, &mut ignored)?;
+            Ok((out, ignored))
+        }
         _ => Err(ConfigError::Parse {
             origin: origin.to_string(),
             message: "the top level must be an object".to_string(),
         }),
+    }
+}
+
+/// A key the registry does not act on: type-checked, recorded, dropped. `Err` for a key
+/// Consul does not know either.
+fn ignored_key(
+    value: Value,
+    path: &str,
+    origin: &str,
+    ignored: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let unknown = || ConfigError::UnknownKey {
+        key: path.to_string(),
+        origin: origin.to_string(),
+    };
+    match consul_keys::lookup(path).ok_or_else(unknown)? {
+        Found::Leaf(kind) => {
+            kind.check(&value)
+                .map_err(|reason| ConfigError::InvalidValue {
+                    key: path.to_string(),
+                    origin: origin.to_string(),
+                    reason,
+                })?;
+            ignored.push(path.to_string());
+            Ok(())
+        }
+        Found::Block => {
+            for (key, inner) in merge_objects(value, path, origin)? {
+                ignored_key(inner, &format!("{path}.{key}"), origin, ignored)?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -113,18 +154,19 @@ fn normalize_object(
     keys: &[(&str, Shape)],
     prefix: &str,
     origin: &str,
+    ignored: &mut Vec<String>,
 ) -> Result<Map<String, Value>, ConfigError> {
     let mut out = Map::new();
     for (key, value) in map {
         let path = format!("{prefix}{key}");
-        let shape = keys
+        let Some(shape) = keys
             .iter()
             .find(|(name, _)| *name == key)
             .map(|(_, shape)| *shape)
-            .ok_or_else(|| ConfigError::UnknownKey {
-                key: path.clone(),
-                origin: origin.to_string(),
-            })?;
+        else {
+            ignored_key(value, &path, origin, ignored)?;
+            continue;
+        };
         let normalized = match shape {
             Shape::Scalar => value,
             Shape::Map => Value::Object(merge_objects(value, &path, origin)?),
@@ -135,6 +177,7 @@ fn normalize_object(
                     inner,
                     &format!("{path}."),
                     origin,
+                    ignored,
                 )?)
             }
             Shape::List => Value::Array(
@@ -242,7 +285,7 @@ mod tests {
             "service": {"name": "web", "checks": {"ttl": "5s"}},
             "checks": [[{"id": "a"}], {"id": "b"}]
         });
-        let map = normalize(value, "x").expect("normalize");
+        let (map, _) = normalize(value, "x").expect("normalize");
         assert_eq!(map["ports"], json!({"http": 1, "dns": 2}));
         assert_eq!(
             map["service"],
@@ -254,10 +297,42 @@ mod tests {
     #[test]
     fn repeated_check_blocks_move_into_checks() {
         let value = json!({"service": {"name": "w", "check": [{"ttl": "1s"}, {"ttl": "2s"}]}});
-        let map = normalize(value, "x").expect("normalize");
+        let (map, _) = normalize(value, "x").expect("normalize");
         assert_eq!(
             map["service"],
             json!([{"name": "w", "checks": [{"ttl": "1s"}, {"ttl": "2s"}]}])
+        );
+    }
+
+    #[test]
+    fn consul_keys_are_accepted_typed_and_listed() {
+        let value = json!({
+            "ports": {"http": 1, "https": -1, "grpc_tls": -1},
+            "acl": {"enabled": true, "tokens": {"agent": "x"}},
+            "leave_on_terminate": true
+        });
+        let (map, ignored) = normalize(value, "x").expect("normalize");
+        assert_eq!(map["ports"], json!({"http": 1}));
+        assert!(map.get("acl").is_none());
+        assert_eq!(
+            ignored,
+            [
+                "ports.https",
+                "ports.grpc_tls",
+                "acl.enabled",
+                "acl.tokens.agent",
+                "leave_on_terminate"
+            ]
+        );
+        let err = normalize(json!({"acl": {"enabled": "yes"}}), "f.json").expect_err("type");
+        assert_eq!(
+            err.to_string(),
+            "config: invalid value for \"acl.enabled\" in f.json: expected type 'bool', got unconvertible type 'string'"
+        );
+        let err = normalize(json!({"acl": {"enabeld": true}}), "f.json").expect_err("unknown");
+        assert_eq!(
+            err.to_string(),
+            "config: unknown key \"acl.enabeld\" in f.json"
         );
     }
 

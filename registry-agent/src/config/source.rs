@@ -49,8 +49,10 @@ pub fn parse_source(
             message,
         })?,
     };
-    let map = normalize(value, origin)?;
-    PartialConfig::from_map(&map, origin)
+    let (map, ignored) = normalize(value, origin)?;
+    let mut partial = PartialConfig::from_map(&map, origin)?;
+    partial.ignored = ignored;
+    Ok(partial)
 }
 
 /// The files a path stands for: the file itself, or the `.json`/`.hcl` files of a directory

@@ -13,7 +13,7 @@ use super::names::{self, Domains, Locality, Lookup, Route};
 use super::wire::{self, rcode, rtype, BadName, QCtx, QNAME_PTR};
 use crate::state::Db;
 use registry_proto::model::{status, Node, NodeService};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
 /// Processed configuration the builder and the sender share.
@@ -441,7 +441,6 @@ impl Builder<'_> {
 
     fn srv_units(&self, a: &mut Answer, healthy: &[Healthy<'_>], ttl: u32, alt: bool) {
         let mut seen = HashSet::new();
-        let mut groups: HashMap<String, u32> = HashMap::new();
         let meta_txt = self.s.cfg.enable_additional_node_meta_txt;
         for h in healthy {
             let svc_addr = h.svc.address.as_str();
@@ -506,16 +505,16 @@ impl Builder<'_> {
                     }
                 }
             }
-            let next = groups.len() as u32;
-            let group = *groups.entry(target.to_ascii_lowercase()).or_insert(next);
+            // As Consul writes it: every SRV answer carries its own address record, also when
+            // several instances share a target. HAProxy's server-template pairs each SRV
+            // answer with an additional record and leaves a slot empty when one is missing.
             a.units.push(Unit {
                 ans: ans.into(),
                 ans_count: 1,
                 adds: adds.into(),
-                group,
+                group: Unit::ALONE,
             });
         }
-        a.groups = groups.len() as u32;
     }
 
     fn addr_units(&self, a: &mut Answer, healthy: &[Healthy<'_>], ttl: u32) {

@@ -6,6 +6,7 @@
 
 mod autopilot;
 mod catalog;
+mod config_entry;
 mod kv;
 mod restore;
 pub mod session;
@@ -44,5 +45,9 @@ pub fn apply_txn(txn: &mut WriteTxn<'_>, cmd: &Command) -> CommandResponse {
         Command::Txn(ops) => txn::apply(txn, ops),
         Command::Restore { .. } => restore::nested(),
         Command::AutopilotSetConfig { config, cas } => autopilot::set_config(txn, config, *cas),
+        Command::ConfigEntrySet { entry, cas } => config_entry::set(txn, entry, *cas),
+        Command::ConfigEntryDelete { kind, name, cas } => {
+            config_entry::delete(txn, kind, name, *cas)
+        }
     }
 }

@@ -11,12 +11,6 @@ use axum::response::IntoResponse;
 use registry_proto::model::status;
 use serde_json::{json, Value};
 
-/// `GET /v1/agent/self`.
-pub(super) async fn self_info(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
-    let opts = s.options(q.as_deref())?;
-    json(&s.agent.self_info(), None, opts.pretty)
-}
-
 /// `GET /v1/agent/members`.
 pub(super) async fn members(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
     let opts = s.options(q.as_deref())?;

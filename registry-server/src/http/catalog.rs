@@ -132,6 +132,9 @@ pub(super) async fn service(
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let opts = s.options(q.as_deref())?;
+    if opts.get("peer").is_some_and(|p| !p.is_empty()) {
+        return super::connect::empty(s, name, q).await;
+    }
     let want_meta = opts.node_meta();
     let tags: Vec<String> = opts.all("tag").into_iter().map(str::to_string).collect();
     let tag_refs: Vec<&str> = tags.iter().map(String::as_str).collect();
@@ -163,20 +166,36 @@ pub(super) async fn node(
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let opts = s.options(q.as_deref())?;
+    // As Consul: `?filter` applies to each entry of `Services`; the node itself is kept.
+    let filter = compile(opts.filter.as_deref())?;
     let (body, meta) = s
         .reader
         .blocking(&opts, &[WatchKey::Node(node.clone())], |db| {
-            let v = db.nodes.get(&node).map(|n| {
-                let services: BTreeMap<&str, ServiceOut<'_>> = db
-                    .node_services(&node)
-                    .map(|svc| (svc.id.as_str(), ServiceOut::new(svc, None)))
-                    .collect();
-                serde_json::json!({"Node": NodeOut::from(n), "Services": services})
-            });
-            (
-                super::respond::json_bytes(&v, opts.pretty),
-                db.node_name_index(&node),
-            )
+            let body = match db.nodes.get(&node) {
+                None => super::respond::json_bytes(&Option::<()>::None, opts.pretty),
+                Some(n) => {
+                    let mut services = serde_json::Map::new();
+                    let mut err = None;
+                    for svc in db.node_services(&node) {
+                        match filter_list(vec![ServiceOut::new(svc, None)], &filter) {
+                            Ok(mut kept) => {
+                                if let Some(v) = kept.pop() {
+                                    services.insert(svc.id.clone(), v);
+                                }
+                            }
+                            Err(e) => err = Some(e),
+                        }
+                    }
+                    match err {
+                        Some(e) => Err(e),
+                        None => super::respond::json_bytes(
+                            &serde_json::json!({"Node": NodeOut::from(n), "Services": services}),
+                            opts.pretty,
+                        ),
+                    }
+                }
+            };
+            (body, db.node_name_index(&node))
         })
         .await?;
     super::encoded_json(body?, &meta)
@@ -218,6 +237,7 @@ pub(super) async fn register(
 ) -> ApiResult {
     let opts = s.options(q.as_deref())?;
     let req = registry_proto::api::CatalogRegisterRequest::decode(&body)?;
+    s.check_datacenter(&req.datacenter)?;
     let cmd = Command::Register(req.into_command(&s.config.datacenter)?);
     s.writer.apply(cmd).await?;
     json(&true, None, opts.pretty)
@@ -231,6 +251,7 @@ pub(super) async fn deregister(
 ) -> ApiResult {
     let opts = s.options(q.as_deref())?;
     let req = registry_proto::api::CatalogDeregisterRequest::decode(&body)?;
+    s.check_datacenter(&req.datacenter)?;
     let cmd = Command::Deregister(req.into_command()?);
     s.writer.apply(cmd).await?;
     json(&true, None, opts.pretty)

@@ -27,6 +27,9 @@ pub(super) async fn service(
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let opts = s.options(q.as_deref())?;
+    if opts.get("peer").is_some_and(|p| !p.is_empty()) {
+        return super::connect::empty(s, name, q).await;
+    }
     let passing = opts.flag("passing")?;
     let want_meta = opts.node_meta();
     let tags: Vec<String> = opts.all("tag").into_iter().map(str::to_string).collect();

@@ -6,10 +6,14 @@
 //! store's internals directly.
 
 mod agent;
+mod agent_ops;
 mod cache;
 mod catalog;
+mod config_entries;
+mod connect;
 pub mod event;
 mod health;
+mod host;
 mod kv;
 mod operator;
 pub mod respond;
@@ -68,11 +72,19 @@ impl AppState {
     pub(crate) fn options(&self, raw: Option<&str>) -> Result<QueryOptions, ServerError> {
         let opts = QueryOptions::parse(raw)?;
         if let Some(dc) = &opts.dc {
-            if !dc.eq_ignore_ascii_case(&self.config.datacenter) {
-                return Err(ServerError::NoPathToDatacenter);
-            }
+            self.check_datacenter(dc)?;
         }
         Ok(opts)
+    }
+
+    /// A datacenter named by a request (`?dc`, a body's `Datacenter`): "" or this one, else
+    /// Consul's "No path to datacenter".
+    pub(crate) fn check_datacenter(&self, dc: &str) -> Result<(), ServerError> {
+        if dc.is_empty() || dc.eq_ignore_ascii_case(&self.config.datacenter) {
+            Ok(())
+        } else {
+            Err(ServerError::NoPathToDatacenter)
+        }
     }
 }
 

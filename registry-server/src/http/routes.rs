@@ -2,7 +2,8 @@
 //! 404 with Consul's text; a known path with the wrong method answers 405 with `Allow`.
 
 use super::{
-    agent, catalog, event, health, kv, operator, session, snapshot, status, txn, AppState,
+    agent, agent_ops, catalog, config_entries, connect, event, health, kv, operator, session,
+    snapshot, status, txn, AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
@@ -11,6 +12,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate};
+use tower_http::compression::CompressionLayer;
 
 /// Request bodies above this are refused before a handler runs.
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -18,10 +21,32 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 /// Builds the HTTP API router.
 pub fn router(state: AppState) -> Router {
     // The OPTIONS handler wraps the whole table so it sees the final 405 and its `Allow`.
+    // Responses are gzipped for clients that send `Accept-Encoding: gzip` (Consul wraps its
+    // handlers in a gzip handler too); streams that must flush line by line opt out.
+    let gzip = CompressionLayer::new()
+        .gzip(true)
+        .compress_when(DefaultPredicate::new().and(
+            |_: StatusCode,
+             _: axum::http::Version,
+             headers: &axum::http::HeaderMap,
+             ext: &axum::http::Extensions| {
+                // Snapshots are gzipped archives already.
+                let gz = headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|t| t.contains("gzip"));
+                ext.get::<NoCompression>().is_none() && !gz
+            },
+        ));
     Router::new()
         .fallback_service(routes(state))
+        .layer(gzip)
         .layer(axum::middleware::from_fn(options))
 }
+
+/// Response extension: never compress this response (streams such as the log monitor).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct NoCompression;
 
 fn routes(state: AppState) -> Router {
     Router::new()
@@ -45,7 +70,11 @@ fn routes(state: AppState) -> Router {
         .route("/v1/agent/maintenance", put(agent::node_maintenance))
         .route("/v1/agent/members", get(agent::members))
         .route("/v1/agent/metrics", get(agent::metrics))
-        .route("/v1/agent/self", get(agent::self_info))
+        .route("/v1/agent/self", get(agent_ops::self_info))
+        .route("/v1/agent/host", get(agent_ops::host))
+        .route("/v1/agent/version", get(agent_ops::version))
+        .route("/v1/agent/monitor", get(agent_ops::monitor))
+        .route("/v1/agent/reload", put(agent_ops::reload))
         .route("/v1/agent/service/register", put(agent::register_service))
         .route(
             "/v1/agent/service/deregister/{id}",
@@ -57,7 +86,15 @@ fn routes(state: AppState) -> Router {
         )
         .route("/v1/agent/service/{id}", get(agent::service))
         .route("/v1/agent/services", get(agent::services))
+        .route(
+            "/v1/catalog/connect/{service}",
+            get(connect::catalog_connect),
+        )
         .route("/v1/catalog/datacenters", get(catalog::datacenters))
+        .route(
+            "/v1/catalog/gateway-services/{gateway}",
+            get(connect::gateway_services),
+        )
         .route("/v1/catalog/deregister", put(catalog::deregister))
         .route("/v1/catalog/node/{node}", get(catalog::node))
         .route(
@@ -68,10 +105,18 @@ fn routes(state: AppState) -> Router {
         .route("/v1/catalog/register", put(catalog::register))
         .route("/v1/catalog/services", get(catalog::services))
         .route("/v1/catalog/service/{name}", get(catalog::service))
+        .route("/v1/config", put(config_entries::apply))
+        .route("/v1/config/{kind}", get(config_entries::list))
+        .route(
+            "/v1/config/{kind}/{name}",
+            get(config_entries::get).delete(config_entries::delete),
+        )
         .route("/v1/event/fire/", put(event::fire))
         .route("/v1/event/fire/{name}", put(event::fire))
         .route("/v1/event/list", get(event::list))
         .route("/v1/health/checks/{service}", get(health::checks))
+        .route("/v1/health/connect/{service}", get(connect::health_connect))
+        .route("/v1/health/ingress/{service}", get(connect::health_connect))
         .route("/v1/health/node/{node}", get(health::node))
         .route("/v1/health/service/{name}", get(health::service))
         .route("/v1/health/state/{state}", get(health::state))
@@ -92,6 +137,7 @@ fn routes(state: AppState) -> Router {
             "/v1/operator/autopilot/state",
             get(operator::autopilot_state),
         )
+        .route("/v1/operator/usage", get(agent_ops::usage))
         .route(
             "/v1/operator/raft/configuration",
             get(operator::raft_configuration),
@@ -120,9 +166,19 @@ fn routes(state: AppState) -> Router {
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/txn", put(txn::txn))
+        .route("/", get(index))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// `GET /`: Consul answers 200 here (a redirect to its web UI when that is enabled), and HTTP
+/// health checks pointed at the agent's root rely on it.
+async fn index() -> (StatusCode, &'static str) {
+    (
+        StatusCode::OK,
+        "Registry agent: the web UI is not part of this build; the HTTP API is under /v1/.",
+    )
 }
 
 async fn not_found() -> (StatusCode, &'static str) {

@@ -388,8 +388,10 @@ impl RaftHandle {
                 .find(|s| s.node.raft_addr == *addr)
                 .map(|s| s.id),
         };
+        // Consul answers these with a 500 (a plain RPC error), and clients such as py-consul
+        // tell them from a 404 "not found" result.
         found.ok_or_else(|| {
-            ServerError::NotFound(match peer {
+            ServerError::Internal(match peer {
                 PeerRef::Id(id) => format!("id {id:?} was not found in the Raft configuration"),
                 PeerRef::Address(a) => {
                     format!("address {a:?} was not found in the Raft configuration")
@@ -482,7 +484,7 @@ impl RaftHandle {
                 .max_by_key(|s| (s.last_index, std::cmp::Reverse(s.id)))
                 .map(|s| s.id)
                 .ok_or_else(|| {
-                    ServerError::BadRequest(
+                    ServerError::Internal(
                         "cannot transfer leadership: there is no other voter".into(),
                     )
                 })?,

@@ -7,6 +7,7 @@
 //! | checks   | (node, check id)  | -                                      |
 //! | kvs      | key               | tombstones (deleted key -> index)      |
 //! | sessions | session ID        | by node; by (node, check); held keys   |
+//! | config entries | (kind, name) | -                                    |
 //!
 //! Besides the global index (last applied entry) each table has its own index, and each
 //! service name and node has one: a query's `X-Consul-Index` comes from the finest one that
@@ -14,6 +15,7 @@
 
 use super::Shared;
 use registry_proto::command::AutopilotConfig;
+use registry_proto::config_entry::ConfigEntry;
 use registry_proto::model::{DirEntry, HealthCheck, Node, NodeService, Session};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -120,8 +122,10 @@ pub struct Db {
     /// session: readers check `DirEntry::session` before acting on an entry.
     pub session_locks: Shared<BTreeMap<String, BTreeSet<String>>>,
     /// The autopilot configuration, once stored (until then the configured one applies).
-    /// Keep this field last: older snapshots are decoded by appending its default.
+    /// Older snapshots are decoded by appending the defaults of the fields after it.
     pub autopilot: Option<AutopilotConfig>,
+    /// Config entries by (kind, name). Keep this field last (snapshot version 3).
+    pub config_entries: Shared<BTreeMap<(String, String), ConfigEntry>>,
 }
 
 /// A never-zero index, as `X-Consul-Index` requires.

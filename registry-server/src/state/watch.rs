@@ -26,6 +26,8 @@ pub enum WatchKey {
     Session(String),
     /// The sessions of one node.
     NodeSessions(String),
+    /// The config entries of one kind.
+    ConfigEntries(String),
 }
 
 /// Channels by key; senders carry the index of the last write that touched the key. KV

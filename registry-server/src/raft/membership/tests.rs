@@ -159,12 +159,13 @@ async fn learners_are_promoted_then_removed_and_leadership_moves() {
     assert_eq!(via.voters().count(), 3);
     assert!(via.servers.iter().all(|s| s.last_index >= last), "{via:?}");
     assert!(via.get(nodes[0].id()).unwrap().leader);
-    // ...and errors keep their kind.
+    // ...and errors keep their kind (an unknown peer is a plain server error, a 500, as in
+    // Consul).
     let err = follower
         .call_leader_op::<PeerRef, NodeId>(REMOVE_PEER_PATH, Some(&PeerRef::Id("7".into())))
         .await
         .unwrap_err();
-    assert!(matches!(err, ServerError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, ServerError::Internal(_)), "{err:?}");
 
     // Transfer to a named voter, asked through a follower.
     let target = nodes[2].id();
@@ -201,7 +202,7 @@ async fn learners_are_promoted_then_removed_and_leadership_moves() {
     // Bad targets.
     assert!(matches!(
         leader.transfer_leader(Some("12345")).await,
-        Err(ServerError::NotFound(_))
+        Err(ServerError::Internal(_))
     ));
     assert!(matches!(
         leader.transfer_leader(Some(&new.to_string())).await,
@@ -220,7 +221,7 @@ async fn learners_are_promoted_then_removed_and_leadership_moves() {
         leader
             .remove_peer(&PeerRef::Id("not-a-number".into()))
             .await,
-        Err(ServerError::NotFound(_))
+        Err(ServerError::Internal(_))
     ));
     let last_other = nodes
         .iter()
@@ -236,7 +237,7 @@ async fn learners_are_promoted_then_removed_and_leadership_moves() {
     ));
     assert!(matches!(
         leader.transfer_leader(None).await,
-        Err(ServerError::BadRequest(_))
+        Err(ServerError::Internal(_))
     ));
     write(leader, 200).await;
     shutdown(&nodes).await;

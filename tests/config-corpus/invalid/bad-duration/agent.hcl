@@ -1,0 +1,5 @@
+server = true
+bootstrap_expect = 1
+limits {
+  rpc_handshake_timeout = "five seconds"
+}

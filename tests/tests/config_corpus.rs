@@ -1,0 +1,201 @@
+//! The configuration corpus (`tests/config-corpus/`, see its README): each `valid/` directory
+//! holds a real agent configuration (Consul's documented examples, the consul-k8s chart's
+//! rendered server and client configurations) that must start the agent and pass
+//! `registry validate`; each `invalid/` directory must fail both, with the same message.
+//! Ignored keys must be named in the agent's start-up warnings.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use anyhow::{bail, Context, Result};
+use registry_tests::{free_tcp_port, free_tcp_udp_port, registry_bin, workspace_root};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn corpus(kind: &str) -> Vec<PathBuf> {
+    let dir = workspace_root().join("tests/config-corpus").join(kind);
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "no corpus entries under {}", dir.display());
+    out
+}
+
+fn flags(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("flags"))
+        .map(|t| {
+            t.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn validate(dir: &Path) -> Result<Output> {
+    Ok(Command::new(registry_bin()?)
+        .arg("validate")
+        .arg(dir)
+        .output()?)
+}
+
+struct Agent {
+    child: Child,
+    log: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the agent on `dir` with the deployment's flags, then loopback, free ports and a
+/// temporary data directory (flags override files).
+fn start(dir: &Path) -> Result<(Agent, u16)> {
+    let tmp = tempfile::tempdir()?;
+    let log = tmp.path().join("agent.log");
+    let http = free_tcp_port();
+    let mut args: Vec<String> = vec![
+        "agent".into(),
+        "-config-dir".into(),
+        dir.display().to_string(),
+    ];
+    args.extend(flags(dir));
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    args.extend([
+        "-data-dir".into(),
+        data.display().to_string(),
+        "-client".into(),
+        "127.0.0.1".into(),
+        "-bind".into(),
+        "127.0.0.1".into(),
+        "-advertise".into(),
+        "127.0.0.1".into(),
+        "-http-port".into(),
+        http.to_string(),
+        "-dns-port".into(),
+        free_tcp_udp_port().to_string(),
+        "-server-port".into(),
+        free_tcp_port().to_string(),
+        "-serf-lan-port".into(),
+        free_tcp_udp_port().to_string(),
+        "-serf-wan-port".into(),
+        free_tcp_udp_port().to_string(),
+        "-grpc-port".into(),
+        "-1".into(),
+    ]);
+    let out = std::fs::File::create(&log)?;
+    let child = Command::new(registry_bin()?)
+        .args(&args)
+        .stdout(Stdio::from(out.try_clone()?))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .context("spawn registry agent")?;
+    Ok((
+        Agent {
+            child,
+            log,
+            _tmp: tmp,
+        },
+        http,
+    ))
+}
+
+fn log_of(a: &Agent) -> String {
+    std::fs::read_to_string(&a.log).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn every_valid_config_starts_the_agent_and_validates() -> Result<()> {
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    for dir in corpus("valid") {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let v = validate(&dir)?;
+        assert!(
+            v.status.success(),
+            "{name}: registry validate failed: {}",
+            String::from_utf8_lossy(&v.stderr)
+        );
+        assert!(String::from_utf8_lossy(&v.stdout).contains("Configuration is valid!"));
+
+        let (mut agent, http) = start(&dir)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let me: Value = loop {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                bail!("{name}: agent exited with {status}:\n{}", log_of(&agent));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{name}: agent never answered /v1/agent/self:\n{}",
+                    log_of(&agent)
+                );
+            }
+            match client
+                .get(format!("http://127.0.0.1:{http}/v1/agent/self"))
+                .send()
+                .await
+            {
+                Ok(r) if r.status() == 200 => break r.json().await?,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        assert!(me["Config"]["Datacenter"].is_string(), "{name}: {me}");
+        // Each ignored key the validator names is also named by the agent at start.
+        let log = log_of(&agent);
+        for line in String::from_utf8_lossy(&v.stdout).lines() {
+            if let Some(key) = line
+                .strip_prefix("Warning: config key \"")
+                .and_then(|r| r.split('"').next())
+            {
+                assert!(
+                    log.contains(&format!("config key \\\"{key}\\\""))
+                        || log.contains(&format!("config key \"{key}\"")),
+                    "{name}: the agent did not warn about {key}:\n{log}"
+                );
+            }
+        }
+        drop(agent);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_invalid_config_fails_to_start_and_to_validate() -> Result<()> {
+    for dir in corpus("invalid") {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let v = validate(&dir)?;
+        assert!(!v.status.success(), "{name}: registry validate accepted it");
+        let msg = String::from_utf8_lossy(&v.stderr).into_owned();
+        let reason = msg
+            .trim()
+            .strip_prefix("Config validation failed: ")
+            .unwrap_or_else(|| panic!("{name}: {msg}"))
+            .to_string();
+        let (mut agent, _) = start(&dir)?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = agent.child.try_wait()? {
+                break s;
+            }
+            if Instant::now() > deadline {
+                bail!("{name}: the agent started:\n{}", log_of(&agent));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(!status.success(), "{name}");
+        let log = log_of(&agent);
+        assert!(
+            log.contains(&reason),
+            "{name}: agent said {log:?}, validate said {reason:?}"
+        );
+    }
+    Ok(())
+}
