@@ -2,7 +2,8 @@
 //! 404 with Consul's text; a known path with the wrong method answers 405 with `Allow`.
 
 use super::{
-    agent, catalog, event, health, kv, operator, session, snapshot, status, txn, AppState,
+    agent, catalog, event, health, kv, operator, session, snapshot, status, txn, ui, ui_api,
+    AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
@@ -75,6 +76,9 @@ fn routes(state: AppState) -> Router {
         .route("/v1/health/node/{node}", get(health::node))
         .route("/v1/health/service/{name}", get(health::service))
         .route("/v1/health/state/{state}", get(health::state))
+        .route("/v1/internal/ui/node/{node}", get(ui_api::node))
+        .route("/v1/internal/ui/nodes", get(ui_api::nodes))
+        .route("/v1/internal/ui/services", get(ui_api::services))
         .route("/v1/kv/", get(kv::get).put(kv::put).delete(kv::delete))
         .route(
             "/v1/kv/{*key}",
@@ -120,6 +124,7 @@ fn routes(state: AppState) -> Router {
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/txn", put(txn::txn))
+        .merge(ui::routes(&state.config))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
