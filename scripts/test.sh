@@ -65,6 +65,7 @@ install_system_packages() {
     command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
     # Network partitions in the cluster tests (iptables rules on loopback).
     command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+    [ -x /usr/bin/chromedriver ] || missing+=(chromium chromium-driver)
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
         missing+=(python3-venv)
     fi
@@ -172,6 +173,9 @@ fi
 
 section "HAProxy discovers backends through the registry's DNS"
 run "haproxy e2e" bash "$ROOT/tests/haproxy/run.sh"
+
+section "web UI in headless Chromium (screenshots in tests/ui/artifacts)"
+run "ui browser tests" bash "$ROOT/tests/ui/run.sh"
 
 section "summary"
 echo "total time: $(( $(date +%s) - START ))s"

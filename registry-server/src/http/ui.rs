@@ -128,7 +128,10 @@ impl Asset {
             let body = if gzip { &self.gzip } else { &self.plain };
             let mut r = Body::from(body.clone()).into_response();
             let h = r.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(self.content_type),
+            );
             if gzip {
                 h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             }
@@ -315,7 +318,10 @@ mod tests {
         let path = format!("{}app.js", ui.assets_path);
         let r = get(&ui, &path, &[]);
         assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
         assert_eq!(r.headers()[header::CACHE_CONTROL], IMMUTABLE);
         let etag = r.headers()[header::ETAG].to_str().unwrap().to_string();
         let again = get(&ui, &path, &[("if-none-match", &etag)]);
@@ -332,7 +338,10 @@ mod tests {
         let ui = Ui::new("/console/", "eu-west");
         let r = get(&ui, "/console/eu-west/services/web", &[]);
         assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
         assert_eq!(r.headers()[header::CACHE_CONTROL], REVALIDATE);
         assert!(r.headers().contains_key(header::CONTENT_SECURITY_POLICY));
         let html = String::from_utf8(ui.index.plain.to_vec()).unwrap();

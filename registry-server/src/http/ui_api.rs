@@ -10,7 +10,7 @@
 //! All three are blocking queries (`?index=&wait=`) over the nodes, services and checks
 //! tables.
 
-use super::respond::{ApiResult, json_bytes};
+use super::respond::{json_bytes, ApiResult};
 use super::shapes::{CheckOut, NodeOut, ServiceOut};
 use super::AppState;
 use crate::state::{Db, Table, WatchKey};
@@ -117,7 +117,10 @@ pub(super) async fn services(State(s): State<AppState>, RawQuery(q): RawQuery) -
     let (body, meta) = s
         .reader
         .blocking(&opts, &CATALOG, |db| {
-            (json_bytes(&summarize(db, &dc), opts.pretty), catalog_index(db))
+            (
+                json_bytes(&summarize(db, &dc), opts.pretty),
+                catalog_index(db),
+            )
         })
         .await?;
     super::encoded_json(body?, &meta)
