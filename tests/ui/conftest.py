@@ -32,6 +32,7 @@ ARTIFACTS = Path(os.environ.get("UI_ARTIFACTS", HERE / "artifacts"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 STRICT = os.environ.get("REGISTRY_TESTS_STRICT") == "1"
+AXE = HERE / "node_modules" / "axe-core" / "axe.min.js"
 
 # The flags this machine needs: no sandbox as root, no GPU, and no traffic off the machine.
 CHROMIUM_FLAGS = [
@@ -172,6 +173,21 @@ class Ui:
         assert width >= 300 and height >= 300, f"{path}: {width}x{height}"
         assert distinct > 16, f"{path} looks blank ({distinct} distinct bytes)"
         return path
+
+    def accessibility_violations(self) -> list[str]:
+        """axe-core's WCAG 2 A/AA rules on the current page: one line per violation."""
+        if not AXE.is_file():
+            pytest.fail(f"{AXE} missing (tests/ui/run.sh runs npm ci)")
+        if not self.driver.execute_script("return !!window.axe"):
+            self.driver.execute_script(AXE.read_text())
+        result = self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21aa']}})"
+            ".then((r) => done(r.violations.map((v) => v.id + ': ' + v.help + ' -> '"
+            " + v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', '))))"
+            ".catch((e) => done(['axe failed: ' + e]));"
+        )
+        return result
 
     def viewport(self, width: int, height: int, mobile: bool):
         self.driver.execute_cdp_cmd(

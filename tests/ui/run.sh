@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Browser tests of the web UI: Debian's chromium and chromium-driver (installed with apt-get
 # when missing) driven by Selenium (PyPI, in a cached venv of this stage) against a real
-# `registry agent -dev` on free loopback ports (tests/ui/conftest.py).
+# `registry agent -dev` on free loopback ports (tests/ui/conftest.py), with axe-core (npm,
+# tests/ui/package-lock.json) checking the pages' accessibility.
 #
 # Screenshots of every view at 1366x768 and 390x844 are kept in tests/ui/artifacts/ (or
 # $UI_ARTIFACTS) for CI to collect. Strict: a browser that is missing or cannot start fails
@@ -43,6 +44,15 @@ if ! { [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.requirements.sha256" 2>/dev
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" || exit 1
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ" || exit 1
     echo "$want" >"$VENV/.requirements.sha256"
+fi
+
+# axe-core (npm registry, pinned in package-lock.json) for the accessibility rules.
+lock=$(sha256sum "$ROOT/tests/ui/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$ROOT/tests/ui/node_modules/.lock.sha256" 2>/dev/null)" != "$lock" ] \
+        || [ ! -f "$ROOT/tests/ui/node_modules/axe-core/axe.min.js" ]; then
+    command -v npm >/dev/null || { echo "FAIL: npm is required for axe-core" >&2; exit 1; }
+    (cd "$ROOT/tests/ui" && npm ci --no-audit --no-fund --loglevel=error) || exit 1
+    echo "$lock" >"$ROOT/tests/ui/node_modules/.lock.sha256"
 fi
 
 rm -rf "$UI_ARTIFACTS"

@@ -1,7 +1,7 @@
 """The web UI in a real headless Chromium against a real `registry agent -dev`: every view
 by deep link, live updates through blocking queries, the KV editor's writes and its
-check-and-set conflict message, sessions and locks, and screenshots at laptop and phone
-sizes (kept under tests/ui/artifacts/)."""
+check-and-set conflict message, sessions and locks, axe-core's WCAG 2 A/AA rules on every
+view, and screenshots at laptop and phone sizes (kept under tests/ui/artifacts/)."""
 
 from __future__ import annotations
 
@@ -119,6 +119,8 @@ def test_every_view_loads_by_deep_link_at_laptop_and_phone_sizes(ui, agent):
             if name == "sessions":
                 assert "site/leader" in ui.text(f'tr[data-session="{sid}"]')
             ui.screenshot(f"{name}-{size_name}")
+            violations = ui.accessibility_violations()
+            assert not violations, f"{name} at {size_name}: {violations}"
     # The root of the UI lands on the services view; an unknown view says so.
     ui.open("/ui/")
     ui.wait_js("return location.pathname === '/ui/dc1/services'")
@@ -146,6 +148,7 @@ def test_a_registered_service_and_its_check_status_appear_live(ui, agent):
     ui.wait_css('article[data-instance="live"][data-health="critical"] li.check[data-status="critical"]')
     ui.wait_js("return document.querySelector('article[data-instance=\"live\"] pre.output').textContent === 'disk full'")
     ui.screenshot("service-live-critical")
+    assert not ui.accessibility_violations()
     # Deregistered: the instance disappears, still without a reload.
     assert api(agent, "PUT", "/v1/agent/service/deregister/live")[0] == 200
     ui.wait_js("return document.body.textContent.includes('No instances of this service')")
@@ -227,6 +230,7 @@ def test_a_cas_conflict_is_explained_and_never_overwrites_silently(ui, agent):
     assert "changed by someone else" in alert.text and "theirs" in alert.text
     assert kv_raw(agent, "conflict/key") == "theirs", "the conflicting save must not land"
     ui.screenshot("kv-conflict-laptop")
+    assert not ui.accessibility_violations()
     # Overwriting is a deliberate second step.
     d.find_element(By.XPATH, "//button[normalize-space()='Overwrite with my value']").click()
     ui.wait_css(".notice.success")
