@@ -75,6 +75,11 @@ async fn content_path_comes_from_ui_config() -> Result<()> {
     let body = r.text().await?;
     assert!(body.contains("data-assets=\"/console/assets/"), "{body}");
     assert_eq!(get(&a, "/ui/").await?.status(), 404);
+    drop(a);
+    // The command-line flag does the same.
+    let a = TestAgent::dev_with_args(&["-ui-content-path", "/ops/"]).await?;
+    assert_eq!(get(&a, "/").await?.headers()["location"], "/ops/");
+    assert_eq!(get(&a, "/ops/dc1/kv/").await?.status(), 200);
     Ok(())
 }
 

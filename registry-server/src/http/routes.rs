@@ -124,6 +124,7 @@ fn routes(state: AppState) -> Router {
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/txn", put(txn::txn))
+        .route_layer(axum::middleware::from_fn(crate::metrics::http_timer))
         .merge(ui::routes(&state.config))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
