@@ -29,10 +29,25 @@ use std::time::{Duration, Instant, SystemTime};
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 static STARTED: OnceLock<Instant> = OnceLock::new();
 
+/// Environment switch for measuring the cost of metrics (`benches/metrics-overhead.sh`):
+/// `REGISTRY_METRICS=off` installs no recorder and skips the timers and the sampler.
+pub const SWITCH_ENV: &str = "REGISTRY_METRICS";
+
 /// Installs the process-wide recorder (idempotent).
 pub fn install() {
     STARTED.get_or_init(Instant::now);
-    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().ok());
+    HANDLE.get_or_init(|| {
+        if std::env::var(SWITCH_ENV).is_ok_and(|v| v == "off") {
+            tracing::warn!("metrics off ({SWITCH_ENV}=off)");
+            return None;
+        }
+        PrometheusBuilder::new().install_recorder().ok()
+    });
+}
+
+/// Whether a recorder is installed (false before [`install`] and with metrics off).
+pub fn enabled() -> bool {
+    matches!(HANDLE.get(), Some(Some(_)))
 }
 
 /// The current metrics in the Prometheus text exposition format.
@@ -67,6 +82,9 @@ pub fn command_metric(cmd: &Command) -> Option<&'static str> {
 
 /// Records one write's timers: the command's endpoint timer and `consul_raft_commitTime`.
 pub fn command_timer(name: Option<&'static str>, started: Instant) {
+    if !enabled() {
+        return;
+    }
     let elapsed = ms(started.elapsed());
     metrics::histogram!("consul_raft_commitTime").record(elapsed);
     if let Some(name) = name {
@@ -83,6 +101,9 @@ pub fn path_label(pattern: &str) -> String {
 
 /// Middleware timing every routed request as `consul_api_http{method, path}`.
 pub async fn http_timer(req: Request, next: Next) -> Response {
+    if !enabled() {
+        return next.run(req).await;
+    }
     let path = req
         .extensions()
         .get::<MatchedPath>()
@@ -113,6 +134,9 @@ pub fn spawn_sampler(
     raft: crate::raft::RaftHandle,
     autopilot: std::sync::Arc<crate::leader::autopilot::Autopilot>,
 ) {
+    if !enabled() {
+        return;
+    }
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
