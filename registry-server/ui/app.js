@@ -146,6 +146,7 @@ window.addEventListener('pageshow', (e) => { if (e.persisted) render(false); });
 
 const conn = document.getElementById('conn');
 onConnection((state) => {
+  if (conn.dataset.state === state) return;
   conn.dataset.state = state;
   conn.textContent = state === 'live' ? 'Live' : 'Reconnecting…';
 });

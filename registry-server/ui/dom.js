@@ -33,11 +33,31 @@ function append(el, children) {
   }
 }
 
-/** Replaces the children of `el`. */
+/** Replaces the children of `el`. If the focus was inside, it moves to the matching
+ * control of the new content (same element, link target and label), so a live update never
+ * throws a keyboard user back to the top of the page. */
 export function replace(el, ...children) {
+  const active = document.activeElement;
+  const had = active && active !== el && el.contains(active) ? identity(active) : null;
   el.replaceChildren();
   append(el, children);
+  if (had) {
+    const match = [...el.querySelectorAll(had.tag)].find((c) => identity(c).id === had.id);
+    if (match) match.focus({ preventScroll: true });
+  }
   return el;
+}
+
+function identity(node) {
+  const row = node.closest('tr, li, article');
+  // The row's identity, not its state (health and status change with live updates).
+  const rowId = row
+    ? Object.entries(row.dataset).filter(([k]) => k !== 'health' && k !== 'status').join(';')
+    : '';
+  return {
+    tag: node.tagName.toLowerCase(),
+    id: [rowId, node.getAttribute('href'), node.getAttribute('aria-label'), node.textContent].join('\u0000'),
+  };
 }
 
 const LABELS = { passing: 'Passing', warning: 'Warning', critical: 'Critical', none: 'No checks' };

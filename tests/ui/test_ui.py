@@ -133,10 +133,14 @@ def test_a_registered_service_and_its_check_status_appear_live(ui, agent):
     ui.wait_css('tr[data-service="consul"]')
     ui.wait_js("return document.getElementById('conn').dataset.state === 'live'")
     ui.mark()
+    # A keyboard user on a row keeps the focus there through live updates.
+    ui.driver.execute_script("document.querySelector('tr[data-service=\"consul\"] a').focus()")
     register_web(agent, "live", 8081)
     # TTL checks start critical.
     row = ui.wait_css('tr[data-service="live"][data-health="critical"]')
     assert "1 critical" in row.text
+    assert ui.driver.execute_script(
+        "return document.activeElement.closest('tr').dataset.service") == "consul"
     assert api(agent, "PUT", "/v1/agent/check/pass/service:live?note=all+good")[0] == 200
     ui.wait_css('tr[data-service="live"][data-health="passing"]')
     ui.assert_same_page()
