@@ -176,8 +176,11 @@ pub fn spawn_sampler(
             if autopilot_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                 autopilot_at = Some(Instant::now());
                 if let Ok(h) = autopilot.health().await {
-                    metrics::gauge!("consul_autopilot_healthy")
-                        .set(if h.healthy { 1.0 } else { 0.0 });
+                    metrics::gauge!("consul_autopilot_healthy").set(if h.healthy {
+                        1.0
+                    } else {
+                        0.0
+                    });
                     metrics::gauge!("consul_autopilot_failure_tolerance")
                         .set(h.failure_tolerance as f64);
                 }
@@ -216,7 +219,10 @@ fn parse_line(line: &str) -> Option<(&str, BTreeMap<String, String>, f64)> {
             let mut labels = BTreeMap::new();
             for pair in split_labels(body) {
                 let (k, v) = pair.split_once('=')?;
-                let v = v.trim_matches('"').replace("\\\"", "\"").replace("\\\\", "\\");
+                let v = v
+                    .trim_matches('"')
+                    .replace("\\\"", "\"")
+                    .replace("\\\\", "\\");
                 labels.insert(k.to_string(), v);
             }
             (name, labels)
@@ -374,7 +380,10 @@ mod tests {
         assert_eq!(s["Name"], "consul.api.http");
         assert_eq!(s["Labels"], json!({"method": "GET", "path": "v1_kv_"}));
         assert_eq!((&s["Count"], &s["Sum"]), (&json!(4.0), &json!(6.0)));
-        assert_eq!((&s["Min"], &s["Max"], &s["Mean"]), (&json!(0.5), &json!(3.0), &json!(1.5)));
+        assert_eq!(
+            (&s["Min"], &s["Max"], &s["Mean"]),
+            (&json!(0.5), &json!(3.0), &json!(1.5))
+        );
         let ts = v["Timestamp"].as_str().unwrap();
         assert!(ts.ends_with(" +0000 UTC") && ts.len() == 29, "{ts}");
     }
@@ -383,9 +392,18 @@ mod tests {
     fn path_labels_are_consuls() {
         assert_eq!(path_label("/v1/kv/{*key}"), "v1_kv_");
         assert_eq!(path_label("/v1/agent/self"), "v1_agent_self");
-        assert_eq!(path_label("/v1/health/service/{name}"), "v1_health_service_");
-        assert_eq!(dotted("consul_rpc_queries_blocking"), "consul.rpc.queries_blocking");
+        assert_eq!(
+            path_label("/v1/health/service/{name}"),
+            "v1_health_service_"
+        );
+        assert_eq!(
+            dotted("consul_rpc_queries_blocking"),
+            "consul.rpc.queries_blocking"
+        );
         assert_eq!(dotted("registry_raft_is_leader"), "registry.raft.is_leader");
-        assert_eq!(split_labels("a=\"x,y\",b=\"z\""), vec!["a=\"x,y\"", "b=\"z\""]);
+        assert_eq!(
+            split_labels("a=\"x,y\",b=\"z\""),
+            vec!["a=\"x,y\"", "b=\"z\""]
+        );
     }
 }

@@ -36,9 +36,12 @@ const CONSUL_NAMES: &[&str] = &[
 /// Some of every kind of write and read, so that every event metric has a sample.
 async fn exercise(a: &TestAgent) -> Result<()> {
     a.kv_put("metrics/a", "1").await?;
-    a.put("/v1/txn", r#"[{"KV":{"Verb":"set","Key":"metrics/b","Value":"eA=="}}]"#)
-        .await?
-        .assert_status(200);
+    a.put(
+        "/v1/txn",
+        r#"[{"KV":{"Verb":"set","Key":"metrics/b","Value":"eA=="}}]"#,
+    )
+    .await?
+    .assert_status(200);
     let sid = a
         .put_json("/v1/session/create", &json!({"Name": "m", "TTL": "30s"}))
         .await?
@@ -47,9 +50,12 @@ async fn exercise(a: &TestAgent) -> Result<()> {
         .unwrap()
         .to_string();
     a.put(&format!("/v1/session/destroy/{sid}"), "").await?;
-    a.put_json("/v1/catalog/register", &json!({"Node": "m1", "Address": "10.1.1.1"}))
-        .await?
-        .assert_status(200);
+    a.put_json(
+        "/v1/catalog/register",
+        &json!({"Node": "m1", "Address": "10.1.1.1"}),
+    )
+    .await?
+    .assert_status(200);
     a.put_json("/v1/catalog/deregister", &json!({"Node": "m1"}))
         .await?
         .assert_status(200);
@@ -105,7 +111,10 @@ async fn consul_metric_names_are_exported_in_both_formats() -> Result<()> {
     r.assert_status(200);
     assert!(r.content_type().starts_with("text/plain; version=0.0.4"));
     let text = r.text();
-    assert!(text.contains("consul_api_http_count{method=\"PUT\",path=\"v1_kv_\"}"), "{text}");
+    assert!(
+        text.contains("consul_api_http_count{method=\"PUT\",path=\"v1_kv_\"}"),
+        "{text}"
+    );
     assert!(text.contains("consul_api_http_count{method=\"PUT\",path=\"v1_txn\"}"));
     assert!(text.contains("consul_raft_state_leader 1"), "one term led");
 
@@ -124,9 +133,24 @@ async fn consul_metric_names_are_exported_in_both_formats() -> Result<()> {
             .unwrap_or_else(|| panic!("{name} not in {list}: {}", v[list]))
     };
     assert_eq!(find("Gauges", "consul.autopilot.healthy")["Value"], 1.0);
-    assert!(find("Gauges", "consul.runtime.alloc_bytes")["Value"].as_f64().unwrap() > 1e6);
-    assert!(find("Gauges", "consul.runtime.num_goroutines")["Value"].as_f64().unwrap() >= 1.0);
-    assert!(find("Counters", "consul.raft.apply")["Count"].as_f64().unwrap() >= 6.0);
+    assert!(
+        find("Gauges", "consul.runtime.alloc_bytes")["Value"]
+            .as_f64()
+            .unwrap()
+            > 1e6
+    );
+    assert!(
+        find("Gauges", "consul.runtime.num_goroutines")["Value"]
+            .as_f64()
+            .unwrap()
+            >= 1.0
+    );
+    assert!(
+        find("Counters", "consul.raft.apply")["Count"]
+            .as_f64()
+            .unwrap()
+            >= 6.0
+    );
     let kvs = find("Samples", "consul.kvs.apply");
     for field in ["Count", "Rate", "Sum", "Min", "Max", "Mean", "Stddev"] {
         assert!(kvs[field].is_number(), "{field} in {kvs}");

@@ -161,7 +161,11 @@ async fn service_summaries_count_checks_and_block_until_they_change() -> Result<
         .get_json(&format!("/v1/internal/ui/node/{}", a.node))
         .await?;
     assert_eq!(node["Node"], a.node);
-    assert_eq!(node["Services"].as_array().unwrap().len(), 3, "consul, web-1, web-2");
+    assert_eq!(
+        node["Services"].as_array().unwrap().len(),
+        3,
+        "consul, web-1, web-2"
+    );
     let missing = a.get("/v1/internal/ui/node/no-such-node").await?;
     assert_eq!(missing.status, 404);
     assert!(missing.header("X-Consul-Index").is_some(), "blockable 404");
