@@ -68,6 +68,7 @@ install_system_packages() {
     # Test certificates for the TLS gRPC and HTTP/2 ping check tests.
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     for p in npm buildah podman runc; do command -v $p >/dev/null 2>&1 || missing+=($p); done  # helm/test/run.sh
+    [ -x /usr/bin/chromedriver ] || missing+=(chromium chromium-driver)
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
         missing+=(python3-venv)
     fi
@@ -178,7 +179,10 @@ run "haproxy e2e" bash "$ROOT/tests/haproxy/run.sh"
 
 section "Helm chart and container image"
 run "helm chart" bash "$ROOT/helm/test/run.sh"
-section "py-consul's own upstream test suite (1.8.0 sdist) against the registry"; run "py-consul upstream" bash "$ROOT/tests/pyconsul-upstream/run.sh"
+section "py-consul's own upstream test suite (1.8.0 sdist) against the registry"
+run "py-consul upstream" bash "$ROOT/tests/pyconsul-upstream/run.sh"
+section "web UI in headless Chromium (screenshots in tests/ui/artifacts)"
+run "ui browser tests" bash "$ROOT/tests/ui/run.sh"
 
 section "summary"
 echo "total time: $(( $(date +%s) - START ))s"

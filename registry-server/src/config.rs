@@ -54,6 +54,40 @@ pub struct ServerConfig {
     /// Autopilot settings (`autopilot { }`): they apply until a configuration is stored
     /// through `PUT /v1/operator/autopilot/configuration`.
     pub autopilot: registry_proto::command::AutopilotConfig,
+    /// Web UI settings (`ui_config { enabled, content_path }`, `-ui`).
+    pub ui: UiConfig,
+}
+
+/// Where and whether the web UI is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UiConfig {
+    /// Serve the UI under `content_path` and redirect `GET /` there.
+    pub enabled: bool,
+    /// URL path of the UI, with leading and trailing `/` (Consul's default `/ui/`).
+    pub content_path: String,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            enabled: true,
+            content_path: "/ui/".to_string(),
+        }
+    }
+}
+
+impl UiConfig {
+    /// Consul's normalisation of `ui_config.content_path`: surrounding slashes trimmed, then
+    /// one put back on each side. An empty path (or only slashes, which would take the API's
+    /// root) means `/ui/`.
+    pub fn normalize_path(path: &str) -> String {
+        let trimmed = path.trim_matches('/');
+        if trimmed.is_empty() {
+            "/ui/".to_string()
+        } else {
+            format!("/{trimmed}/")
+        }
+    }
 }
 
 impl ServerConfig {
@@ -82,6 +116,7 @@ impl ServerConfig {
             session_ttl_min: Duration::from_secs(10),
             dns: crate::dns::DnsConfig::default(),
             autopilot: registry_proto::command::AutopilotConfig::default(),
+            ui: UiConfig::default(),
         }
     }
 

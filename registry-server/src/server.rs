@@ -123,6 +123,7 @@ impl Server {
             autopilot.clone(),
             crate::leader::leadership(&raft),
         ));
+        crate::metrics::spawn_sampler(raft.clone(), autopilot.clone());
         let cluster = Cluster::new(
             raft.clone(),
             config.clone(),

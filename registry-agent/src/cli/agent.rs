@@ -118,10 +118,13 @@ pub struct AgentArgs {
     /// Maximum join attempts (0: retry forever).
     #[arg(long = "retry-max", value_name = "N", allow_hyphen_values = true)]
     pub retry_max: Option<i64>,
-    /// Enable the web UI (accepted).
+    /// Serve the web UI and redirect `GET /` to it (on by default with -dev).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           value_parser = super::go_bool, value_name = "BOOL")]
     pub ui: Option<bool>,
+    /// URL path of the web UI (default /ui/).
+    #[arg(long = "ui-content-path", value_name = "PATH")]
+    pub ui_content_path: Option<String>,
     /// Node metadata as `key:value`; repeatable.
     #[arg(long = "node-meta", value_name = "KEY:VALUE")]
     pub node_meta: Vec<String>,
@@ -166,6 +169,7 @@ impl AgentArgs {
             log_json: self.log_json,
             domain: self.domain.clone(),
             ui: self.ui,
+            ui_content_path: self.ui_content_path.clone(),
             encrypt: self.encrypt.clone(),
             recursors: self.recursor.clone(),
             ..PartialConfig::default()

@@ -320,6 +320,9 @@ pub fn build(
         log_json: c.log_json.unwrap_or(false),
         node_meta: c.node_meta,
         ui: c.ui.unwrap_or(false),
+        ui_content_path: registry_server::config::UiConfig::normalize_path(
+            c.ui_content_path.as_deref().unwrap_or(""),
+        ),
         enable_script_checks: c.enable_script_checks.unwrap_or(false),
         dns,
         raft,

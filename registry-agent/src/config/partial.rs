@@ -122,6 +122,8 @@ pub struct PartialConfig {
     pub node_meta: BTreeMap<String, String>,
     /// `ui`, `ui_config { enabled }` / `-ui`.
     pub ui: Option<bool>,
+    /// `ui_config { content_path }` / `-ui-content-path`.
+    pub ui_content_path: Option<String>,
     /// `enable_script_checks`.
     pub enable_script_checks: Option<bool>,
     /// `encrypt` / `-encrypt` (accepted; gossip encryption is not implemented).
@@ -191,6 +193,7 @@ impl PartialConfig {
             if let Some(enabled) = ui_config.bool("enabled")? {
                 cfg.ui = Some(enabled);
             }
+            cfg.ui_content_path = ui_config.string("content_path")?;
         }
         if let Some(ports) = top.block("ports") {
             cfg.ports = PartialPorts {
@@ -271,6 +274,7 @@ impl PartialConfig {
         set(&mut self.domain, other.domain);
         self.node_meta.extend(other.node_meta);
         set(&mut self.ui, other.ui);
+        set(&mut self.ui_content_path, other.ui_content_path);
         set(&mut self.enable_script_checks, other.enable_script_checks);
         set(&mut self.encrypt, other.encrypt);
         set(&mut self.dns.allow_stale, other.dns.allow_stale);

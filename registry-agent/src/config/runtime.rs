@@ -184,8 +184,10 @@ pub struct RuntimeConfig {
     pub log_json: bool,
     /// Node metadata.
     pub node_meta: BTreeMap<String, String>,
-    /// Serve the web UI (accepted; there is no UI yet).
+    /// Serve the web UI.
     pub ui: bool,
+    /// URL path of the web UI (`ui_config.content_path`, normalised; default `/ui/`).
+    pub ui_content_path: String,
     /// Allow script checks (accepted).
     pub enable_script_checks: bool,
     /// DNS settings.

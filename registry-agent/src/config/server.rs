@@ -39,6 +39,10 @@ pub fn to_server_config(cfg: &RuntimeConfig) -> ServerConfig {
     out.raft_trailing_logs = cfg.raft.trailing_logs;
     out.node_meta = cfg.node_meta.clone();
     out.autopilot = cfg.autopilot.clone();
+    out.ui = registry_server::config::UiConfig {
+        enabled: cfg.ui,
+        content_path: cfg.ui_content_path.clone(),
+    };
     let d = &cfg.dns;
     out.dns.domain = d.domain.clone();
     out.dns.recursors = d.recursors.clone();

@@ -21,7 +21,13 @@ pub fn apply(store: &Store, index: u64, cmd: &Command) -> CommandResponse {
     if let Command::Restore { state } = cmd {
         return restore::apply(store, index, state);
     }
-    store.write(index, |txn| apply_txn(txn, cmd))
+    if !crate::metrics::enabled() {
+        return store.write(index, |txn| apply_txn(txn, cmd));
+    }
+    let started = std::time::Instant::now();
+    let out = store.write(index, |txn| apply_txn(txn, cmd));
+    metrics::histogram!("consul_raft_fsm_apply").record(started.elapsed().as_secs_f64() * 1e3);
+    out
 }
 
 /// Applies one command inside an open write.

@@ -23,6 +23,8 @@ mod shapes;
 mod snapshot;
 mod status;
 mod txn;
+mod ui;
+mod ui_api;
 
 pub use event::{UserEvent, UserEvents};
 pub use routes::router;

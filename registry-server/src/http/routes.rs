@@ -3,7 +3,7 @@
 
 use super::{
     agent, agent_ops, catalog, config_entries, connect, event, health, kv, operator, session,
-    snapshot, status, txn, AppState,
+    snapshot, status, txn, ui, ui_api, AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
@@ -120,6 +120,9 @@ fn routes(state: AppState) -> Router {
         .route("/v1/health/node/{node}", get(health::node))
         .route("/v1/health/service/{name}", get(health::service))
         .route("/v1/health/state/{state}", get(health::state))
+        .route("/v1/internal/ui/node/{node}", get(ui_api::node))
+        .route("/v1/internal/ui/nodes", get(ui_api::nodes))
+        .route("/v1/internal/ui/services", get(ui_api::services))
         .route("/v1/kv/", get(kv::get).put(kv::put).delete(kv::delete))
         .route(
             "/v1/kv/{*key}",
@@ -166,19 +169,11 @@ fn routes(state: AppState) -> Router {
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/txn", put(txn::txn))
-        .route("/", get(index))
+        .route_layer(axum::middleware::from_fn(crate::metrics::http_timer))
+        .merge(ui::routes(&state.config))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
-}
-
-/// `GET /`: Consul answers 200 here (a redirect to its web UI when that is enabled), and HTTP
-/// health checks pointed at the agent's root rely on it.
-async fn index() -> (StatusCode, &'static str) {
-    (
-        StatusCode::OK,
-        "Registry agent: the web UI is not part of this build; the HTTP API is under /v1/.",
-    )
 }
 
 async fn not_found() -> (StatusCode, &'static str) {

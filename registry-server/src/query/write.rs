@@ -34,7 +34,13 @@ impl Writer {
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn apply(&self, cmd: Command) -> Result<CommandResponse, ServerError> {
         metrics::counter!("consul_raft_apply").increment(1);
-        match self.raft.propose(cmd).await? {
+        let (timer, started) = (
+            crate::metrics::command_metric(&cmd),
+            std::time::Instant::now(),
+        );
+        let out = self.raft.propose(cmd).await;
+        crate::metrics::command_timer(timer, started);
+        match out? {
             CommandResponse::Rejected(msg) => Err(ServerError::Internal(msg)),
             other => Ok(other),
         }
