@@ -97,8 +97,9 @@ fn lb() -> Value {
 
 #[test]
 fn service_id_matches_consul_k8s() {
-    // sha1("foo-1.1.1.1") = 8f4b6e2a...; the ID keeps 12 hex digits after the name.
+    // The first 12 hex digits of sha1("foo-1.1.1.1").
     let id = service_id("foo", "1.1.1.1");
+    assert_eq!(id, "foo-9139dcbd9e13");
     assert!(id.starts_with("foo-"));
     assert_eq!(id.len(), "foo-".len() + 12);
     assert!(id["foo-".len()..].chars().all(|c| c.is_ascii_hexdigit()));
