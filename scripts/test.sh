@@ -65,6 +65,7 @@ install_system_packages() {
     command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
     # Network partitions in the cluster tests (iptables rules on loopback).
     command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+    command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client) # k8s-sync e2e tests drive the fake API server with kubectl
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
         missing+=(python3-venv)
     fi

@@ -112,10 +112,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     while !rest.is_empty() {
         num.clear();
-        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         num.push_str(&rest[..digits]);
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
@@ -151,7 +155,10 @@ impl Flags {
     pub fn sync_config(&self) -> Result<SyncConfig, String> {
         let node_ok = !self.consul_node_name.is_empty()
             && self.consul_node_name.len() <= 63
-            && self.consul_node_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            && self
+                .consul_node_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-');
         if !node_ok {
             return Err(format!(
                 "-consul-node-name={:?} must be 1-63 characters of letters, digits and '-'",
@@ -186,22 +193,36 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Flags {
-        let v = normalize_args(std::iter::once("k8s-sync".to_string()).chain(args.iter().map(|s| s.to_string())));
+        let v = normalize_args(
+            std::iter::once("k8s-sync".to_string()).chain(args.iter().map(|s| s.to_string())),
+        );
         Flags::try_parse_from(v).unwrap()
     }
 
     #[test]
     fn go_style_flags() {
-        let f = parse(&["-to-k8s", "-k8s-default-sync=false", "-allow-k8s-namespace", "*",
-                        "-allow-k8s-namespace=ns2", "-node-port-sync-type=ExternalFirst", "-sync-period", "1m30s"]);
+        let f = parse(&[
+            "-to-k8s",
+            "-k8s-default-sync=false",
+            "-allow-k8s-namespace",
+            "*",
+            "-allow-k8s-namespace=ns2",
+            "-node-port-sync-type=ExternalFirst",
+            "-sync-period",
+            "1m30s",
+        ]);
         assert!(f.to_k8s && f.to_consul && !f.k8s_default_sync);
         assert_eq!(f.allow_k8s_namespace, vec!["*", "ns2"]);
         assert_eq!(f.node_port_sync_type, NodePortSyncType::ExternalFirst);
         assert_eq!(f.sync_period, Duration::from_secs(90));
         assert_eq!(f.consul_node_name, "k8s-sync");
-        let c = parse(&["-k8s-source-namespace=only", "-allow-k8s-namespace=*"]).sync_config().unwrap();
+        let c = parse(&["-k8s-source-namespace=only", "-allow-k8s-namespace=*"])
+            .sync_config()
+            .unwrap();
         assert_eq!(c.allow_namespaces, ["only".to_string()].into());
-        assert!(parse(&["-consul-node-name=bad_name"]).sync_config().is_err());
+        assert!(parse(&["-consul-node-name=bad_name"])
+            .sync_config()
+            .is_err());
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("5x").is_err());
     }

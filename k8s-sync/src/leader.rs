@@ -24,7 +24,13 @@ pub struct Elector {
 
 impl Elector {
     /// An elector for Lease `namespace/name` with identity `id`.
-    pub fn new(client: kube::Client, namespace: &str, name: &str, id: &str, duration: Duration) -> Elector {
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+        id: &str,
+        duration: Duration,
+    ) -> Elector {
         Elector {
             api: Api::namespaced(client, namespace),
             name: name.to_string(),
@@ -50,7 +56,11 @@ impl Elector {
                 Some(MicroTime(now))
             },
             renew_time: Some(MicroTime(now)),
-            lease_transitions: Some(if ours || prev.is_none() { transitions } else { transitions + 1 }),
+            lease_transitions: Some(if ours || prev.is_none() {
+                transitions
+            } else {
+                transitions + 1
+            }),
             ..LeaseSpec::default()
         }
     }
@@ -61,7 +71,10 @@ impl Elector {
         match self.api.get_opt(&self.name).await? {
             None => {
                 let lease = Lease {
-                    metadata: ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() },
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..ObjectMeta::default()
+                    },
                     spec: Some(self.spec(None, now)),
                 };
                 match self.api.create(&PostParams::default(), &lease).await {
@@ -82,7 +95,11 @@ impl Elector {
                     return Ok(false);
                 }
                 lease.spec = Some(self.spec(Some(&spec), now));
-                match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+                match self
+                    .api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
+                {
                     Ok(_) => Ok(true),
                     Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
                     Err(e) => Err(e.into()),
@@ -99,7 +116,9 @@ impl Elector {
                 spec.holder_identity = None;
                 spec.renew_time = None;
                 lease.spec = Some(spec);
-                self.api.replace(&self.name, &PostParams::default(), &lease).await?;
+                self.api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await?;
             }
         }
         Ok(())

@@ -16,9 +16,12 @@ use k8s_sync::to_k8s::ToK8s;
 use tokio::sync::{watch, Notify};
 
 fn init_logging(level: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},kube=warn,hyper=warn")));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},kube=warn,hyper=warn"))
+    });
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
     if json {
         b.json().init();
     } else {
@@ -29,8 +32,10 @@ fn init_logging(level: &str, json: bool) {
 async fn kube_client(flags: &Flags) -> anyhow::Result<kube::Client> {
     let cfg = match &flags.kubeconfig {
         Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {path}"))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {path}"))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?
         }
         None => kube::Config::infer().await?,
     };
@@ -70,22 +75,41 @@ async fn main() -> anyhow::Result<()> {
     let prom = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the Prometheus recorder")?;
-    let client = kube_client(&flags).await.context("Kubernetes client configuration")?;
-    let registry = Registry::new(&flags.http_addr, flags.consul_token.clone(), &flags.consul_node_name)?;
+    let client = kube_client(&flags)
+        .await
+        .context("Kubernetes client configuration")?;
+    let registry = Registry::new(
+        &flags.http_addr,
+        flags.consul_token.clone(),
+        &flags.consul_node_name,
+    )?;
     let status = Arc::new(Status::default());
     let mut shutdown = shutdown_signal();
 
     let addr = status::listen_addr(&flags.listen).map_err(|e| anyhow!(e))?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
     tracing::info!(listen = %listener.local_addr()?, "health and metrics listener");
-    let http = tokio::spawn(status::serve(listener, status.clone(), prom, shutdown.clone()));
+    let http = tokio::spawn(status::serve(
+        listener,
+        status.clone(),
+        prom,
+        shutdown.clone(),
+    ));
 
     let elector = flags.leader_elect.then(|| {
         let id = flags.leader_elect_id.clone().unwrap_or_else(|| {
             let host = hostname_or_default();
             format!("{host}-{}", std::process::id())
         });
-        Elector::new(client.clone(), &flags.leader_elect_namespace, &flags.leader_elect_lease_name, &id, flags.leader_elect_lease_duration)
+        Elector::new(
+            client.clone(),
+            &flags.leader_elect_namespace,
+            &flags.leader_elect_lease_name,
+            &id,
+            flags.leader_elect_lease_duration,
+        )
     });
     if let Some(el) = &elector {
         status.standby_ready.store(true, Ordering::Relaxed);
@@ -112,7 +136,12 @@ async fn main() -> anyhow::Result<()> {
         let changed = Arc::new(Notify::new());
         let (caches, w) = k8s_sync::source::start(&client, changed.clone());
         watchers.extend(w);
-        let tc = ToConsul { registry: registry.clone(), cfg: sync_cfg.clone(), resync: flags.sync_period, status: status.clone() };
+        let tc = ToConsul {
+            registry: registry.clone(),
+            cfg: sync_cfg.clone(),
+            resync: flags.sync_period,
+            status: status.clone(),
+        };
         tasks.push(tokio::spawn(tc.run(caches, changed, stop_rx.clone())));
     } else {
         status.synced_once.store(true, Ordering::Relaxed);
@@ -162,5 +191,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn hostname_or_default() -> String {
-    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "k8s-sync".into())
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "k8s-sync".into())
 }

@@ -34,15 +34,21 @@ pub fn check_matches(want: &Instance, state: &NodeState) -> bool {
     } else {
         ("critical", CHECK_CRITICAL_OUTPUT)
     };
-    state.checks.get(&c.id).is_some_and(|h| {
-        h.status == status && h.output == output && h.service_id == want.id
-    })
+    state
+        .checks
+        .get(&c.id)
+        .is_some_and(|h| h.status == status && h.output == output && h.service_id == want.id)
 }
 
 /// The writes that turn `have` into `want`. Deletions are included only when `removals` is
 /// true (every initial list has completed) and only of services that carry `tag` (the node
 /// state already holds nothing else, but a foreign entry must never be touched).
-pub fn plan(want: &BTreeMap<String, Instance>, have: &NodeState, tag: &str, removals: bool) -> Vec<Op> {
+pub fn plan(
+    want: &BTreeMap<String, Instance>,
+    have: &NodeState,
+    tag: &str,
+    removals: bool,
+) -> Vec<Op> {
     let mut ops = Vec::new();
     if !have.node_ok && !want.is_empty() {
         ops.push(Op::Node);
@@ -61,7 +67,12 @@ pub fn plan(want: &BTreeMap<String, Instance>, have: &NodeState, tag: &str, remo
     }
     if removals {
         for s in &have.services {
-            let ours = s.tags.as_deref().unwrap_or_default().iter().any(|t| t == tag);
+            let ours = s
+                .tags
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .any(|t| t == tag);
             if ours && !want.contains_key(&s.id) {
                 ops.push(Op::Delete(s.id.clone()));
             }
@@ -86,7 +97,10 @@ pub fn apply_to(state: &mut NodeState, ops: &[Op]) {
                         meta: Some(i.meta.clone()),
                         port: i.port,
                         address: i.address.clone(),
-                        weights: Some(Weights { passing: i.weight.unwrap_or(1), warning: 1 }),
+                        weights: Some(Weights {
+                            passing: i.weight.unwrap_or(1),
+                            warning: 1,
+                        }),
                     });
                 }
                 if let Some(c) = &i.check {
@@ -95,12 +109,15 @@ pub fn apply_to(state: &mut NodeState, ops: &[Op]) {
                     } else {
                         ("critical", CHECK_CRITICAL_OUTPUT)
                     };
-                    state.checks.insert(c.id.clone(), CatalogCheck {
-                        check_id: c.id.clone(),
-                        status: status.into(),
-                        output: output.into(),
-                        service_id: i.id.clone(),
-                    });
+                    state.checks.insert(
+                        c.id.clone(),
+                        CatalogCheck {
+                            check_id: c.id.clone(),
+                            status: status.into(),
+                            output: output.into(),
+                            service_id: i.id.clone(),
+                        },
+                    );
                 }
             }
             Op::Delete(id) => {
@@ -127,7 +144,10 @@ mod tests {
             tags: vec!["k8s".into()],
             meta: [("external-source".to_string(), "kubernetes".to_string())].into(),
             weight: None,
-            check: Some(ReadinessCheck { id: format!("default/{id}"), passing }),
+            check: Some(ReadinessCheck {
+                id: format!("default/{id}"),
+                passing,
+            }),
         }
     }
 
@@ -156,19 +176,32 @@ mod tests {
     #[test]
     fn no_reaping_until_initial_sync_and_never_foreign_tags() {
         let mut st = NodeState::default();
-        apply_to(&mut st, &[Op::Node, Op::Set(Box::new(inst("a", "1.1.1.1", true)))]);
+        apply_to(
+            &mut st,
+            &[Op::Node, Op::Set(Box::new(inst("a", "1.1.1.1", true)))],
+        );
         let mut foreign = inst("z", "9.9.9.9", true);
         foreign.tags = vec!["other".into()];
         apply_to(&mut st, &[Op::Set(Box::new(foreign))]);
         assert!(plan(&BTreeMap::new(), &st, "k8s", false).is_empty());
-        assert_eq!(plan(&BTreeMap::new(), &st, "k8s", true), vec![Op::Delete("a".into())]);
+        assert_eq!(
+            plan(&BTreeMap::new(), &st, "k8s", true),
+            vec![Op::Delete("a".into())]
+        );
     }
 
     #[test]
     fn batches_respect_the_txn_limit() {
-        let ops: Vec<Op> = (0..100).map(|i| Op::Set(Box::new(inst(&i.to_string(), "1.1.1.1", true)))).collect();
+        let ops: Vec<Op> = (0..100)
+            .map(|i| Op::Set(Box::new(inst(&i.to_string(), "1.1.1.1", true))))
+            .collect();
         let b = batches(ops);
-        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), vec![32, 32, 32, 4]);
-        assert!(b.iter().all(|b| b.iter().map(Op::weight).sum::<usize>() <= 64));
+        assert_eq!(
+            b.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![32, 32, 32, 4]
+        );
+        assert!(b
+            .iter()
+            .all(|b| b.iter().map(Op::weight).sum::<usize>() <= 64));
     }
 }

@@ -157,7 +157,12 @@ impl Registry {
         &self.node
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, Vec<u8>, Option<u64>)> {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Vec<u8>, Option<u64>)> {
         let what = format!("{method} {path}");
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = &self.token {
@@ -166,14 +171,20 @@ impl Registry {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.map_err(|e| Error::Http { what: what.clone(), source: e })?;
+        let resp = req.send().await.map_err(|e| Error::Http {
+            what: what.clone(),
+            source: e,
+        })?;
         let status = resp.status().as_u16();
         let index = resp
             .headers()
             .get("X-Consul-Index")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        let body = resp.bytes().await.map_err(|e| Error::Http { what, source: e })?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| Error::Http { what, source: e })?;
         Ok((status, body.to_vec(), index))
     }
 
@@ -201,26 +212,39 @@ impl Registry {
     /// The node and the services carrying `tag` on it, plus the node's checks.
     pub async fn node_state(&self, tag: &str) -> Result<NodeState> {
         let filter = encode(&format!("{tag:?} in Tags"));
-        let path = format!("/v1/catalog/node-services/{}?filter={filter}", encode(&self.node));
+        let path = format!(
+            "/v1/catalog/node-services/{}?filter={filter}",
+            encode(&self.node)
+        );
         let (v, _) = self.get_json(&path).await?;
-        let decode = |message: String| Error::Decode { what: format!("GET {path}"), message };
+        let decode = |message: String| Error::Decode {
+            what: format!("GET {path}"),
+            message,
+        };
         let mut st = NodeState::default();
         if let Some(node) = v.get("Node").filter(|n| !n.is_null()) {
             st.node_ok = node.get("Address").and_then(Value::as_str) == Some("127.0.0.1")
-                && node.pointer(&format!("/Meta/{SOURCE_KEY}")).and_then(Value::as_str)
+                && node
+                    .pointer(&format!("/Meta/{SOURCE_KEY}"))
+                    .and_then(Value::as_str)
                     == Some(SOURCE_VALUE);
         }
         if let Some(list) = v.get("Services").filter(|s| !s.is_null()) {
-            st.services = serde_json::from_value(list.clone()).map_err(|e| decode(e.to_string()))?;
+            st.services =
+                serde_json::from_value(list.clone()).map_err(|e| decode(e.to_string()))?;
         }
         if st.node_ok || !st.services.is_empty() {
             let hpath = format!("/v1/health/node/{}", encode(&self.node));
             let (checks, _) = self.get_json(&hpath).await?;
-            let checks: Vec<CatalogCheck> = serde_json::from_value(checks).map_err(|e| Error::Decode {
-                what: format!("GET {hpath}"),
-                message: e.to_string(),
-            })?;
-            st.checks = checks.into_iter().map(|c| (c.check_id.clone(), c)).collect();
+            let checks: Vec<CatalogCheck> =
+                serde_json::from_value(checks).map_err(|e| Error::Decode {
+                    what: format!("GET {hpath}"),
+                    message: e.to_string(),
+                })?;
+            st.checks = checks
+                .into_iter()
+                .map(|c| (c.check_id.clone(), c))
+                .collect();
         }
         Ok(st)
     }
@@ -248,7 +272,8 @@ impl Registry {
                 if let Some(w) = i.weight {
                     svc["Weights"] = json!({"Passing": w, "Warning": 1});
                 }
-                let mut ops = vec![json!({"Service": {"Verb": "set", "Node": node, "Service": svc}})];
+                let mut ops =
+                    vec![json!({"Service": {"Verb": "set", "Node": node, "Service": svc}})];
                 ops.extend(check(i));
                 ops
             }
@@ -264,10 +289,14 @@ impl Registry {
         if body.is_empty() {
             return Ok(());
         }
-        let (status, resp, _) = self.send(reqwest::Method::PUT, "/v1/txn", Some(Value::Array(body))).await?;
+        let (status, resp, _) = self
+            .send(reqwest::Method::PUT, "/v1/txn", Some(Value::Array(body)))
+            .await?;
         match status {
             200 => Ok(()),
-            409 => Err(Error::TxnRejected(String::from_utf8_lossy(&resp).into_owned())),
+            409 => Err(Error::TxnRejected(
+                String::from_utf8_lossy(&resp).into_owned(),
+            )),
             _ => Err(Error::Status {
                 what: "PUT /v1/txn".into(),
                 status,
@@ -277,13 +306,21 @@ impl Registry {
     }
 
     /// `GET /v1/catalog/services` as a blocking query: names → tags, and the index.
-    pub async fn services_blocking(&self, index: u64, wait: Duration) -> Result<(BTreeMap<String, Vec<String>>, u64)> {
-        let path = format!("/v1/catalog/services?index={index}&wait={}s&stale", wait.as_secs().max(1));
+    pub async fn services_blocking(
+        &self,
+        index: u64,
+        wait: Duration,
+    ) -> Result<(BTreeMap<String, Vec<String>>, u64)> {
+        let path = format!(
+            "/v1/catalog/services?index={index}&wait={}s&stale",
+            wait.as_secs().max(1)
+        );
         let (v, idx) = self.get_json(&path).await?;
-        let map: BTreeMap<String, Vec<String>> = serde_json::from_value(v).map_err(|e| Error::Decode {
-            what: format!("GET {path}"),
-            message: e.to_string(),
-        })?;
+        let map: BTreeMap<String, Vec<String>> =
+            serde_json::from_value(v).map_err(|e| Error::Decode {
+                what: format!("GET {path}"),
+                message: e.to_string(),
+            })?;
         Ok((map, idx.unwrap_or(0)))
     }
 }

@@ -45,7 +45,11 @@ impl NodeLookup for Store<Node> {
 }
 
 /// Starts a watcher + reflector for `api`; `changed` is notified on every cache change.
-pub fn reflect<K>(api: Api<K>, kind: &'static str, changed: Arc<Notify>) -> (Store<K>, JoinHandle<()>)
+pub fn reflect<K>(
+    api: Api<K>,
+    kind: &'static str,
+    changed: Arc<Notify>,
+) -> (Store<K>, JoinHandle<()>)
 where
     K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
@@ -80,8 +84,23 @@ where
 
 /// Watches Services, EndpointSlices and Nodes in the whole cluster.
 pub fn start(client: &Client, changed: Arc<Notify>) -> (Caches, Vec<JoinHandle<()>>) {
-    let (services, a) = reflect(Api::<Service>::all(client.clone()), "services", changed.clone());
-    let (slices, b) = reflect(Api::<EndpointSlice>::all(client.clone()), "endpointslices", changed.clone());
+    let (services, a) = reflect(
+        Api::<Service>::all(client.clone()),
+        "services",
+        changed.clone(),
+    );
+    let (slices, b) = reflect(
+        Api::<EndpointSlice>::all(client.clone()),
+        "endpointslices",
+        changed.clone(),
+    );
     let (nodes, c) = reflect(Api::<Node>::all(client.clone()), "nodes", changed);
-    (Caches { services, slices, nodes }, vec![a, b, c])
+    (
+        Caches {
+            services,
+            slices,
+            nodes,
+        },
+        vec![a, b, c],
+    )
 }

@@ -88,8 +88,13 @@ pub async fn serve(
 
 /// Parses `-listen`: `:8080` means every interface.
 pub fn listen_addr(s: &str) -> Result<SocketAddr, String> {
-    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
-    full.parse().map_err(|e| format!("invalid -listen {s:?}: {e}"))
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
+    full.parse()
+        .map_err(|e| format!("invalid -listen {s:?}: {e}"))
 }
 
 /// Resolves once `rx` holds `true` (or its sender is gone).

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use tokio::sync::{watch, Notify};
 
+use crate::error::Error;
 use crate::plan::{apply_to, plan};
 use crate::registry::{batches, NodeState, Op, Registry};
 use crate::source::Caches;
 use crate::status::Status;
 use crate::translate::{translate, Instance, SyncConfig, Translation, SERVICE_NAME_LABEL};
-use crate::error::Error;
 
 /// Settings of the loop.
 #[derive(Clone)]
@@ -36,11 +36,20 @@ type Key = (String, String);
 
 /// What every synced Service translates to, keyed by instance ID. `keep` holds each Service's
 /// last good translation, used when its annotations become invalid.
-pub fn desired(caches: &Caches, cfg: &SyncConfig, keep: &mut HashMap<Key, Vec<Instance>>) -> BTreeMap<String, Instance> {
+pub fn desired(
+    caches: &Caches,
+    cfg: &SyncConfig,
+    keep: &mut HashMap<Key, Vec<Instance>>,
+) -> BTreeMap<String, Instance> {
     let mut by_svc: HashMap<Key, Vec<Arc<EndpointSlice>>> = HashMap::new();
     for s in caches.slices.state() {
         let ns = s.metadata.namespace.clone().unwrap_or_default();
-        if let Some(name) = s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+        if let Some(name) = s
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        {
             by_svc.entry((ns, name.clone())).or_default().push(s);
         }
     }
@@ -109,7 +118,12 @@ impl ToConsul {
     }
 
     /// Runs until `shutdown` turns true.
-    pub async fn run(self, caches: Caches, changed: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        self,
+        caches: Caches,
+        changed: Arc<Notify>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         tokio::select! {
             ok = caches.wait_until_ready() => if !ok { return },
             _ = crate::status::stopped(&mut shutdown) => return,
@@ -140,7 +154,11 @@ impl ToConsul {
                         metrics::histogram!("k8s_sync_pass_seconds", "direction" => "to_consul")
                             .record(started.elapsed().as_secs_f64());
                         if written > 0 {
-                            tracing::info!(written, elapsed_ms = started.elapsed().as_millis() as u64, "catalog updated");
+                            tracing::info!(
+                                written,
+                                elapsed_ms = started.elapsed().as_millis() as u64,
+                                "catalog updated"
+                            );
                         }
                         self.status.synced_once.store(true, Ordering::Relaxed);
                         self.status.registry_ok.store(true, Ordering::Relaxed);
@@ -182,7 +200,8 @@ impl ToConsul {
         mirror: &mut Option<NodeState>,
     ) -> Result<usize, Error> {
         let want = desired(caches, &self.cfg, keep);
-        metrics::gauge!("k8s_sync_synced_instances", "direction" => "to_consul").set(want.len() as f64);
+        metrics::gauge!("k8s_sync_synced_instances", "direction" => "to_consul")
+            .set(want.len() as f64);
         if mirror.is_none() {
             *mirror = Some(self.registry.node_state(tag).await?);
         }

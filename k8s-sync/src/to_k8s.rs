@@ -42,7 +42,13 @@ pub fn dns1035(s: &str) -> Option<String> {
     let mapped: String = s
         .to_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let trimmed = mapped.trim_start_matches(|c: char| !c.is_ascii_lowercase());
     let mut out: String = trimmed.chars().take(63).collect();
@@ -53,7 +59,12 @@ pub fn dns1035(s: &str) -> Option<String> {
 }
 
 /// Desired Services (name → externalName) for the catalog's services (name → tags).
-pub fn desired(catalog: &BTreeMap<String, Vec<String>>, prefix: &str, domain: &str, tag: &str) -> BTreeMap<String, String> {
+pub fn desired(
+    catalog: &BTreeMap<String, Vec<String>>,
+    prefix: &str,
+    domain: &str,
+    tag: &str,
+) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (name, tags) in catalog {
         if tags.iter().any(|t| t == tag) {
@@ -63,14 +74,21 @@ pub fn desired(catalog: &BTreeMap<String, Vec<String>>, prefix: &str, domain: &s
             Some(k8s) => {
                 out.insert(k8s, format!("{name}.service.{domain}").to_lowercase());
             }
-            None => tracing::warn!(service = %name, "no valid Kubernetes Service name can be made from it; skipped"),
+            None => {
+                tracing::warn!(service = %name, "no valid Kubernetes Service name can be made from it; skipped")
+            }
         }
     }
     out
 }
 
 fn owned(s: &Service) -> bool {
-    s.metadata.labels.as_ref().and_then(|l| l.get(OWN_LABEL.0)).map(String::as_str) == Some(OWN_LABEL.1)
+    s.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(OWN_LABEL.0))
+        .map(String::as_str)
+        == Some(OWN_LABEL.1)
 }
 
 impl ToK8s {
@@ -92,18 +110,31 @@ impl ToK8s {
         }
     }
 
-    async fn reconcile(&self, api: &Api<Service>, store: &Store<Service>, want: &BTreeMap<String, String>, warned: &mut BTreeSet<String>) -> usize {
+    async fn reconcile(
+        &self,
+        api: &Api<Service>,
+        store: &Store<Service>,
+        want: &BTreeMap<String, String>,
+        warned: &mut BTreeSet<String>,
+    ) -> usize {
         let mut writes = 0;
         for (name, ext) in want {
             let res = match store.get(&ObjectRef::new(name).within(&self.namespace)) {
-                None => api.create(&PostParams::default(), &self.service(name, ext)).await.map(|_| true),
+                None => api
+                    .create(&PostParams::default(), &self.service(name, ext))
+                    .await
+                    .map(|_| true),
                 Some(s) if owned(&s) => {
-                    if s.spec.as_ref().and_then(|sp| sp.external_name.as_deref()) == Some(ext.as_str()) {
+                    if s.spec.as_ref().and_then(|sp| sp.external_name.as_deref())
+                        == Some(ext.as_str())
+                    {
                         Ok(false)
                     } else {
                         let mut new = self.service(name, ext);
                         new.metadata.resource_version = s.metadata.resource_version.clone();
-                        api.replace(name, &PostParams::default(), &new).await.map(|_| true)
+                        api.replace(name, &PostParams::default(), &new)
+                            .await
+                            .map(|_| true)
                     }
                 }
                 Some(_) => {
@@ -128,11 +159,14 @@ impl ToK8s {
                 match api.delete(&name, &DeleteParams::default()).await {
                     Ok(_) => writes += 1,
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => tracing::warn!(service = %name, error = %e, "deleting a Kubernetes Service failed"),
+                    Err(e) => {
+                        tracing::warn!(service = %name, error = %e, "deleting a Kubernetes Service failed")
+                    }
                 }
             }
         }
-        metrics::gauge!("k8s_sync_synced_instances", "direction" => "to_k8s").set(want.len() as f64);
+        metrics::gauge!("k8s_sync_synced_instances", "direction" => "to_k8s")
+            .set(want.len() as f64);
         writes
     }
 
@@ -140,7 +174,8 @@ impl ToK8s {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let api: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
         let changed = Arc::new(Notify::new());
-        let (store, task) = crate::source::reflect(api.clone(), "services-write-namespace", changed.clone());
+        let (store, task) =
+            crate::source::reflect(api.clone(), "services-write-namespace", changed.clone());
         let (tx, mut rx) = watch::channel::<Option<BTreeMap<String, Vec<String>>>>(None);
         let reg = self.registry.clone();
         let poll = tokio::spawn(async move {
@@ -212,8 +247,12 @@ mod tests {
         let cat: BTreeMap<String, Vec<String>> = [
             ("Web".to_string(), vec![]),
             ("from-k8s".to_string(), vec!["k8s".to_string()]),
-        ].into();
+        ]
+        .into();
         let d = desired(&cat, "", "consul", "k8s");
-        assert_eq!(d, [("web".to_string(), "web.service.consul".to_string())].into());
+        assert_eq!(
+            d,
+            [("web".to_string(), "web.service.consul".to_string())].into()
+        );
     }
 }

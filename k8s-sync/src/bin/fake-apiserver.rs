@@ -29,14 +29,18 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let args = Args::parse();
     let fake = Fake::new(FakeOptions {
         max_watch: Duration::from_secs(args.max_watch_seconds),
         bookmark_interval: Duration::from_millis(args.bookmark_interval_ms.max(10)),
         history: args.history,
     });
-    let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     if let Some(path) = &args.kubeconfig {
         let kc = format!(

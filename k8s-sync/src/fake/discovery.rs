@@ -18,7 +18,11 @@ pub fn core_versions(server: &str) -> Value {
 }
 
 fn groups() -> Vec<(&'static str, &'static str)> {
-    let mut g: Vec<(&str, &str)> = KINDS.iter().filter(|k| !k.group.is_empty()).map(|k| (k.group, k.version)).collect();
+    let mut g: Vec<(&str, &str)> = KINDS
+        .iter()
+        .filter(|k| !k.group.is_empty())
+        .map(|k| (k.group, k.version))
+        .collect();
     g.sort();
     g.dedup();
     g
@@ -37,12 +41,18 @@ pub fn group_list() -> Value {
 
 /// `/apis/<group>`.
 pub fn group_doc(name: &str) -> Option<Value> {
-    groups().into_iter().find(|(n, _)| *n == name).map(|(n, v)| group(n, v))
+    groups()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(n, v)| group(n, v))
 }
 
 /// `/api/v1` or `/apis/<group>/<version>`.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let kinds: Vec<_> = KINDS.iter().filter(|k| k.group == group && k.version == version).collect();
+    let kinds: Vec<_> = KINDS
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+        .collect();
     if kinds.is_empty() {
         return None;
     }
@@ -54,10 +64,18 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             "shortNames": k.short,
         }));
         if k.has_status {
-            resources.push(json!({"name": format!("{}/status", k.plural), "singularName": "",
-                "namespaced": k.namespaced, "kind": k.kind, "verbs": ["get", "patch", "update"]}));
+            resources.push(
+                json!({"name": format!("{}/status", k.plural), "singularName": "",
+                "namespaced": k.namespaced, "kind": k.kind, "verbs": ["get", "patch", "update"]}),
+            );
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }

@@ -41,15 +41,13 @@ fn decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(v) => {
+                    out.push(v);
+                    i += 2;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             c => out.push(c),
         }
         i += 1;
@@ -73,16 +71,31 @@ fn hex(s: &str) -> String {
 }
 
 fn unhex(s: &str) -> Option<String> {
-    let bytes: Option<Vec<u8>> = (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect();
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect();
     String::from_utf8(bytes?).ok()
 }
 
 async fn handle(State(fake): State<Fake>, req: Request) -> Response {
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1").to_string();
-    let ctype = req.headers().get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
-    let body = axum::body::to_bytes(req.into_body(), 64 << 20).await.unwrap_or_default();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    let ctype = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = axum::body::to_bytes(req.into_body(), 64 << 20)
+        .await
+        .unwrap_or_default();
     let path = uri.path().trim_end_matches('/').to_string();
     let q = query(uri.query());
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -94,9 +107,13 @@ async fn handle(State(fake): State<Fake>, req: Request) -> Response {
         ["version"] => return respond(200, &discovery::version()),
         ["api"] => return respond(200, &discovery::core_versions(&host)),
         ["apis"] => return respond(200, &discovery::group_list()),
-        ["api", v] => return discovery::resource_list("", v).map_or_else(not_found, |d| respond(200, &d)),
+        ["api", v] => {
+            return discovery::resource_list("", v).map_or_else(not_found, |d| respond(200, &d))
+        }
         ["apis", g] => return discovery::group_doc(g).map_or_else(not_found, |d| respond(200, &d)),
-        ["apis", g, v] => return discovery::resource_list(g, v).map_or_else(not_found, |d| respond(200, &d)),
+        ["apis", g, v] => {
+            return discovery::resource_list(g, v).map_or_else(not_found, |d| respond(200, &d))
+        }
         _ => {}
     }
     let (group, version, rest) = match segs.as_slice() {
@@ -106,16 +123,27 @@ async fn handle(State(fake): State<Fake>, req: Request) -> Response {
     };
     {
         let mut st = fake.st.lock();
-        st.requests.push(format!("{method} {}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("")));
+        st.requests.push(format!(
+            "{method} {}",
+            uri.path_and_query().map(|p| p.as_str()).unwrap_or("")
+        ));
         if st.fail.0 > 0 {
             st.fail.0 -= 1;
             let code = st.fail.1;
-            return respond(code, &status(code, "ServiceUnavailable", "injected failure"));
+            return respond(
+                code,
+                &status(code, "ServiceUnavailable", "injected failure"),
+            );
         }
     }
     // (namespace, plural, name, subresource)
     let (ns, plural, name, sub) = match rest {
-        ["namespaces", ns, plural, tail @ ..] if *plural != "status" => (Some(*ns), *plural, tail.first().copied(), tail.get(1).copied()),
+        ["namespaces", ns, plural, tail @ ..] if *plural != "status" => (
+            Some(*ns),
+            *plural,
+            tail.first().copied(),
+            tail.get(1).copied(),
+        ),
         [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
         _ => return not_found(),
     };
@@ -133,12 +161,17 @@ async fn handle(State(fake): State<Fake>, req: Request) -> Response {
         Some(_) => return not_found(),
     };
     let result = match (&method, name) {
-        (&Method::GET, None) if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) => {
+        (&Method::GET, None)
+            if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) =>
+        {
             return watch(fake, kind, ns, &q);
         }
         (&Method::GET, None) => return list(&fake, kind, ns, &q),
         (&Method::GET, Some(n)) => fake.get(kind, ns_key, n).map(|v| (200, v)).ok_or_else(|| {
-            (404, status(404, "NotFound", &format!("{} \"{n}\" not found", k.plural)))
+            (
+                404,
+                status(404, "NotFound", &format!("{} \"{n}\" not found", k.plural)),
+            )
         }),
         (&Method::POST, None) => match parse(&body) {
             Ok(v) => {
@@ -151,10 +184,20 @@ async fn handle(State(fake): State<Fake>, req: Request) -> Response {
             }
             Err(e) => Err(e),
         },
-        (&Method::PUT, Some(n)) => parse(&body).and_then(|v| fake.update(kind, ns_key, n, v, status_sub).map(|v| (200, v))),
+        (&Method::PUT, Some(n)) => parse(&body).and_then(|v| {
+            fake.update(kind, ns_key, n, v, status_sub)
+                .map(|v| (200, v))
+        }),
         (&Method::PATCH, Some(n)) => patch(&fake, kind, ns_key, n, &ctype, &body, status_sub),
         (&Method::DELETE, Some(n)) => fake.delete(kind, ns_key, n).map(|v| (200, v)),
-        _ => Err((405, status(405, "MethodNotAllowed", "the server does not allow this method on the requested resource"))),
+        _ => Err((
+            405,
+            status(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            ),
+        )),
     };
     match result {
         Ok((code, v)) => respond(code, &v),
@@ -163,33 +206,72 @@ async fn handle(State(fake): State<Fake>, req: Request) -> Response {
 }
 
 fn not_found() -> Response {
-    respond(404, &status(404, "NotFound", "the server could not find the requested resource"))
+    respond(
+        404,
+        &status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ),
+    )
 }
 
 fn parse(body: &[u8]) -> Result<Value, (u16, Value)> {
-    serde_json::from_slice(body).map_err(|e| (400, status(400, "BadRequest", &format!("invalid JSON body: {e}"))))
+    serde_json::from_slice(body).map_err(|e| {
+        (
+            400,
+            status(400, "BadRequest", &format!("invalid JSON body: {e}")),
+        )
+    })
 }
 
-fn patch(fake: &Fake, kind: usize, ns: &str, name: &str, ctype: &str, body: &[u8], status_sub: bool) -> Result<(u16, Arc<Value>), (u16, Value)> {
+fn patch(
+    fake: &Fake,
+    kind: usize,
+    ns: &str,
+    name: &str,
+    ctype: &str,
+    body: &[u8],
+    status_sub: bool,
+) -> Result<(u16, Arc<Value>), (u16, Value)> {
     let p = parse(body)?;
     let ctype = ctype.split(';').next().unwrap_or("").trim();
     let Some(cur) = fake.get(kind, ns, name) else {
         if ctype == "application/apply-patch+yaml" {
             return fake.create(kind, ns, p).map(|v| (201, v));
         }
-        return Err((404, status(404, "NotFound", &format!("{} \"{name}\" not found", KINDS[kind].plural))));
+        return Err((
+            404,
+            status(
+                404,
+                "NotFound",
+                &format!("{} \"{name}\" not found", KINDS[kind].plural),
+            ),
+        ));
     };
     let mut next = (*cur).clone();
     match ctype {
-        "application/merge-patch+json" | "application/apply-patch+yaml" => merge_patch(&mut next, &p),
+        "application/merge-patch+json" | "application/apply-patch+yaml" => {
+            merge_patch(&mut next, &p)
+        }
         "application/strategic-merge-patch+json" => strategic_merge(&mut next, &p),
-        other => return Err((415, status(415, "UnsupportedMediaType", &format!("the body of the request was in an unknown format: {other}")))),
+        other => {
+            return Err((
+                415,
+                status(
+                    415,
+                    "UnsupportedMediaType",
+                    &format!("the body of the request was in an unknown format: {other}"),
+                ),
+            ))
+        }
     }
     // A patch is unconditional unless it names a resourceVersion itself.
     if p.pointer("/metadata/resourceVersion").is_none() {
         next["metadata"]["resourceVersion"] = json!("");
     }
-    fake.update(kind, ns, name, next, status_sub).map(|v| (200, v))
+    fake.update(kind, ns, name, next, status_sub)
+        .map(|v| (200, v))
 }
 
 fn list(fake: &Fake, kind: usize, ns: Option<&str>, q: &HashMap<String, String>) -> Response {
@@ -202,12 +284,20 @@ fn list(fake: &Fake, kind: usize, ns: Option<&str>, q: &HashMap<String, String>)
         Ok(s) => s,
         Err(e) => return respond(400, &status(400, "BadRequest", &e)),
     };
-    let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
     // A continue token is (list resourceVersion, namespace, name of the last item).
     let (snapshot_rv, after) = match q.get("continue").filter(|c| !c.is_empty()) {
         Some(c) => match unhex(c).and_then(|s| {
             let mut it = s.splitn(3, '\0');
-            Some((it.next()?.parse::<u64>().ok()?, it.next()?.to_string(), it.next()?.to_string()))
+            Some((
+                it.next()?.parse::<u64>().ok()?,
+                it.next()?.to_string(),
+                it.next()?.to_string(),
+            ))
         }) {
             Some((rv, a, b)) => {
                 if rv < fake.st.lock().compacted {
@@ -227,7 +317,10 @@ fn list(fake: &Fake, kind: usize, ns: Option<&str>, q: &HashMap<String, String>)
         meta["continue"] = json!(hex(&format!("{rv}\0{a}\0{b}")));
     }
     let items: Vec<&Value> = items.iter().map(|v| v.as_ref()).collect();
-    respond(200, &json!({"kind": format!("{}List", k.kind), "apiVersion": k.api_version(), "metadata": meta, "items": items}))
+    respond(
+        200,
+        &json!({"kind": format!("{}List", k.kind), "apiVersion": k.api_version(), "metadata": meta, "items": items}),
+    )
 }
 
 fn line(typ: &str, obj: &Value) -> Bytes {
@@ -237,24 +330,39 @@ fn line(typ: &str, obj: &Value) -> Bytes {
 }
 
 fn gone(asked: u64, now: u64) -> Value {
-    status(410, "Expired", &format!("too old resource version: {asked} ({now})"))
+    status(
+        410,
+        "Expired",
+        &format!("too old resource version: {asked} ({now})"),
+    )
 }
 
 fn watch(fake: Fake, kind: usize, ns: Option<&str>, q: &HashMap<String, String>) -> Response {
-    let labels = Selector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).unwrap_or_default();
-    let fields = Selector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or("")).unwrap_or_default();
-    let from: Option<u64> = q.get("resourceVersion").and_then(|r| r.parse().ok()).filter(|r| *r > 0);
+    let labels = Selector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
+        .unwrap_or_default();
+    let fields = Selector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""))
+        .unwrap_or_default();
+    let from: Option<u64> = q
+        .get("resourceVersion")
+        .and_then(|r| r.parse().ok())
+        .filter(|r| *r > 0);
     let timeout = q
         .get("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(fake.opts.max_watch)
         .min(fake.opts.max_watch);
-    let bookmarks = matches!(q.get("allowWatchBookmarks").map(String::as_str), Some("true" | "1"));
+    let bookmarks = matches!(
+        q.get("allowWatchBookmarks").map(String::as_str),
+        Some("true" | "1")
+    );
     let ns = ns.map(str::to_string);
     let (mut tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(256);
     let matches = move |c_kind: usize, v: &Value| -> bool {
-        c_kind == kind && ns.as_deref().is_none_or(|n| key_of(v).0 == n) && labels.matches_labels(v) && fields.matches_fields(v)
+        c_kind == kind
+            && ns.as_deref().is_none_or(|n| key_of(v).0 == n)
+            && labels.matches_labels(v)
+            && fields.matches_fields(v)
     };
     tokio::spawn(async move {
         let (mut sub, replay, too_old, now) = {
@@ -263,12 +371,22 @@ fn watch(fake: Fake, kind: usize, ns: Option<&str>, q: &HashMap<String, String>)
             match from {
                 Some(rv) if rv < st.compacted => (sub, Vec::new(), Some(rv), st.rv),
                 Some(rv) => {
-                    let replay: Vec<_> = st.log.iter().filter(|c| c.rv > rv && matches(c.kind, &c.obj)).map(|c| (c.typ, c.obj.clone(), c.rv)).collect();
+                    let replay: Vec<_> = st
+                        .log
+                        .iter()
+                        .filter(|c| c.rv > rv && matches(c.kind, &c.obj))
+                        .map(|c| (c.typ, c.obj.clone(), c.rv))
+                        .collect();
                     (sub, replay, None, rv)
                 }
                 // No resourceVersion: the current objects as ADDED, then changes.
                 None => {
-                    let replay: Vec<_> = st.objects.iter().filter(|((k, _, _), v)| matches(*k, v)).map(|(_, v)| ("ADDED", v.clone(), st.rv)).collect();
+                    let replay: Vec<_> = st
+                        .objects
+                        .iter()
+                        .filter(|((k, _, _), v)| matches(*k, v))
+                        .map(|(_, v)| ("ADDED", v.clone(), st.rv))
+                        .collect();
                     (sub, replay, None, st.rv)
                 }
             }
@@ -341,7 +459,10 @@ fn knobs(fake: &Fake, knob: &str, q: &HashMap<String, String>) -> Response {
         "requests" => {
             let st = fake.st.lock();
             let text = st.requests.join("\n");
-            Response::builder().status(200).body(Body::from(text)).unwrap_or_default()
+            Response::builder()
+                .status(200)
+                .body(Body::from(text))
+                .unwrap_or_default()
         }
         _ => not_found(),
     }

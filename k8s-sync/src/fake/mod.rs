@@ -15,6 +15,8 @@ mod http;
 mod patch;
 mod select;
 mod store;
+#[cfg(test)]
+mod tests;
 
 pub use http::router;
 pub use patch::{merge_patch, strategic_merge};
@@ -125,5 +127,7 @@ pub static KINDS: &[Kind] = &[
 
 /// The kind served at `group`/`version`/`plural`.
 pub fn kind_index(group: &str, version: &str, plural: &str) -> Option<usize> {
-    KINDS.iter().position(|k| k.group == group && k.version == version && k.plural == plural)
+    KINDS
+        .iter()
+        .position(|k| k.group == group && k.version == version && k.plural == plural)
 }

@@ -29,7 +29,10 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 fn merge_key(order: &[Value]) -> Option<String> {
     let first = order.first()?.as_object()?;
-    first.keys().find(|k| order.iter().all(|o| o.get(k.as_str()).is_some())).cloned()
+    first
+        .keys()
+        .find(|k| order.iter().all(|o| o.get(k.as_str()).is_some()))
+        .cloned()
 }
 
 /// Strategic merge patch (the subset kubectl's client-side apply produces).
@@ -65,7 +68,9 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
             t.remove(k);
             continue;
         }
-        let order = p.get(&format!("$setElementOrder/{k}")).and_then(Value::as_array);
+        let order = p
+            .get(&format!("$setElementOrder/{k}"))
+            .and_then(Value::as_array);
         match (v, order.and_then(|o| merge_key(o).map(|key| (o, key)))) {
             (Value::Array(items), Some((order, key))) => {
                 let cur = match t.get(k) {
@@ -77,7 +82,8 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
                     let kv = o.get(&key);
                     let base = cur.iter().find(|c| c.get(&key) == kv).cloned();
                     let upd = items.iter().find(|i| i.get(&key) == kv);
-                    let deleted = upd.and_then(|u| u.get("$patch")).and_then(Value::as_str) == Some("delete");
+                    let deleted =
+                        upd.and_then(|u| u.get("$patch")).and_then(Value::as_str) == Some("delete");
                     if deleted {
                         continue;
                     }
@@ -126,9 +132,12 @@ mod tests {
                                 "ports": [{"port": 90, "name": "new"}, {"port": 80, "name": "web"}],
                                 "selector": {"app": "b"}}});
         strategic_merge(&mut t, &p);
-        assert_eq!(t, json!({"spec": {"ports": [{"port": 80, "name": "web", "protocol": "TCP"},
+        assert_eq!(
+            t,
+            json!({"spec": {"ports": [{"port": 80, "name": "web", "protocol": "TCP"},
                                                 {"port": 90, "name": "new"}],
-                                      "selector": {"app": "b"}}}));
+                                      "selector": {"app": "b"}}})
+        );
         // Lists without a merge key are replaced.
         let mut t = json!({"endpoints": [{"addresses": ["1.1.1.1"]}]});
         strategic_merge(&mut t, &json!({"endpoints": [{"addresses": ["2.2.2.2"]}]}));

@@ -37,11 +37,18 @@ fn split_top(s: &str) -> Vec<String> {
         cur.push(c);
     }
     out.push(cur);
-    out.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    out.into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 fn set(s: &str) -> Result<Vec<String>, String> {
-    let inner = s.trim().strip_prefix('(').and_then(|s| s.strip_suffix(')')).ok_or_else(|| format!("invalid set {s:?}"))?;
+    let inner = s
+        .trim()
+        .strip_prefix('(')
+        .and_then(|s| s.strip_suffix(')'))
+        .ok_or_else(|| format!("invalid set {s:?}"))?;
     Ok(inner.split(',').map(|v| v.trim().to_string()).collect())
 }
 
@@ -62,7 +69,10 @@ impl Selector {
                 Req::In(k.trim().into(), set(v)?)
             } else if let Some(k) = part.strip_prefix('!') {
                 Req::NotExists(k.trim().into())
-            } else if part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+            } else if part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
                 Req::Exists(part)
             } else {
                 return Err(format!("unable to parse requirement: {part:?}"));
@@ -87,7 +97,12 @@ impl Selector {
     /// Matches an object's labels.
     pub fn matches_labels(&self, obj: &Value) -> bool {
         let labels = obj.pointer("/metadata/labels");
-        self.matches(|k| labels.and_then(|l| l.get(k)).and_then(Value::as_str).map(String::from))
+        self.matches(|k| {
+            labels
+                .and_then(|l| l.get(k))
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
     }
 
     /// Matches an object's fields (`metadata.name`, `metadata.namespace`).
@@ -116,6 +131,8 @@ mod tests {
         assert_eq!(t("app notin (web)"), Ok(false));
         assert_eq!(t("!app"), Ok(false));
         assert_eq!(t("missing"), Ok(false));
-        assert!(Selector::parse("metadata.name=a").unwrap().matches_fields(&o));
+        assert!(Selector::parse("metadata.name=a")
+            .unwrap()
+            .matches_fields(&o));
     }
 }

@@ -24,7 +24,11 @@ pub struct FakeOptions {
 
 impl Default for FakeOptions {
     fn default() -> Self {
-        FakeOptions { max_watch: Duration::from_secs(1800), bookmark_interval: Duration::from_secs(60), history: 200_000 }
+        FakeOptions {
+            max_watch: Duration::from_secs(1800),
+            bookmark_interval: Duration::from_secs(60),
+            history: 200_000,
+        }
     }
 }
 
@@ -97,18 +101,37 @@ impl Fake {
     /// An empty fake.
     pub fn new(opts: FakeOptions) -> Fake {
         let (tx, _) = broadcast::channel(1 << 16);
-        let st = State { rv: 1, compacted: 0, next_ip: 10, next_node_port: 30000, ..State::default() };
-        let fake = Fake { opts, st: Arc::new(Mutex::new(st)), tx };
+        let st = State {
+            rv: 1,
+            compacted: 0,
+            next_ip: 10,
+            next_node_port: 30000,
+            ..State::default()
+        };
+        let fake = Fake {
+            opts,
+            st: Arc::new(Mutex::new(st)),
+            tx,
+        };
         // Like a real cluster, the default namespaces exist.
         for ns in ["default", "kube-system", "kube-public"] {
-            let _ = fake.create(2, "", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns},
-                                              "status": {"phase": "Active"}}));
+            let _ = fake.create(
+                2,
+                "",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns},
+                                              "status": {"phase": "Active"}}),
+            );
         }
         fake
     }
 
     fn record(&self, st: &mut State, kind: usize, typ: &'static str, obj: Arc<Value>) {
-        let change = Change { rv: st.rv, kind, typ, obj };
+        let change = Change {
+            rv: st.rv,
+            kind,
+            typ,
+            obj,
+        };
         st.log.push_back(change.clone());
         while st.log.len() > self.opts.history {
             if let Some(c) = st.log.pop_front() {
@@ -133,7 +156,12 @@ impl Fake {
             spec["type"] = json!("ClusterIP");
         }
         let typ = spec["type"].as_str().unwrap_or("ClusterIP").to_string();
-        if typ != "ExternalName" && spec.get("clusterIP").and_then(Value::as_str).is_none_or(str::is_empty) {
+        if typ != "ExternalName"
+            && spec
+                .get("clusterIP")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        {
             st.next_ip += 1;
             let ip = format!("10.96.{}.{}", (st.next_ip >> 8) & 0xff, st.next_ip & 0xff);
             spec["clusterIP"] = json!(ip);
@@ -164,14 +192,32 @@ impl Fake {
     /// Creates an object; 409 if it exists.
     pub fn create(&self, kind: usize, ns: &str, mut v: Value) -> Result<Arc<Value>, (u16, Value)> {
         let k = &KINDS[kind];
-        let name = v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+        let name = v
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if name.is_empty() {
-            return Err((422, status(422, "Invalid", &format!("{} \"\" is invalid: metadata.name: Required value", k.kind))));
+            return Err((
+                422,
+                status(
+                    422,
+                    "Invalid",
+                    &format!("{} \"\" is invalid: metadata.name: Required value", k.kind),
+                ),
+            ));
         }
         let mut st = self.st.lock();
         let key = (kind, ns.to_string(), name.clone());
         if st.objects.contains_key(&key) {
-            return Err((409, status(409, "AlreadyExists", &format!("{}s \"{name}\" already exists", k.singular))));
+            return Err((
+                409,
+                status(
+                    409,
+                    "AlreadyExists",
+                    &format!("{}s \"{name}\" already exists", k.singular),
+                ),
+            ));
         }
         v["apiVersion"] = json!(k.api_version());
         v["kind"] = json!(k.kind);
@@ -195,15 +241,37 @@ impl Fake {
     }
 
     /// Replaces an object (PUT); `subresource_status` replaces only its status.
-    pub fn update(&self, kind: usize, ns: &str, name: &str, mut v: Value, subresource_status: bool) -> Result<Arc<Value>, (u16, Value)> {
+    pub fn update(
+        &self,
+        kind: usize,
+        ns: &str,
+        name: &str,
+        mut v: Value,
+        subresource_status: bool,
+    ) -> Result<Arc<Value>, (u16, Value)> {
         let k = &KINDS[kind];
         let mut st = self.st.lock();
         let key = (kind, ns.to_string(), name.to_string());
         let Some(cur) = st.objects.get(&key).cloned() else {
-            return Err((404, status(404, "NotFound", &format!("{}s \"{name}\" not found", k.singular))));
+            return Err((
+                404,
+                status(
+                    404,
+                    "NotFound",
+                    &format!("{}s \"{name}\" not found", k.singular),
+                ),
+            ));
         };
-        if let Some(rv) = v.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-            if !rv.is_empty() && cur.pointer("/metadata/resourceVersion").and_then(Value::as_str) != Some(rv) {
+        if let Some(rv) = v
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            if !rv.is_empty()
+                && cur
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    != Some(rv)
+            {
                 return Err((409, status(409, "Conflict", &format!(
                     "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again", k.plural))));
             }
@@ -219,7 +287,10 @@ impl Fake {
             for f in ["uid", "creationTimestamp"] {
                 v["metadata"][f] = cur["metadata"][f].clone();
             }
-            let gen = cur.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+            let gen = cur
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             let changed = v.get("spec") != cur.get("spec");
             v["metadata"]["generation"] = json!(if changed { gen + 1 } else { gen });
             if k.kind == "Service" {
@@ -253,7 +324,14 @@ impl Fake {
         let mut st = self.st.lock();
         let key = (kind, ns.to_string(), name.to_string());
         let Some(cur) = st.objects.remove(&key) else {
-            return Err((404, status(404, "NotFound", &format!("{}s \"{name}\" not found", k.singular))));
+            return Err((
+                404,
+                status(
+                    404,
+                    "NotFound",
+                    &format!("{}s \"{name}\" not found", k.singular),
+                ),
+            ));
         };
         let mut v = (*cur).clone();
         Self::stamp(&mut st, &mut v);
@@ -264,16 +342,31 @@ impl Fake {
 
     /// One object.
     pub fn get(&self, kind: usize, ns: &str, name: &str) -> Option<Arc<Value>> {
-        self.st.lock().objects.get(&(kind, ns.to_string(), name.to_string())).cloned()
+        self.st
+            .lock()
+            .objects
+            .get(&(kind, ns.to_string(), name.to_string()))
+            .cloned()
     }
 
     /// A page of objects of `kind` (in `ns` when given) matching the selectors, after the key
     /// `after`; returns (items, list resourceVersion, key of the last item when more remain).
-    pub fn list(&self, kind: usize, ns: Option<&str>, labels: &Selector, fields: &Selector, after: Option<(String, String)>, limit: usize)
-        -> (Vec<Arc<Value>>, u64, Option<(String, String)>) {
+    pub fn list(
+        &self,
+        kind: usize,
+        ns: Option<&str>,
+        labels: &Selector,
+        fields: &Selector,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> (Vec<Arc<Value>>, u64, Option<(String, String)>) {
         let st = self.st.lock();
         let mut out = Vec::new();
-        let start = (kind, after.clone().map(|a| a.0).unwrap_or_default(), after.clone().map(|a| a.1).unwrap_or_default());
+        let start = (
+            kind,
+            after.clone().map(|a| a.0).unwrap_or_default(),
+            after.clone().map(|a| a.1).unwrap_or_default(),
+        );
         let range = st.objects.range(start..);
         let mut more = None;
         for ((k, ons, name), v) in range {
@@ -283,7 +376,10 @@ impl Fake {
             if after.as_ref().is_some_and(|a| a.0 == *ons && a.1 == *name) {
                 continue;
             }
-            if ns.is_some_and(|n| n != ons) || !labels.matches_labels(v) || !fields.matches_fields(v) {
+            if ns.is_some_and(|n| n != ons)
+                || !labels.matches_labels(v)
+                || !fields.matches_fields(v)
+            {
                 continue;
             }
             if out.len() == limit {
@@ -306,7 +402,15 @@ impl Fake {
 
 /// (namespace, name) of an object.
 pub fn key_of(v: &Value) -> (String, String) {
-    let ns = v.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string();
-    let name = v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let ns = v
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let name = v
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     (ns, name)
 }

@@ -214,8 +214,12 @@ pub fn catalog_name(svc: &Service, cfg: &SyncConfig) -> Option<String> {
     if let Some(v) = annotation(svc, ann::SERVICE_NAME) {
         let t = v.trim();
         if t.is_empty() || t.len() > 255 {
-            tracing::error!(service = name, namespace = ns, length = t.len(),
-                "invalid service name length in annotation: must be 1-255 characters");
+            tracing::error!(
+                service = name,
+                namespace = ns,
+                length = t.len(),
+                "invalid service name length in annotation: must be 1-255 characters"
+            );
             return None;
         }
         return Some(t.to_string());
@@ -262,7 +266,11 @@ impl Base {
 }
 
 fn base(svc: &Service, name: String, cfg: &SyncConfig) -> Base {
-    let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let ns = svc
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let ports = svc
         .spec
         .as_ref()
@@ -281,7 +289,10 @@ fn base(svc: &Service, name: String, cfg: &SyncConfig) -> Base {
         }
     }
     if let PortOverride::Name(wanted) = &port_override {
-        if let Some(p) = ports.iter().find(|p| p.name.as_deref().unwrap_or("") == wanted) {
+        if let Some(p) = ports
+            .iter()
+            .find(|p| p.name.as_deref().unwrap_or("") == wanted)
+        {
             port = match p.node_port {
                 Some(np) if is_node_port && np > 0 => np,
                 _ => p.port,
@@ -431,7 +442,12 @@ fn node_port_instances(
                 .as_ref()
                 .and_then(|s| s.addresses.as_deref())
                 .unwrap_or_default();
-            let first = |t: &str| addrs.iter().find(|a| a.type_ == t).map(|a| a.address.clone());
+            let first = |t: &str| {
+                addrs
+                    .iter()
+                    .find(|a| a.type_ == t)
+                    .map(|a| a.address.clone())
+            };
             let node_addr = match cfg.node_port_sync {
                 NodePortSyncType::ExternalOnly => first("ExternalIP"),
                 NodePortSyncType::InternalOnly => first("InternalIP"),
@@ -452,7 +468,11 @@ fn node_port_instances(
     out
 }
 
-fn endpoint_instances(b: &Base, slices: &[Arc<EndpointSlice>], use_hostname: bool) -> Vec<Instance> {
+fn endpoint_instances(
+    b: &Base,
+    slices: &[Arc<EndpointSlice>],
+    use_hostname: bool,
+) -> Vec<Instance> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for slice in slices {
@@ -460,7 +480,10 @@ fn endpoint_instances(b: &Base, slices: &[Arc<EndpointSlice>], use_hostname: boo
         let mut port = b.port;
         match &b.port_override {
             PortOverride::Name(wanted) => {
-                if let Some(p) = ports.iter().find(|p| p.name.as_deref() == Some(wanted.as_str())) {
+                if let Some(p) = ports
+                    .iter()
+                    .find(|p| p.name.as_deref() == Some(wanted.as_str()))
+                {
                     port = p.port.unwrap_or(port);
                 }
             }

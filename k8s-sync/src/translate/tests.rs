@@ -68,9 +68,15 @@ fn nodes() -> BTreeMap<String, Arc<Node>> {
         (name.to_string(), Arc::new(node))
     };
     [
-        n("k8s-1", json!([{"type": "ExternalIP", "address": "5.5.5.5"},
-                           {"type": "InternalIP", "address": "4.4.4.4"}])),
-        n("k8s-2", json!([{"type": "InternalIP", "address": "6.6.6.6"}])),
+        n(
+            "k8s-1",
+            json!([{"type": "ExternalIP", "address": "5.5.5.5"},
+                           {"type": "InternalIP", "address": "4.4.4.4"}]),
+        ),
+        n(
+            "k8s-2",
+            json!([{"type": "InternalIP", "address": "6.6.6.6"}]),
+        ),
     ]
     .into()
 }
@@ -111,14 +117,19 @@ fn service_id_matches_consul_k8s() {
 fn default_enable_and_disable() {
     let cfg = SyncConfig::default();
     assert_eq!(instances(run(&svc(json!({})), &cfg)).len(), 3);
-    let off = svc(json!({"metadata": {"annotations": {"consul.hashicorp.com/service-sync": "false"}}}));
+    let off =
+        svc(json!({"metadata": {"annotations": {"consul.hashicorp.com/service-sync": "false"}}}));
     assert_eq!(run(&off, &cfg), Translation::NotSynced);
-    let cfg_off = SyncConfig { default_sync: false, ..SyncConfig::default() };
+    let cfg_off = SyncConfig {
+        default_sync: false,
+        ..SyncConfig::default()
+    };
     assert_eq!(run(&svc(json!({})), &cfg_off), Translation::NotSynced);
     let on = svc(json!({"metadata": {"annotations": {"consul.hashicorp.com/service-sync": "t"}}}));
     assert_eq!(instances(run(&on, &cfg_off)).len(), 3);
     // Unparseable: the default applies.
-    let bad = svc(json!({"metadata": {"annotations": {"consul.hashicorp.com/service-sync": "maybe"}}}));
+    let bad =
+        svc(json!({"metadata": {"annotations": {"consul.hashicorp.com/service-sync": "maybe"}}}));
     assert_eq!(run(&bad, &cfg_off), Translation::NotSynced);
     assert_eq!(instances(run(&bad, &cfg)).len(), 3);
 }
@@ -141,16 +152,30 @@ fn allow_deny_namespaces() {
             deny_namespaces: deny.iter().map(|s| s.to_string()).collect(),
             ..SyncConfig::default()
         };
-        assert_eq!(should_sync(&s(ns), &cfg), *want, "allow {allow:?} deny {deny:?} ns {ns}");
+        assert_eq!(
+            should_sync(&s(ns), &cfg),
+            *want,
+            "allow {allow:?} deny {deny:?} ns {ns}"
+        );
     }
 }
 
 #[test]
 fn names_prefix_suffix_and_annotation() {
     let base = SyncConfig::default();
-    let pre = SyncConfig { consul_prefix: "prefix-".into(), ..base.clone() };
-    let ns = SyncConfig { add_namespace_suffix: true, ..base.clone() };
-    let both = SyncConfig { add_namespace_suffix: true, consul_prefix: "prefix-".into(), ..base.clone() };
+    let pre = SyncConfig {
+        consul_prefix: "prefix-".into(),
+        ..base.clone()
+    };
+    let ns = SyncConfig {
+        add_namespace_suffix: true,
+        ..base.clone()
+    };
+    let both = SyncConfig {
+        add_namespace_suffix: true,
+        consul_prefix: "prefix-".into(),
+        ..base.clone()
+    };
     let plain = svc(json!({"metadata": {"namespace": "bar"}}));
     let named = svc(json!({"metadata": {"namespace": "bar",
         "annotations": {"consul.hashicorp.com/service-name": "  different  "}}}));
@@ -161,24 +186,38 @@ fn names_prefix_suffix_and_annotation() {
     // The annotation is the whole name: no prefix, no suffix, trimmed.
     assert_eq!(catalog_name(&named, &both).unwrap(), "different");
     let i = instances(run(&named, &both));
-    assert!(i.iter().all(|i| i.service == "different" && i.id.starts_with("different-")));
+    assert!(i
+        .iter()
+        .all(|i| i.service == "different" && i.id.starts_with("different-")));
     // GetAnnotationServiceName: empty or longer than 255 is invalid, and the Service keeps
     // what it had.
     for bad in ["   ", &"x".repeat(256)] {
-        let s = svc(json!({"metadata": {"annotations": {"consul.hashicorp.com/service-name": bad}}}));
+        let s =
+            svc(json!({"metadata": {"annotations": {"consul.hashicorp.com/service-name": bad}}}));
         assert_eq!(run(&s, &base), Translation::Keep);
     }
-    let ok = svc(json!({"metadata": {"annotations": {"consul.hashicorp.com/service-name": "x".repeat(255)}}}));
+    let ok = svc(
+        json!({"metadata": {"annotations": {"consul.hashicorp.com/service-name": "x".repeat(255)}}}),
+    );
     assert_eq!(catalog_name(&ok, &base).unwrap().len(), 255);
 }
 
 #[test]
 fn cluster_ip_and_health_check() {
     let i = instances(run(&svc(json!({})), &SyncConfig::default()));
-    assert_eq!(addrs(&i), vec![("1.1.1.1", 8080), ("2.2.2.2", 8080), ("3.3.3.3", 8080)]);
+    assert_eq!(
+        addrs(&i),
+        vec![("1.1.1.1", 8080), ("2.2.2.2", 8080), ("3.3.3.3", 8080)]
+    );
     let checks: Vec<_> = i.iter().map(|i| i.check.clone().unwrap()).collect();
-    assert_eq!(checks.iter().map(|c| c.passing).collect::<Vec<_>>(), vec![true, false, false]);
-    assert_eq!(checks[0].id, format!("default/{}", service_id("foo", "1.1.1.1")));
+    assert_eq!(
+        checks.iter().map(|c| c.passing).collect::<Vec<_>>(),
+        vec![true, false, false]
+    );
+    assert_eq!(
+        checks[0].id,
+        format!("default/{}", service_id("foo", "1.1.1.1"))
+    );
     assert_eq!(i[0].id, service_id("foo", "1.1.1.1"));
     assert_eq!(i[0].tags, vec!["k8s"]);
     let m = &i[0].meta;
@@ -197,10 +236,16 @@ fn cluster_ip_and_health_check() {
 
 #[test]
 fn cluster_ip_prefix_and_sync_disabled() {
-    let cfg = SyncConfig { consul_prefix: "prefix-".into(), ..SyncConfig::default() };
+    let cfg = SyncConfig {
+        consul_prefix: "prefix-".into(),
+        ..SyncConfig::default()
+    };
     let i = instances(run(&svc(json!({})), &cfg));
     assert!(i.iter().all(|i| i.service == "prefix-foo"));
-    let off = SyncConfig { sync_clusterip: false, ..SyncConfig::default() };
+    let off = SyncConfig {
+        sync_clusterip: false,
+        ..SyncConfig::default()
+    };
     assert_eq!(run(&svc(json!({})), &off), Translation::NotSynced);
     // Headless Services are ClusterIP too.
     let headless = svc(json!({"spec": {"clusterIP": "None"}}));
@@ -210,10 +255,12 @@ fn cluster_ip_prefix_and_sync_disabled() {
 
 #[test]
 fn cluster_ip_annotated_port_name_and_number() {
-    let by_name = svc(json!({"metadata": {"annotations": {"consul.hashicorp.com/service-port": "rpc"}}}));
+    let by_name =
+        svc(json!({"metadata": {"annotations": {"consul.hashicorp.com/service-port": "rpc"}}}));
     let i = instances(run(&by_name, &SyncConfig::default()));
     assert!(i.iter().all(|i| i.port == 2000), "{:?}", addrs(&i));
-    let by_number = svc(json!({"metadata": {"annotations": {"consul.hashicorp.com/service-port": "4141"}}}));
+    let by_number =
+        svc(json!({"metadata": {"annotations": {"consul.hashicorp.com/service-port": "4141"}}}));
     let i = instances(run(&by_number, &SyncConfig::default()));
     assert!(i.iter().all(|i| i.port == 4141));
 }
@@ -230,7 +277,10 @@ fn cluster_ip_unnamed_ports_and_all_namespaces() {
     // Unnamed ports give the key `port-`; the last one wins as in a Go map.
     assert_eq!(i[0].meta["port-"], "8500");
     assert_eq!(i[0].meta["external-k8s-ns"], "other");
-    assert_eq!(i[0].check.as_ref().unwrap().id, format!("other/{}", i[0].id));
+    assert_eq!(
+        i[0].check.as_ref().unwrap().id,
+        format!("other/{}", i[0].id)
+    );
 }
 
 #[test]
@@ -239,9 +289,11 @@ fn cluster_ip_target_port_named_and_dedup_across_slices() {
     let s = svc(json!({"spec": {"ports": [{"name": "http", "port": 80, "targetPort": "web"}]}}));
     let a = slice(json!({"ports": [{"name": "http", "port": 9090}],
         "endpoints": [{"addresses": ["1.1.1.1"], "conditions": {"ready": true}}]}));
-    let b = slice(json!({"metadata": {"name": "foo-def"}, "ports": [{"name": "http", "port": 9090}],
+    let b = slice(
+        json!({"metadata": {"name": "foo-def"}, "ports": [{"name": "http", "port": 9090}],
         "endpoints": [{"addresses": ["1.1.1.1"], "conditions": {"ready": true}},
-                      {"addresses": ["7.7.7.7"], "conditions": {"ready": true}}]}));
+                      {"addresses": ["7.7.7.7"], "conditions": {"ready": true}}]}),
+    );
     let i = instances(translate(&s, &[a, b], &nodes(), &SyncConfig::default()));
     assert_eq!(addrs(&i), vec![("1.1.1.1", 9090), ("7.7.7.7", 9090)]);
 }
@@ -254,13 +306,18 @@ fn selectorless_service_with_hand_made_endpoints() {
     let i = instances(translate(&s, &[sl], &nodes(), &SyncConfig::default()));
     assert_eq!(addrs(&i), vec![("192.168.1.10", 5432)]);
     // No endpoints at all: nothing yet, but still a synced Service.
-    assert_eq!(translate(&s, &[], &nodes(), &SyncConfig::default()), Translation::Instances(vec![]));
+    assert_eq!(
+        translate(&s, &[], &nodes(), &SyncConfig::default()),
+        Translation::Instances(vec![])
+    );
 }
 
 #[test]
 fn external_name_is_ignored() {
-    let s = svc(json!({"spec": {"type": "ExternalName", "externalName": "db.example.com",
-                                "clusterIP": null, "selector": null}}));
+    let s = svc(
+        json!({"spec": {"type": "ExternalName", "externalName": "db.example.com",
+                                "clusterIP": null, "selector": null}}),
+    );
     assert_eq!(run(&s, &SyncConfig::default()), Translation::NotSynced);
 }
 
@@ -271,16 +328,32 @@ fn external_ip_with_prefix_and_weight() {
     assert_eq!(addrs(&i), vec![("3.3.3.3", 80), ("4.4.4.4", 80)]);
     assert!(i.iter().all(|i| i.check.is_none() && i.weight.is_none()));
     assert_eq!(i[0].id, service_id("foo", "3.3.3.3"));
-    let cfg = SyncConfig { consul_prefix: "prefix-".into(), ..SyncConfig::default() };
-    assert!(instances(run(&s, &cfg)).iter().all(|i| i.service == "prefix-foo"));
+    let cfg = SyncConfig {
+        consul_prefix: "prefix-".into(),
+        ..SyncConfig::default()
+    };
+    assert!(instances(run(&s, &cfg))
+        .iter()
+        .all(|i| i.service == "prefix-foo"));
     // ServiceWeight with an external IP.
-    let w = svc(json!({"metadata": {"annotations": {"consul.hashicorp.com/service-weight": "22"}},
-                       "spec": {"externalIPs": ["3.3.3.3"]}}));
-    assert_eq!(instances(run(&w, &SyncConfig::default()))[0].weight, Some(22));
+    let w = svc(
+        json!({"metadata": {"annotations": {"consul.hashicorp.com/service-weight": "22"}},
+                       "spec": {"externalIPs": ["3.3.3.3"]}}),
+    );
+    assert_eq!(
+        instances(run(&w, &SyncConfig::default()))[0].weight,
+        Some(22)
+    );
     for bad in ["1", "0", "-5", "abc"] {
-        let w = svc(json!({"metadata": {"annotations": {"consul.hashicorp.com/service-weight": bad}},
-                           "spec": {"externalIPs": ["3.3.3.3"]}}));
-        assert_eq!(instances(run(&w, &SyncConfig::default()))[0].weight, None, "{bad}");
+        let w = svc(
+            json!({"metadata": {"annotations": {"consul.hashicorp.com/service-weight": bad}},
+                           "spec": {"externalIPs": ["3.3.3.3"]}}),
+        );
+        assert_eq!(
+            instances(run(&w, &SyncConfig::default()))[0].weight,
+            None,
+            "{bad}"
+        );
     }
 }
 
@@ -292,20 +365,27 @@ fn load_balancer_cases() {
     assert_eq!(addrs(&i), vec![("1.2.3.4", 80)]);
     assert!(i[0].check.is_none());
     // lbMultiEndpoint, deduplicated, hostname fallback; none until it has an address.
-    let multi = svc(json!({"spec": {"type": "LoadBalancer"}, "status": {"loadBalancer": {"ingress": [
-        {"ip": "1.2.3.4"}, {"ip": "2.3.4.5"}, {"ip": "1.2.3.4"}, {"hostname": "lb.example.com"}]}}}));
-    assert_eq!(addrs(&instances(run(&multi, &cfg))),
-               vec![("1.2.3.4", 80), ("2.3.4.5", 80), ("lb.example.com", 80)]);
+    let multi = svc(
+        json!({"spec": {"type": "LoadBalancer"}, "status": {"loadBalancer": {"ingress": [
+        {"ip": "1.2.3.4"}, {"ip": "2.3.4.5"}, {"ip": "1.2.3.4"}, {"hostname": "lb.example.com"}]}}}),
+    );
+    assert_eq!(
+        addrs(&instances(run(&multi, &cfg))),
+        vec![("1.2.3.4", 80), ("2.3.4.5", 80), ("lb.example.com", 80)]
+    );
     let pending = svc(json!({"spec": {"type": "LoadBalancer"}}));
     assert_eq!(run(&pending, &cfg), Translation::Instances(vec![]));
     // lbAnnotatedName / Port / Tags / Meta / weight
     let mut v = lb();
-    merge(&mut v, json!({"metadata": {"annotations": {
+    merge(
+        &mut v,
+        json!({"metadata": {"annotations": {
         "consul.hashicorp.com/service-name": "bar",
         "consul.hashicorp.com/service-port": "rpc",
         "consul.hashicorp.com/service-tags": "one, two,three",
         "consul.hashicorp.com/service-meta-name": "bar",
-        "consul.hashicorp.com/service-weight": "3"}}}));
+        "consul.hashicorp.com/service-weight": "3"}}}),
+    );
     let i = instances(run(&svc(v), &cfg));
     assert_eq!(i[0].service, "bar");
     assert_eq!(i[0].port, 8500);
@@ -313,12 +393,21 @@ fn load_balancer_cases() {
     assert_eq!(i[0].meta["name"], "bar");
     assert_eq!(i[0].weight, Some(3));
     // lbPrefix
-    let pre = SyncConfig { consul_prefix: "prefix-".into(), ..cfg.clone() };
+    let pre = SyncConfig {
+        consul_prefix: "prefix-".into(),
+        ..cfg.clone()
+    };
     assert_eq!(instances(run(&svc(lb()), &pre))[0].service, "prefix-foo");
     // lbRegisterEndpoints: endpoints with checks instead of the ingress.
-    let eps = SyncConfig { sync_lb_endpoints: true, ..cfg.clone() };
+    let eps = SyncConfig {
+        sync_lb_endpoints: true,
+        ..cfg.clone()
+    };
     let i = instances(run(&svc(lb()), &eps));
-    assert_eq!(addrs(&i), vec![("1.1.1.1", 8080), ("2.2.2.2", 8080), ("3.3.3.3", 8080)]);
+    assert_eq!(
+        addrs(&i),
+        vec![("1.1.1.1", 8080), ("2.2.2.2", 8080), ("3.3.3.3", 8080)]
+    );
     assert!(i.iter().all(|i| i.check.is_some()));
 }
 
@@ -340,23 +429,44 @@ fn node_port_cases() {
     assert!(i[0].check.is_none());
     assert_eq!(i[0].meta["external-k8s-node-name"], "k8s-1");
     // nodePort_internalOnlySync
-    let int = SyncConfig { node_port_sync: NodePortSyncType::InternalOnly, ..ext.clone() };
-    assert_eq!(addrs(&instances(run(&node_port_svc(json!({})), &int))),
-               vec![("4.4.4.4", 30000), ("6.6.6.6", 30000), ("6.6.6.6", 30000)]);
+    let int = SyncConfig {
+        node_port_sync: NodePortSyncType::InternalOnly,
+        ..ext.clone()
+    };
+    assert_eq!(
+        addrs(&instances(run(&node_port_svc(json!({})), &int))),
+        vec![("4.4.4.4", 30000), ("6.6.6.6", 30000), ("6.6.6.6", 30000)]
+    );
     // nodePort_externalFirstSync: not filtered by readiness.
-    let first = SyncConfig { node_port_sync: NodePortSyncType::ExternalFirst, ..ext.clone() };
-    assert_eq!(addrs(&instances(run(&node_port_svc(json!({})), &first))),
-               vec![("5.5.5.5", 30000), ("6.6.6.6", 30000), ("6.6.6.6", 30000)]);
+    let first = SyncConfig {
+        node_port_sync: NodePortSyncType::ExternalFirst,
+        ..ext.clone()
+    };
+    assert_eq!(
+        addrs(&instances(run(&node_port_svc(json!({})), &first))),
+        vec![("5.5.5.5", 30000), ("6.6.6.6", 30000), ("6.6.6.6", 30000)]
+    );
     // nodePortAnnotatedPort
-    let ann = node_port_svc(json!({"metadata": {"annotations": {"consul.hashicorp.com/service-port": "rpc"}}}));
+    let ann = node_port_svc(
+        json!({"metadata": {"annotations": {"consul.hashicorp.com/service-port": "rpc"}}}),
+    );
     assert_eq!(addrs(&instances(run(&ann, &ext))), vec![("5.5.5.5", 30001)]);
     // nodePortUnnamedPort: the first non-zero nodePort.
     let unnamed = svc(json!({"spec": {"type": "NodePort", "ports": [
         {"port": 80, "targetPort": 8080}, {"port": 8500, "targetPort": 2000, "nodePort": 30001}]}}));
-    assert_eq!(addrs(&instances(run(&unnamed, &ext))), vec![("5.5.5.5", 30001)]);
+    assert_eq!(
+        addrs(&instances(run(&unnamed, &ext))),
+        vec![("5.5.5.5", 30001)]
+    );
     // nodePortPrefix
-    let pre = SyncConfig { consul_prefix: "prefix-".into(), ..ext.clone() };
-    assert_eq!(instances(run(&node_port_svc(json!({})), &pre))[0].service, "prefix-foo");
+    let pre = SyncConfig {
+        consul_prefix: "prefix-".into(),
+        ..ext.clone()
+    };
+    assert_eq!(
+        instances(run(&node_port_svc(json!({})), &pre))[0].service,
+        "prefix-foo"
+    );
     // nodePort_singleEndpoint; an endpoint without a node or on an unknown node is skipped.
     let sl = slice(json!({"endpoints": [
         {"addresses": ["1.1.1.1"], "conditions": {"ready": true}, "nodeName": "k8s-1"},
@@ -368,7 +478,10 @@ fn node_port_cases() {
 
 #[test]
 fn consul_node_independent_tag() {
-    let cfg = SyncConfig { tag: "cluster-b".into(), ..SyncConfig::default() };
+    let cfg = SyncConfig {
+        tag: "cluster-b".into(),
+        ..SyncConfig::default()
+    };
     let i = instances(run(&svc(json!({})), &cfg));
     assert!(i.iter().all(|i| i.tags == vec!["cluster-b"]));
 }

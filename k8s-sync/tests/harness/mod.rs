@@ -19,10 +19,17 @@ pub fn strict() -> bool {
 /// The `kubectl` to use (`KUBECTL`, else on PATH); `None` (test skipped) only outside CI.
 pub fn kubectl_bin() -> Option<PathBuf> {
     let found = std::env::var_os("KUBECTL").map(PathBuf::from).or_else(|| {
-        std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("kubectl")).find(|p| p.is_file()))
+        std::env::var_os("PATH").and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("kubectl"))
+                .find(|p| p.is_file())
+        })
     });
     if found.is_none() {
-        assert!(!strict(), "kubectl is required (REGISTRY_TESTS_STRICT=1): install Debian's kubernetes-client");
+        assert!(
+            !strict(),
+            "kubectl is required (REGISTRY_TESTS_STRICT=1): install Debian's kubernetes-client"
+        );
         eprintln!("kubectl not found: skipping");
     }
     found
@@ -38,10 +45,23 @@ pub fn dig_available() -> bool {
 /// `dig +short SRV name` against the agent's DNS port, sorted lines.
 pub fn dig_srv(agent: &TestAgent, name: &str) -> Vec<String> {
     let out = Command::new("dig")
-        .args(["+short", "+tries=1", "+time=2", "@127.0.0.1", "-p", &agent.dns_port.to_string(), name, "SRV"])
+        .args([
+            "+short",
+            "+tries=1",
+            "+time=2",
+            "@127.0.0.1",
+            "-p",
+            &agent.dns_port.to_string(),
+            name,
+            "SRV",
+        ])
         .output()
         .expect("running dig");
-    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).filter(|l| !l.is_empty()).collect();
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect();
     v.sort();
     v
 }
@@ -62,16 +82,26 @@ pub struct Proc {
 impl Proc {
     fn spawn(name: &str, bin: &str, args: &[String], dir: &Path) -> Result<Proc> {
         let log = dir.join(format!("{name}.log"));
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
         let child = Command::new(bin)
             .args(args)
-            .env("RUST_LOG", std::env::var("K8S_SYNC_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("K8S_SYNC_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(f.try_clone()?)
             .stderr(f)
             .spawn()
             .with_context(|| format!("spawning {bin}"))?;
-        Ok(Proc { child: Some(child), log, name: name.to_string() })
+        Ok(Proc {
+            child: Some(child),
+            log,
+            name: name.to_string(),
+        })
     }
 
     /// SIGKILL.
@@ -84,8 +114,12 @@ impl Proc {
 
     /// SIGTERM, then waits up to `t` for the exit; returns whether it exited cleanly (status 0).
     pub fn terminate(&mut self, t: Duration) -> bool {
-        let Some(mut c) = self.child.take() else { return false };
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
         let deadline = Instant::now() + t;
         while Instant::now() < deadline {
             if let Ok(Some(st)) = c.try_wait() {
@@ -107,7 +141,11 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("----- {} log tail -----\n{}", self.name, log_tail(&self.log, 60));
+            eprintln!(
+                "----- {} log tail -----\n{}",
+                self.name,
+                log_tail(&self.log, 60)
+            );
         }
         self.kill9();
     }
@@ -129,29 +167,60 @@ impl FakeApi {
         let dir = tempfile::Builder::new().prefix("k8s-sync-test").tempdir()?;
         let kubeconfig = dir.path().join("kubeconfig");
         let args = vec![
-            "--kubeconfig".into(), kubeconfig.display().to_string(),
-            "--max-watch-seconds".into(), "5".into(),
-            "--bookmark-interval-ms".into(), "700".into(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--max-watch-seconds".into(),
+            "5".into(),
+            "--bookmark-interval-ms".into(),
+            "700".into(),
         ];
-        let proc = Proc::spawn("fake-apiserver", env!("CARGO_BIN_EXE_fake-apiserver"), &args, dir.path())?;
+        let proc = Proc::spawn(
+            "fake-apiserver",
+            env!("CARGO_BIN_EXE_fake-apiserver"),
+            &args,
+            dir.path(),
+        )?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while !kubeconfig.exists() {
             if Instant::now() > deadline {
-                bail!("fake-apiserver wrote no kubeconfig: {}", log_tail(&proc.log, 20));
+                bail!(
+                    "fake-apiserver wrote no kubeconfig: {}",
+                    log_tail(&proc.log, 20)
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let kc = std::fs::read_to_string(&kubeconfig)?;
-        let url = kc.lines().find_map(|l| l.trim().strip_prefix("server: ")).context("server in kubeconfig")?.to_string();
-        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build()?;
-        Ok(FakeApi { proc, kubeconfig, url, dir, http })
+        let url = kc
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: "))
+            .context("server in kubeconfig")?
+            .to_string();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(20))
+            .build()?;
+        Ok(FakeApi {
+            proc,
+            kubeconfig,
+            url,
+            dir,
+            http,
+        })
     }
 
     /// Sends a request to the fake; returns (status, JSON or Null).
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<(&str, Value)>) -> Result<(u16, Value)> {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, Value)>,
+    ) -> Result<(u16, Value)> {
         let mut req = self.http.request(method, format!("{}{path}", self.url));
         if let Some((ctype, b)) = body {
-            req = req.header("Content-Type", ctype).body(serde_json::to_vec(&b)?);
+            req = req
+                .header("Content-Type", ctype)
+                .body(serde_json::to_vec(&b)?);
         }
         let r = req.send().await?;
         let st = r.status().as_u16();
@@ -162,15 +231,30 @@ impl FakeApi {
     /// Creates or replaces an object given as JSON through the API (POST, PUT on conflict).
     pub async fn apply(&self, obj: Value) -> Result<Value> {
         let path = collection_path(&obj);
-        let (st, v) = self.call(reqwest::Method::POST, &path, Some(("application/json", obj.clone()))).await?;
+        let (st, v) = self
+            .call(
+                reqwest::Method::POST,
+                &path,
+                Some(("application/json", obj.clone())),
+            )
+            .await?;
         if st == 201 {
             return Ok(v);
         }
         if st != 409 {
             bail!("create {path}: {st} {v}");
         }
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
-        let (st, v) = self.call(reqwest::Method::PUT, &format!("{path}/{name}"), Some(("application/json", obj))).await?;
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let (st, v) = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("{path}/{name}"),
+                Some(("application/json", obj)),
+            )
+            .await?;
         if st != 200 {
             bail!("update {path}/{name}: {st} {v}");
         }
@@ -179,7 +263,13 @@ impl FakeApi {
 
     /// Deletes an object by its collection path and name.
     pub async fn delete(&self, collection: &str, name: &str) -> Result<()> {
-        let (st, v) = self.call(reqwest::Method::DELETE, &format!("{collection}/{name}"), None).await?;
+        let (st, v) = self
+            .call(
+                reqwest::Method::DELETE,
+                &format!("{collection}/{name}"),
+                None,
+            )
+            .await?;
         if st != 200 {
             bail!("delete {collection}/{name}: {st} {v}");
         }
@@ -200,11 +290,19 @@ impl FakeApi {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().context("spawning kubectl")?;
         if let Some(s) = stdin {
-            child.stdin.take().context("stdin")?.write_all(s.as_bytes())?;
+            child
+                .stdin
+                .take()
+                .context("stdin")?
+                .write_all(s.as_bytes())?;
         }
         drop(child.stdin.take());
         let out = child.wait_with_output()?;
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         if !out.status.success() {
             bail!("kubectl {args:?} failed: {text}");
         }
@@ -223,7 +321,11 @@ pub fn collection_path(obj: &Value) -> String {
         "Lease" => "leases",
         other => panic!("unknown kind {other}"),
     };
-    let prefix = if api.contains('/') { format!("/apis/{api}") } else { format!("/api/{api}") };
+    let prefix = if api.contains('/') {
+        format!("/apis/{api}")
+    } else {
+        format!("/api/{api}")
+    };
     match obj["metadata"]["namespace"].as_str() {
         Some(ns) if kind != "Node" => format!("{prefix}/namespaces/{ns}/{plural}"),
         _ if kind == "Node" => format!("{prefix}/{plural}"),
@@ -245,15 +347,23 @@ impl Sync {
     pub fn start(agent: &TestAgent, fake: &FakeApi, name: &str, extra: &[&str]) -> Result<Sync> {
         let listen = format!("127.0.0.1:{}", free_tcp_port());
         let mut args: Vec<String> = vec![
-            "-http-addr".into(), agent.http_addr(),
-            "-kubeconfig".into(), fake.kubeconfig.display().to_string(),
+            "-http-addr".into(),
+            agent.http_addr(),
+            "-kubeconfig".into(),
+            fake.kubeconfig.display().to_string(),
             "-allow-k8s-namespace=*".into(),
             "-sync-period=2s".into(),
-            "-listen".into(), listen.clone(),
+            "-listen".into(),
+            listen.clone(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let proc = Proc::spawn(name, env!("CARGO_BIN_EXE_k8s-sync"), &args, fake.dir.path())?;
-        Ok(Sync { proc, listen, args, dir: fake.dir.path().to_path_buf() })
+        Ok(Sync {
+            proc,
+            listen,
+            args,
+            dir: fake.dir.path().to_path_buf(),
+        })
     }
 
     /// Starts it again with the same flags (after a kill).
@@ -265,7 +375,12 @@ impl Sync {
 
     /// GET on its own listener: (status, body).
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {
-        let r = reqwest::Client::builder().no_proxy().build()?.get(format!("http://{}{path}", self.listen)).send().await?;
+        let r = reqwest::Client::builder()
+            .no_proxy()
+            .build()?
+            .get(format!("http://{}{path}", self.listen))
+            .send()
+            .await?;
         Ok((r.status().as_u16(), r.text().await?))
     }
 }
@@ -293,13 +408,21 @@ where
 
 /// `/v1/catalog/service/<name>`: sorted (ServiceAddress, ServicePort, tags) of the instances.
 pub async fn catalog(agent: &TestAgent, name: &str) -> Result<Vec<(String, u64)>> {
-    let v = agent.get(&format!("/v1/catalog/service/{name}")).await?.json();
+    let v = agent
+        .get(&format!("/v1/catalog/service/{name}"))
+        .await?
+        .json();
     let mut out: Vec<(String, u64)> = v
         .as_array()
         .cloned()
         .unwrap_or_default()
         .iter()
-        .map(|e| (e["ServiceAddress"].as_str().unwrap_or("").to_string(), e["ServicePort"].as_u64().unwrap_or(0)))
+        .map(|e| {
+            (
+                e["ServiceAddress"].as_str().unwrap_or("").to_string(),
+                e["ServicePort"].as_u64().unwrap_or(0),
+            )
+        })
         .collect();
     out.sort();
     Ok(out)
@@ -307,12 +430,21 @@ pub async fn catalog(agent: &TestAgent, name: &str) -> Result<Vec<(String, u64)>
 
 /// The raw `/v1/catalog/service/<name>` entries.
 pub async fn catalog_raw(agent: &TestAgent, name: &str) -> Result<Vec<Value>> {
-    Ok(agent.get(&format!("/v1/catalog/service/{name}")).await?.json().as_array().cloned().unwrap_or_default())
+    Ok(agent
+        .get(&format!("/v1/catalog/service/{name}"))
+        .await?
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
 }
 
 /// Sorted addresses of `/v1/health/service/<name>?passing`.
 pub async fn passing(agent: &TestAgent, name: &str) -> Result<Vec<String>> {
-    let v = agent.get(&format!("/v1/health/service/{name}?passing")).await?.json();
+    let v = agent
+        .get(&format!("/v1/health/service/{name}?passing"))
+        .await?
+        .json();
     let mut out: Vec<String> = v
         .as_array()
         .cloned()
