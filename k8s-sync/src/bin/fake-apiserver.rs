@@ -25,6 +25,32 @@ struct Args {
     /// Changes kept for watch replay.
     #[arg(long, default_value_t = 200_000)]
     history: usize,
+    /// Create this many ClusterIP Services (`svc-<i>` in `default`) before serving.
+    #[arg(long, default_value_t = 0)]
+    preload_services: usize,
+    /// Ready endpoints in each preloaded Service's EndpointSlice.
+    #[arg(long, default_value_t = 10)]
+    preload_endpoints: usize,
+}
+
+/// Preloads `n` Services with one EndpointSlice of `eps` ready endpoints each.
+fn preload(fake: &Fake, n: usize, eps: usize) -> anyhow::Result<()> {
+    let svc = k8s_sync::fake::kind_index("", "v1", "services").context("services kind")?;
+    let es = k8s_sync::fake::kind_index("discovery.k8s.io", "v1", "endpointslices").context("slices kind")?;
+    for i in 0..n {
+        let name = format!("svc-{i}");
+        fake.create(svc, "default", serde_json::json!({"metadata": {"name": name},
+            "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let endpoints: Vec<_> = (0..eps)
+            .map(|j| serde_json::json!({"addresses": [format!("10.{}.{}.{}", i / 250, i % 250, j + 1)], "conditions": {"ready": true}}))
+            .collect();
+        fake.create(es, "default", serde_json::json!({"metadata": {"name": format!("{name}-1"),
+            "labels": {"kubernetes.io/service-name": name}}, "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}], "endpoints": endpoints}))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -38,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         bookmark_interval: Duration::from_millis(args.bookmark_interval_ms.max(10)),
         history: args.history,
     });
+    preload(&fake, args.preload_services, args.preload_endpoints)?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
