@@ -36,7 +36,8 @@ struct Args {
 /// Preloads `n` Services with one EndpointSlice of `eps` ready endpoints each.
 fn preload(fake: &Fake, n: usize, eps: usize) -> anyhow::Result<()> {
     let svc = k8s_sync::fake::kind_index("", "v1", "services").context("services kind")?;
-    let es = k8s_sync::fake::kind_index("discovery.k8s.io", "v1", "endpointslices").context("slices kind")?;
+    let es = k8s_sync::fake::kind_index("discovery.k8s.io", "v1", "endpointslices")
+        .context("slices kind")?;
     for i in 0..n {
         let name = format!("svc-{i}");
         fake.create(svc, "default", serde_json::json!({"metadata": {"name": name},
@@ -45,10 +46,14 @@ fn preload(fake: &Fake, n: usize, eps: usize) -> anyhow::Result<()> {
         let endpoints: Vec<_> = (0..eps)
             .map(|j| serde_json::json!({"addresses": [format!("10.{}.{}.{}", i / 250, i % 250, j + 1)], "conditions": {"ready": true}}))
             .collect();
-        fake.create(es, "default", serde_json::json!({"metadata": {"name": format!("{name}-1"),
+        fake.create(
+            es,
+            "default",
+            serde_json::json!({"metadata": {"name": format!("{name}-1"),
             "labels": {"kubernetes.io/service-name": name}}, "addressType": "IPv4",
-            "ports": [{"name": "http", "port": 8080}], "endpoints": endpoints}))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            "ports": [{"name": "http", "port": 8080}], "endpoints": endpoints}),
+        )
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     }
     Ok(())
 }

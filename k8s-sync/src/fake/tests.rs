@@ -9,6 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::PostParams;
 use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
 use kube::Api;
 use serde_json::json;
 
@@ -127,12 +128,18 @@ async fn watch_timeout_ends_the_stream_and_the_watcher_resumes() {
     })
     .await;
     let api: Api<Service> = Api::namespaced(client, "default");
-    let mut w = watcher::watcher(api, watcher::Config::default()).boxed();
+    // As in k8s-sync, errors back off (a watcher without backoff retries in a hot loop).
+    let mut w = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(e) = w.next().await {
-            if let Ok(e) = e {
-                let _ = tx.send(name(&e));
+            match e {
+                Ok(e) => {
+                    let _ = tx.send(name(&e));
+                }
+                Err(_) => {}
             }
         }
     });
