@@ -460,6 +460,29 @@ async fn service_types_end_to_end() {
     let e = &catalog_raw(&agent, "lb-default").await.unwrap()[0];
     assert_eq!(e["ServiceTags"], json!(["k8s", "edge", "public"]));
     assert_eq!(e["ServiceWeights"]["Passing"], 7);
+    // Relabel: new tags and meta through the annotations (status is kept by a plain update).
+    let mut lb2 = fake
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/namespaces/default/services/lb",
+            None,
+        )
+        .await
+        .unwrap()
+        .1;
+    lb2["metadata"]["annotations"] = json!({"consul.hashicorp.com/service-tags": "internal",
+                                            "consul.hashicorp.com/service-meta-team": "payments"});
+    fake.apply(lb2).await.unwrap();
+    eventually(T, "lb relabelled", || async {
+        let e = catalog_raw(&agent, "lb-default").await?;
+        Ok((e.len() == 1
+            && e[0]["ServiceTags"] == json!(["k8s", "internal"])
+            && e[0]["ServiceMeta"]["team"] == "payments"
+            && e[0]["ServiceWeights"]["Passing"] == 1
+            && e[0]["ServiceAddress"] == "198.51.100.9")
+            .then_some(()))
+    })
+    .await;
     let services = agent.get("/v1/catalog/services").await.unwrap().json();
     assert!(
         services.get("en-default").is_none() && services.get("off-default").is_none(),

@@ -135,11 +135,8 @@ async fn watch_timeout_ends_the_stream_and_the_watcher_resumes() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(e) = w.next().await {
-            match e {
-                Ok(e) => {
-                    let _ = tx.send(name(&e));
-                }
-                Err(_) => {}
+            if let Ok(e) = e {
+                let _ = tx.send(name(&e));
             }
         }
     });
