@@ -69,6 +69,7 @@ install_system_packages() {
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     for p in npm buildah podman runc; do command -v $p >/dev/null 2>&1 || missing+=($p); done  # helm/test/run.sh
     [ -x /usr/bin/chromedriver ] || missing+=(chromium chromium-driver)
+    command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client) # k8s-sync e2e tests drive the fake API server with kubectl
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
         missing+=(python3-venv)
     fi

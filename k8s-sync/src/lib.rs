@@ -1,0 +1,20 @@
+//! k8s-sync: keeps the registry's catalog in step with Kubernetes Services (and, behind
+//! `-to-k8s`, catalog services in step with Kubernetes ExternalName Services).
+//!
+//! - [`translate`]: a Service + its EndpointSlices + Nodes → catalog instances (pure);
+//! - [`plan`]: desired instances vs the catalog's copy of our node → writes (pure);
+//! - [`registry`]: every registry HTTP call;
+//! - [`source`]: kube-runtime watchers and caches; [`to_consul`], [`to_k8s`]: the loops;
+//! - [`leader`]: Lease-based leader election; [`status`]: health, readiness, metrics;
+//! - [`fake`]: the fake Kubernetes API server the tests (and `fake-apiserver`) run.
+pub mod config;
+pub mod error;
+pub mod fake;
+pub mod leader;
+pub mod plan;
+pub mod registry;
+pub mod source;
+pub mod status;
+pub mod to_consul;
+pub mod to_k8s;
+pub mod translate;

@@ -1,0 +1,207 @@
+//! The diff at the heart of the level-triggered reconcile: what the catalog should hold on
+//! k8s-sync's node (the desired instances) against what it holds there under k8s-sync's own
+//! tag, as a list of writes. Pure; the loop in [`crate::to_consul`] feeds it and applies it.
+
+use std::collections::BTreeMap;
+
+use crate::registry::{CatalogService, NodeState, Op};
+use crate::translate::{Instance, CHECK_CRITICAL_OUTPUT, CHECK_PASSING_OUTPUT};
+
+/// Whether the catalog's copy of an instance matches the desired one.
+pub fn service_matches(want: &Instance, have: &CatalogService) -> bool {
+    let empty = BTreeMap::new();
+    let weight_ok = match (want.weight, &have.weights) {
+        (Some(w), Some(h)) => h.passing == w,
+        (Some(_), None) => false,
+        (None, Some(h)) => h.passing == 1,
+        (None, None) => true,
+    };
+    have.service == want.service
+        && have.address == want.address
+        && have.port == want.port
+        && have.tags.as_deref().unwrap_or_default() == want.tags.as_slice()
+        && have.meta.as_ref().unwrap_or(&empty) == &want.meta
+        && weight_ok
+}
+
+/// Whether the catalog's copy of an instance's readiness check matches the desired one.
+pub fn check_matches(want: &Instance, state: &NodeState) -> bool {
+    let Some(c) = &want.check else {
+        return true;
+    };
+    let (status, output) = if c.passing {
+        ("passing", CHECK_PASSING_OUTPUT)
+    } else {
+        ("critical", CHECK_CRITICAL_OUTPUT)
+    };
+    state
+        .checks
+        .get(&c.id)
+        .is_some_and(|h| h.status == status && h.output == output && h.service_id == want.id)
+}
+
+/// The writes that turn `have` into `want`. Deletions are included only when `removals` is
+/// true (every initial list has completed) and only of services that carry `tag` (the node
+/// state already holds nothing else, but a foreign entry must never be touched).
+pub fn plan(
+    want: &BTreeMap<String, Instance>,
+    have: &NodeState,
+    tag: &str,
+    removals: bool,
+) -> Vec<Op> {
+    let mut ops = Vec::new();
+    if !have.node_ok && !want.is_empty() {
+        ops.push(Op::Node);
+    }
+    let by_id: BTreeMap<&str, &CatalogService> =
+        have.services.iter().map(|s| (s.id.as_str(), s)).collect();
+    for (id, inst) in want {
+        match by_id.get(id.as_str()) {
+            Some(h) if service_matches(inst, h) => {
+                if !check_matches(inst, have) {
+                    ops.push(Op::SetCheck(Box::new(inst.clone())));
+                }
+            }
+            _ => ops.push(Op::Set(Box::new(inst.clone()))),
+        }
+    }
+    if removals {
+        for s in &have.services {
+            let ours = s
+                .tags
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .any(|t| t == tag);
+            if ours && !want.contains_key(&s.id) {
+                ops.push(Op::Delete(s.id.clone()));
+            }
+        }
+    }
+    ops
+}
+
+/// The node state after `ops` were applied to `state` successfully.
+pub fn apply_to(state: &mut NodeState, ops: &[Op]) {
+    use crate::registry::{CatalogCheck, Weights};
+    for op in ops {
+        match op {
+            Op::Node => state.node_ok = true,
+            Op::Set(i) | Op::SetCheck(i) => {
+                if matches!(op, Op::Set(_)) {
+                    state.services.retain(|s| s.id != i.id);
+                    state.services.push(CatalogService {
+                        id: i.id.clone(),
+                        service: i.service.clone(),
+                        tags: Some(i.tags.clone()),
+                        meta: Some(i.meta.clone()),
+                        port: i.port,
+                        address: i.address.clone(),
+                        weights: Some(Weights {
+                            passing: i.weight.unwrap_or(1),
+                            warning: 1,
+                        }),
+                    });
+                }
+                if let Some(c) = &i.check {
+                    let (status, output) = if c.passing {
+                        ("passing", CHECK_PASSING_OUTPUT)
+                    } else {
+                        ("critical", CHECK_CRITICAL_OUTPUT)
+                    };
+                    state.checks.insert(
+                        c.id.clone(),
+                        CatalogCheck {
+                            check_id: c.id.clone(),
+                            status: status.into(),
+                            output: output.into(),
+                            service_id: i.id.clone(),
+                        },
+                    );
+                }
+            }
+            Op::Delete(id) => {
+                state.services.retain(|s| &s.id != id);
+                state.checks.retain(|_, c| &c.service_id != id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::registry::batches;
+    use crate::translate::ReadinessCheck;
+
+    fn inst(id: &str, addr: &str, passing: bool) -> Instance {
+        Instance {
+            id: id.into(),
+            service: "web".into(),
+            address: addr.into(),
+            port: 80,
+            tags: vec!["k8s".into()],
+            meta: [("external-source".to_string(), "kubernetes".to_string())].into(),
+            weight: None,
+            check: Some(ReadinessCheck {
+                id: format!("default/{id}"),
+                passing,
+            }),
+        }
+    }
+
+    fn want(list: &[Instance]) -> BTreeMap<String, Instance> {
+        list.iter().map(|i| (i.id.clone(), i.clone())).collect()
+    }
+
+    #[test]
+    fn converges_and_is_idempotent() {
+        let w = want(&[inst("a", "1.1.1.1", true), inst("b", "2.2.2.2", false)]);
+        let mut st = NodeState::default();
+        let ops = plan(&w, &st, "k8s", true);
+        assert_eq!(ops.len(), 3);
+        assert_eq!(ops[0], Op::Node);
+        apply_to(&mut st, &ops);
+        assert!(plan(&w, &st, "k8s", true).is_empty());
+        // Readiness flips: only the check is written.
+        let w2 = want(&[inst("a", "1.1.1.1", true), inst("b", "2.2.2.2", true)]);
+        let ops = plan(&w2, &st, "k8s", true);
+        assert!(matches!(ops.as_slice(), [Op::SetCheck(i)] if i.id == "b"));
+        // An address change rewrites the instance.
+        let w3 = want(&[inst("a", "1.1.1.9", true), inst("b", "2.2.2.2", false)]);
+        assert!(matches!(plan(&w3, &st, "k8s", true).as_slice(), [Op::Set(i)] if i.id == "a"));
+    }
+
+    #[test]
+    fn no_reaping_until_initial_sync_and_never_foreign_tags() {
+        let mut st = NodeState::default();
+        apply_to(
+            &mut st,
+            &[Op::Node, Op::Set(Box::new(inst("a", "1.1.1.1", true)))],
+        );
+        let mut foreign = inst("z", "9.9.9.9", true);
+        foreign.tags = vec!["other".into()];
+        apply_to(&mut st, &[Op::Set(Box::new(foreign))]);
+        assert!(plan(&BTreeMap::new(), &st, "k8s", false).is_empty());
+        assert_eq!(
+            plan(&BTreeMap::new(), &st, "k8s", true),
+            vec![Op::Delete("a".into())]
+        );
+    }
+
+    #[test]
+    fn batches_respect_the_txn_limit() {
+        let ops: Vec<Op> = (0..100)
+            .map(|i| Op::Set(Box::new(inst(&i.to_string(), "1.1.1.1", true))))
+            .collect();
+        let b = batches(ops);
+        assert_eq!(
+            b.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![32, 32, 32, 4]
+        );
+        assert!(b
+            .iter()
+            .all(|b| b.iter().map(Op::weight).sum::<usize>() <= 64));
+    }
+}
