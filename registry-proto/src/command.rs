@@ -113,6 +113,8 @@ pub enum Command {
         /// Expected modify index of the stored configuration.
         cas: Option<u64>,
     },
+    /// A change to the ACL tables.
+    Acl(crate::acl::AclCommand),
 }
 
 /// Consul's autopilot configuration, replicated through Raft. The Enterprise-only fields are

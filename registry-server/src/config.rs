@@ -54,6 +54,8 @@ pub struct ServerConfig {
     /// Autopilot settings (`autopilot { }`): they apply until a configuration is stored
     /// through `PUT /v1/operator/autopilot/configuration`.
     pub autopilot: registry_proto::command::AutopilotConfig,
+    /// `acl { }` (disabled by default).
+    pub acl: crate::acl::AclConfig,
 }
 
 impl ServerConfig {
@@ -82,6 +84,7 @@ impl ServerConfig {
             session_ttl_min: Duration::from_secs(10),
             dns: crate::dns::DnsConfig::default(),
             autopilot: registry_proto::command::AutopilotConfig::default(),
+            acl: crate::acl::AclConfig::default(),
         }
     }
 

@@ -166,6 +166,7 @@ impl Server {
             events: self.events.clone(),
             cluster: self.cluster.clone(),
             autopilot: self.autopilot.clone(),
+            acl: Arc::new(crate::acl::AclRuntime::new(self.config.acl.clone())),
         };
         let dns = if self.config.dns_port != 0 {
             let mut cfg = self.config.dns.clone();
@@ -177,6 +178,19 @@ impl Server {
         } else {
             None
         };
+        if state.acl.enabled() {
+            // The leader creates the built-in ACL records and the `initial_management` token;
+            // checked again after every leadership change.
+            let acl_state = state.clone();
+            tokio::spawn(async move {
+                loop {
+                    if acl_state.raft.is_leader() {
+                        http::acl::initialize(&acl_state).await;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            });
+        }
         let app = http::router(state);
         let addr = self.config.http_addr();
         let listener = tokio::net::TcpListener::bind(addr)

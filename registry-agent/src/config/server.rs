@@ -39,6 +39,7 @@ pub fn to_server_config(cfg: &RuntimeConfig) -> ServerConfig {
     out.raft_trailing_logs = cfg.raft.trailing_logs;
     out.node_meta = cfg.node_meta.clone();
     out.autopilot = cfg.autopilot.clone();
+    out.acl = cfg.acl.clone();
     let d = &cfg.dns;
     out.dns.domain = d.domain.clone();
     out.dns.recursors = d.recursors.clone();

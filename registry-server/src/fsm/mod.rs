@@ -4,6 +4,7 @@
 //! clock, no randomness, no I/O. A rejected command (a failed CAS, an unknown node) is a
 //! [`CommandResponse`], the same on every replica, and changes nothing.
 
+pub mod acl;
 mod autopilot;
 mod catalog;
 mod kv;
@@ -44,5 +45,6 @@ pub fn apply_txn(txn: &mut WriteTxn<'_>, cmd: &Command) -> CommandResponse {
         Command::Txn(ops) => txn::apply(txn, ops),
         Command::Restore { .. } => restore::nested(),
         Command::AutopilotSetConfig { config, cas } => autopilot::set_config(txn, config, *cas),
+        Command::Acl(cmd) => acl::apply(txn, cmd),
     }
 }

@@ -2,7 +2,7 @@
 //! 404 with Consul's text; a known path with the wrong method answers 405 with `Allow`.
 
 use super::{
-    agent, catalog, event, health, kv, operator, session, snapshot, status, txn, AppState,
+    acl, agent, catalog, event, health, kv, operator, session, snapshot, status, txn, AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
@@ -25,6 +25,34 @@ pub fn router(state: AppState) -> Router {
 
 fn routes(state: AppState) -> Router {
     Router::new()
+        .route("/v1/acl/bootstrap", put(acl::bootstrap))
+        .route("/v1/acl/policies", get(acl::policy_list))
+        .route("/v1/acl/policy", put(acl::policy_create))
+        .route("/v1/acl/policy/name/{name}", get(acl::policy_read_name))
+        .route(
+            "/v1/acl/policy/{id}",
+            get(acl::policy_read)
+                .put(acl::policy_update)
+                .delete(acl::policy_delete),
+        )
+        .route("/v1/acl/role", put(acl::role_create))
+        .route("/v1/acl/role/name/{name}", get(acl::role_read_name))
+        .route(
+            "/v1/acl/role/{id}",
+            get(acl::role_read)
+                .put(acl::role_update)
+                .delete(acl::role_delete),
+        )
+        .route("/v1/acl/roles", get(acl::role_list))
+        .route("/v1/acl/token", put(acl::token_create))
+        .route(
+            "/v1/acl/token/{id}",
+            get(acl::token_read)
+                .put(acl::token_update)
+                .delete(acl::token_delete),
+        )
+        .route("/v1/acl/token/{id}/clone", put(acl::token_clone))
+        .route("/v1/acl/tokens", get(acl::token_list))
         .route("/v1/agent/checks", get(agent::checks))
         .route("/v1/agent/check/register", put(agent::register_check))
         .route(
@@ -57,6 +85,7 @@ fn routes(state: AppState) -> Router {
         )
         .route("/v1/agent/service/{id}", get(agent::service))
         .route("/v1/agent/services", get(agent::services))
+        .route("/v1/agent/token/{kind}", put(acl::agent_token))
         .route("/v1/catalog/datacenters", get(catalog::datacenters))
         .route("/v1/catalog/deregister", put(catalog::deregister))
         .route("/v1/catalog/node/{node}", get(catalog::node))
@@ -120,6 +149,11 @@ fn routes(state: AppState) -> Router {
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/txn", put(txn::txn))
+        // Every matched route gets its ACL decision here (a no-op while ACLs are disabled).
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::acl_guard::guard,
+        ))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

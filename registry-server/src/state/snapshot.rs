@@ -1,17 +1,19 @@
 //! Snapshot encoding of the whole state: a versioned header, the postcard-encoded tables
 //! and a CRC-free length check (the archive layer adds checksums).
 //!
-//! Versions: `REGSNAP2` (current) carries [`Db::autopilot`]; `REGSNAP1` predates it and is
-//! still decoded, with no autopilot configuration stored. Postcard is positional, so a
-//! version-1 body is a version-2 body without its last field: decoding appends the encoding
-//! of that field's default.
+//! Versions: `REGSNAP3` (current) carries [`Db::acl`]; `REGSNAP2` predates it and
+//! `REGSNAP1` also predates [`Db::autopilot`]; both are still decoded. Postcard is
+//! positional, so an older body is the current one without its last fields: decoding
+//! appends the encoding of those fields' defaults.
 
+use super::db::AclTables;
 use super::Db;
 use crate::ServerError;
 use postcard::ser_flavors::Size;
 use registry_proto::command::AutopilotConfig;
 
-const MAGIC: &[u8; 8] = b"REGSNAP2";
+const MAGIC: &[u8; 8] = b"REGSNAP3";
+const MAGIC_V2: &[u8; 8] = b"REGSNAP2";
 const MAGIC_V1: &[u8; 8] = b"REGSNAP1";
 
 impl Db {
@@ -44,9 +46,10 @@ impl Db {
         if bytes.len() < 16 {
             return Err(bad("not a registry state snapshot"));
         }
-        let v1 = match &bytes[..8] {
-            m if m == MAGIC => false,
-            m if m == MAGIC_V1 => true,
+        let version = match &bytes[..8] {
+            m if m == MAGIC => 3,
+            m if m == MAGIC_V2 => 2,
+            m if m == MAGIC_V1 => 1,
             _ => return Err(bad("not a registry state snapshot")),
         };
         let mut len = [0u8; 8];
@@ -56,9 +59,12 @@ impl Db {
             return Err(bad("snapshot is truncated or has trailing data"));
         }
         let snap = |e: postcard::Error| ServerError::Snapshot(e.to_string());
-        if v1 {
+        if version < 3 {
             let mut body = bytes[16..].to_vec();
-            body.extend(postcard::to_stdvec(&None::<AutopilotConfig>).map_err(snap)?);
+            if version < 2 {
+                body.extend(postcard::to_stdvec(&None::<AutopilotConfig>).map_err(snap)?);
+            }
+            body.extend(postcard::to_stdvec(&AclTables::default()).map_err(snap)?);
             return postcard::from_bytes(&body).map_err(snap);
         }
         postcard::from_bytes(&bytes[16..]).map_err(snap)
@@ -97,23 +103,28 @@ mod tests {
             ..AutopilotConfig::default()
         });
         let bytes = db.encode().unwrap();
-        assert_eq!(&bytes[..8], b"REGSNAP2");
+        assert_eq!(&bytes[..8], b"REGSNAP3");
         assert_eq!(Db::decode(&bytes).unwrap(), db);
     }
 
     #[test]
     fn version_one_snapshots_still_decode() {
         // A version-1 body is the current encoding without the trailing `autopilot` field
-        // (`None` encodes as the single byte 0).
+        // (`None` encodes as the single byte 0) and ACL tables (six zero bytes when empty).
         let db = sample();
         let current = postcard::to_stdvec(&db).unwrap();
-        assert_eq!(current.last(), Some(&0));
-        let body = &current[..current.len() - 1];
+        assert_eq!(current[current.len() - 7..], [0u8; 7]);
+        let body = &current[..current.len() - 7];
         let mut v1 = b"REGSNAP1".to_vec();
         v1.extend_from_slice(&(body.len() as u64).to_le_bytes());
         v1.extend_from_slice(body);
         assert_eq!(Db::decode(&v1).unwrap(), db);
         assert!(Db::decode(b"REGSNAP9\0\0\0\0\0\0\0\0").is_err());
+        let body2 = &current[..current.len() - 6];
+        let mut v2 = b"REGSNAP2".to_vec();
+        v2.extend_from_slice(&(body2.len() as u64).to_le_bytes());
+        v2.extend_from_slice(body2);
+        assert_eq!(Db::decode(&v2).unwrap(), db);
         assert!(Db::decode(&v1[..v1.len() - 1]).is_err());
     }
 }
