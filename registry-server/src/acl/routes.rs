@@ -177,7 +177,11 @@ mod tests {
             let Some(q2) = after.find('"') else { break };
             let path = after[..q2].to_string();
             // The methods are the handler constructors up to the end of this route call.
-            let end = after.find(".route(").unwrap_or(after.len());
+            let end = [".route(", ".route_layer(", ".fallback("]
+            .iter()
+            .filter_map(|w| after.find(w))
+            .min()
+            .unwrap_or(after.len());
             let body = &after[q2..end];
             let mut methods = Vec::new();
             for (word, m) in [
