@@ -394,7 +394,7 @@ mod tests {
         }"#;
         let a = parse(hcl).unwrap();
         let b = parse(json).unwrap();
-        assert_eq!(a.rules.len(), 11);
+        assert_eq!(a.rules.len(), 10);
         assert_eq!(a, b);
         assert_eq!(a.operator, Some(Access::Read));
         assert_eq!(a.keyring, Some(Access::Deny));
