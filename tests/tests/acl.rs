@@ -387,3 +387,44 @@ async fn every_route_gets_an_acl_decision() -> Result<()> {
     }
     Ok(())
 }
+
+fn dig_short(a: &TestAgent, name: &str) -> Option<String> {
+    let out = std::process::Command::new("dig")
+        .args(["@127.0.0.1", "-p", &a.dns_port.to_string(), name, "A", "+short", "+tries=1", "+time=2"])
+        .output();
+    match out {
+        Ok(o) => Some(String::from_utf8_lossy(&o.stdout).trim().to_string()),
+        Err(_) if std::env::var("REGISTRY_TESTS_STRICT").as_deref() == Ok("1") => {
+            panic!("dig is required (dnsutils)")
+        }
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn dns_answers_what_the_agent_default_token_may_read() -> Result<()> {
+    let a = deny_agent().await?;
+    let r = call(&a, Method::PUT, "/v1/agent/service/register", Some("root"),
+        Some(r#"{"Name":"web","Port":80,"Address":"127.0.0.7"}"#)).await?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The anonymous token reads nothing under default deny: no answer.
+    let Some(first) = dig_short(&a, "web.service.consul") else {
+        eprintln!("skipping: dig is not installed");
+        return Ok(());
+    };
+    assert_eq!(first, "", "anonymous sees no services");
+    let (reader, _) = token_with_rules(&a, "dns",
+        "service_prefix \"\" { policy = \"read\" }\nnode_prefix \"\" { policy = \"read\" }").await?;
+    let r = call(&a, Method::PUT, "/v1/agent/token/default", Some("root"),
+        Some(&json!({"Token": reader}).to_string())).await?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(dig_short(&a, "web.service.consul").unwrap(), "127.0.0.7");
+    // The default token also serves HTTP requests that carry none.
+    let r = call(&a, Method::GET, "/v1/catalog/service/web", None, None).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()[0]["ServiceAddress"], "127.0.0.7");
+    // Setting an agent token needs acl:write.
+    let r = call(&a, Method::PUT, "/v1/agent/token/default", Some(&reader), Some("{}")).await?;
+    assert_eq!(r.status, 403);
+    Ok(())
+}

@@ -50,6 +50,7 @@ pub struct AclRuntime {
     /// The configuration it started with.
     pub config: AclConfig,
     tokens: RwLock<AgentTokens>,
+    version: std::sync::atomic::AtomicU64,
 }
 
 impl AclRuntime {
@@ -58,7 +59,20 @@ impl AclRuntime {
         AclRuntime {
             tokens: RwLock::new(config.tokens.clone()),
             config,
+            version: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Bumped on every change of the agent's tokens or of the ACL tables made here, so that
+    /// cached DNS answers are rebuilt.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records a change (see [`AclRuntime::version`]).
+    pub fn bump(&self) {
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Whether ACLs are enforced.
@@ -83,6 +97,8 @@ impl AclRuntime {
             _ => return false,
         };
         *slot = secret.to_string();
+        drop(t);
+        self.bump();
         true
     }
 
@@ -195,4 +211,74 @@ pub fn authorizer_for(db: &Db, t: &Token, dc: &str, default_allow: bool) -> Auth
         }
     }
     a
+}
+
+/// How DNS sees the catalog while ACLs are enabled: a copy without the services and nodes the
+/// agent's `default` token (else the anonymous token) may not read. `None` from the function
+/// means "nothing hidden, use the catalog as it is".
+#[derive(Clone)]
+pub struct DnsView {
+    runtime: std::sync::Arc<AclRuntime>,
+    datacenter: String,
+}
+
+impl std::fmt::Debug for DnsView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DnsView")
+    }
+}
+
+impl DnsView {
+    /// The view of `runtime`'s default token in `datacenter`.
+    pub fn new(runtime: std::sync::Arc<AclRuntime>, datacenter: String) -> Self {
+        DnsView {
+            runtime,
+            datacenter,
+        }
+    }
+
+    /// The catalog as the default token sees it (`None`: all of it).
+    pub fn filter(&self, db: &Db) -> Option<Db> {
+        let authz = self
+            .runtime
+            .resolve(db, "", &self.datacenter)
+            .unwrap_or_else(|_| Authorizer::new("", false));
+        filtered_db(db, &authz)
+    }
+
+    /// Changes whenever the agent's tokens or the ACL tables change through this server.
+    pub fn version(&self) -> u64 {
+        self.runtime.version()
+    }
+}
+
+/// `db` without the service names and nodes `authz` may not read (`None`: nothing to hide).
+pub fn filtered_db(db: &Db, authz: &Authorizer) -> Option<Db> {
+    use registry_proto::acl::rules::{Access, Resource};
+    if authz.management {
+        return None;
+    }
+    let services: Vec<String> = db
+        .services_by_name
+        .keys()
+        .filter(|n| !authz.allowed(Resource::Service, n, Access::Read))
+        .cloned()
+        .collect();
+    let nodes: Vec<String> = db
+        .nodes
+        .keys()
+        .filter(|n| !authz.allowed(Resource::Node, n, Access::Read))
+        .cloned()
+        .collect();
+    if services.is_empty() && nodes.is_empty() {
+        return None;
+    }
+    let mut out = db.clone();
+    for n in services {
+        out.services_by_name.remove(&n);
+    }
+    for n in nodes {
+        out.nodes.remove(&n);
+    }
+    Some(out)
 }

@@ -56,7 +56,9 @@ fn authorize(s: &AppState, tok: &RequestToken, access: Access) -> Result<Authori
 }
 
 async fn propose(s: &AppState, cmd: AclCommand) -> Result<(), Response> {
-    match s.writer.apply(Command::Acl(cmd)).await {
+    let result = s.writer.apply(Command::Acl(cmd)).await;
+    s.acl.bump();
+    match result {
         Ok(_) => Ok(()),
         Err(ServerError::Internal(m)) if m.starts_with(BOOTSTRAP_NOT_ALLOWED) => Err(err(
             StatusCode::FORBIDDEN,
