@@ -428,3 +428,78 @@ async fn dns_answers_what_the_agent_default_token_may_read() -> Result<()> {
     assert_eq!(r.status, 403);
     Ok(())
 }
+
+/// Runs `registry <args>` against the agent with `CONSUL_HTTP_ADDR` and optional env.
+async fn cli(a: &TestAgent, args: &[&str], env: &[(&str, &str)]) -> Result<(i32, String, String)> {
+    let out = tokio::process::Command::new(registry_tests::registry_bin()?)
+        .args(args)
+        .env("CONSUL_HTTP_ADDR", a.http_addr())
+        .env_remove("CONSUL_HTTP_TOKEN")
+        .envs(env.iter().copied())
+        .output()
+        .await?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn cli_bootstraps_and_manages_policies_tokens_and_roles() -> Result<()> {
+    let a = TestAgent::dev_with_args(&["-hcl", "acl {\n enabled = true\n default_policy = \"deny\"\n}"]).await?;
+    let boot = a
+        .eventually(Duration::from_secs(10), "acl bootstrap", || async {
+            let r = cli(&a, &["acl", "bootstrap", "-format=json"], &[]).await?;
+            Ok((r.0 == 0).then_some(r.1))
+        })
+        .await?;
+    let boot: Value = serde_json::from_str(&boot)?;
+    let root = boot["SecretID"].as_str().unwrap().to_string();
+    let (code, _, err) = cli(&a, &["acl", "bootstrap"], &[]).await?;
+    assert_eq!(code, 1);
+    assert!(err.contains("ACL bootstrap no longer allowed"), "{err}");
+
+    let dir = tempfile::tempdir()?;
+    let rules = dir.path().join("rules.hcl");
+    std::fs::write(&rules, "key_prefix \"cli/\" { policy = \"write\" }\n")?;
+    let (code, out, err) = cli(&a, &["acl", "policy", "create", "-name", "cli-kv",
+        &format!("-rules=@{}", rules.display())], &[("CONSUL_HTTP_TOKEN", &root)]).await?;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Name:         cli-kv"), "{out}");
+    assert!(out.contains("key_prefix \"cli/\""), "{out}");
+    let (code, out, err) = cli(&a, &["acl", "role", "create", "-name", "cli-role", "-policy-name", "cli-kv"],
+        &[("CONSUL_HTTP_TOKEN", &root)]).await?;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("cli-kv"), "{out}");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &root)?;
+    let (code, out, err) = cli(&a, &["acl", "token", "create", "-description", "from cli",
+        "-role-name", "cli-role", "-format=json", &format!("-token-file={}", token_file.display())], &[]).await?;
+    assert_eq!(code, 0, "{err}");
+    let t: Value = serde_json::from_str(&out)?;
+    assert_eq!(t["Roles"][0]["Name"], "cli-role");
+    let secret = t["SecretID"].as_str().unwrap();
+    // The new token writes under cli/ only, through the kv command's -token flag.
+    let (code, _, err) = cli(&a, &["kv", "put", &format!("-token={secret}"), "cli/a", "1"], &[]).await?;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cli(&a, &["kv", "put", &format!("-token={secret}"), "other", "1"], &[]).await?;
+    assert_eq!(code, 1);
+    assert!(err.contains("Permission denied"), "{err}");
+    let (code, out, _) = cli(&a, &["acl", "token", "read", "-self"], &[("CONSUL_HTTP_TOKEN", secret)]).await?;
+    assert_eq!(code, 0);
+    assert!(out.contains("Description:      from cli"), "{out}");
+    let (code, out, _) = cli(&a, &["acl", "policy", "list"], &[("CONSUL_HTTP_TOKEN", &root)]).await?;
+    assert_eq!(code, 0);
+    assert!(out.contains("global-management:") && out.contains("cli-kv:"), "{out}");
+    let accessor = t["AccessorID"].as_str().unwrap();
+    let (code, out, err) = cli(&a, &["acl", "token", "delete", "-id", accessor], &[("CONSUL_HTTP_TOKEN", &root)]).await?;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("deleted successfully"), "{out}");
+    let (code, _, _) = cli(&a, &["acl", "policy", "delete", "-name", "cli-kv"], &[("CONSUL_HTTP_TOKEN", &root)]).await?;
+    assert_eq!(code, 0);
+    let (code, _, err) = cli(&a, &["acl", "policy", "read", "-name", "cli-kv"], &[("CONSUL_HTTP_TOKEN", &root)]).await?;
+    assert_eq!(code, 1);
+    assert!(err.contains("ACL not found"), "{err}");
+    Ok(())
+}

@@ -2,6 +2,7 @@
 //! `snapshot`, `operator`, `services`, `maint`, `leave`, `info` and `version`, with Go-style single-dash flags
 //! (see [`dash`]).
 
+pub mod acl;
 pub mod agent;
 pub mod autopilot_state;
 pub mod catalog;
@@ -90,6 +91,12 @@ pub enum Command {
     Leave(ops::LeaveArgs),
     /// Prints debugging information about the agent.
     Info(ops::InfoArgs),
+    /// Manages ACL tokens, policies and roles, and bootstraps the ACL system.
+    Acl {
+        /// The ACL area.
+        #[command(subcommand)]
+        command: acl::AclCommand,
+    },
     /// Prints the registry version.
     Version,
 }
@@ -160,6 +167,7 @@ fn run_client(command: Command) -> i32 {
             Command::Info(args) => ops::info(args, &mut ui).await,
             Command::Services { command } => services::run(command, &mut ui).await,
             Command::Maint(args) => maint::run(args, &mut ui).await,
+            Command::Acl { command } => acl::run(command, &mut ui).await,
             Command::Agent(_) | Command::Version => 1,
         }
     })
