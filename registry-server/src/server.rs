@@ -168,9 +168,10 @@ impl Server {
             autopilot: self.autopilot.clone(),
             acl: Arc::new(crate::acl::AclRuntime::new(self.config.acl.clone())),
         };
-        let acl_view = state.acl.enabled().then(|| {
-            crate::acl::DnsView::new(state.acl.clone(), self.config.datacenter.clone())
-        });
+        let acl_view = state
+            .acl
+            .enabled()
+            .then(|| crate::acl::DnsView::new(state.acl.clone(), self.config.datacenter.clone()));
         let dns = if self.config.dns_port != 0 {
             let mut cfg = self.config.dns.clone();
             cfg.bind = std::net::SocketAddr::new(self.config.client_addr, self.config.dns_port);

@@ -222,9 +222,14 @@ pub async fn run(command: AclCommand, ui: &mut Ui<'_>) -> i32 {
     }
 }
 
-async fn call(c: &Common, method: Method, path: &str, body: Option<Value>) -> Result<Value, String> {
-    let client = Client::new(&c.http, None)
-        .map_err(|e| format!("Error connecting to Consul agent: {e}"))?;
+async fn call(
+    c: &Common,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value, String> {
+    let client =
+        Client::new(&c.http, None).map_err(|e| format!("Error connecting to Consul agent: {e}"))?;
     let body = body.map(|b| b.to_string().into_bytes());
     let r = client.send(method, path, &[], body).await?;
     if r.status != 200 {
@@ -246,7 +251,9 @@ fn identities(services: &[String], nodes: &[String]) -> Result<(Value, Value), S
     let sis: Vec<Value> = services
         .iter()
         .map(|s| match s.split_once(':') {
-            Some((n, dcs)) => json!({"ServiceName": n, "Datacenters": dcs.split(',').collect::<Vec<_>>()}),
+            Some((n, dcs)) => {
+                json!({"ServiceName": n, "Datacenters": dcs.split(',').collect::<Vec<_>>()})
+            }
             None => json!({"ServiceName": s}),
         })
         .collect();
@@ -262,7 +269,9 @@ fn identities(services: &[String], nodes: &[String]) -> Result<(Value, Value), S
 
 fn rules_text(r: &str) -> Result<String, String> {
     match r.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("Failed to read rules file: {e}")),
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| format!("Failed to read rules file: {e}"))
+        }
         None => Ok(r.to_string()),
     }
 }
@@ -299,16 +308,32 @@ fn identity_lines(v: &Value, out: &mut String) {
         for si in items {
             let dcs = si["Datacenters"]
                 .as_array()
-                .map(|d| d.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+                .map(|d| {
+                    d.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
                 .unwrap_or_default();
-            let dcs = if dcs.is_empty() { "all".to_string() } else { dcs };
-            out.push_str(&format!("   {} (Datacenters: {dcs})\n", s(si, "ServiceName")));
+            let dcs = if dcs.is_empty() {
+                "all".to_string()
+            } else {
+                dcs
+            };
+            out.push_str(&format!(
+                "   {} (Datacenters: {dcs})\n",
+                s(si, "ServiceName")
+            ));
         }
     }
     if let Some(items) = v["NodeIdentities"].as_array() {
         out.push_str("Node Identities:\n");
         for ni in items {
-            out.push_str(&format!("   {} (Datacenter: {})\n", s(ni, "NodeName"), s(ni, "Datacenter")));
+            out.push_str(&format!(
+                "   {} (Datacenter: {})\n",
+                s(ni, "NodeName"),
+                s(ni, "Datacenter")
+            ));
         }
     }
 }
@@ -332,11 +357,18 @@ pub fn pretty_token(v: &Value) -> String {
 pub fn pretty_policy(v: &Value) -> String {
     let dcs = v["Datacenters"]
         .as_array()
-        .map(|d| d.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+        .map(|d| {
+            d.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
         .unwrap_or_default();
     let mut out = format!(
         "ID:           {}\nName:         {}\nDescription:  {}\nDatacenters:  {dcs}\n",
-        s(v, "ID"), s(v, "Name"), s(v, "Description")
+        s(v, "ID"),
+        s(v, "Name"),
+        s(v, "Description")
     );
     if v.get("Rules").is_some() {
         out.push_str(&format!("Rules:\n{}\n", s(v, "Rules")));
@@ -348,7 +380,9 @@ pub fn pretty_policy(v: &Value) -> String {
 pub fn pretty_role(v: &Value) -> String {
     let mut out = format!(
         "ID:           {}\nName:         {}\nDescription:  {}\n",
-        s(v, "ID"), s(v, "Name"), s(v, "Description")
+        s(v, "ID"),
+        s(v, "Name"),
+        s(v, "Description")
     );
     link_lines(v, "Policies", "Policies", &mut out);
     identity_lines(v, &mut out);
@@ -380,7 +414,13 @@ async fn select_id(sel: &Select, kind: &str) -> Result<String, String> {
     let Some(name) = sel.name.clone().filter(|n| !n.is_empty()) else {
         return Err("Must specify the -id or -name parameter".to_string());
     };
-    let v = call(&sel.common, Method::GET, &format!("/v1/acl/{kind}/name/{}", encode_path(&name)), None).await?;
+    let v = call(
+        &sel.common,
+        Method::GET,
+        &format!("/v1/acl/{kind}/name/{}", encode_path(&name)),
+        None,
+    )
+    .await?;
     Ok(s(&v, "ID"))
 }
 
@@ -394,7 +434,11 @@ async fn run_inner(command: AclCommand, ui: &mut Ui<'_>) -> Result<i32, String> 
         }
         AclCommand::Policy { command } => match command {
             PolicyCommand::Create(p) => {
-                let name = p.name.clone().filter(|n| !n.is_empty()).ok_or("Missing required '-name' flag")?;
+                let name = p
+                    .name
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .ok_or("Missing required '-name' flag")?;
                 let body = json!({
                     "Name": name,
                     "Description": p.description.clone().unwrap_or_default(),
@@ -407,9 +451,19 @@ async fn run_inner(command: AclCommand, ui: &mut Ui<'_>) -> Result<i32, String> 
                 Ok(show(&p.common, &v, pretty_policy, ui))
             }
             PolicyCommand::Update(p) => {
-                let sel = Select { common: p.common.clone(), id: p.id.clone(), name: p.name.clone() };
+                let sel = Select {
+                    common: p.common.clone(),
+                    id: p.id.clone(),
+                    name: p.name.clone(),
+                };
                 let id = select_id(&sel, "policy").await?;
-                let mut cur = call(&p.common, Method::GET, &format!("/v1/acl/policy/{id}"), None).await?;
+                let mut cur = call(
+                    &p.common,
+                    Method::GET,
+                    &format!("/v1/acl/policy/{id}"),
+                    None,
+                )
+                .await?;
                 if let Some(d) = &p.description {
                     cur["Description"] = json!(d);
                 }
@@ -419,26 +473,44 @@ async fn run_inner(command: AclCommand, ui: &mut Ui<'_>) -> Result<i32, String> 
                 if !p.valid_datacenter.is_empty() {
                     cur["Datacenters"] = json!(p.valid_datacenter);
                 }
-                let v = call(&p.common, Method::PUT, &format!("/v1/acl/policy/{id}"), Some(cur))
-                    .await
-                    .map_err(|e| format!("Failed to update policy {id}: {e}"))?;
+                let v = call(
+                    &p.common,
+                    Method::PUT,
+                    &format!("/v1/acl/policy/{id}"),
+                    Some(cur),
+                )
+                .await
+                .map_err(|e| format!("Failed to update policy {id}: {e}"))?;
                 Ok(show(&p.common, &v, pretty_policy, ui))
             }
             PolicyCommand::List(c) => {
-                let v = call(&c, Method::GET, "/v1/acl/policies", None).await
+                let v = call(&c, Method::GET, "/v1/acl/policies", None)
+                    .await
                     .map_err(|e| format!("Failed to retrieve the policy list: {e}"))?;
                 Ok(list(&c, &v, pretty_policy, "Name", ui))
             }
             PolicyCommand::Read(sel) => {
                 let id = select_id(&sel, "policy").await?;
-                let v = call(&sel.common, Method::GET, &format!("/v1/acl/policy/{id}"), None).await
-                    .map_err(|e| format!("Error reading policy {id:?}: {e}"))?;
+                let v = call(
+                    &sel.common,
+                    Method::GET,
+                    &format!("/v1/acl/policy/{id}"),
+                    None,
+                )
+                .await
+                .map_err(|e| format!("Error reading policy {id:?}: {e}"))?;
                 Ok(show(&sel.common, &v, pretty_policy, ui))
             }
             PolicyCommand::Delete(sel) => {
                 let id = select_id(&sel, "policy").await?;
-                call(&sel.common, Method::DELETE, &format!("/v1/acl/policy/{id}"), None).await
-                    .map_err(|e| format!("Error deleting policy {id:?}: {e}"))?;
+                call(
+                    &sel.common,
+                    Method::DELETE,
+                    &format!("/v1/acl/policy/{id}"),
+                    None,
+                )
+                .await
+                .map_err(|e| format!("Error deleting policy {id:?}: {e}"))?;
                 ui.output(&format!("Policy {id:?} deleted successfully"));
                 Ok(0)
             }
@@ -463,12 +535,14 @@ async fn run_inner(command: AclCommand, ui: &mut Ui<'_>) -> Result<i32, String> 
                 if let Some(ttl) = &t.expires_ttl {
                     body["ExpirationTTL"] = json!(ttl);
                 }
-                let v = call(&t.common, Method::PUT, "/v1/acl/token", Some(body)).await
+                let v = call(&t.common, Method::PUT, "/v1/acl/token", Some(body))
+                    .await
                     .map_err(|e| format!("Failed to create new token: {e}"))?;
                 Ok(show(&t.common, &v, pretty_token, ui))
             }
             TokenCommand::List(c) => {
-                let v = call(&c, Method::GET, "/v1/acl/tokens", None).await
+                let v = call(&c, Method::GET, "/v1/acl/tokens", None)
+                    .await
                     .map_err(|e| format!("Failed to retrieve the token list: {e}"))?;
                 Ok(list(&c, &v, pretty_token, "", ui))
             }
@@ -476,31 +550,58 @@ async fn run_inner(command: AclCommand, ui: &mut Ui<'_>) -> Result<i32, String> 
                 let path = if r.self_.unwrap_or(false) {
                     "/v1/acl/token/self".to_string()
                 } else {
-                    let id = r.id.clone().filter(|i| !i.is_empty()).ok_or("Must specify the -id parameter")?;
+                    let id =
+                        r.id.clone()
+                            .filter(|i| !i.is_empty())
+                            .ok_or("Must specify the -id parameter")?;
                     format!("/v1/acl/token/{}", encode_path(&id))
                 };
-                let v = call(&r.common, Method::GET, &path, None).await
+                let v = call(&r.common, Method::GET, &path, None)
+                    .await
                     .map_err(|e| format!("Error reading token: {e}"))?;
                 Ok(show(&r.common, &v, pretty_token, ui))
             }
             TokenCommand::Clone(c) => {
-                let id = c.id.clone().filter(|i| !i.is_empty()).ok_or("Must specify the -id parameter")?;
+                let id =
+                    c.id.clone()
+                        .filter(|i| !i.is_empty())
+                        .ok_or("Must specify the -id parameter")?;
                 let body = c.description.as_ref().map(|d| json!({"Description": d}));
-                let v = call(&c.common, Method::PUT, &format!("/v1/acl/token/{}/clone", encode_path(&id)), body).await
-                    .map_err(|e| format!("Failed to clone token: {e}"))?;
+                let v = call(
+                    &c.common,
+                    Method::PUT,
+                    &format!("/v1/acl/token/{}/clone", encode_path(&id)),
+                    body,
+                )
+                .await
+                .map_err(|e| format!("Failed to clone token: {e}"))?;
                 Ok(show(&c.common, &v, pretty_token, ui))
             }
             TokenCommand::Delete(sel) => {
-                let id = sel.id.clone().filter(|i| !i.is_empty()).ok_or("Must specify the -id parameter")?;
-                call(&sel.common, Method::DELETE, &format!("/v1/acl/token/{}", encode_path(&id)), None).await
-                    .map_err(|e| format!("Error deleting token {id:?}: {e}"))?;
+                let id = sel
+                    .id
+                    .clone()
+                    .filter(|i| !i.is_empty())
+                    .ok_or("Must specify the -id parameter")?;
+                call(
+                    &sel.common,
+                    Method::DELETE,
+                    &format!("/v1/acl/token/{}", encode_path(&id)),
+                    None,
+                )
+                .await
+                .map_err(|e| format!("Error deleting token {id:?}: {e}"))?;
                 ui.output(&format!("Token {id:?} deleted successfully"));
                 Ok(0)
             }
         },
         AclCommand::Role { command } => match command {
             RoleCommand::Create(r) => {
-                let name = r.name.clone().filter(|n| !n.is_empty()).ok_or("Missing required '-name' flag")?;
+                let name = r
+                    .name
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .ok_or("Missing required '-name' flag")?;
                 let (sis, nis) = identities(&r.service_identity, &r.node_identity)?;
                 let body = json!({
                     "Name": name,
@@ -509,25 +610,39 @@ async fn run_inner(command: AclCommand, ui: &mut Ui<'_>) -> Result<i32, String> 
                     "ServiceIdentities": sis,
                     "NodeIdentities": nis,
                 });
-                let v = call(&r.common, Method::PUT, "/v1/acl/role", Some(body)).await
+                let v = call(&r.common, Method::PUT, "/v1/acl/role", Some(body))
+                    .await
                     .map_err(|e| format!("Failed to create new role: {e}"))?;
                 Ok(show(&r.common, &v, pretty_role, ui))
             }
             RoleCommand::List(c) => {
-                let v = call(&c, Method::GET, "/v1/acl/roles", None).await
+                let v = call(&c, Method::GET, "/v1/acl/roles", None)
+                    .await
                     .map_err(|e| format!("Failed to retrieve the role list: {e}"))?;
                 Ok(list(&c, &v, pretty_role, "Name", ui))
             }
             RoleCommand::Read(sel) => {
                 let id = select_id(&sel, "role").await?;
-                let v = call(&sel.common, Method::GET, &format!("/v1/acl/role/{id}"), None).await
-                    .map_err(|e| format!("Error reading role {id:?}: {e}"))?;
+                let v = call(
+                    &sel.common,
+                    Method::GET,
+                    &format!("/v1/acl/role/{id}"),
+                    None,
+                )
+                .await
+                .map_err(|e| format!("Error reading role {id:?}: {e}"))?;
                 Ok(show(&sel.common, &v, pretty_role, ui))
             }
             RoleCommand::Delete(sel) => {
                 let id = select_id(&sel, "role").await?;
-                call(&sel.common, Method::DELETE, &format!("/v1/acl/role/{id}"), None).await
-                    .map_err(|e| format!("Error deleting role {id:?}: {e}"))?;
+                call(
+                    &sel.common,
+                    Method::DELETE,
+                    &format!("/v1/acl/role/{id}"),
+                    None,
+                )
+                .await
+                .map_err(|e| format!("Error deleting role {id:?}: {e}"))?;
                 ui.output(&format!("Role {id:?} deleted successfully"));
                 Ok(0)
             }

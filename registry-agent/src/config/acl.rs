@@ -24,7 +24,9 @@ impl PartialAcl {
             return Ok(PartialAcl { values });
         };
         let Value::Object(acl) = acl else {
-            return Err(ConfigError::invalid(format!("{origin}: acl must be a block")));
+            return Err(ConfigError::invalid(format!(
+                "{origin}: acl must be a block"
+            )));
         };
         for (k, v) in acl {
             if k == "tokens" {
@@ -49,7 +51,9 @@ impl PartialAcl {
         match self.values.get(key) {
             None | Some(Value::Null) => Ok(String::new()),
             Some(Value::String(s)) => Ok(s.clone()),
-            Some(v) => Err(ConfigError::invalid(format!("acl.{key}: expected a string, got {v}"))),
+            Some(v) => Err(ConfigError::invalid(format!(
+                "acl.{key}: expected a string, got {v}"
+            ))),
         }
     }
 
@@ -58,7 +62,9 @@ impl PartialAcl {
             None | Some(Value::Null) => Ok(false),
             Some(Value::Bool(b)) => Ok(*b),
             Some(Value::String(s)) if s == "true" || s == "false" => Ok(s == "true"),
-            Some(v) => Err(ConfigError::invalid(format!("acl.{key}: expected a boolean, got {v}"))),
+            Some(v) => Err(ConfigError::invalid(format!(
+                "acl.{key}: expected a boolean, got {v}"
+            ))),
         }
     }
 
@@ -126,9 +132,13 @@ mod tests {
         assert_eq!(c.tokens.initial_management, "root");
         assert_eq!(c.tokens.agent, "a2");
         assert_eq!(c.down_policy, "extend-cache");
-        let legacy = read(json!({"acl": {"tokens": {"master": "m"}}})).build().unwrap();
+        let legacy = read(json!({"acl": {"tokens": {"master": "m"}}}))
+            .build()
+            .unwrap();
         assert_eq!(legacy.tokens.initial_management, "m");
         assert!(!legacy.enabled && legacy.default_allow);
-        assert!(read(json!({"acl": {"default_policy": "maybe"}})).build().is_err());
+        assert!(read(json!({"acl": {"default_policy": "maybe"}}))
+            .build()
+            .is_err());
     }
 }

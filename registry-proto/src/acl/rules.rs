@@ -275,8 +275,8 @@ fn from_object(top: &Map<String, Value>) -> Result<Rules, RulesError> {
                 let Some(Value::String(p)) = policy else {
                     return err(format!("Invalid {word} policy: {segment:?} has no policy"));
                 };
-                let access = Access::parse(p)
-                    .filter(|a| *a != Access::List || resource.allows_list());
+                let access =
+                    Access::parse(p).filter(|a| *a != Access::List || resource.allows_list());
                 let Some(access) = access else {
                     return err(format!("Invalid {word} policy: {p:?}"));
                 };
@@ -404,7 +404,9 @@ mod tests {
     fn list_only_for_keys_and_bad_words_are_errors() {
         assert!(parse(r#"key_prefix "" { policy = "list" }"#).is_ok());
         let e = parse(r#"service "" { policy = "list" }"#).unwrap_err();
-        assert!(e.to_string().starts_with("Failed to parse ACL rules: Invalid service policy"));
+        assert!(e
+            .to_string()
+            .starts_with("Failed to parse ACL rules: Invalid service policy"));
         assert!(parse(r#"key "a" { policy = "admin" }"#).is_err());
         assert!(parse(r#"operator = "list""#).is_err());
         assert!(parse(r#"keys "a" { policy = "read" }"#).is_err());

@@ -103,7 +103,12 @@ impl AclRuntime {
     }
 
     /// Resolves the secret a request presented (empty: the `default` token, else anonymous).
-    pub fn resolve(&self, db: &Db, secret: &str, datacenter: &str) -> Result<Authorizer, ServerError> {
+    pub fn resolve(
+        &self,
+        db: &Db,
+        secret: &str,
+        datacenter: &str,
+    ) -> Result<Authorizer, ServerError> {
         let default;
         let secret = if secret.is_empty() {
             default = self.tokens.read().default.clone();
@@ -119,7 +124,9 @@ impl AclRuntime {
         if !recovery.is_empty() && recovery == secret {
             // The recovery token works for the agent endpoints even when servers are away.
             let mut a = Authorizer::new("agent-recovery-token", false);
-            if let Ok(r) = rules::parse("agent_prefix \"\" { policy = \"write\" }\nnode_prefix \"\" { policy = \"read\" }") {
+            if let Ok(r) = rules::parse(
+                "agent_prefix \"\" { policy = \"write\" }\nnode_prefix \"\" { policy = \"read\" }",
+            ) {
                 a.add(&r);
             }
             return Ok(a);

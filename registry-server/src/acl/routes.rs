@@ -89,7 +89,10 @@ use Resource::{Event, Node, Service, Session};
 const NODE: Fields = &[(Node, &["Node"])];
 const SERVICE_NODE: Fields = &[(Service, &["ServiceName"]), (Node, &["Node"])];
 const CHECK: Fields = &[(Service, &["ServiceName"]), (Node, &["Node"])];
-const HEALTH_SERVICE: Fields = &[(Service, &["Service", "Service"]), (Node, &["Node", "Node"])];
+const HEALTH_SERVICE: Fields = &[
+    (Service, &["Service", "Service"]),
+    (Node, &["Node", "Node"]),
+];
 const AGENT_SERVICE: Fields = &[(Service, &["Service"])];
 const EVENT: Fields = &[(Event, &["Name"])];
 const KV: Fields = &[(Resource::Key, &["Key"])];
@@ -146,7 +149,9 @@ pub fn decision(method: &Method, template: &str) -> Option<Decision> {
             d(Global(Global::Operator, if get { Read } else { Write }), f)
         }
         "/v1/session/create" => d(Body(BodyKind::SessionCreate), f),
-        "/v1/session/destroy/" | "/v1/session/info/" | "/v1/session/node/"
+        "/v1/session/destroy/"
+        | "/v1/session/info/"
+        | "/v1/session/node/"
         | "/v1/session/renew/" => d(Open, f),
         "/v1/session/destroy/{id}" | "/v1/session/renew/{id}" => d(SessionId(Write), f),
         "/v1/session/info/{id}" => d(Open, Filter::Array(SESSION)),
@@ -178,10 +183,10 @@ mod tests {
             let path = after[..q2].to_string();
             // The methods are the handler constructors up to the end of this route call.
             let end = [".route(", ".route_layer(", ".fallback("]
-            .iter()
-            .filter_map(|w| after.find(w))
-            .min()
-            .unwrap_or(after.len());
+                .iter()
+                .filter_map(|w| after.find(w))
+                .min()
+                .unwrap_or(after.len());
             let body = &after[q2..end];
             let mut methods = Vec::new();
             for (word, m) in [
@@ -206,15 +211,24 @@ mod tests {
         for (path, methods) in routes {
             assert!(!methods.is_empty(), "{path}");
             for m in methods {
-                assert!(decision(&m, &path).is_some(), "{m} {path} has no ACL decision");
+                assert!(
+                    decision(&m, &path).is_some(),
+                    "{m} {path} has no ACL decision"
+                );
             }
         }
     }
 
     #[test]
     fn kv_reads_and_writes_differ() {
-        assert_eq!(decision(&Method::GET, "/v1/kv/{*key}").unwrap().need, Need::Key(Read));
-        assert_eq!(decision(&Method::DELETE, "/v1/kv/{*key}").unwrap().need, Need::Key(Write));
+        assert_eq!(
+            decision(&Method::GET, "/v1/kv/{*key}").unwrap().need,
+            Need::Key(Read)
+        );
+        assert_eq!(
+            decision(&Method::DELETE, "/v1/kv/{*key}").unwrap().need,
+            Need::Key(Write)
+        );
         assert!(decision(&Method::GET, "/v1/nope").is_none());
     }
 }

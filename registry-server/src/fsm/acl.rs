@@ -165,8 +165,10 @@ fn policy_set(acl: &mut AclTables, index: u64, policy: &Policy) -> Result<(), St
     if policy.id == GLOBAL_MANAGEMENT_ID {
         let builtin = global_management(0);
         if policy.rules != builtin.rules || !policy.datacenters.is_empty() {
-            return Err("Changing the Rules for the builtin global-management policy is not permitted"
-                .to_string());
+            return Err(
+                "Changing the Rules for the builtin global-management policy is not permitted"
+                    .to_string(),
+            );
         }
     }
     let mut policy = policy.clone();
@@ -301,7 +303,10 @@ mod tests {
             name: "web".into(),
             ..Policy::default()
         };
-        assert_eq!(run(&store, 3, AclCommand::PolicySet(p.clone())), CommandResponse::Ok);
+        assert_eq!(
+            run(&store, 3, AclCommand::PolicySet(p.clone())),
+            CommandResponse::Ok
+        );
         let dup = Policy {
             id: "p2".into(),
             ..p
@@ -311,11 +316,23 @@ mod tests {
             CommandResponse::Rejected(_)
         ));
         assert!(matches!(
-            run(&store, 5, AclCommand::PolicyDelete { id: GLOBAL_MANAGEMENT_ID.into() }),
+            run(
+                &store,
+                5,
+                AclCommand::PolicyDelete {
+                    id: GLOBAL_MANAGEMENT_ID.into()
+                }
+            ),
             CommandResponse::Rejected(_)
         ));
         assert!(matches!(
-            run(&store, 6, AclCommand::TokenDelete { accessor_id: ANONYMOUS_ACCESSOR.into() }),
+            run(
+                &store,
+                6,
+                AclCommand::TokenDelete {
+                    accessor_id: ANONYMOUS_ACCESSOR.into()
+                }
+            ),
             CommandResponse::Rejected(_)
         ));
         let mut t = token("a", "s");

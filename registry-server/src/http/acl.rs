@@ -2,7 +2,11 @@
 //! JSON shapes. Every change is an ACL command through Raft; IDs, secrets and times are chosen
 //! here, on the server that proposes, so the state machine stays deterministic.
 
+// Handlers return their refusal as the finished response; boxing it gains nothing here.
+#![allow(clippy::result_large_err)]
+
 use super::acl_guard::{resolve, RequestToken};
+use super::acl_shapes::{policy_json, rfc3339, token_json};
 use super::AppState;
 use crate::acl::Authorizer;
 use crate::fsm::acl::BOOTSTRAP_NOT_ALLOWED;
@@ -14,26 +18,26 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use registry_proto::acl::rules::{Access, Global};
 use registry_proto::acl::{
-    AclCommand, Link, NodeIdentity, Policy, Role, ServiceIdentity, Token, GLOBAL_MANAGEMENT_ID,
+    AclCommand, Link, NodeIdentity, Policy, ServiceIdentity, Token, GLOBAL_MANAGEMENT_ID,
 };
 use registry_proto::Command;
 use serde_json::{json, Value};
 
-type Res = Result<Response, Response>;
+pub(super) type Res = Result<Response, Response>;
 
-fn err(status: StatusCode, text: impl Into<String>) -> Response {
+pub(super) fn err(status: StatusCode, text: impl Into<String>) -> Response {
     (status, text.into()).into_response()
 }
 
-fn bad(text: impl Into<String>) -> Response {
+pub(super) fn bad(text: impl Into<String>) -> Response {
     err(StatusCode::BAD_REQUEST, text)
 }
 
-fn not_found() -> Response {
+pub(super) fn not_found() -> Response {
     err(StatusCode::FORBIDDEN, "ACL not found")
 }
 
-fn enabled(s: &AppState) -> Result<(), Response> {
+pub(super) fn enabled(s: &AppState) -> Result<(), Response> {
     if s.acl.enabled() {
         Ok(())
     } else {
@@ -42,7 +46,11 @@ fn enabled(s: &AppState) -> Result<(), Response> {
 }
 
 /// Resolves the request's token and checks `acl:<access>`.
-fn authorize(s: &AppState, tok: &RequestToken, access: Access) -> Result<Authorizer, Response> {
+pub(super) fn authorize(
+    s: &AppState,
+    tok: &RequestToken,
+    access: Access,
+) -> Result<Authorizer, Response> {
     enabled(s)?;
     let a = resolve(s, &tok.0).map_err(|m| err(StatusCode::FORBIDDEN, m))?;
     if a.allowed_global(Global::Acl, access) {
@@ -55,7 +63,7 @@ fn authorize(s: &AppState, tok: &RequestToken, access: Access) -> Result<Authori
     }
 }
 
-async fn propose(s: &AppState, cmd: AclCommand) -> Result<(), Response> {
+pub(super) async fn propose(s: &AppState, cmd: AclCommand) -> Result<(), Response> {
     let result = s.writer.apply(Command::Acl(cmd)).await;
     s.acl.bump();
     match result {
@@ -76,141 +84,25 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// RFC 3339 in UTC from Unix milliseconds.
-pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
-fn uuid() -> String {
+pub(super) fn uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-fn links_json(l: &[Link]) -> Value {
-    Value::Array(l.iter().map(|l| json!({"ID": l.id, "Name": l.name})).collect())
-}
-
-fn sis_json(v: &[ServiceIdentity]) -> Value {
-    Value::Array(
-        v.iter()
-            .map(|s| {
-                let mut o = json!({"ServiceName": s.service_name});
-                if !s.datacenters.is_empty() {
-                    o["Datacenters"] = json!(s.datacenters);
-                }
-                o
-            })
-            .collect(),
-    )
-}
-
-fn nis_json(v: &[NodeIdentity]) -> Value {
-    Value::Array(
-        v.iter()
-            .map(|n| json!({"NodeName": n.node_name, "Datacenter": n.datacenter}))
-            .collect(),
-    )
-}
-
-/// Consul's token JSON.
-pub fn token_json(t: &Token, show_secret: bool) -> Value {
-    let mut o = json!({
-        "AccessorID": t.accessor_id,
-        "SecretID": if show_secret { t.secret_id.as_str() } else { "<hidden>" },
-        "Description": t.description,
-    });
-    if !t.policies.is_empty() {
-        o["Policies"] = links_json(&t.policies);
-    }
-    if !t.roles.is_empty() {
-        o["Roles"] = links_json(&t.roles);
-    }
-    if !t.service_identities.is_empty() {
-        o["ServiceIdentities"] = sis_json(&t.service_identities);
-    }
-    if !t.node_identities.is_empty() {
-        o["NodeIdentities"] = nis_json(&t.node_identities);
-    }
-    o["Local"] = json!(t.local);
-    if !t.expiration_time.is_empty() {
-        o["ExpirationTime"] = json!(t.expiration_time);
-    }
-    if !t.expiration_ttl.is_empty() {
-        o["ExpirationTTL"] = json!(t.expiration_ttl);
-    }
-    o["CreateTime"] = json!(t.create_time);
-    o["Hash"] = json!("");
-    o["CreateIndex"] = json!(t.create_index);
-    o["ModifyIndex"] = json!(t.modify_index);
-    o
-}
-
-/// Consul's policy JSON (`stub`: without the rules, as lists show it).
-pub fn policy_json(p: &Policy, stub: bool) -> Value {
-    let mut o = json!({"ID": p.id, "Name": p.name, "Description": p.description});
-    if !stub {
-        o["Rules"] = json!(p.rules);
-    }
-    if !p.datacenters.is_empty() {
-        o["Datacenters"] = json!(p.datacenters);
-    }
-    o["Hash"] = json!("");
-    o["CreateIndex"] = json!(p.create_index);
-    o["ModifyIndex"] = json!(p.modify_index);
-    o
-}
-
-/// Consul's role JSON.
-pub fn role_json(r: &Role) -> Value {
-    let mut o = json!({"ID": r.id, "Name": r.name, "Description": r.description});
-    if !r.policies.is_empty() {
-        o["Policies"] = links_json(&r.policies);
-    }
-    if !r.service_identities.is_empty() {
-        o["ServiceIdentities"] = sis_json(&r.service_identities);
-    }
-    if !r.node_identities.is_empty() {
-        o["NodeIdentities"] = nis_json(&r.node_identities);
-    }
-    o["Hash"] = json!("");
-    o["CreateIndex"] = json!(r.create_index);
-    o["ModifyIndex"] = json!(r.modify_index);
-    o
-}
-
-fn body_json(body: &Bytes) -> Result<Value, Response> {
+pub(super) fn body_json(body: &Bytes) -> Result<Value, Response> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
     serde_json::from_slice(body).map_err(|e| bad(format!("Failed to decode request body: {e}")))
 }
 
-fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+pub(super) fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     v.as_object()?
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(key))
         .map(|(_, v)| v)
 }
 
-fn fstr(v: &Value, key: &str) -> String {
+pub(super) fn fstr(v: &Value, key: &str) -> String {
     field(v, key)
         .and_then(Value::as_str)
         .unwrap_or("")
@@ -228,21 +120,39 @@ fn strings(v: Option<&Value>) -> Vec<String> {
 }
 
 /// Resolves `[{"ID"}|{"Name"}]` links to stored policies (`roles` = false) or roles.
-fn resolve_links(s: &AppState, v: Option<&Value>, roles: bool) -> Result<Vec<Link>, Response> {
+pub(super) fn resolve_links(
+    s: &AppState,
+    v: Option<&Value>,
+    roles: bool,
+) -> Result<Vec<Link>, Response> {
     let db = s.reader.store().read();
     let mut out: Vec<Link> = Vec::new();
-    for item in v.and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+    for item in v
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
         let (id, name) = (fstr(item, "ID"), fstr(item, "Name"));
         let found = if roles {
             if id.is_empty() {
-                db.acl.role_by_name(&name).map(|r| (r.id.clone(), r.name.clone()))
+                db.acl
+                    .role_by_name(&name)
+                    .map(|r| (r.id.clone(), r.name.clone()))
             } else {
-                db.acl.roles.get(&id).map(|r| (r.id.clone(), r.name.clone()))
+                db.acl
+                    .roles
+                    .get(&id)
+                    .map(|r| (r.id.clone(), r.name.clone()))
             }
         } else if id.is_empty() {
-            db.acl.policy_by_name(&name).map(|p| (p.id.clone(), p.name.clone()))
+            db.acl
+                .policy_by_name(&name)
+                .map(|p| (p.id.clone(), p.name.clone()))
         } else {
-            db.acl.policies.get(&id).map(|p| (p.id.clone(), p.name.clone()))
+            db.acl
+                .policies
+                .get(&id)
+                .map(|p| (p.id.clone(), p.name.clone()))
         };
         let what = if roles { "role" } else { "policy" };
         let Some((id, name)) = found else {
@@ -256,7 +166,7 @@ fn resolve_links(s: &AppState, v: Option<&Value>, roles: bool) -> Result<Vec<Lin
     Ok(out)
 }
 
-fn identities(v: &Value) -> Result<(Vec<ServiceIdentity>, Vec<NodeIdentity>), Response> {
+pub(super) fn identities(v: &Value) -> Result<(Vec<ServiceIdentity>, Vec<NodeIdentity>), Response> {
     let mut sis = Vec::new();
     for si in field(v, "ServiceIdentities")
         .and_then(Value::as_array)
@@ -265,7 +175,9 @@ fn identities(v: &Value) -> Result<(Vec<ServiceIdentity>, Vec<NodeIdentity>), Re
     {
         let name = fstr(si, "ServiceName");
         if name.is_empty() {
-            return Err(bad("Service identity is missing the service name field on this token"));
+            return Err(bad(
+                "Service identity is missing the service name field on this token",
+            ));
         }
         sis.push(ServiceIdentity {
             service_name: name,
@@ -280,7 +192,9 @@ fn identities(v: &Value) -> Result<(Vec<ServiceIdentity>, Vec<NodeIdentity>), Re
     {
         let (name, dc) = (fstr(ni, "NodeName"), fstr(ni, "Datacenter"));
         if name.is_empty() || dc.is_empty() {
-            return Err(bad("Node identity is missing the node name or datacenter field on this token"));
+            return Err(bad(
+                "Node identity is missing the node name or datacenter field on this token",
+            ));
         }
         nis.push(NodeIdentity {
             node_name: name,
@@ -301,7 +215,14 @@ pub(crate) async fn bootstrap(State(s): State<AppState>) -> Res {
         ..Token::default()
     };
     let accessor = token.accessor_id.clone();
-    propose(&s, AclCommand::Bootstrap { token, force: false }).await?;
+    propose(
+        &s,
+        AclCommand::Bootstrap {
+            token,
+            force: false,
+        },
+    )
+    .await?;
     let db = s.reader.store().read();
     let t = db.acl.tokens.get(&accessor).ok_or_else(not_found)?;
     Ok(Json(token_json(t, true)).into_response())
@@ -324,7 +245,11 @@ fn token_from(s: &AppState, v: &Value, existing: Option<&Token>) -> Result<Token
         None => {
             let now = now_ms();
             let mut t = Token {
-                accessor_id: if accessor.is_empty() { uuid() } else { accessor },
+                accessor_id: if accessor.is_empty() {
+                    uuid()
+                } else {
+                    accessor
+                },
                 secret_id: if secret.is_empty() { uuid() } else { secret },
                 local: field(v, "Local").and_then(Value::as_bool).unwrap_or(false),
                 create_time: rfc3339(now),
@@ -334,8 +259,12 @@ fn token_from(s: &AppState, v: &Value, existing: Option<&Token>) -> Result<Token
             if !ttl.is_empty() {
                 let d = registry_proto::duration::parse_go_duration(&ttl)
                     .map_err(|_| bad(format!("Invalid ExpirationTTL: {ttl:?}")))?;
-                if d < std::time::Duration::from_secs(60) || d > std::time::Duration::from_secs(86_400 * 30) {
-                    return Err(bad("ExpirationTTL cannot be less than 1m0s or more than 720h0m0s"));
+                if d < std::time::Duration::from_secs(60)
+                    || d > std::time::Duration::from_secs(86_400 * 30)
+                {
+                    return Err(bad(
+                        "ExpirationTTL cannot be less than 1m0s or more than 720h0m0s",
+                    ));
                 }
                 t.expiration_unix_ms = now + d.as_millis() as u64;
                 t.expiration_time = rfc3339(t.expiration_unix_ms);
@@ -363,7 +292,13 @@ pub(crate) async fn token_create(
     authorize(&s, &tok, Access::Write)?;
     let v = body_json(&body)?;
     let t = token_from(&s, &v, None)?;
-    if s.reader.store().read().acl.tokens.contains_key(&t.accessor_id) {
+    if s.reader
+        .store()
+        .read()
+        .acl
+        .tokens
+        .contains_key(&t.accessor_id)
+    {
         return Err(bad("Invalid Token: AccessorID is already in use"));
     }
     store_token(&s, t).await
@@ -473,15 +408,23 @@ pub(crate) async fn token_list(
     RawQuery(q): RawQuery,
 ) -> Res {
     let a = authorize(&s, &tok, Access::Read)?;
-    let opts = s.options(q.as_deref()).map_err(|e| super::respond::ApiError(e).into_response())?;
+    let opts = s
+        .options(q.as_deref())
+        .map_err(|e| super::respond::ApiError(e).into_response())?;
     let show = a.allowed_global(Global::Acl, Access::Write);
     let db = s.reader.store().read();
     let list: Vec<Value> = db
         .acl
         .tokens
         .values()
-        .filter(|t| opts.get("policy").is_none_or(|p| t.policies.iter().any(|l| l.id == p)))
-        .filter(|t| opts.get("role").is_none_or(|r| t.roles.iter().any(|l| l.id == r)))
+        .filter(|t| {
+            opts.get("policy")
+                .is_none_or(|p| t.policies.iter().any(|l| l.id == p))
+        })
+        .filter(|t| {
+            opts.get("role")
+                .is_none_or(|r| t.roles.iter().any(|l| l.id == r))
+        })
         .filter(|t| {
             opts.get("servicename")
                 .is_none_or(|n| t.service_identities.iter().any(|si| si.service_name == n))
@@ -506,7 +449,9 @@ fn policy_from(v: &Value, id: String) -> Result<Policy, Response> {
         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         && name.len() <= 128;
     if !valid {
-        return Err(bad(format!("Invalid Policy: invalid Name. Only alphanumeric characters, '-' and '_' are allowed")));
+        return Err(bad(
+            "Invalid Policy: invalid Name. Only alphanumeric characters, '-' and '_' are allowed",
+        ));
     }
     let rules = fstr(v, "Rules");
     registry_proto::acl::rules::parse(&rules).map_err(|e| bad(format!("Invalid Policy: {e}")))?;
@@ -603,116 +548,11 @@ pub(crate) async fn policy_list(
 ) -> Res {
     authorize(&s, &tok, Access::Read)?;
     let db = s.reader.store().read();
-    let list: Vec<Value> = db.acl.policies.values().map(|p| policy_json(p, true)).collect();
-    Ok(Json(list).into_response())
-}
-
-fn role_from(s: &AppState, v: &Value, id: String) -> Result<Role, Response> {
-    let name = fstr(v, "Name");
-    if name.is_empty() {
-        return Err(bad("Invalid Role: no Name is set"));
-    }
-    let (service_identities, node_identities) = identities(v)?;
-    Ok(Role {
-        id,
-        name,
-        description: fstr(v, "Description"),
-        policies: resolve_links(s, field(v, "Policies"), false)?,
-        service_identities,
-        node_identities,
-        ..Role::default()
-    })
-}
-
-async fn store_role(s: &AppState, r: Role) -> Res {
-    let id = r.id.clone();
-    propose(s, AclCommand::RoleSet(r)).await?;
-    let db = s.reader.store().read();
-    let r = db.acl.roles.get(&id).ok_or_else(not_found)?;
-    Ok(Json(role_json(r)).into_response())
-}
-
-/// `PUT /v1/acl/role`.
-pub(crate) async fn role_create(
-    State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
-    body: Bytes,
-) -> Res {
-    authorize(&s, &tok, Access::Write)?;
-    let v = body_json(&body)?;
-    if !fstr(&v, "ID").is_empty() {
-        return Err(bad("Cannot specify an ID when creating a role"));
-    }
-    let r = role_from(&s, &v, uuid())?;
-    store_role(&s, r).await
-}
-
-/// `GET /v1/acl/role/:id`.
-pub(crate) async fn role_read(
-    State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
-    Path(id): Path<String>,
-) -> Res {
-    authorize(&s, &tok, Access::Read)?;
-    let db = s.reader.store().read();
-    let r = db.acl.roles.get(&id).ok_or_else(not_found)?;
-    Ok(Json(role_json(r)).into_response())
-}
-
-/// `GET /v1/acl/role/name/:name`.
-pub(crate) async fn role_read_name(
-    State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
-    Path(name): Path<String>,
-) -> Res {
-    authorize(&s, &tok, Access::Read)?;
-    let db = s.reader.store().read();
-    let r = db.acl.role_by_name(&name).ok_or_else(not_found)?;
-    Ok(Json(role_json(r)).into_response())
-}
-
-/// `PUT /v1/acl/role/:id`.
-pub(crate) async fn role_update(
-    State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Res {
-    authorize(&s, &tok, Access::Write)?;
-    let v = body_json(&body)?;
-    if !s.reader.store().read().acl.roles.contains_key(&id) {
-        return Err(bad(format!("Cannot find role {id:?}")));
-    }
-    let r = role_from(&s, &v, id)?;
-    store_role(&s, r).await
-}
-
-/// `DELETE /v1/acl/role/:id`.
-pub(crate) async fn role_delete(
-    State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
-    Path(id): Path<String>,
-) -> Res {
-    authorize(&s, &tok, Access::Write)?;
-    propose(&s, AclCommand::RoleDelete { id }).await?;
-    Ok(Json(true).into_response())
-}
-
-/// `GET /v1/acl/roles`.
-pub(crate) async fn role_list(
-    State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
-    RawQuery(q): RawQuery,
-) -> Res {
-    authorize(&s, &tok, Access::Read)?;
-    let opts = s.options(q.as_deref()).map_err(|e| super::respond::ApiError(e).into_response())?;
-    let db = s.reader.store().read();
     let list: Vec<Value> = db
         .acl
-        .roles
+        .policies
         .values()
-        .filter(|r| opts.get("policy").is_none_or(|p| r.policies.iter().any(|l| l.id == p)))
-        .map(role_json)
+        .map(|p| policy_json(p, true))
         .collect();
     Ok(Json(list).into_response())
 }
@@ -763,17 +603,5 @@ pub async fn initialize(s: &AppState) {
             .writer
             .apply(Command::Acl(AclCommand::Bootstrap { token, force: true }))
             .await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_formats_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

@@ -116,7 +116,10 @@ pub(crate) async fn guard(State(s): State<AppState>, req: Request, next: Next) -
 }
 
 async fn checked(s: &AppState, mut req: Request, next: Next) -> Response {
-    let Some(template) = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string())
+    let Some(template) = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
     else {
         return next.run(req).await;
     };
@@ -459,17 +462,15 @@ async fn filter_response(resp: Response, authz: &Authorizer, filter: Filter) -> 
             items.retain(|i| i.as_str().is_none_or(|k| authz.allowed(r, k, Access::Read)));
             removed = items.len() != before;
         }
-        (Filter::One(fields), one) => {
-            if !readable(authz, one, fields) {
-                let name = fields
-                    .first()
-                    .and_then(|(_, p)| p.first())
-                    .and_then(|f| field(one, f))
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let r = fields.first().map_or(Resource::Service, |(r, _)| *r);
-                return denied(authz.denied(r.as_str(), Access::Read, Some(name)));
-            }
+        (Filter::One(fields), one) if !readable(authz, one, fields) => {
+            let name = fields
+                .first()
+                .and_then(|(_, p)| p.first())
+                .and_then(|f| field(one, f))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let r = fields.first().map_or(Resource::Service, |(r, _)| *r);
+            return denied(authz.denied(r.as_str(), Access::Read, Some(name)));
         }
         _ => {}
     }

@@ -7,6 +7,8 @@
 
 pub mod acl;
 pub mod acl_guard;
+pub mod acl_role;
+pub mod acl_shapes;
 mod agent;
 mod cache;
 mod catalog;

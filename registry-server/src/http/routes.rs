@@ -2,7 +2,8 @@
 //! 404 with Consul's text; a known path with the wrong method answers 405 with `Allow`.
 
 use super::{
-    acl, agent, catalog, event, health, kv, operator, session, snapshot, status, txn, AppState,
+    acl, acl_role, agent, catalog, event, health, kv, operator, session, snapshot, status, txn,
+    AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
@@ -35,15 +36,15 @@ fn routes(state: AppState) -> Router {
                 .put(acl::policy_update)
                 .delete(acl::policy_delete),
         )
-        .route("/v1/acl/role", put(acl::role_create))
-        .route("/v1/acl/role/name/{name}", get(acl::role_read_name))
+        .route("/v1/acl/role", put(acl_role::role_create))
+        .route("/v1/acl/role/name/{name}", get(acl_role::role_read_name))
         .route(
             "/v1/acl/role/{id}",
-            get(acl::role_read)
-                .put(acl::role_update)
-                .delete(acl::role_delete),
+            get(acl_role::role_read)
+                .put(acl_role::role_update)
+                .delete(acl_role::role_delete),
         )
-        .route("/v1/acl/roles", get(acl::role_list))
+        .route("/v1/acl/roles", get(acl_role::role_list))
         .route("/v1/acl/token", put(acl::token_create))
         .route(
             "/v1/acl/token/{id}",
