@@ -25,7 +25,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 fn routes(state: AppState) -> Router {
-    Router::new()
+    let table = Router::new()
         .route("/v1/acl/bootstrap", put(acl::bootstrap))
         .route("/v1/acl/policies", get(acl::policy_list))
         .route("/v1/acl/policy", put(acl::policy_create))
@@ -149,12 +149,19 @@ fn routes(state: AppState) -> Router {
         )
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
-        .route("/v1/txn", put(txn::txn))
-        // Every matched route gets its ACL decision here (a no-op while ACLs are disabled).
-        .route_layer(axum::middleware::from_fn_with_state(
+        .route("/v1/txn", put(txn::txn));
+    // Every matched route gets its ACL decision in this one middleware (`acl::routes` holds
+    // the decisions). It is only installed while ACLs are enabled, so that a registry without
+    // ACLs pays nothing for them.
+    let table = if state.acl.enabled() {
+        table.route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             super::acl_guard::guard,
         ))
+    } else {
+        table
+    };
+    table
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
