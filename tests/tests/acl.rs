@@ -948,3 +948,72 @@ async fn cli_bootstraps_and_manages_policies_tokens_and_roles() -> Result<()> {
     assert!(err.contains("ACL not found"), "{err}");
     Ok(())
 }
+
+#[tokio::test]
+async fn acl_state_survives_a_restart_and_travels_in_snapshots() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut a = TestAgent::with_data_dir_env(dir.path(), &["-hcl", DENY], &[]).await?;
+    a.eventually(
+        Duration::from_secs(10),
+        "initial management token",
+        || async {
+            let r = call(&a, Method::GET, "/v1/acl/token/self", Some("root"), None).await?;
+            Ok((r.status == 200).then_some(()))
+        },
+    )
+    .await?;
+    let (secret, accessor) =
+        token_with_rules(&a, "kept", "key_prefix \"\" { policy = \"read\" }").await?;
+    // A snapshot taken now carries the token and the policy.
+    let snap = a
+        .client()
+        .get(format!("{}/v1/snapshot", a.base_url()))
+        .header("X-Consul-Token", "root")
+        .send()
+        .await?;
+    assert_eq!(snap.status().as_u16(), 200);
+    let snap = snap.bytes().await?;
+    let r = call(&a, Method::GET, "/v1/snapshot", Some(&secret), None).await?;
+    assert_eq!(r.status, 403, "snapshots need a management token");
+    a.restart().await?;
+    a.eventually(Duration::from_secs(10), "token after restart", || async {
+        let r = call(&a, Method::GET, "/v1/acl/token/self", Some(&secret), None).await?;
+        Ok((r.status == 200).then_some(()))
+    })
+    .await?;
+    // Delete the token, restore the snapshot: it is back.
+    call(
+        &a,
+        Method::DELETE,
+        &format!("/v1/acl/token/{accessor}"),
+        Some("root"),
+        None,
+    )
+    .await?;
+    assert_eq!(
+        call(&a, Method::GET, "/v1/kv/x", Some(&secret), None)
+            .await?
+            .status,
+        403
+    );
+    let r = a
+        .client()
+        .put(format!("{}/v1/snapshot", a.base_url()))
+        .header("X-Consul-Token", "root")
+        .body(snap.to_vec())
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await?);
+    let r = call(
+        &a,
+        Method::GET,
+        "/v1/acl/policy/name/kept",
+        Some("root"),
+        None,
+    )
+    .await?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = call(&a, Method::GET, "/v1/kv/x", Some(&secret), None).await?;
+    assert_eq!(r.status, 404, "{}", r.body);
+    Ok(())
+}
