@@ -131,6 +131,8 @@ pub enum Command {
         /// Expected modify index.
         cas: Option<u64>,
     },
+    /// A change to the ACL tables.
+    Acl(crate::acl::AclCommand),
 }
 
 /// Consul's autopilot configuration, replicated through Raft. The Enterprise-only fields are

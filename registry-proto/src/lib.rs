@@ -1,5 +1,6 @@
 //! Types shared by every crate of the registry.
 //!
+//! - [`acl`]: ACL tokens, policies, roles and the rules language.
 //! - [`model`]: the catalog and KV records as the state store keeps them.
 //! - [`command`]: the commands stored in the Raft log; the only way state changes.
 //! - [`config_entry`]: config entries (`/v1/config`), their kinds and validation.
@@ -9,6 +10,7 @@
 //! - [`api`]: Consul's HTTP request and response shapes and their conversion to the model.
 //! - [`filter`]: the go-bexpr `?filter=` expression language.
 
+pub mod acl;
 pub mod api;
 pub mod command;
 pub mod config_entry;

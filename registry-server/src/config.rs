@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub autopilot: registry_proto::command::AutopilotConfig,
     /// Web UI settings (`ui_config { enabled, content_path }`, `-ui`).
     pub ui: UiConfig,
+    /// `acl { }` (disabled by default).
+    pub acl: crate::acl::AclConfig,
 }
 
 /// Where and whether the web UI is served.
@@ -117,6 +119,7 @@ impl ServerConfig {
             dns: crate::dns::DnsConfig::default(),
             autopilot: registry_proto::command::AutopilotConfig::default(),
             ui: UiConfig::default(),
+            acl: crate::acl::AclConfig::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! `http/` (endpoints) -> `query/` (reads, blocking, writes) -> `state/` (store, indexes, watches)
 //! <- `fsm/` (applies commands) <- `raft/` (openraft glue, sled log, snapshots).
 
+pub mod acl;
 pub mod agent_api;
 pub mod cluster;
 pub mod config;

@@ -167,17 +167,36 @@ impl Server {
             events: self.events.clone(),
             cluster: self.cluster.clone(),
             autopilot: self.autopilot.clone(),
+            acl: Arc::new(crate::acl::AclRuntime::new(self.config.acl.clone())),
         };
+        let acl_view = state
+            .acl
+            .enabled()
+            .then(|| crate::acl::DnsView::new(state.acl.clone(), self.config.datacenter.clone()));
         let dns = if self.config.dns_port != 0 {
             let mut cfg = self.config.dns.clone();
             cfg.bind = std::net::SocketAddr::new(self.config.client_addr, self.config.dns_port);
             let node = crate::dns::NodeInfo::from_server_config(&self.config);
-            let handle = crate::dns::serve(cfg, self.store.clone(), node).await?;
+            let handle =
+                crate::dns::serve_with_acl(cfg, self.store.clone(), node, acl_view).await?;
             tracing::info!(addr = %handle.local_addr(), "DNS listening");
             Some(handle)
         } else {
             None
         };
+        if state.acl.enabled() {
+            // The leader creates the built-in ACL records and the `initial_management` token;
+            // checked again after every leadership change.
+            let acl_state = state.clone();
+            tokio::spawn(async move {
+                loop {
+                    if acl_state.raft.is_leader() {
+                        http::acl::initialize(&acl_state).await;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            });
+        }
         let app = http::router(state);
         let addr = self.config.http_addr();
         let listener = tokio::net::TcpListener::bind(addr)

@@ -47,6 +47,7 @@ fn worker() -> Worker {
     cfg.recursors = vec!["127.0.0.1:9".parse().unwrap()];
     cfg.alt_domain = "alt.test".into();
     let shared = Arc::new(Shared {
+        acl_view: None,
         settings: Settings::new(cfg, &local_node()),
         store: c.store.clone(),
         gen: AtomicU64::new(1),

@@ -2,6 +2,7 @@
 //! `snapshot`, `operator`, `services`, `maint`, `leave`, `info` and `version`, with Go-style single-dash flags
 //! (see [`dash`]).
 
+pub mod acl;
 pub mod agent;
 pub mod agent_flags;
 pub mod autopilot_state;
@@ -103,6 +104,12 @@ pub enum Command {
     Reload(ops::ReloadArgs),
     /// Prints debugging information about the agent.
     Info(ops::InfoArgs),
+    /// Manages ACL tokens, policies and roles, and bootstraps the ACL system.
+    Acl {
+        /// The ACL area.
+        #[command(subcommand)]
+        command: acl::AclCommand,
+    },
     /// Prints the registry version.
     Version,
 }
@@ -176,6 +183,7 @@ fn run_client(command: Command) -> i32 {
             Command::Services { command } => services::run(command, &mut ui).await,
             Command::Maint(args) => maint::run(args, &mut ui).await,
             Command::Reload(args) => ops::reload(args, &mut ui).await,
+            Command::Acl { command } => acl::run(command, &mut ui).await,
             Command::Agent(_) | Command::Version | Command::Validate(_) => 1,
         }
     })

@@ -334,6 +334,7 @@ pub fn build(
             disable_hostname: c.telemetry.disable_hostname.unwrap_or(false),
         },
         autopilot,
+        acl: c.acl.build()?,
         services: c.services,
         checks: c.checks,
         config_files,

@@ -6,6 +6,7 @@
 //! normalises shapes -> [`partial`] reads typed optional values -> [`builder`] merges over
 //! the defaults and validates -> [`server`] converts.
 
+pub mod acl;
 pub mod builder;
 pub(crate) mod consul_keys;
 pub mod duration;

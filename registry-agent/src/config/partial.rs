@@ -144,6 +144,8 @@ pub struct PartialConfig {
     pub telemetry: PartialTelemetry,
     /// `autopilot { }`.
     pub autopilot: PartialAutopilot,
+    /// `acl { }` and `primary_datacenter`.
+    pub acl: super::acl::PartialAcl,
     /// `service { }` and `services [ ]`, as written.
     pub services: Vec<Value>,
     /// `check { }` and `checks [ ]`, as written.
@@ -232,6 +234,7 @@ impl PartialConfig {
                 upgrade_version_tag: autopilot.string("upgrade_version_tag")?,
             };
         }
+        cfg.acl = super::acl::PartialAcl::from_map(map, origin)?;
         if let Some(telemetry) = top.block("telemetry") {
             cfg.telemetry = PartialTelemetry {
                 prometheus_retention_time: telemetry.duration("prometheus_retention_time")?,
@@ -304,6 +307,7 @@ impl PartialConfig {
             &mut self.telemetry.disable_hostname,
             other.telemetry.disable_hostname,
         );
+        self.acl.merge(other.acl);
         let (a, b) = (&mut self.autopilot, other.autopilot);
         set(&mut a.cleanup_dead_servers, b.cleanup_dead_servers);
         set(&mut a.last_contact_threshold, b.last_contact_threshold);

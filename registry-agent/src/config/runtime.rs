@@ -198,6 +198,8 @@ pub struct RuntimeConfig {
     pub telemetry: TelemetryConfig,
     /// Autopilot settings; they apply until a configuration is stored through the API.
     pub autopilot: AutopilotConfig,
+    /// `acl { }`.
+    pub acl: registry_server::acl::AclConfig,
     /// Service definitions from `service { }` / `services [ ]`, in file order, exactly as
     /// written (snake_case or CamelCase keys; `checks` always an array).
     pub services: Vec<Value>,

@@ -58,6 +58,30 @@ const TELEMETRY: &[(&str, Shape)] = &[
     ("disable_hostname", Shape::Scalar),
 ];
 
+const ACL_TOKENS: &[(&str, Shape)] = &[
+    ("initial_management", Shape::Scalar),
+    ("master", Shape::Scalar),
+    ("agent", Shape::Scalar),
+    ("agent_recovery", Shape::Scalar),
+    ("agent_master", Shape::Scalar),
+    ("default", Shape::Scalar),
+    ("replication", Shape::Scalar),
+    ("config_file_service_registration", Shape::Scalar),
+];
+
+const ACL: &[(&str, Shape)] = &[
+    ("enabled", Shape::Scalar),
+    ("default_policy", Shape::Scalar),
+    ("down_policy", Shape::Scalar),
+    ("enable_token_persistence", Shape::Scalar),
+    ("enable_token_replication", Shape::Scalar),
+    ("enable_key_list_policy", Shape::Scalar),
+    ("token_ttl", Shape::Scalar),
+    ("policy_ttl", Shape::Scalar),
+    ("role_ttl", Shape::Scalar),
+    ("tokens", Shape::Block(ACL_TOKENS)),
+];
+
 /// Every key accepted at the top level of a configuration file.
 pub(crate) const TOP_LEVEL: &[(&str, Shape)] = &[
     ("node_name", Shape::Scalar),
@@ -91,6 +115,8 @@ pub(crate) const TOP_LEVEL: &[(&str, Shape)] = &[
     ("raft_trailing_logs", Shape::Scalar),
     ("performance", Shape::Block(PERFORMANCE)),
     ("autopilot", Shape::Block(AUTOPILOT)),
+    ("acl", Shape::Block(ACL)),
+    ("primary_datacenter", Shape::Scalar),
     ("telemetry", Shape::Block(TELEMETRY)),
     ("service", Shape::List),
     ("services", Shape::List),

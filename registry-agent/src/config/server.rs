@@ -43,6 +43,7 @@ pub fn to_server_config(cfg: &RuntimeConfig) -> ServerConfig {
         enabled: cfg.ui,
         content_path: cfg.ui_content_path.clone(),
     };
+    out.acl = cfg.acl.clone();
     let d = &cfg.dns;
     out.dns.domain = d.domain.clone();
     out.dns.recursors = d.recursors.clone();

@@ -30,6 +30,8 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// Queries being forwarded to recursors right now.
     pub recursing: std::sync::atomic::AtomicUsize,
+    /// With ACLs enabled: the catalog as the agent's default token sees it.
+    pub acl_view: Option<crate::acl::DnsView>,
 }
 
 /// Forwarded queries in flight at most; past this, SERVFAIL at once.
@@ -130,6 +132,8 @@ pub struct Worker {
     key: Vec<u8>,
     renderer: Renderer,
     max_entries: usize,
+    /// The ACL version the cached answers were built under.
+    acl_seen: u64,
     /// The reply of the last `handle` that returned [`Outcome::Reply`].
     pub out: Vec<u8>,
     /// Counters.
@@ -157,6 +161,7 @@ impl Worker {
             key: Vec::with_capacity(wire::MAX_NAME + 4),
             renderer: Renderer::default(),
             max_entries,
+            acl_seen: 0,
             out: Vec::with_capacity(4096),
             stats: Arc::new(WorkerStats::default()),
         }
@@ -192,6 +197,14 @@ impl Worker {
         self.key.extend_from_slice(&req.qtype.to_be_bytes());
         self.key.extend_from_slice(&req.qclass.to_be_bytes());
 
+        if let Some(view) = &self.shared.acl_view {
+            // A token or policy change invalidates every answer built under the old ones.
+            let v = view.version();
+            if v != self.acl_seen {
+                self.cache.clear();
+                self.acl_seen = v;
+            }
+        }
         let gen = self.shared.gen.load(Ordering::Acquire);
         let state = match self.cache.get(self.key.as_slice()) {
             Some(e) if e.gen == gen || e.dep == Dep::Static => Lookup::Fresh,
@@ -250,6 +263,8 @@ impl Worker {
 
     fn build(&self, db: &crate::state::Db, req: &Request, gen: u64) -> Entry {
         self.stats.builds.fetch_add(1, Ordering::Relaxed);
+        let filtered = self.shared.acl_view.as_ref().and_then(|v| v.filter(db));
+        let db = filtered.as_ref().unwrap_or(db);
         let (answer, dep) = answer::build(
             &self.shared.settings,
             db,

@@ -45,7 +45,18 @@ pub async fn serve(
     store: Arc<Store>,
     node: NodeInfo,
 ) -> Result<DnsHandle, ServerError> {
+    serve_with_acl(cfg, store, node, None).await
+}
+
+/// Like [`serve`], answering from the catalog as `acl_view` shows it (ACLs enabled).
+pub async fn serve_with_acl(
+    cfg: DnsConfig,
+    store: Arc<Store>,
+    node: NodeInfo,
+    acl_view: Option<crate::acl::DnsView>,
+) -> Result<DnsHandle, ServerError> {
     let shared = Arc::new(engine::Shared {
+        acl_view,
         settings: answer::Settings::new(cfg, &node),
         store,
         gen: AtomicU64::new(0),

@@ -4,6 +4,7 @@
 //! clock, no randomness, no I/O. A rejected command (a failed CAS, an unknown node) is a
 //! [`CommandResponse`], the same on every replica, and changes nothing.
 
+pub mod acl;
 mod autopilot;
 mod catalog;
 mod config_entry;
@@ -55,5 +56,6 @@ pub fn apply_txn(txn: &mut WriteTxn<'_>, cmd: &Command) -> CommandResponse {
         Command::ConfigEntryDelete { kind, name, cas } => {
             config_entry::delete(txn, kind, name, *cas)
         }
+        Command::Acl(cmd) => acl::apply(txn, cmd),
     }
 }

@@ -5,6 +5,10 @@
 //! and the local agent, and build responses with `respond`. They never touch Raft or the
 //! store's internals directly.
 
+pub mod acl;
+pub mod acl_guard;
+pub mod acl_role;
+pub mod acl_shapes;
 mod agent;
 mod agent_ops;
 mod cache;
@@ -61,6 +65,8 @@ pub struct AppState {
     pub cluster: Arc<crate::cluster::Cluster>,
     /// Autopilot (and through it the Raft node, for the operator endpoints).
     pub autopilot: Arc<crate::leader::autopilot::Autopilot>,
+    /// ACL settings and the agent's tokens.
+    pub acl: Arc<crate::acl::AclRuntime>,
 }
 
 impl std::fmt::Debug for AppState {

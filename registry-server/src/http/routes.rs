@@ -2,8 +2,8 @@
 //! 404 with Consul's text; a known path with the wrong method answers 405 with `Allow`.
 
 use super::{
-    agent, agent_ops, catalog, config_entries, connect, event, health, kv, operator, session,
-    snapshot, status, txn, ui, ui_api, AppState,
+    acl, acl_role, agent, agent_ops, catalog, config_entries, connect, event, health, kv,
+    operator, session, snapshot, status, txn, ui, ui_api, AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
@@ -49,7 +49,35 @@ pub fn router(state: AppState) -> Router {
 pub(super) struct NoCompression;
 
 fn routes(state: AppState) -> Router {
-    Router::new()
+    let table = Router::new()
+        .route("/v1/acl/bootstrap", put(acl::bootstrap))
+        .route("/v1/acl/policies", get(acl::policy_list))
+        .route("/v1/acl/policy", put(acl::policy_create))
+        .route("/v1/acl/policy/name/{name}", get(acl::policy_read_name))
+        .route(
+            "/v1/acl/policy/{id}",
+            get(acl::policy_read)
+                .put(acl::policy_update)
+                .delete(acl::policy_delete),
+        )
+        .route("/v1/acl/role", put(acl_role::role_create))
+        .route("/v1/acl/role/name/{name}", get(acl_role::role_read_name))
+        .route(
+            "/v1/acl/role/{id}",
+            get(acl_role::role_read)
+                .put(acl_role::role_update)
+                .delete(acl_role::role_delete),
+        )
+        .route("/v1/acl/roles", get(acl_role::role_list))
+        .route("/v1/acl/token", put(acl::token_create))
+        .route(
+            "/v1/acl/token/{id}",
+            get(acl::token_read)
+                .put(acl::token_update)
+                .delete(acl::token_delete),
+        )
+        .route("/v1/acl/token/{id}/clone", put(acl::token_clone))
+        .route("/v1/acl/tokens", get(acl::token_list))
         .route("/v1/agent/checks", get(agent::checks))
         .route("/v1/agent/check/register", put(agent::register_check))
         .route(
@@ -86,6 +114,7 @@ fn routes(state: AppState) -> Router {
         )
         .route("/v1/agent/service/{id}", get(agent::service))
         .route("/v1/agent/services", get(agent::services))
+        .route("/v1/agent/token/{kind}", put(acl::agent_token))
         .route(
             "/v1/catalog/connect/{service}",
             get(connect::catalog_connect),
@@ -169,7 +198,19 @@ fn routes(state: AppState) -> Router {
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/txn", put(txn::txn))
-        .route_layer(axum::middleware::from_fn(crate::metrics::http_timer))
+        .route_layer(axum::middleware::from_fn(crate::metrics::http_timer));
+    // Every matched route gets its ACL decision in this one middleware (`acl::routes` holds
+    // the decisions). It is only installed while ACLs are enabled, so that a registry without
+    // ACLs pays nothing for them.
+    let table = if state.acl.enabled() {
+        table.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::acl_guard::guard,
+        ))
+    } else {
+        table
+    };
+    table
         .merge(ui::routes(&state.config))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -124,8 +124,44 @@ pub struct Db {
     /// The autopilot configuration, once stored (until then the configured one applies).
     /// Older snapshots are decoded by appending the defaults of the fields after it.
     pub autopilot: Option<AutopilotConfig>,
-    /// Config entries by (kind, name). Keep this field last (snapshot version 3).
+    /// Config entries by (kind, name) (snapshot version 3).
     pub config_entries: Shared<BTreeMap<(String, String), ConfigEntry>>,
+    /// ACL tokens, policies and roles. Keep this field last (see `state/snapshot.rs`).
+    pub acl: Shared<AclTables>,
+}
+
+/// The ACL tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclTables {
+    /// Tokens by accessor ID.
+    pub tokens: BTreeMap<String, registry_proto::acl::Token>,
+    /// Accessor IDs by secret ID.
+    pub secrets: BTreeMap<String, String>,
+    /// Policies by ID.
+    pub policies: BTreeMap<String, registry_proto::acl::Policy>,
+    /// Roles by ID.
+    pub roles: BTreeMap<String, registry_proto::acl::Role>,
+    /// Index of the bootstrap (0: never bootstrapped).
+    pub bootstrap_index: u64,
+    /// Last index at which any ACL table changed.
+    pub index: u64,
+}
+
+impl AclTables {
+    /// The token whose secret is `secret`.
+    pub fn token_by_secret(&self, secret: &str) -> Option<&registry_proto::acl::Token> {
+        self.tokens.get(self.secrets.get(secret)?)
+    }
+
+    /// The policy named `name`.
+    pub fn policy_by_name(&self, name: &str) -> Option<&registry_proto::acl::Policy> {
+        self.policies.values().find(|p| p.name == name)
+    }
+
+    /// The role named `name`.
+    pub fn role_by_name(&self, name: &str) -> Option<&registry_proto::acl::Role> {
+        self.roles.values().find(|r| r.name == name)
+    }
 }
 
 /// A never-zero index, as `X-Consul-Index` requires.

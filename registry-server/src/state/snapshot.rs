@@ -1,11 +1,12 @@
 //! Snapshot encoding of the whole state: a versioned header, the postcard-encoded tables
 //! and a CRC-free length check (the archive layer adds checksums).
 //!
-//! Versions: `REGSNAP3` (current) carries [`Db::config_entries`]; `REGSNAP2` predates them,
-//! `REGSNAP1` also [`Db::autopilot`]; both are still decoded. Postcard is positional, so an
-//! older body is the current one without its last fields: decoding appends the encoding of
-//! those fields' defaults.
+//! Versions: `REGSNAP3` (current) carries [`Db::config_entries`] and [`Db::acl`]; `REGSNAP2`
+//! predates them, `REGSNAP1` also [`Db::autopilot`]; both are still decoded. Postcard is
+//! positional, so an older body is the current one without its last fields: decoding appends
+//! the encoding of those fields' defaults.
 
+use super::db::AclTables;
 use super::Db;
 use super::Shared;
 use crate::ServerError;
@@ -68,6 +69,7 @@ impl Db {
             }
             let none = Shared::<BTreeMap<(String, String), ConfigEntry>>::default();
             body.extend(postcard::to_stdvec(&none).map_err(snap)?);
+            body.extend(postcard::to_stdvec(&AclTables::default()).map_err(snap)?);
             return postcard::from_bytes(&body).map_err(snap);
         }
         postcard::from_bytes(&bytes[16..]).map_err(snap)
@@ -112,18 +114,19 @@ mod tests {
 
     #[test]
     fn version_one_snapshots_still_decode() {
-        // A version-1 body is the current encoding without the trailing `autopilot` and
-        // `config_entries` fields (`None` and an empty map encode as one byte 0 each).
+        // A version-1 body is the current encoding without the trailing `autopilot` (`None`
+        // is one byte 0), `config_entries` (one byte 0 when empty) and ACL tables (six zero
+        // bytes when empty) fields; a version-2 body keeps `autopilot`.
         let db = sample();
         let current = postcard::to_stdvec(&db).unwrap();
-        assert_eq!(&current[current.len() - 2..], &[0, 0]);
-        let body = &current[..current.len() - 2];
+        assert_eq!(current[current.len() - 8..], [0u8; 8]);
+        let body = &current[..current.len() - 8];
         let mut v1 = b"REGSNAP1".to_vec();
         v1.extend_from_slice(&(body.len() as u64).to_le_bytes());
         v1.extend_from_slice(body);
         assert_eq!(Db::decode(&v1).unwrap(), db);
         let mut v2 = b"REGSNAP2".to_vec();
-        let body2 = &current[..current.len() - 1];
+        let body2 = &current[..current.len() - 7];
         v2.extend_from_slice(&(body2.len() as u64).to_le_bytes());
         v2.extend_from_slice(body2);
         assert_eq!(Db::decode(&v2).unwrap(), db);

@@ -1,0 +1,651 @@
+//! `registry acl` (Consul's `command/acl`): bootstrap, and create, list, read, update, clone
+//! and delete for tokens, policies and roles through `/v1/acl/*`. Output is Consul's pretty
+//! text, or the API's JSON with `-format=json`.
+
+use super::http::{encode_path, Client, HttpFlags};
+use super::ui::Ui;
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// `acl` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum AclCommand {
+    /// Creates the initial management token (`PUT /v1/acl/bootstrap`).
+    Bootstrap(Common),
+    /// Manages policies.
+    Policy {
+        /// The policy operation.
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Manages tokens.
+    Token {
+        /// The token operation.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Manages roles.
+    Role {
+        /// The role operation.
+        #[command(subcommand)]
+        command: RoleCommand,
+    },
+}
+
+/// Flags of every `acl` command.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    #[command(flatten)]
+    http: HttpFlags,
+    /// Output format: `pretty` or `json`.
+    #[arg(long, default_value = "pretty", value_name = "FORMAT")]
+    format: String,
+}
+
+/// Selects a record by ID or name.
+#[derive(Args, Debug, Clone)]
+pub struct Select {
+    #[command(flatten)]
+    common: Common,
+    /// The ID.
+    #[arg(long, value_name = "ID")]
+    id: Option<String>,
+    /// The name.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+}
+
+/// `acl policy` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Creates a policy.
+    Create(PolicyArgs),
+    /// Updates a policy (by `-id` or `-name`).
+    Update(PolicyArgs),
+    /// Lists policies.
+    List(Common),
+    /// Reads a policy.
+    Read(Select),
+    /// Deletes a policy.
+    Delete(Select),
+}
+
+/// Policy fields.
+#[derive(Args, Debug)]
+pub struct PolicyArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The policy ID (update only).
+    #[arg(long, value_name = "ID")]
+    id: Option<String>,
+    /// The policy name.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// A description.
+    #[arg(long, value_name = "TEXT")]
+    description: Option<String>,
+    /// The rules, in HCL or JSON; `@path` reads a file.
+    #[arg(long, value_name = "RULES")]
+    rules: Option<String>,
+    /// Datacenter the policy is valid in (repeatable).
+    #[arg(long = "valid-datacenter", value_name = "DC")]
+    valid_datacenter: Vec<String>,
+}
+
+/// `acl token` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Creates a token.
+    Create(TokenArgs),
+    /// Lists tokens.
+    List(Common),
+    /// Reads a token (`-id`, or `-self` for the one in use).
+    Read(TokenRead),
+    /// Clones a token.
+    Clone(TokenClone),
+    /// Deletes a token.
+    Delete(Select),
+}
+
+/// Token fields.
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    common: Common,
+    /// A description.
+    #[arg(long, value_name = "TEXT")]
+    description: Option<String>,
+    /// Link a policy by name (repeatable).
+    #[arg(long = "policy-name", value_name = "NAME")]
+    policy_name: Vec<String>,
+    /// Link a policy by ID (repeatable).
+    #[arg(long = "policy-id", value_name = "ID")]
+    policy_id: Vec<String>,
+    /// Link a role by name (repeatable).
+    #[arg(long = "role-name", value_name = "NAME")]
+    role_name: Vec<String>,
+    /// Link a role by ID (repeatable).
+    #[arg(long = "role-id", value_name = "ID")]
+    role_id: Vec<String>,
+    /// A service identity, `NAME[:DC1,DC2]` (repeatable).
+    #[arg(long = "service-identity", value_name = "SERVICE")]
+    service_identity: Vec<String>,
+    /// A node identity, `NODE:DC` (repeatable).
+    #[arg(long = "node-identity", value_name = "NODE:DC")]
+    node_identity: Vec<String>,
+    /// The accessor ID to use (generated when absent).
+    #[arg(long, value_name = "ID")]
+    accessor: Option<String>,
+    /// The secret ID to use (generated when absent).
+    #[arg(long, value_name = "ID")]
+    secret: Option<String>,
+    /// Token lifetime (`1h`).
+    #[arg(long = "expires-ttl", value_name = "DURATION")]
+    expires_ttl: Option<String>,
+    /// Local to this datacenter.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+        value_parser = super::go_bool, value_name = "BOOL")]
+    local: Option<bool>,
+}
+
+/// `acl token read` flags.
+#[derive(Args, Debug)]
+pub struct TokenRead {
+    #[command(flatten)]
+    common: Common,
+    /// The accessor ID.
+    #[arg(long, value_name = "ID")]
+    id: Option<String>,
+    /// Read the token the command uses.
+    #[arg(long = "self", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+        value_parser = super::go_bool, value_name = "BOOL")]
+    self_: Option<bool>,
+}
+
+/// `acl token clone` flags.
+#[derive(Args, Debug)]
+pub struct TokenClone {
+    #[command(flatten)]
+    common: Common,
+    /// The accessor ID to clone.
+    #[arg(long, value_name = "ID")]
+    id: Option<String>,
+    /// The clone's description.
+    #[arg(long, value_name = "TEXT")]
+    description: Option<String>,
+}
+
+/// `acl role` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum RoleCommand {
+    /// Creates a role.
+    Create(RoleArgs),
+    /// Lists roles.
+    List(Common),
+    /// Reads a role.
+    Read(Select),
+    /// Deletes a role.
+    Delete(Select),
+}
+
+/// Role fields.
+#[derive(Args, Debug)]
+pub struct RoleArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The role name.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// A description.
+    #[arg(long, value_name = "TEXT")]
+    description: Option<String>,
+    /// Link a policy by name (repeatable).
+    #[arg(long = "policy-name", value_name = "NAME")]
+    policy_name: Vec<String>,
+    /// Link a policy by ID (repeatable).
+    #[arg(long = "policy-id", value_name = "ID")]
+    policy_id: Vec<String>,
+    /// A service identity, `NAME[:DC1,DC2]` (repeatable).
+    #[arg(long = "service-identity", value_name = "SERVICE")]
+    service_identity: Vec<String>,
+    /// A node identity, `NODE:DC` (repeatable).
+    #[arg(long = "node-identity", value_name = "NODE:DC")]
+    node_identity: Vec<String>,
+}
+
+/// Runs `acl`.
+pub async fn run(command: AclCommand, ui: &mut Ui<'_>) -> i32 {
+    match run_inner(command, ui).await {
+        Ok(code) => code,
+        Err(e) => ui.fail(&e),
+    }
+}
+
+async fn call(
+    c: &Common,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value, String> {
+    let client =
+        Client::new(&c.http, None).map_err(|e| format!("Error connecting to Consul agent: {e}"))?;
+    let body = body.map(|b| b.to_string().into_bytes());
+    let r = client.send(method, path, &[], body).await?;
+    if r.status != 200 {
+        return Err(r.status_error());
+    }
+    if r.body.is_empty() {
+        return Ok(Value::Null);
+    }
+    r.json()
+}
+
+fn links(names: &[String], ids: &[String]) -> Value {
+    let mut v: Vec<Value> = names.iter().map(|n| json!({"Name": n})).collect();
+    v.extend(ids.iter().map(|i| json!({"ID": i})));
+    Value::Array(v)
+}
+
+fn identities(services: &[String], nodes: &[String]) -> Result<(Value, Value), String> {
+    let sis: Vec<Value> = services
+        .iter()
+        .map(|s| match s.split_once(':') {
+            Some((n, dcs)) => {
+                json!({"ServiceName": n, "Datacenters": dcs.split(',').collect::<Vec<_>>()})
+            }
+            None => json!({"ServiceName": s}),
+        })
+        .collect();
+    let mut nis = Vec::new();
+    for n in nodes {
+        let (name, dc) = n
+            .split_once(':')
+            .ok_or_else(|| format!("Node identity {n:?} must be of the form NODE:DATACENTER"))?;
+        nis.push(json!({"NodeName": name, "Datacenter": dc}));
+    }
+    Ok((Value::Array(sis), Value::Array(nis)))
+}
+
+fn rules_text(r: &str) -> Result<String, String> {
+    match r.strip_prefix('@') {
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| format!("Failed to read rules file: {e}"))
+        }
+        None => Ok(r.to_string()),
+    }
+}
+
+fn show(c: &Common, v: &Value, pretty: fn(&Value) -> String, ui: &mut Ui<'_>) -> i32 {
+    if c.format == "json" {
+        ui.output(&serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        ui.output(pretty(v).trim_end());
+    }
+    0
+}
+
+fn s(v: &Value, k: &str) -> String {
+    match &v[k] {
+        Value::String(x) => x.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn link_lines(v: &Value, key: &str, title: &str, out: &mut String) {
+    if let Some(items) = v[key].as_array() {
+        out.push_str(&format!("{title}:\n"));
+        for l in items {
+            out.push_str(&format!("   {} - {}\n", s(l, "ID"), s(l, "Name")));
+        }
+    }
+}
+
+fn identity_lines(v: &Value, out: &mut String) {
+    if let Some(items) = v["ServiceIdentities"].as_array() {
+        out.push_str("Service Identities:\n");
+        for si in items {
+            let dcs = si["Datacenters"]
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            let dcs = if dcs.is_empty() {
+                "all".to_string()
+            } else {
+                dcs
+            };
+            out.push_str(&format!(
+                "   {} (Datacenters: {dcs})\n",
+                s(si, "ServiceName")
+            ));
+        }
+    }
+    if let Some(items) = v["NodeIdentities"].as_array() {
+        out.push_str("Node Identities:\n");
+        for ni in items {
+            out.push_str(&format!(
+                "   {} (Datacenter: {})\n",
+                s(ni, "NodeName"),
+                s(ni, "Datacenter")
+            ));
+        }
+    }
+}
+
+/// Consul's pretty token.
+pub fn pretty_token(v: &Value) -> String {
+    let mut out = format!(
+        "AccessorID:       {}\nSecretID:         {}\nDescription:      {}\nLocal:            {}\nCreate Time:      {}\n",
+        s(v, "AccessorID"), s(v, "SecretID"), s(v, "Description"), s(v, "Local"), s(v, "CreateTime")
+    );
+    if !s(v, "ExpirationTime").is_empty() {
+        out.push_str(&format!("Expiration Time:  {}\n", s(v, "ExpirationTime")));
+    }
+    link_lines(v, "Policies", "Policies", &mut out);
+    link_lines(v, "Roles", "Roles", &mut out);
+    identity_lines(v, &mut out);
+    out
+}
+
+/// Consul's pretty policy.
+pub fn pretty_policy(v: &Value) -> String {
+    let dcs = v["Datacenters"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    let mut out = format!(
+        "ID:           {}\nName:         {}\nDescription:  {}\nDatacenters:  {dcs}\n",
+        s(v, "ID"),
+        s(v, "Name"),
+        s(v, "Description")
+    );
+    if v.get("Rules").is_some() {
+        out.push_str(&format!("Rules:\n{}\n", s(v, "Rules")));
+    }
+    out
+}
+
+/// Consul's pretty role.
+pub fn pretty_role(v: &Value) -> String {
+    let mut out = format!(
+        "ID:           {}\nName:         {}\nDescription:  {}\n",
+        s(v, "ID"),
+        s(v, "Name"),
+        s(v, "Description")
+    );
+    link_lines(v, "Policies", "Policies", &mut out);
+    identity_lines(v, &mut out);
+    out
+}
+
+fn list(c: &Common, v: &Value, pretty: fn(&Value) -> String, key: &str, ui: &mut Ui<'_>) -> i32 {
+    if c.format == "json" {
+        ui.output(&serde_json::to_string_pretty(v).unwrap_or_default());
+        return 0;
+    }
+    let mut out = String::new();
+    for item in v.as_array().map(Vec::as_slice).unwrap_or_default() {
+        if !key.is_empty() {
+            out.push_str(&format!("{}:\n", s(item, key)));
+        }
+        out.push_str(&pretty(item));
+        out.push('\n');
+    }
+    ui.output(out.trim_end());
+    0
+}
+
+/// The ID of a policy or role given by `-id` or `-name`.
+async fn select_id(sel: &Select, kind: &str) -> Result<String, String> {
+    if let Some(id) = sel.id.clone().filter(|i| !i.is_empty()) {
+        return Ok(id);
+    }
+    let Some(name) = sel.name.clone().filter(|n| !n.is_empty()) else {
+        return Err("Must specify the -id or -name parameter".to_string());
+    };
+    let v = call(
+        &sel.common,
+        Method::GET,
+        &format!("/v1/acl/{kind}/name/{}", encode_path(&name)),
+        None,
+    )
+    .await?;
+    Ok(s(&v, "ID"))
+}
+
+async fn run_inner(command: AclCommand, ui: &mut Ui<'_>) -> Result<i32, String> {
+    match command {
+        AclCommand::Bootstrap(c) => {
+            let v = call(&c, Method::PUT, "/v1/acl/bootstrap", None)
+                .await
+                .map_err(|e| format!("Failed ACL bootstrapping: {e}"))?;
+            Ok(show(&c, &v, pretty_token, ui))
+        }
+        AclCommand::Policy { command } => match command {
+            PolicyCommand::Create(p) => {
+                let name = p
+                    .name
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .ok_or("Missing required '-name' flag")?;
+                let body = json!({
+                    "Name": name,
+                    "Description": p.description.clone().unwrap_or_default(),
+                    "Rules": rules_text(p.rules.as_deref().unwrap_or(""))?,
+                    "Datacenters": p.valid_datacenter,
+                });
+                let v = call(&p.common, Method::PUT, "/v1/acl/policy", Some(body))
+                    .await
+                    .map_err(|e| format!("Failed to create new policy: {e}"))?;
+                Ok(show(&p.common, &v, pretty_policy, ui))
+            }
+            PolicyCommand::Update(p) => {
+                let sel = Select {
+                    common: p.common.clone(),
+                    id: p.id.clone(),
+                    name: p.name.clone(),
+                };
+                let id = select_id(&sel, "policy").await?;
+                let mut cur = call(
+                    &p.common,
+                    Method::GET,
+                    &format!("/v1/acl/policy/{id}"),
+                    None,
+                )
+                .await?;
+                if let Some(d) = &p.description {
+                    cur["Description"] = json!(d);
+                }
+                if let Some(r) = &p.rules {
+                    cur["Rules"] = json!(rules_text(r)?);
+                }
+                if !p.valid_datacenter.is_empty() {
+                    cur["Datacenters"] = json!(p.valid_datacenter);
+                }
+                let v = call(
+                    &p.common,
+                    Method::PUT,
+                    &format!("/v1/acl/policy/{id}"),
+                    Some(cur),
+                )
+                .await
+                .map_err(|e| format!("Failed to update policy {id}: {e}"))?;
+                Ok(show(&p.common, &v, pretty_policy, ui))
+            }
+            PolicyCommand::List(c) => {
+                let v = call(&c, Method::GET, "/v1/acl/policies", None)
+                    .await
+                    .map_err(|e| format!("Failed to retrieve the policy list: {e}"))?;
+                Ok(list(&c, &v, pretty_policy, "Name", ui))
+            }
+            PolicyCommand::Read(sel) => {
+                let id = select_id(&sel, "policy").await?;
+                let v = call(
+                    &sel.common,
+                    Method::GET,
+                    &format!("/v1/acl/policy/{id}"),
+                    None,
+                )
+                .await
+                .map_err(|e| format!("Error reading policy {id:?}: {e}"))?;
+                Ok(show(&sel.common, &v, pretty_policy, ui))
+            }
+            PolicyCommand::Delete(sel) => {
+                let id = select_id(&sel, "policy").await?;
+                call(
+                    &sel.common,
+                    Method::DELETE,
+                    &format!("/v1/acl/policy/{id}"),
+                    None,
+                )
+                .await
+                .map_err(|e| format!("Error deleting policy {id:?}: {e}"))?;
+                ui.output(&format!("Policy {id:?} deleted successfully"));
+                Ok(0)
+            }
+        },
+        AclCommand::Token { command } => match command {
+            TokenCommand::Create(t) => {
+                let (sis, nis) = identities(&t.service_identity, &t.node_identity)?;
+                let mut body = json!({
+                    "Description": t.description.clone().unwrap_or_default(),
+                    "Policies": links(&t.policy_name, &t.policy_id),
+                    "Roles": links(&t.role_name, &t.role_id),
+                    "ServiceIdentities": sis,
+                    "NodeIdentities": nis,
+                    "Local": t.local.unwrap_or(false),
+                });
+                if let Some(a) = &t.accessor {
+                    body["AccessorID"] = json!(a);
+                }
+                if let Some(sec) = &t.secret {
+                    body["SecretID"] = json!(sec);
+                }
+                if let Some(ttl) = &t.expires_ttl {
+                    body["ExpirationTTL"] = json!(ttl);
+                }
+                let v = call(&t.common, Method::PUT, "/v1/acl/token", Some(body))
+                    .await
+                    .map_err(|e| format!("Failed to create new token: {e}"))?;
+                Ok(show(&t.common, &v, pretty_token, ui))
+            }
+            TokenCommand::List(c) => {
+                let v = call(&c, Method::GET, "/v1/acl/tokens", None)
+                    .await
+                    .map_err(|e| format!("Failed to retrieve the token list: {e}"))?;
+                Ok(list(&c, &v, pretty_token, "", ui))
+            }
+            TokenCommand::Read(r) => {
+                let path = if r.self_.unwrap_or(false) {
+                    "/v1/acl/token/self".to_string()
+                } else {
+                    let id =
+                        r.id.clone()
+                            .filter(|i| !i.is_empty())
+                            .ok_or("Must specify the -id parameter")?;
+                    format!("/v1/acl/token/{}", encode_path(&id))
+                };
+                let v = call(&r.common, Method::GET, &path, None)
+                    .await
+                    .map_err(|e| format!("Error reading token: {e}"))?;
+                Ok(show(&r.common, &v, pretty_token, ui))
+            }
+            TokenCommand::Clone(c) => {
+                let id =
+                    c.id.clone()
+                        .filter(|i| !i.is_empty())
+                        .ok_or("Must specify the -id parameter")?;
+                let body = c.description.as_ref().map(|d| json!({"Description": d}));
+                let v = call(
+                    &c.common,
+                    Method::PUT,
+                    &format!("/v1/acl/token/{}/clone", encode_path(&id)),
+                    body,
+                )
+                .await
+                .map_err(|e| format!("Failed to clone token: {e}"))?;
+                Ok(show(&c.common, &v, pretty_token, ui))
+            }
+            TokenCommand::Delete(sel) => {
+                let id = sel
+                    .id
+                    .clone()
+                    .filter(|i| !i.is_empty())
+                    .ok_or("Must specify the -id parameter")?;
+                call(
+                    &sel.common,
+                    Method::DELETE,
+                    &format!("/v1/acl/token/{}", encode_path(&id)),
+                    None,
+                )
+                .await
+                .map_err(|e| format!("Error deleting token {id:?}: {e}"))?;
+                ui.output(&format!("Token {id:?} deleted successfully"));
+                Ok(0)
+            }
+        },
+        AclCommand::Role { command } => match command {
+            RoleCommand::Create(r) => {
+                let name = r
+                    .name
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .ok_or("Missing required '-name' flag")?;
+                let (sis, nis) = identities(&r.service_identity, &r.node_identity)?;
+                let body = json!({
+                    "Name": name,
+                    "Description": r.description.clone().unwrap_or_default(),
+                    "Policies": links(&r.policy_name, &r.policy_id),
+                    "ServiceIdentities": sis,
+                    "NodeIdentities": nis,
+                });
+                let v = call(&r.common, Method::PUT, "/v1/acl/role", Some(body))
+                    .await
+                    .map_err(|e| format!("Failed to create new role: {e}"))?;
+                Ok(show(&r.common, &v, pretty_role, ui))
+            }
+            RoleCommand::List(c) => {
+                let v = call(&c, Method::GET, "/v1/acl/roles", None)
+                    .await
+                    .map_err(|e| format!("Failed to retrieve the role list: {e}"))?;
+                Ok(list(&c, &v, pretty_role, "Name", ui))
+            }
+            RoleCommand::Read(sel) => {
+                let id = select_id(&sel, "role").await?;
+                let v = call(
+                    &sel.common,
+                    Method::GET,
+                    &format!("/v1/acl/role/{id}"),
+                    None,
+                )
+                .await
+                .map_err(|e| format!("Error reading role {id:?}: {e}"))?;
+                Ok(show(&sel.common, &v, pretty_role, ui))
+            }
+            RoleCommand::Delete(sel) => {
+                let id = select_id(&sel, "role").await?;
+                call(
+                    &sel.common,
+                    Method::DELETE,
+                    &format!("/v1/acl/role/{id}"),
+                    None,
+                )
+                .await
+                .map_err(|e| format!("Error deleting role {id:?}: {e}"))?;
+                ui.output(&format!("Role {id:?} deleted successfully"));
+                Ok(0)
+            }
+        },
+    }
+}

@@ -1,0 +1,158 @@
+//! Consul's ACL system as data: tokens, policies and roles as the state store keeps them, the
+//! Raft commands that change them, and the rules language (`rules`).
+//!
+//! These records are stored with postcard (positional), so they carry no serde attributes
+//! that skip fields; the HTTP layer renders Consul's JSON shapes from them.
+
+pub mod rules;
+
+use serde::{Deserialize, Serialize};
+
+/// ID of the built-in `global-management` policy.
+pub const GLOBAL_MANAGEMENT_ID: &str = "00000000-0000-0000-0000-000000000001";
+/// Name of the built-in management policy.
+pub const GLOBAL_MANAGEMENT_NAME: &str = "global-management";
+/// Accessor ID of the anonymous token.
+pub const ANONYMOUS_ACCESSOR: &str = "00000000-0000-0000-0000-000000000002";
+/// Secret of the anonymous token.
+pub const ANONYMOUS_SECRET: &str = "anonymous";
+
+/// A reference to a policy or role, by ID and the name it had when linked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    /// ID.
+    pub id: String,
+    /// Name.
+    pub name: String,
+}
+
+/// A service identity: `service:write` on the service and its sidecar, `service:read` and
+/// `node:read` on everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceIdentity {
+    /// Service name.
+    pub service_name: String,
+    /// Datacenters it is valid in (empty: all).
+    pub datacenters: Vec<String>,
+}
+
+/// A node identity: `node:write` on the node and `service:read` on everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    /// Node name.
+    pub node_name: String,
+    /// Datacenter.
+    pub datacenter: String,
+}
+
+/// A token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// Public ID.
+    pub accessor_id: String,
+    /// The secret a client presents.
+    pub secret_id: String,
+    /// Free text.
+    pub description: String,
+    /// Linked policies.
+    pub policies: Vec<Link>,
+    /// Linked roles.
+    pub roles: Vec<Link>,
+    /// Service identities.
+    pub service_identities: Vec<ServiceIdentity>,
+    /// Node identities.
+    pub node_identities: Vec<NodeIdentity>,
+    /// Local to this datacenter.
+    pub local: bool,
+    /// RFC 3339 creation time, stamped by the leader.
+    pub create_time: String,
+    /// Expiry as Unix milliseconds (0: never).
+    pub expiration_unix_ms: u64,
+    /// RFC 3339 expiry, as given or computed (empty: never).
+    pub expiration_time: String,
+    /// `ExpirationTTL` as given.
+    pub expiration_ttl: String,
+    /// Raft index of creation.
+    pub create_index: u64,
+    /// Raft index of the last change.
+    pub modify_index: u64,
+}
+
+/// A policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// ID.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Rules text (HCL or JSON).
+    pub rules: String,
+    /// Datacenters it applies in (empty: all).
+    pub datacenters: Vec<String>,
+    /// Raft index of creation.
+    pub create_index: u64,
+    /// Raft index of the last change.
+    pub modify_index: u64,
+}
+
+/// A role: a named set of policies and identities.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Role {
+    /// ID.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Linked policies.
+    pub policies: Vec<Link>,
+    /// Service identities.
+    pub service_identities: Vec<ServiceIdentity>,
+    /// Node identities.
+    pub node_identities: Vec<NodeIdentity>,
+    /// Raft index of creation.
+    pub create_index: u64,
+    /// Raft index of the last change.
+    pub modify_index: u64,
+}
+
+/// A change to the ACL tables. IDs, secrets and times are chosen by the leader before it
+/// proposes the command, so applying it is deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AclCommand {
+    /// `PUT /v1/acl/bootstrap` (and `initial_management`): creates the built-in policy if
+    /// missing and the management token, unless bootstrapping already happened. `reset_index`
+    /// 0 = first bootstrap only; the response is rejected with Consul's text otherwise.
+    Bootstrap {
+        /// The management token.
+        token: Token,
+        /// Allow it even after a bootstrap (the `initial_management` token at startup).
+        force: bool,
+    },
+    /// Creates or replaces a token (by accessor ID).
+    TokenSet(Token),
+    /// Deletes a token.
+    TokenDelete {
+        /// Accessor ID.
+        accessor_id: String,
+    },
+    /// Creates or replaces a policy (by ID); names are unique.
+    PolicySet(Policy),
+    /// Deletes a policy.
+    PolicyDelete {
+        /// ID.
+        id: String,
+    },
+    /// Creates or replaces a role (by ID); names are unique.
+    RoleSet(Role),
+    /// Deletes a role.
+    RoleDelete {
+        /// ID.
+        id: String,
+    },
+    /// Makes sure the built-in policy and the anonymous token exist (the leader proposes it
+    /// when ACLs are enabled).
+    Init,
+}
