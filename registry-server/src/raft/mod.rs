@@ -68,6 +68,23 @@ const KNOWN_LEADER_CONTACT_MS: u64 = 3_000;
 /// How long past its lease a leader waits for a write to commit before giving it up.
 const LEASE_GRACE: Duration = Duration::from_secs(2);
 /// The same for a snapshot restore (one entry holding the whole state).
+/// Environment variable that, set to `1`, makes a leader answer default reads without a valid
+/// lease: a deliberately broken mode that lets a leader cut off from its quorum serve stale
+/// reads. It exists only so that the consistency checker in `jepsen/` can prove it notices;
+/// never set it anywhere else.
+pub const UNSAFE_READS_WITHOUT_LEASE_ENV: &str = "REGISTRY_TEST_UNSAFE_DEFAULT_READS_WITHOUT_LEASE";
+
+fn unsafe_reads_without_lease() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let on = std::env::var(UNSAFE_READS_WITHOUT_LEASE_ENV).is_ok_and(|v| v == "1");
+        if on {
+            tracing::warn!("{UNSAFE_READS_WITHOUT_LEASE_ENV}=1: default reads ignore the leader lease (broken on purpose)");
+        }
+        on
+    })
+}
+
 const RESTORE_GRACE: Duration = Duration::from_secs(20);
 
 /// A running Raft node. Cheap to clone; all clones drive the same node.
@@ -466,7 +483,7 @@ impl RaftHandle {
     /// its leadership with a quorum). On the leader this is local; on a follower it asks the
     /// leader for its index and waits until this node has applied as far.
     pub async fn read_barrier(&self, consistent: bool) -> Result<(), ServerError> {
-        if !consistent && self.serving_leader() {
+        if !consistent && self.serves_default_reads() {
             return Ok(());
         }
         let started = tokio::time::Instant::now();
@@ -520,6 +537,12 @@ impl RaftHandle {
             return true;
         }
         self.now_ms() < self.inner.lease_until.load(Ordering::Acquire)
+    }
+
+    /// Whether this node answers default reads from its own store: when it is the serving
+    /// leader (or, in the deliberately broken test mode, any leader, lease or not).
+    pub fn serves_default_reads(&self) -> bool {
+        self.serving_leader() || (unsafe_reads_without_lease() && self.is_leader())
     }
 
     /// Whether this node is the only voter.
