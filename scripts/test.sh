@@ -65,6 +65,7 @@ install_system_packages() {
     command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
     # Network partitions in the cluster tests (iptables rules on loopback).
     command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+    command -v faketime >/dev/null 2>&1 || missing+=(faketime)  # jepsen/ clock nemesis
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
         missing+=(python3-venv)
     fi
@@ -172,6 +173,9 @@ fi
 
 section "HAProxy discovers backends through the registry's DNS"
 run "haproxy e2e" bash "$ROOT/tests/haproxy/run.sh"
+
+section "jepsen: every workload under faults; the broken modes must be caught"
+run "jepsen" bash "$ROOT/jepsen/run-ci.sh"
 
 section "summary"
 echo "total time: $(( $(date +%s) - START ))s"

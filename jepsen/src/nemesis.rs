@@ -9,8 +9,10 @@
 //!   only one server in the middle hears).
 //! * `kill`: SIGKILL of the leader or of one or two random servers, restarted on heal.
 //! * `pause`: SIGSTOP of the leader, SIGCONT on heal.
-//! * `clock`: restarts a random server with its clock skewed by up to ±5 s through libfaketime
-//!   (when installed), back to the real clock on heal.
+//! * `clock`: restarts a random server with its wall clock 1 to 5 s ahead or behind through
+//!   libfaketime (Debian's `faketime`), back to the real clock on heal. The monotonic clock,
+//!   which Raft's timers and the leader lease use, is left alone; the wall clock drives
+//!   lock-delay and session timestamps.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -194,19 +196,19 @@ impl Nemesis {
             }
             Fault::Clock => {
                 let v = nodes[0];
-                let skew = (rand::random::<i64>().rem_euclid(9) - 4).max(-4) * 1000
-                    + if rand::random::<bool>() { 500 } else { -500 };
+                let mag = 1 + rand::random::<i64>().rem_euclid(5);
+                let skew = if rand::random::<bool>() { mag } else { -mag };
                 self.db.kill(v)?;
                 self.db.set_env(
                     v,
                     vec![
                         ("LD_PRELOAD".into(), LIBFAKETIME.into()),
-                        ("FAKETIME".into(), format!("{:+}", skew as f64 / 1000.0)),
-                        ("FAKETIME_DONT_RESET".into(), "1".into()),
+                        ("FAKETIME".into(), format!("{skew:+}")),
+                        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
                     ],
                 );
                 self.db.start(v)?;
-                Ok(format!("restarted n{v} with its clock {skew:+} ms off"))
+                Ok(format!("restarted n{v} with its wall clock {skew:+} s off"))
             }
         }
     }

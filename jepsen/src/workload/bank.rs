@@ -151,3 +151,40 @@ pub fn check(ops: &[Op], anomalies: &mut Vec<usize>) -> Value {
         "bad_reads": bad,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(index: usize, balances: Value) -> Op {
+        Op {
+            process: 0,
+            f: "read".into(),
+            key: None,
+            arg: Value::Null,
+            result: balances,
+            outcome: Kind::Ok,
+            invoke: 0,
+            complete: Some(1),
+            end: 1,
+            node: 1,
+            index,
+        }
+    }
+
+    #[test]
+    fn reads_must_keep_the_total() {
+        let good = json!({"a0": 12, "a1": 8, "a2": 10, "a3": 10, "a4": 10});
+        let bad = json!({"a0": 12, "a1": 10, "a2": 10, "a3": 10, "a4": 10});
+        let negative = json!({"a0": 25, "a1": -5, "a2": 10, "a3": 10, "a4": 10});
+        let missing = json!({"a0": 20, "a1": 10, "a2": 10, "a3": 10});
+        assert_eq!(check(&[read(0, good.clone())], &mut Vec::new())["valid"], json!(true));
+        let mut anomalies = Vec::new();
+        let v = check(
+            &[read(0, good), read(1, bad), read(2, negative), read(3, missing)],
+            &mut anomalies,
+        );
+        assert_eq!(v["valid"], json!(false));
+        assert_eq!(anomalies, vec![1, 2, 3]);
+    }
+}

@@ -9,8 +9,9 @@
 //! returned `true` invoked at `r` prove the session held the lock throughout `[a, r]`, and such
 //! intervals of different sessions must not overlap; (2) the registry's own view: during such
 //! an interval a `?consistent` read never names another holder, and every acquisition observed
-//! has its own `LockIndex`, increasing in real time; (3) lock-delay: after a holder's session
-//! was destroyed, no other session's acquire is acknowledged within the delay.
+//! has its own `LockIndex`, increasing in real time; (3) lock-delay: once the destruction of a
+//! holder's session is acknowledged, no acquire by another session sent after that succeeds
+//! within the delay (counted from the destroy's invocation).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -273,7 +274,11 @@ pub fn check(ops: &[Op], anomalies: &mut Vec<usize>) -> Value {
                 continue;
             }
             let Some(c) = other.acquire.complete else { continue };
-            if c > d.invoke && c < d.invoke + delay {
+            // An acquire sent while the destroy was still in flight may be ordered before it
+            // on the leader's check (as in Consul); one sent after the destroy was
+            // acknowledged must see the delay.
+            let Some(done) = d.complete else { continue };
+            if other.acquire.invoke > done && c < d.invoke + delay {
                 anomalies.push(other.acquire.index);
                 errors.push(json!({"type": "acquired within lock-delay", "destroy": d.index,
                     "acquire": other.acquire.index, "after_ms": (c - d.invoke) / 1_000_000}));
@@ -289,4 +294,84 @@ pub fn check(ops: &[Op], anomalies: &mut Vec<usize>) -> Value {
         "destroyed_while_held": delayed,
         "errors": errors,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(index: usize, process: u64, f: &str, arg: Value, result: Value, t: (u64, u64)) -> Op {
+        Op {
+            process,
+            f: f.into(),
+            key: Some(KEY.into()),
+            arg,
+            result,
+            outcome: Kind::Ok,
+            invoke: t.0,
+            complete: Some(t.1),
+            end: t.1,
+            node: 1,
+            index,
+        }
+    }
+
+    fn hold(base: usize, p: u64, s: &str, li: u64, t: u64, len: u64) -> Vec<Op> {
+        vec![
+            op(base, p, "acquire", json!(s), Value::Null, (t, t + 1)),
+            op(base + 1, p, "holder", Value::Null, json!({"session": s, "lock_index": li}), (t + 2, t + 3)),
+            op(base + 2, p, "release", json!(s), Value::Null, (t + len, t + len + 1)),
+        ]
+    }
+
+    #[test]
+    fn sequential_holders_are_valid() {
+        let mut ops = hold(0, 0, "a", 1, 0, 100);
+        ops.extend(hold(10, 1, "b", 2, 200, 100));
+        let mut anomalies = Vec::new();
+        let v = check(&ops, &mut anomalies);
+        assert_eq!(v["valid"], json!(true), "{v}");
+        assert!(anomalies.is_empty());
+    }
+
+    #[test]
+    fn overlapping_holders_are_caught() {
+        let mut ops = hold(0, 0, "a", 1, 0, 100);
+        ops.extend(hold(10, 1, "b", 2, 50, 100));
+        let mut anomalies = Vec::new();
+        let v = check(&ops, &mut anomalies);
+        assert_eq!(v["valid"], json!(false), "{v}");
+        assert!(anomalies.contains(&0) && anomalies.contains(&10));
+    }
+
+    #[test]
+    fn shared_or_backwards_lock_index_is_caught() {
+        let mut ops = hold(0, 0, "a", 5, 0, 100);
+        ops.extend(hold(10, 1, "b", 5, 200, 100));
+        let v = check(&ops, &mut Vec::new());
+        assert_eq!(v["errors"][0]["type"], json!("LockIndex shared by two acquisitions"));
+        let mut ops = hold(0, 0, "a", 5, 0, 100);
+        ops.extend(hold(10, 1, "b", 3, 200, 100));
+        let v = check(&ops, &mut Vec::new());
+        assert_eq!(v["errors"][0]["type"], json!("LockIndex goes backwards in real time"));
+    }
+
+    #[test]
+    fn acquire_within_lock_delay_is_caught() {
+        let ms = 1_000_000;
+        let mut ops = vec![
+            op(0, 0, "acquire", json!("a"), Value::Null, (0, ms)),
+            op(1, 0, "destroy", json!("a"), Value::Null, (10 * ms, 20 * ms)),
+        ];
+        // Sent after the destroy was acknowledged, acknowledged 500 ms later: too early.
+        ops.push(op(2, 1, "acquire", json!("b"), Value::Null, (30 * ms, 510 * ms)));
+        let mut anomalies = Vec::new();
+        let v = check(&ops, &mut anomalies);
+        assert_eq!(v["valid"], json!(false), "{v}");
+        assert_eq!(anomalies, vec![2]);
+        // After the delay it is fine.
+        ops[2].invoke = 2_100 * ms;
+        ops[2].complete = Some(2_200 * ms);
+        assert_eq!(check(&ops, &mut Vec::new())["valid"], json!(true));
+    }
 }

@@ -207,3 +207,62 @@ pub fn inject_stale_read(events: &mut [crate::history::Event]) -> Option<usize> 
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{pair, Recorder};
+    use std::time::Instant;
+
+    /// A sequential history on one key: write 1, write 2, then reads of 2.
+    fn history() -> Vec<crate::history::Event> {
+        let r = Recorder::new(Instant::now());
+        let k = Some("k");
+        for (p, v) in [(0, 1), (1, 2)] {
+            r.record(Kind::Invoke, p, "write", k, json!(v), 1, None);
+            r.record(Kind::Ok, p, "write", k, json!(v), 1, None);
+        }
+        for p in 2..5 {
+            r.record(Kind::Invoke, p, "read", k, Value::Null, 1, None);
+            r.record(Kind::Ok, p, "read", k, json!(2), 1, None);
+        }
+        r.events()
+    }
+
+    #[test]
+    fn honest_history_is_linearizable() {
+        let ops = pair(&history());
+        let v = check(&ops, Limits::default(), &mut Vec::new());
+        assert_eq!(v["valid"], json!(true), "{v}");
+    }
+
+    #[test]
+    fn injected_stale_read_is_caught() {
+        let mut events = history();
+        let at = inject_stale_read(&mut events).expect("a read to rewrite");
+        assert_eq!(events[at].value, json!(1));
+        let ops = pair(&events);
+        let mut anomalies = Vec::new();
+        let v = check(&ops, Limits::default(), &mut anomalies);
+        assert_eq!(v["valid"], json!(false), "{v}");
+        assert_eq!(anomalies.len(), 1);
+    }
+
+    #[test]
+    fn unknown_cas_and_failed_ops_are_handled() {
+        let r = Recorder::new(Instant::now());
+        let k = Some("k");
+        r.record(Kind::Invoke, 0, "write", k, json!(1), 1, None);
+        r.record(Kind::Ok, 0, "write", k, json!(1), 1, None);
+        // A cas with an unknown outcome that did happen, and one that failed.
+        r.record(Kind::Invoke, 1, "cas", k, json!([1, 5]), 1, None);
+        r.record(Kind::Info, 1, "cas", k, json!([1, 5]), 1, Some("timeout".into()));
+        r.record(Kind::Invoke, 2, "cas", k, json!([9, 6]), 1, None);
+        r.record(Kind::Fail, 2, "cas", k, json!([9, 6]), 1, None);
+        r.record(Kind::Invoke, 3, "read", k, Value::Null, 1, None);
+        r.record(Kind::Ok, 3, "read", k, json!(5), 1, None);
+        let ops = pair(&r.events());
+        let v = check(&ops, Limits::default(), &mut Vec::new());
+        assert_eq!(v["valid"], json!(true), "{v}");
+    }
+}

@@ -102,3 +102,45 @@ pub fn check(ops: &[Op], anomalies: &mut Vec<usize>) -> Value {
         "unexpected": unexpected,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(index: usize, f: &str, outcome: Kind, arg: Value, result: Value) -> Op {
+        Op {
+            process: 0,
+            f: f.into(),
+            key: None,
+            arg,
+            result,
+            outcome,
+            invoke: index as u64,
+            complete: Some(index as u64 + 1),
+            end: index as u64 + 1,
+            node: 1,
+            index,
+        }
+    }
+
+    #[test]
+    fn lost_and_unexpected_elements_are_caught() {
+        let adds = vec![
+            op(0, "add", Kind::Ok, json!(1), Value::Null),
+            op(1, "add", Kind::Ok, json!(2), Value::Null),
+            op(2, "add", Kind::Info, json!(3), Value::Null),
+            op(3, "add", Kind::Fail, json!(4), Value::Null),
+        ];
+        let mut ok = adds.clone();
+        ok.push(op(4, "read", Kind::Ok, Value::Null, json!([1, 2, 3])));
+        assert_eq!(check(&ok, &mut Vec::new())["valid"], json!(true));
+        let mut lost = adds.clone();
+        lost.push(op(4, "read", Kind::Ok, Value::Null, json!([1])));
+        let mut anomalies = Vec::new();
+        assert_eq!(check(&lost, &mut anomalies)["valid"], json!(false));
+        assert_eq!(anomalies, vec![1]);
+        let mut extra = adds;
+        extra.push(op(4, "read", Kind::Ok, Value::Null, json!([1, 2, 99])));
+        assert_eq!(check(&extra, &mut Vec::new())["unexpected"], json!([99]));
+    }
+}
