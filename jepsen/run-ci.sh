@@ -94,7 +94,7 @@ expect_invalid "stale read injected into the history" \
     --workload register --nemesis none --time-limit "$LIMIT" --broken-inject-stale-read
 expect_invalid "default reads without the leader lease" \
     --workload register-default --nemesis partition-leader --time-limit 20 --fault-interval 4 \
-    --concurrency 15 --broken-unsafe-reads-without-lease
+    --concurrency 15 --request-timeout 1 --broken-unsafe-reads-without-lease
 
 echo "jepsen stage: $(( $(date +%s) - START ))s"
 if [ $failed -ne 0 ]; then

@@ -110,6 +110,9 @@ struct Inner {
     forward: forward::Forwarder,
     /// Milliseconds since `epoch` until which a quorum has confirmed this node's leadership.
     lease_until: AtomicU64,
+    /// The term `lease_until` was granted in ([`NEVER`] before the first grant). A lease
+    /// counts only in its own term: a new leader first applies what earlier terms committed.
+    lease_term: AtomicU64,
     /// Reads waiting for a shared quorum round or leader read index.
     reads: read_rounds::AllRounds,
     /// Speculative sends to followers (with a durable log only).
@@ -274,6 +277,7 @@ impl RaftHandle {
                 batch: batcher::Batcher::default(),
                 forward,
                 lease_until: AtomicU64::new(0),
+                lease_term: AtomicU64::new(NEVER),
                 reads: read_rounds::AllRounds::default(),
                 speculator,
             }),
@@ -536,7 +540,9 @@ impl RaftHandle {
         if self.sole_voter() {
             return true;
         }
-        self.now_ms() < self.inner.lease_until.load(Ordering::Acquire)
+        let term = self.inner.metrics.borrow().current_term;
+        self.inner.lease_term.load(Ordering::Acquire) == term
+            && self.now_ms() < self.inner.lease_until.load(Ordering::Acquire)
     }
 
     /// Whether this node answers default reads from its own store: when it is the serving
@@ -707,14 +713,31 @@ async fn lease_loop(inner: Weak<Inner>) {
             let Some(inner) = inner.upgrade() else { return };
             let handle = RaftHandle { inner };
             if handle.is_leader() && !handle.sole_voter() {
+                let term = handle.inner.metrics.borrow().current_term;
                 let start = handle.now_ms();
                 let round =
                     tokio::time::timeout(LEASE_CHECK * 4, handle.raft().get_read_log_id()).await;
                 match round {
-                    Ok(Ok(_)) => {
-                        let until = start + u64::try_from(LEASE.as_millis()).unwrap_or(0);
-                        handle.inner.lease_until.fetch_max(until, Ordering::AcqRel);
-                        Some(LEASE_CHECK)
+                    Ok(Ok((read, applied))) => {
+                        let granted = handle.inner.lease_term.load(Ordering::Acquire);
+                        let read = read.map(|l| l.index);
+                        if lease_may_start(granted, term, read, applied.map(|l| l.index)) {
+                            let until = start + u64::try_from(LEASE.as_millis()).unwrap_or(0);
+                            handle.inner.lease_until.fetch_max(until, Ordering::AcqRel);
+                            handle.inner.lease_term.store(term, Ordering::Release);
+                            Some(LEASE_CHECK)
+                        } else {
+                            // A new leader's store may still miss entries committed in
+                            // earlier terms (Raft thesis 6.4): no default read or read index
+                            // is served from it before it has applied them.
+                            let _ = handle
+                                .inner
+                                .raft
+                                .wait(Some(LEASE_CHECK * 4))
+                                .applied_index_at_least(read, "leader catch-up")
+                                .await;
+                            Some(Duration::ZERO)
+                        }
                     }
                     Ok(Err(RaftError::Fatal(_))) => return,
                     Ok(Err(_)) | Err(_) => Some(Duration::from_millis(50)),
@@ -737,6 +760,14 @@ async fn lease_loop(inner: Weak<Inner>) {
             }
         }
     }
+}
+
+/// Whether a quorum round that confirmed leadership in `term` may grant the lease: at once if
+/// the lease was already granted in this term; in a new term only once this node has applied
+/// up to the read index of the round (which covers every entry committed before the term),
+/// so that a new leader never answers from a store missing acknowledged writes.
+fn lease_may_start(granted_term: u64, term: u64, read: Option<u64>, applied: Option<u64>) -> bool {
+    granted_term == term || applied >= read
 }
 
 #[cfg(test)]
