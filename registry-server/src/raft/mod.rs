@@ -510,7 +510,7 @@ impl RaftHandle {
     }
 
     /// The Raft log index a read on behalf of a follower must wait for (this node leads):
-    /// its applied index, or with `consistent` the index confirmed by a quorum round.
+    /// its commit index, or with `consistent` the index confirmed by a quorum round.
     pub(crate) async fn local_read_index(&self, consistent: bool) -> Result<u64, ServerError> {
         if !self.serving_leader() {
             return Err(ServerError::NoLeader);
@@ -522,12 +522,22 @@ impl RaftHandle {
         if consistent {
             return self.linearizable_index().await;
         }
-        Ok(self
+        // The commit index, not this node's applied index: another follower may already have
+        // applied (and answered with) entries this leader has committed but not yet applied,
+        // and a read that starts after such an answer must not go back behind it.
+        let committed = self
+            .inner
+            .raft
+            .with_raft_state(|st| st.committed.map(|l| l.index))
+            .await
+            .map_err(raft_err)?;
+        let applied = self
             .inner
             .metrics
             .borrow()
             .last_applied
-            .map_or(0, |l| l.index))
+            .map_or(0, |l| l.index);
+        Ok(committed.unwrap_or(0).max(applied))
     }
 
     /// Whether this node leads and may serve as leader now: a single voter always may; in a
