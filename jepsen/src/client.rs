@@ -153,7 +153,12 @@ impl Worker {
     }
 
     /// Sends a request to this worker's server.
-    pub async fn req(&self, method: Method, path: &str, body: Option<String>) -> Result<Resp, ReqErr> {
+    pub async fn req(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<Resp, ReqErr> {
         let url = format!("{}{path}", Db::url(self.node));
         let mut rb = self.http.request(method, url).timeout(self.ctx.timeout);
         if let Some(b) = body {
@@ -174,7 +179,10 @@ impl Worker {
             .get("x-consul-index")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        let body = r.text().await.map_err(|e| ReqErr::Unknown(format!("body: {e}")))?;
+        let body = r
+            .text()
+            .await
+            .map_err(|e| ReqErr::Unknown(format!("body: {e}")))?;
         Ok(Resp {
             status,
             index,
@@ -183,7 +191,12 @@ impl Worker {
     }
 
     /// A write: `Ok(resp)` for a 2xx answer; a 4xx is `Fail`, anything else `Info`.
-    pub async fn write(&self, method: Method, path: &str, body: Option<String>) -> Result<Resp, WriteErr> {
+    pub async fn write(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<Resp, WriteErr> {
         match self.req(method, path, body).await {
             Ok(r) if (200..300).contains(&r.status) => Ok(r),
             Ok(r) if (400..500).contains(&r.status) && r.status != 408 => {

@@ -99,7 +99,8 @@ impl Recorder {
         u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Appends an event stamped now.
+    /// Appends an event stamped now. (One argument per field of [`Event`].)
+    #[allow(clippy::too_many_arguments)]
     pub fn record(
         &self,
         kind: Kind,
@@ -185,7 +186,15 @@ mod tests {
         r.record(Kind::Invoke, 1, "read", Some("k"), Value::Null, 2, None);
         r.record(Kind::Ok, 0, "write", Some("k"), json!(1), 1, None);
         r.record(Kind::Invoke, 2, "write", Some("k"), json!(2), 3, None);
-        r.record(Kind::Info, 1, "read", Some("k"), Value::Null, 2, Some("timeout".into()));
+        r.record(
+            Kind::Info,
+            1,
+            "read",
+            Some("k"),
+            Value::Null,
+            2,
+            Some("timeout".into()),
+        );
         let ops = pair(&r.events());
         assert_eq!(ops.len(), 3);
         assert_eq!(ops[0].outcome, Kind::Ok);

@@ -35,7 +35,10 @@ use crate::workload::Workload;
 const INNER_ENV: &str = "JEPSEN_INNER";
 
 #[derive(Parser, Debug)]
-#[command(name = "jepsen", about = "Fault injection and consistency checks for registry")]
+#[command(
+    name = "jepsen",
+    about = "Fault injection and consistency checks for registry"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -171,7 +174,10 @@ fn registry_bin(args: &TestArgs) -> Result<PathBuf> {
     if sibling.exists() {
         return Ok(sibling);
     }
-    bail!("no registry binary next to {}: build it (cargo build -p registry-agent) or pass --bin", exe.display())
+    bail!(
+        "no registry binary next to {}: build it (cargo build -p registry-agent) or pass --bin",
+        exe.display()
+    )
 }
 
 /// `YYYYMMDDTHHMMSS` in UTC.

@@ -45,7 +45,12 @@ pub enum Fault {
 /// The nemesis names and the faults each may inject.
 pub fn parse(name: &str) -> Result<Vec<Fault>> {
     use Fault::*;
-    let partitions = vec![PartitionHalves, PartitionLeader, PartitionRing, PartitionBridge];
+    let partitions = vec![
+        PartitionHalves,
+        PartitionLeader,
+        PartitionRing,
+        PartitionBridge,
+    ];
     Ok(match name {
         "none" => vec![],
         "partition" => partitions,
@@ -162,10 +167,8 @@ impl Nemesis {
             Fault::PartitionRing => {
                 let mut desc = Vec::new();
                 for (pos, &i) in nodes.iter().enumerate() {
-                    let hears: BTreeSet<usize> = [n - 1, 0, 1]
-                        .iter()
-                        .map(|d| nodes[(pos + d) % n])
-                        .collect();
+                    let hears: BTreeSet<usize> =
+                        [n - 1, 0, 1].iter().map(|d| nodes[(pos + d) % n]).collect();
                     let deaf: BTreeSet<usize> = (1..=n).filter(|j| !hears.contains(j)).collect();
                     netns::block(i, &deaf)?;
                     desc.push(format!("n{i} hears {hears:?}"));

@@ -86,13 +86,18 @@ pub fn setup(servers: usize) -> Result<()> {
     cleanup()?;
     sh("ip", &["netns", "add", CTL])?;
     in_ns(CTL, &["ip", "link", "set", "lo", "up"])?;
+    sh("ip", &["-n", CTL, "link", "add", "jbr", "type", "bridge"])?;
     sh(
         "ip",
-        &["-n", CTL, "link", "add", "jbr", "type", "bridge"],
-    )?;
-    sh(
-        "ip",
-        &["-n", CTL, "addr", "add", &format!("{CTL_ADDR}/24"), "dev", "jbr"],
+        &[
+            "-n",
+            CTL,
+            "addr",
+            "add",
+            &format!("{CTL_ADDR}/24"),
+            "dev",
+            "jbr",
+        ],
     )?;
     sh("ip", &["-n", CTL, "link", "set", "jbr", "up"])?;
     for i in 1..=servers {
@@ -110,7 +115,15 @@ pub fn setup(servers: usize) -> Result<()> {
         sh("ip", &["-n", CTL, "link", "set", &veth, "up"])?;
         sh(
             "ip",
-            &["-n", &name, "addr", "add", &format!("{}/24", addr(i)), "dev", "eth0"],
+            &[
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("{}/24", addr(i)),
+                "dev",
+                "eth0",
+            ],
         )?;
         sh("ip", &["-n", &name, "link", "set", "eth0", "up"])?;
         sh("ip", &["-n", &name, "link", "set", "lo", "up"])?;
@@ -125,7 +138,16 @@ pub fn block(i: usize, from: &BTreeSet<usize>) -> Result<()> {
     for j in from {
         in_ns(
             &name,
-            &["iptables", "-w", "-A", "INPUT", "-s", &addr(*j), "-j", "DROP"],
+            &[
+                "iptables",
+                "-w",
+                "-A",
+                "INPUT",
+                "-s",
+                &addr(*j),
+                "-j",
+                "DROP",
+            ],
         )?;
     }
     Ok(())

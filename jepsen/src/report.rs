@@ -64,7 +64,11 @@ pub fn unavailability(ops: &[Op], faults: &[FaultEvent]) -> Value {
         .collect();
     oks.sort_unstable();
     let mut out = Vec::new();
-    for (i, s) in faults.iter().enumerate().filter(|(_, f)| f.phase == "start") {
+    for (i, s) in faults
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.phase == "start")
+    {
         let stop = faults[i + 1..]
             .iter()
             .find(|f| f.phase == "stop")
@@ -103,8 +107,14 @@ pub fn write(
         h.push('\n');
     }
     std::fs::write(dir.join("history.jsonl"), h)?;
-    std::fs::write(dir.join("faults.json"), serde_json::to_string_pretty(faults)?)?;
-    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(results)?)?;
+    std::fs::write(
+        dir.join("faults.json"),
+        serde_json::to_string_pretty(faults)?,
+    )?;
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(results)?,
+    )?;
     let svg = timeline(ops, faults, anomalies, concurrency);
     std::fs::write(dir.join("timeline.svg"), &svg)?;
     let html = format!(
@@ -123,11 +133,18 @@ pub fn write(
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// The timeline picture.
-pub fn timeline(ops: &[Op], faults: &[FaultEvent], anomalies: &[usize], concurrency: u64) -> String {
+pub fn timeline(
+    ops: &[Op],
+    faults: &[FaultEvent],
+    anomalies: &[usize],
+    concurrency: u64,
+) -> String {
     let concurrency = concurrency.max(1);
     let end = ops.iter().map(|o| o.end).max().unwrap_or(1).max(1);
     let lane_of = |p: u64| (p % concurrency) as f64;

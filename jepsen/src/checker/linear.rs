@@ -143,7 +143,7 @@ pub fn check<M: Model>(model: &M, history: &[Entry<M::Op>], limits: Limits) -> V
                 reason: format!("search gave up after {} steps", limits.max_steps),
             };
         }
-        if steps % 4096 == 0 && started.elapsed() > limits.max_time {
+        if steps.is_multiple_of(4096) && started.elapsed() > limits.max_time {
             return Verdict::Unknown {
                 reason: format!("search gave up after {:?}", limits.max_time),
             };

@@ -30,7 +30,14 @@ pub async fn setup(w: Worker) -> Result<()> {
         .map(|i| json!({"KV": {"Verb": "set", "Key": format!("{PREFIX}a{i}"), "Value": b64(&INITIAL.to_string())}}))
         .collect();
     for _ in 0..20 {
-        if let Ok(r) = w.write(Method::PUT, "/v1/txn", Some(Value::Array(ops.clone()).to_string())).await {
+        if let Ok(r) = w
+            .write(
+                Method::PUT,
+                "/v1/txn",
+                Some(Value::Array(ops.clone()).to_string()),
+            )
+            .await
+        {
             if r.status == 200 {
                 return Ok(());
             }
@@ -106,13 +113,25 @@ async fn transfer(w: &mut Worker, b: &BTreeMap<String, (i64, u64)>) {
     w.invoke("transfer", None, arg.clone());
     match w.req(Method::PUT, "/v1/txn", Some(ops.to_string())).await {
         Ok(r) if r.status == 200 => w.complete(Kind::Ok, "transfer", None, arg, None),
-        Ok(r) if r.status == 409 => w.complete(Kind::Fail, "transfer", None, arg, Some("cas".into())),
+        Ok(r) if r.status == 409 => {
+            w.complete(Kind::Fail, "transfer", None, arg, Some("cas".into()))
+        }
         Ok(r) if (400..500).contains(&r.status) => {
             w.complete(Kind::Fail, "transfer", None, arg, Some(r.body))
         }
-        Ok(r) => w.complete(Kind::Info, "transfer", None, arg, Some(format!("{} {}", r.status, r.body))),
-        Err(crate::client::ReqErr::NotSent(m)) => w.complete(Kind::Fail, "transfer", None, arg, Some(m)),
-        Err(crate::client::ReqErr::Unknown(m)) => w.complete(Kind::Info, "transfer", None, arg, Some(m)),
+        Ok(r) => w.complete(
+            Kind::Info,
+            "transfer",
+            None,
+            arg,
+            Some(format!("{} {}", r.status, r.body)),
+        ),
+        Err(crate::client::ReqErr::NotSent(m)) => {
+            w.complete(Kind::Fail, "transfer", None, arg, Some(m))
+        }
+        Err(crate::client::ReqErr::Unknown(m)) => {
+            w.complete(Kind::Info, "transfer", None, arg, Some(m))
+        }
     }
 }
 
@@ -131,9 +150,14 @@ pub fn check(ops: &[Op], anomalies: &mut Vec<usize>) -> Value {
     let total = INITIAL * ACCOUNTS as i64;
     let mut bad = Vec::new();
     let mut reads = 0;
-    for o in ops.iter().filter(|o| o.f == "read" && o.outcome == Kind::Ok) {
+    for o in ops
+        .iter()
+        .filter(|o| o.f == "read" && o.outcome == Kind::Ok)
+    {
         reads += 1;
-        let Some(m) = o.result.as_object() else { continue };
+        let Some(m) = o.result.as_object() else {
+            continue;
+        };
         let vals: Vec<i64> = m.values().filter_map(Value::as_i64).collect();
         let sum: i64 = vals.iter().sum();
         if m.len() != ACCOUNTS || sum != total || vals.iter().any(|v| *v < 0) {
@@ -141,7 +165,10 @@ pub fn check(ops: &[Op], anomalies: &mut Vec<usize>) -> Value {
             bad.push(json!({"op": o.index, "balances": o.result, "total": sum}));
         }
     }
-    let transfers = ops.iter().filter(|o| o.f == "transfer" && o.outcome == Kind::Ok).count();
+    let transfers = ops
+        .iter()
+        .filter(|o| o.f == "transfer" && o.outcome == Kind::Ok)
+        .count();
     json!({
         "checker": "bank (every read: all accounts, none negative, constant total)",
         "valid": if reads == 0 { json!("unknown") } else { json!(bad.is_empty()) },
@@ -178,10 +205,18 @@ mod tests {
         let bad = json!({"a0": 12, "a1": 10, "a2": 10, "a3": 10, "a4": 10});
         let negative = json!({"a0": 25, "a1": -5, "a2": 10, "a3": 10, "a4": 10});
         let missing = json!({"a0": 20, "a1": 10, "a2": 10, "a3": 10});
-        assert_eq!(check(&[read(0, good.clone())], &mut Vec::new())["valid"], json!(true));
+        assert_eq!(
+            check(&[read(0, good.clone())], &mut Vec::new())["valid"],
+            json!(true)
+        );
         let mut anomalies = Vec::new();
         let v = check(
-            &[read(0, good), read(1, bad), read(2, negative), read(3, missing)],
+            &[
+                read(0, good),
+                read(1, bad),
+                read(2, negative),
+                read(3, missing),
+            ],
             &mut anomalies,
         );
         assert_eq!(v["valid"], json!(false));

@@ -22,7 +22,14 @@ pub async fn client(mut w: Worker) {
             let node = mine.swap_remove(i);
             w.invoke("deregister", None, json!(node));
             let body = json!({"Node": node});
-            match w.write(Method::PUT, "/v1/catalog/deregister", Some(body.to_string())).await {
+            match w
+                .write(
+                    Method::PUT,
+                    "/v1/catalog/deregister",
+                    Some(body.to_string()),
+                )
+                .await
+            {
                 Ok(_) => w.complete(Kind::Ok, "deregister", None, json!(node), None),
                 Err(e) => w.complete_write_error("deregister", None, e),
             }
@@ -31,7 +38,10 @@ pub async fn client(mut w: Worker) {
             w.invoke("register", None, json!(node));
             let body = json!({"Node": node, "Address": "192.0.2.1",
                 "Service": {"Service": "jepsen", "Port": 80}});
-            match w.write(Method::PUT, "/v1/catalog/register", Some(body.to_string())).await {
+            match w
+                .write(Method::PUT, "/v1/catalog/register", Some(body.to_string()))
+                .await
+            {
                 Ok(_) => {
                     w.complete(Kind::Ok, "register", None, json!(node), None);
                     mine.push(node);
@@ -71,7 +81,11 @@ pub async fn final_read(mut w: Worker) {
 
 /// No acknowledged registration lost, no acknowledged deregistration undone.
 pub fn check(ops: &[Op], anomalies: &mut Vec<usize>) -> Value {
-    let Some(read) = ops.iter().rev().find(|o| o.f == "read" && o.outcome == Kind::Ok) else {
+    let Some(read) = ops
+        .iter()
+        .rev()
+        .find(|o| o.f == "read" && o.outcome == Kind::Ok)
+    else {
         return json!({"checker": "catalog", "valid": "unknown", "reason": "no final read succeeded"});
     };
     let seen: BTreeSet<&str> = read
@@ -90,7 +104,11 @@ pub fn check(ops: &[Op], anomalies: &mut Vec<usize>) -> Value {
     let mut resurrected = Vec::new();
     for o in ops {
         let n = name(o);
-        if o.f == "register" && o.outcome == Kind::Ok && !dereg_tried.contains(&n) && !seen.contains(n.as_str()) {
+        if o.f == "register"
+            && o.outcome == Kind::Ok
+            && !dereg_tried.contains(&n)
+            && !seen.contains(n.as_str())
+        {
             anomalies.push(o.index);
             lost.push(n);
         } else if o.f == "deregister" && o.outcome == Kind::Ok && seen.contains(n.as_str()) {
@@ -98,7 +116,11 @@ pub fn check(ops: &[Op], anomalies: &mut Vec<usize>) -> Value {
             resurrected.push(n);
         }
     }
-    let unexpected: Vec<&str> = seen.iter().filter(|n| !attempted.contains(**n)).copied().collect();
+    let unexpected: Vec<&str> = seen
+        .iter()
+        .filter(|n| !attempted.contains(**n))
+        .copied()
+        .collect();
     json!({
         "checker": "catalog (acknowledged registrations kept, deregistrations kept)",
         "valid": lost.is_empty() && resurrected.is_empty() && unexpected.is_empty(),

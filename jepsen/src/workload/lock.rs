@@ -40,7 +40,11 @@ pub async fn client(mut w: Worker) {
         w.invoke("acquire", Some(KEY), json!(s));
         let body = format!("p{}", w.process);
         let acquired = match w
-            .write(Method::PUT, &format!("/v1/kv/{KEY}?acquire={s}"), Some(body))
+            .write(
+                Method::PUT,
+                &format!("/v1/kv/{KEY}?acquire={s}"),
+                Some(body),
+            )
             .await
         {
             Ok(r) if r.body.trim() == "true" => {
@@ -48,7 +52,13 @@ pub async fn client(mut w: Worker) {
                 true
             }
             Ok(r) if r.body.trim() == "false" => {
-                w.complete(Kind::Fail, "acquire", Some(KEY), json!(s), Some("held".into()));
+                w.complete(
+                    Kind::Fail,
+                    "acquire",
+                    Some(KEY),
+                    json!(s),
+                    Some("held".into()),
+                );
                 false
             }
             Ok(r) => {
@@ -81,14 +91,22 @@ pub async fn client(mut w: Worker) {
         }
         w.invoke("release", Some(KEY), json!(s));
         match w
-            .write(Method::PUT, &format!("/v1/kv/{KEY}?release={s}"), Some(String::new()))
+            .write(
+                Method::PUT,
+                &format!("/v1/kv/{KEY}?release={s}"),
+                Some(String::new()),
+            )
             .await
         {
             Ok(r) if r.body.trim() == "true" => {
                 w.complete(Kind::Ok, "release", Some(KEY), json!(s), None)
             }
             Ok(r) => {
-                let kind = if r.body.trim() == "false" { Kind::Fail } else { Kind::Info };
+                let kind = if r.body.trim() == "false" {
+                    Kind::Fail
+                } else {
+                    Kind::Info
+                };
                 w.complete(kind, "release", Some(KEY), json!(s), Some(r.body));
                 destroy(&mut w, &s).await;
                 session = None;
@@ -109,7 +127,10 @@ pub async fn client(mut w: Worker) {
 async fn create(w: &mut Worker) -> Option<String> {
     let body = json!({"Name": "jepsen", "LockDelay": format!("{LOCK_DELAY_MS}ms"), "Checks": [], "Behavior": "release"});
     w.invoke("create", None, Value::Null);
-    match w.write(Method::PUT, "/v1/session/create", Some(body.to_string())).await {
+    match w
+        .write(Method::PUT, "/v1/session/create", Some(body.to_string()))
+        .await
+    {
         Ok(r) => match r.json()["ID"].as_str() {
             Some(id) => {
                 w.complete(Kind::Ok, "create", None, json!(id), None);
@@ -131,7 +152,10 @@ async fn create(w: &mut Worker) -> Option<String> {
 async fn destroy(w: &mut Worker, s: &str) {
     for _ in 0..60 {
         w.invoke("destroy", None, json!(s));
-        match w.write(Method::PUT, &format!("/v1/session/destroy/{s}"), None).await {
+        match w
+            .write(Method::PUT, &format!("/v1/session/destroy/{s}"), None)
+            .await
+        {
             Ok(_) => {
                 w.complete(Kind::Ok, "destroy", None, json!(s), None);
                 return;
@@ -226,8 +250,10 @@ pub fn check(ops: &[Op], anomalies: &mut Vec<usize>) -> Value {
             if a.2.session != b.2.session {
                 anomalies.push(a.2.acquire.index);
                 anomalies.push(b.2.acquire.index);
-                errors.push(json!({"type": "two holders", "a": a.2.acquire.index, "b": b.2.acquire.index,
-                    "a_session": a.2.session, "b_session": b.2.session}));
+                errors.push(
+                    json!({"type": "two holders", "a": a.2.acquire.index, "b": b.2.acquire.index,
+                    "a_session": a.2.session, "b_session": b.2.session}),
+                );
             }
         }
     }
@@ -246,8 +272,10 @@ pub fn check(ops: &[Op], anomalies: &mut Vec<usize>) -> Value {
         }
         if let Some(prev) = indexes.insert(li, h) {
             anomalies.push(h.acquire.index);
-            errors.push(json!({"type": "LockIndex shared by two acquisitions", "lock_index": li,
-                "a": prev.acquire.index, "b": h.acquire.index}));
+            errors.push(
+                json!({"type": "LockIndex shared by two acquisitions", "lock_index": li,
+                "a": prev.acquire.index, "b": h.acquire.index}),
+            );
         }
     }
     let by_index: Vec<(&u64, &&Hold)> = indexes.iter().collect();
@@ -273,15 +301,19 @@ pub fn check(ops: &[Op], anomalies: &mut Vec<usize>) -> Value {
             if other.session == h.session {
                 continue;
             }
-            let Some(c) = other.acquire.complete else { continue };
+            let Some(c) = other.acquire.complete else {
+                continue;
+            };
             // An acquire sent while the destroy was still in flight may be ordered before it
             // on the leader's check (as in Consul); one sent after the destroy was
             // acknowledged must see the delay.
             let Some(done) = d.complete else { continue };
             if other.acquire.invoke > done && c < d.invoke + delay {
                 anomalies.push(other.acquire.index);
-                errors.push(json!({"type": "acquired within lock-delay", "destroy": d.index,
-                    "acquire": other.acquire.index, "after_ms": (c - d.invoke) / 1_000_000}));
+                errors.push(
+                    json!({"type": "acquired within lock-delay", "destroy": d.index,
+                    "acquire": other.acquire.index, "after_ms": (c - d.invoke) / 1_000_000}),
+                );
             }
         }
     }
@@ -319,8 +351,22 @@ mod tests {
     fn hold(base: usize, p: u64, s: &str, li: u64, t: u64, len: u64) -> Vec<Op> {
         vec![
             op(base, p, "acquire", json!(s), Value::Null, (t, t + 1)),
-            op(base + 1, p, "holder", Value::Null, json!({"session": s, "lock_index": li}), (t + 2, t + 3)),
-            op(base + 2, p, "release", json!(s), Value::Null, (t + len, t + len + 1)),
+            op(
+                base + 1,
+                p,
+                "holder",
+                Value::Null,
+                json!({"session": s, "lock_index": li}),
+                (t + 2, t + 3),
+            ),
+            op(
+                base + 2,
+                p,
+                "release",
+                json!(s),
+                Value::Null,
+                (t + len, t + len + 1),
+            ),
         ]
     }
 
@@ -349,11 +395,17 @@ mod tests {
         let mut ops = hold(0, 0, "a", 5, 0, 100);
         ops.extend(hold(10, 1, "b", 5, 200, 100));
         let v = check(&ops, &mut Vec::new());
-        assert_eq!(v["errors"][0]["type"], json!("LockIndex shared by two acquisitions"));
+        assert_eq!(
+            v["errors"][0]["type"],
+            json!("LockIndex shared by two acquisitions")
+        );
         let mut ops = hold(0, 0, "a", 5, 0, 100);
         ops.extend(hold(10, 1, "b", 3, 200, 100));
         let v = check(&ops, &mut Vec::new());
-        assert_eq!(v["errors"][0]["type"], json!("LockIndex goes backwards in real time"));
+        assert_eq!(
+            v["errors"][0]["type"],
+            json!("LockIndex goes backwards in real time")
+        );
     }
 
     #[test]
@@ -364,7 +416,14 @@ mod tests {
             op(1, 0, "destroy", json!("a"), Value::Null, (10 * ms, 20 * ms)),
         ];
         // Sent after the destroy was acknowledged, acknowledged 500 ms later: too early.
-        ops.push(op(2, 1, "acquire", json!("b"), Value::Null, (30 * ms, 510 * ms)));
+        ops.push(op(
+            2,
+            1,
+            "acquire",
+            json!("b"),
+            Value::Null,
+            (30 * ms, 510 * ms),
+        ));
         let mut anomalies = Vec::new();
         let v = check(&ops, &mut anomalies);
         assert_eq!(v["valid"], json!(false), "{v}");

@@ -78,7 +78,10 @@ async fn read(w: &mut Worker, k: &str, consistent: bool) -> Option<(Option<i64>,
 async fn write(w: &mut Worker, k: &str) {
     let v = w.ctx.unique();
     w.invoke("write", Some(k), json!(v));
-    match w.write(Method::PUT, &format!("/v1/kv/{k}"), Some(v.to_string())).await {
+    match w
+        .write(Method::PUT, &format!("/v1/kv/{k}"), Some(v.to_string()))
+        .await
+    {
         Ok(r) if r.body.trim() == "true" => w.complete(Kind::Ok, "write", Some(k), json!(v), None),
         Ok(r) => w.complete(Kind::Info, "write", Some(k), json!(v), Some(r.body)),
         Err(e) => w.complete_write_error("write", Some(k), e),
@@ -179,7 +182,10 @@ pub fn check(ops: &[Op], limits: Limits, anomalies: &mut Vec<usize>) -> Value {
 pub fn inject_stale_read(events: &mut [crate::history::Event]) -> Option<usize> {
     let ops = crate::history::pair(events);
     // For each key, ok writes in completion order.
-    for r in ops.iter().filter(|o| o.f == "read" && o.outcome == Kind::Ok) {
+    for r in ops
+        .iter()
+        .filter(|o| o.f == "read" && o.outcome == Kind::Ok)
+    {
         let Some(k) = &r.key else { continue };
         let writes: Vec<&Op> = ops
             .iter()
@@ -198,9 +204,9 @@ pub fn inject_stale_read(events: &mut [crate::history::Event]) -> Option<usize> 
         let (a, b) = (writes[0], writes[writes.len() - 1]);
         if a.complete.is_some_and(|c| c < b.invoke) && a.arg != r.result {
             let stale = a.arg.clone();
-            let completion = events
-                .iter()
-                .position(|e| e.index > r.index && e.process == r.process && e.kind != Kind::Invoke)?;
+            let completion = events.iter().position(|e| {
+                e.index > r.index && e.process == r.process && e.kind != Kind::Invoke
+            })?;
             events[completion].value = stale;
             return Some(completion);
         }
@@ -256,7 +262,15 @@ mod tests {
         r.record(Kind::Ok, 0, "write", k, json!(1), 1, None);
         // A cas with an unknown outcome that did happen, and one that failed.
         r.record(Kind::Invoke, 1, "cas", k, json!([1, 5]), 1, None);
-        r.record(Kind::Info, 1, "cas", k, json!([1, 5]), 1, Some("timeout".into()));
+        r.record(
+            Kind::Info,
+            1,
+            "cas",
+            k,
+            json!([1, 5]),
+            1,
+            Some("timeout".into()),
+        );
         r.record(Kind::Invoke, 2, "cas", k, json!([9, 6]), 1, None);
         r.record(Kind::Fail, 2, "cas", k, json!([9, 6]), 1, None);
         r.record(Kind::Invoke, 3, "read", k, Value::Null, 1, None);

@@ -15,7 +15,14 @@ pub async fn client(mut w: Worker) {
     while !w.done() {
         let v = w.ctx.unique();
         w.invoke("add", None, json!(v));
-        match w.write(Method::PUT, &format!("/v1/kv/jepsen/set/{v}"), Some(v.to_string())).await {
+        match w
+            .write(
+                Method::PUT,
+                &format!("/v1/kv/jepsen/set/{v}"),
+                Some(v.to_string()),
+            )
+            .await
+        {
             Ok(r) if r.body.trim() == "true" => w.complete(Kind::Ok, "add", None, json!(v), None),
             Ok(r) => w.complete(Kind::Info, "add", None, json!(v), Some(r.body)),
             Err(e) => w.complete_write_error("add", None, e),

@@ -22,10 +22,13 @@ const KEY: &str = "jepsen/watch";
 pub async fn client(mut w: Worker) {
     let mut last: u64 = 0;
     while !w.done() {
-        if w.slot % 2 == 0 {
+        if w.slot.is_multiple_of(2) {
             let v = w.ctx.unique();
             w.invoke("write", Some(KEY), json!(v));
-            match w.write(Method::PUT, &format!("/v1/kv/{KEY}"), Some(v.to_string())).await {
+            match w
+                .write(Method::PUT, &format!("/v1/kv/{KEY}"), Some(v.to_string()))
+                .await
+            {
                 Ok(_) => w.complete(Kind::Ok, "write", Some(KEY), json!(v), None),
                 Err(e) => w.complete_write_error("write", Some(KEY), e),
             }
@@ -112,7 +115,9 @@ pub fn check(ops: &[Op], anomalies: &mut Vec<usize>) -> Value {
     // One value per ModifyIndex.
     let mut values: BTreeMap<u64, Value> = BTreeMap::new();
     for o in &watches {
-        let Some(mi) = o.result["modify_index"].as_u64() else { continue };
+        let Some(mi) = o.result["modify_index"].as_u64() else {
+            continue;
+        };
         let v = o.result["value"].clone();
         if let Some(prev) = values.insert(mi, v.clone()) {
             if prev != v {
@@ -122,8 +127,14 @@ pub fn check(ops: &[Op], anomalies: &mut Vec<usize>) -> Value {
         }
     }
     // Final reads agree and supersede everything seen.
-    let finals: Vec<&Op> = ops.iter().filter(|o| o.f == "final" && o.outcome == Kind::Ok).collect();
-    let final_mi: Vec<u64> = finals.iter().filter_map(|o| o.result["modify_index"].as_u64()).collect();
+    let finals: Vec<&Op> = ops
+        .iter()
+        .filter(|o| o.f == "final" && o.outcome == Kind::Ok)
+        .collect();
+    let final_mi: Vec<u64> = finals
+        .iter()
+        .filter_map(|o| o.result["modify_index"].as_u64())
+        .collect();
     if final_mi.windows(2).any(|w| w[0] != w[1]) {
         errors.push(json!({"type": "servers disagree after healing", "modify_indexes": final_mi}));
     }
