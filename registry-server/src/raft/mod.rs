@@ -113,6 +113,11 @@ struct Inner {
     /// The term `lease_until` was granted in ([`NEVER`] before the first grant). A lease
     /// counts only in its own term: a new leader first applies what earlier terms committed.
     lease_term: AtomicU64,
+    /// The last log index this node had when it started. A server restarted while it led
+    /// resumes as leader of the same term (its vote is committed) but only knows the commit
+    /// index it last saved: entries after it may have been committed and acknowledged before
+    /// the restart, so no read is served from a store that has not applied them.
+    startup_log_index: u64,
     /// Reads waiting for a shared quorum round or leader read index.
     reads: read_rounds::AllRounds,
     /// Speculative sends to followers (with a durable log only).
@@ -264,6 +269,7 @@ impl RaftHandle {
         };
         tracing::info!(id, node = %node, "raft node started");
 
+        let startup_log_index = raft.metrics().borrow().last_log_index.unwrap_or(0);
         let handle = RaftHandle {
             inner: Arc::new(Inner {
                 metrics: raft.metrics(),
@@ -278,6 +284,7 @@ impl RaftHandle {
                 forward,
                 lease_until: AtomicU64::new(0),
                 lease_term: AtomicU64::new(NEVER),
+                startup_log_index,
                 reads: read_rounds::AllRounds::default(),
                 speculator,
             }),
@@ -638,7 +645,21 @@ impl RaftHandle {
             .await
             .map_err(|_| ServerError::NoLeader)?;
         match res {
-            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
+            Ok(log_id) => {
+                let index = log_id.map_or(0, |l| l.index);
+                let floor = self.inner.startup_log_index;
+                if index >= floor {
+                    return Ok(index);
+                }
+                // Restarted while leading: wait for what the log held before the restart.
+                self.inner
+                    .raft
+                    .wait(Some(LEADER_HOLD))
+                    .applied_index_at_least(Some(floor), "startup log")
+                    .await
+                    .map_err(|_| ServerError::NoLeader)?;
+                Ok(floor)
+            }
             Err(RaftError::APIError(
                 CheckIsLeaderError::ForwardToLeader(_) | CheckIsLeaderError::QuorumNotEnough(_),
             )) => Err(ServerError::NoLeader),
@@ -730,7 +751,8 @@ async fn lease_loop(inner: Weak<Inner>) {
                 match round {
                     Ok(Ok((read, applied))) => {
                         let granted = handle.inner.lease_term.load(Ordering::Acquire);
-                        let read = read.map(|l| l.index);
+                        let floor = Some(handle.inner.startup_log_index);
+                        let read = read.map(|l| l.index).max(floor);
                         if lease_may_start(granted, term, read, applied.map(|l| l.index)) {
                             let until = start + u64::try_from(LEASE.as_millis()).unwrap_or(0);
                             handle.inner.lease_until.fetch_max(until, Ordering::AcqRel);
