@@ -22,10 +22,19 @@ LIMIT=${JEPSEN_TIME_LIMIT:-10}
 NEMESES=${JEPSEN_NEMESES:-partition kill pause clock}
 WORKLOADS="register register-default set lock catalog watch bank"
 STRICT=${REGISTRY_TESTS_STRICT:-0}
-# Runs that find a known, documented product bug (docs/jepsen.md, "Findings"): reported as
-# "known failure" and not counted against the stage while the bug is open. Remove an entry
-# when its bug is fixed.
-KNOWN_FAILURES="lock/clock"
+# A run that finds only a known, documented product bug (docs/jepsen.md, "Findings") is
+# reported as a "known failure" and not counted against the stage while the bug is open:
+# lock runs whose only errors are lock-delay violations (finding 3). Two holders at once or a
+# LockIndex anomaly still fail the stage. Remove this when finding 3 is fixed.
+known_failure() {
+    python3 - "$ROOT/jepsen/store/latest/results.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+errors = r["checker"].get("errors") or []
+ok = r["workload"] == "lock" and errors and all(e["type"] == "acquired within lock-delay" for e in errors)
+sys.exit(0 if ok else 1)
+PY
+}
 
 passed=0
 failed=0
@@ -72,7 +81,7 @@ for w in $WORKLOADS; do
         echo "jepsen $w / $n: exit $rc, valid=$v, $(( $(date +%s) - t0 ))s"
         if [ $rc -eq 0 ] && [ "$v" = True ]; then
             passed=$((passed + 1))
-        elif [[ " $KNOWN_FAILURES " == *" $w/$n "* ]]; then
+        elif [ $rc -eq 1 ] && known_failure; then
             echo ">>> known failure (docs/jepsen.md, Findings): $w / $n, $(readlink "$ROOT/jepsen/store/latest")"
             known=$((known + 1))
         else
