@@ -70,6 +70,7 @@ install_system_packages() {
     for p in npm buildah podman runc; do command -v $p >/dev/null 2>&1 || missing+=($p); done  # helm/test/run.sh
     [ -x /usr/bin/chromedriver ] || missing+=(chromium chromium-driver)
     command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client) # k8s-sync e2e tests drive the fake API server with kubectl
+    command -v faketime >/dev/null 2>&1 || missing+=(faketime)  # jepsen/ clock nemesis
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
         missing+=(python3-venv)
     fi
@@ -184,6 +185,8 @@ section "py-consul's own upstream test suite (1.8.0 sdist) against the registry"
 run "py-consul upstream" bash "$ROOT/tests/pyconsul-upstream/run.sh"
 section "web UI in headless Chromium (screenshots in tests/ui/artifacts)"
 run "ui browser tests" bash "$ROOT/tests/ui/run.sh"
+section "jepsen: every workload under faults; the broken modes must be caught"
+run "jepsen" bash "$ROOT/jepsen/run-ci.sh"
 
 section "summary"
 echo "total time: $(( $(date +%s) - START ))s"

@@ -41,7 +41,7 @@ impl RaftStatus for RaftHandle {
         Box::pin(RaftHandle::ensure_linearizable(self))
     }
     fn serves_reads(&self) -> bool {
-        self.serving_leader()
+        self.serves_default_reads()
     }
     fn term(&self) -> u64 {
         self.metrics().borrow().current_term

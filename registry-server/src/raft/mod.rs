@@ -68,6 +68,23 @@ const KNOWN_LEADER_CONTACT_MS: u64 = 3_000;
 /// How long past its lease a leader waits for a write to commit before giving it up.
 const LEASE_GRACE: Duration = Duration::from_secs(2);
 /// The same for a snapshot restore (one entry holding the whole state).
+/// Environment variable that, set to `1`, makes a leader answer default reads without a valid
+/// lease: a deliberately broken mode that lets a leader cut off from its quorum serve stale
+/// reads. It exists only so that the consistency checker in `jepsen/` can prove it notices;
+/// never set it anywhere else.
+pub const UNSAFE_READS_WITHOUT_LEASE_ENV: &str = "REGISTRY_TEST_UNSAFE_DEFAULT_READS_WITHOUT_LEASE";
+
+fn unsafe_reads_without_lease() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let on = std::env::var(UNSAFE_READS_WITHOUT_LEASE_ENV).is_ok_and(|v| v == "1");
+        if on {
+            tracing::warn!("{UNSAFE_READS_WITHOUT_LEASE_ENV}=1: default reads ignore the leader lease (broken on purpose)");
+        }
+        on
+    })
+}
+
 const RESTORE_GRACE: Duration = Duration::from_secs(20);
 
 /// A running Raft node. Cheap to clone; all clones drive the same node.
@@ -93,6 +110,14 @@ struct Inner {
     forward: forward::Forwarder,
     /// Milliseconds since `epoch` until which a quorum has confirmed this node's leadership.
     lease_until: AtomicU64,
+    /// The term `lease_until` was granted in ([`NEVER`] before the first grant). A lease
+    /// counts only in its own term: a new leader first applies what earlier terms committed.
+    lease_term: AtomicU64,
+    /// The last log index this node had when it started. A server restarted while it led
+    /// resumes as leader of the same term (its vote is committed) but only knows the commit
+    /// index it last saved: entries after it may have been committed and acknowledged before
+    /// the restart, so no read is served from a store that has not applied them.
+    startup_log_index: u64,
     /// Reads waiting for a shared quorum round or leader read index.
     reads: read_rounds::AllRounds,
     /// Speculative sends to followers (with a durable log only).
@@ -244,6 +269,7 @@ impl RaftHandle {
         };
         tracing::info!(id, node = %node, "raft node started");
 
+        let startup_log_index = raft.metrics().borrow().last_log_index.unwrap_or(0);
         let handle = RaftHandle {
             inner: Arc::new(Inner {
                 metrics: raft.metrics(),
@@ -257,6 +283,8 @@ impl RaftHandle {
                 batch: batcher::Batcher::default(),
                 forward,
                 lease_until: AtomicU64::new(0),
+                lease_term: AtomicU64::new(NEVER),
+                startup_log_index,
                 reads: read_rounds::AllRounds::default(),
                 speculator,
             }),
@@ -466,7 +494,7 @@ impl RaftHandle {
     /// its leadership with a quorum). On the leader this is local; on a follower it asks the
     /// leader for its index and waits until this node has applied as far.
     pub async fn read_barrier(&self, consistent: bool) -> Result<(), ServerError> {
-        if !consistent && self.serving_leader() {
+        if !consistent && self.serves_default_reads() {
             return Ok(());
         }
         let started = tokio::time::Instant::now();
@@ -489,7 +517,7 @@ impl RaftHandle {
     }
 
     /// The Raft log index a read on behalf of a follower must wait for (this node leads):
-    /// its applied index, or with `consistent` the index confirmed by a quorum round.
+    /// its commit index, or with `consistent` the index confirmed by a quorum round.
     pub(crate) async fn local_read_index(&self, consistent: bool) -> Result<u64, ServerError> {
         if !self.serving_leader() {
             return Err(ServerError::NoLeader);
@@ -501,12 +529,22 @@ impl RaftHandle {
         if consistent {
             return self.linearizable_index().await;
         }
-        Ok(self
+        // The commit index, not this node's applied index: another follower may already have
+        // applied (and answered with) entries this leader has committed but not yet applied,
+        // and a read that starts after such an answer must not go back behind it.
+        let committed = self
+            .inner
+            .raft
+            .with_raft_state(|st| st.committed.map(|l| l.index))
+            .await
+            .map_err(raft_err)?;
+        let applied = self
             .inner
             .metrics
             .borrow()
             .last_applied
-            .map_or(0, |l| l.index))
+            .map_or(0, |l| l.index);
+        Ok(committed.unwrap_or(0).max(applied))
     }
 
     /// Whether this node leads and may serve as leader now: a single voter always may; in a
@@ -519,7 +557,15 @@ impl RaftHandle {
         if self.sole_voter() {
             return true;
         }
-        self.now_ms() < self.inner.lease_until.load(Ordering::Acquire)
+        let term = self.inner.metrics.borrow().current_term;
+        self.inner.lease_term.load(Ordering::Acquire) == term
+            && self.now_ms() < self.inner.lease_until.load(Ordering::Acquire)
+    }
+
+    /// Whether this node answers default reads from its own store: when it is the serving
+    /// leader (or, in the deliberately broken test mode, any leader, lease or not).
+    pub fn serves_default_reads(&self) -> bool {
+        self.serving_leader() || (unsafe_reads_without_lease() && self.is_leader())
     }
 
     /// Whether this node is the only voter.
@@ -599,7 +645,21 @@ impl RaftHandle {
             .await
             .map_err(|_| ServerError::NoLeader)?;
         match res {
-            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
+            Ok(log_id) => {
+                let index = log_id.map_or(0, |l| l.index);
+                let floor = self.inner.startup_log_index;
+                if index >= floor {
+                    return Ok(index);
+                }
+                // Restarted while leading: wait for what the log held before the restart.
+                self.inner
+                    .raft
+                    .wait(Some(LEADER_HOLD))
+                    .applied_index_at_least(Some(floor), "startup log")
+                    .await
+                    .map_err(|_| ServerError::NoLeader)?;
+                Ok(floor)
+            }
             Err(RaftError::APIError(
                 CheckIsLeaderError::ForwardToLeader(_) | CheckIsLeaderError::QuorumNotEnough(_),
             )) => Err(ServerError::NoLeader),
@@ -684,14 +744,32 @@ async fn lease_loop(inner: Weak<Inner>) {
             let Some(inner) = inner.upgrade() else { return };
             let handle = RaftHandle { inner };
             if handle.is_leader() && !handle.sole_voter() {
+                let term = handle.inner.metrics.borrow().current_term;
                 let start = handle.now_ms();
                 let round =
                     tokio::time::timeout(LEASE_CHECK * 4, handle.raft().get_read_log_id()).await;
                 match round {
-                    Ok(Ok(_)) => {
-                        let until = start + u64::try_from(LEASE.as_millis()).unwrap_or(0);
-                        handle.inner.lease_until.fetch_max(until, Ordering::AcqRel);
-                        Some(LEASE_CHECK)
+                    Ok(Ok((read, applied))) => {
+                        let granted = handle.inner.lease_term.load(Ordering::Acquire);
+                        let floor = Some(handle.inner.startup_log_index);
+                        let read = read.map(|l| l.index).max(floor);
+                        if lease_may_start(granted, term, read, applied.map(|l| l.index)) {
+                            let until = start + u64::try_from(LEASE.as_millis()).unwrap_or(0);
+                            handle.inner.lease_until.fetch_max(until, Ordering::AcqRel);
+                            handle.inner.lease_term.store(term, Ordering::Release);
+                            Some(LEASE_CHECK)
+                        } else {
+                            // A new leader's store may still miss entries committed in
+                            // earlier terms (Raft thesis 6.4): no default read or read index
+                            // is served from it before it has applied them.
+                            let _ = handle
+                                .inner
+                                .raft
+                                .wait(Some(LEASE_CHECK * 4))
+                                .applied_index_at_least(read, "leader catch-up")
+                                .await;
+                            Some(Duration::ZERO)
+                        }
                     }
                     Ok(Err(RaftError::Fatal(_))) => return,
                     Ok(Err(_)) | Err(_) => Some(Duration::from_millis(50)),
@@ -714,6 +792,14 @@ async fn lease_loop(inner: Weak<Inner>) {
             }
         }
     }
+}
+
+/// Whether a quorum round that confirmed leadership in `term` may grant the lease: at once if
+/// the lease was already granted in this term; in a new term only once this node has applied
+/// up to the read index of the round (which covers every entry committed before the term),
+/// so that a new leader never answers from a store missing acknowledged writes.
+fn lease_may_start(granted_term: u64, term: u64, read: Option<u64>, applied: Option<u64>) -> bool {
+    granted_term == term || applied >= read
 }
 
 #[cfg(test)]

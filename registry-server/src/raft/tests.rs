@@ -536,3 +536,17 @@ async fn acknowledged_writes_survive_sigkill() {
     }
     h.shutdown().await;
 }
+
+/// Regression (found by jepsen/ `register-default` under `partition-leader`): a newly elected
+/// leader answered default reads from its store before applying the entries committed in
+/// earlier terms, so a read could miss an acknowledged write.
+#[test]
+fn a_new_leader_gets_no_lease_before_applying_earlier_terms() {
+    // New term 7, lease last granted in term 6: only once applied reaches the read index.
+    assert!(!super::lease_may_start(6, 7, Some(120), Some(118)));
+    assert!(!super::lease_may_start(super::NEVER, 7, Some(120), None));
+    assert!(super::lease_may_start(6, 7, Some(120), Some(120)));
+    assert!(super::lease_may_start(super::NEVER, 1, None, None));
+    // Within its term, renewals do not wait for the state machine.
+    assert!(super::lease_may_start(7, 7, Some(130), Some(125)));
+}

@@ -1,0 +1,260 @@
+//! The database under test: five `registry` servers, each started inside its own network
+//! namespace with `ip netns exec`, with its data directory and log under the run's store
+//! directory. Servers can be killed with SIGKILL and restarted on the same data, paused with
+//! SIGSTOP and resumed, and asked who leads.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::netns;
+
+/// HTTP port of every server (on its own address).
+pub const HTTP_PORT: u16 = 8500;
+
+/// How to start the servers.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// The `registry` binary.
+    pub bin: PathBuf,
+    /// Number of servers.
+    pub servers: usize,
+    /// Extra environment for every server (test-only switches).
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+struct Server {
+    child: Option<Child>,
+    paused: bool,
+}
+
+/// The running cluster.
+#[derive(Debug)]
+pub struct Db {
+    opts: DbOptions,
+    dir: PathBuf,
+    servers: Vec<Mutex<Server>>,
+    /// Extra environment per server, set by nemeses (e.g. a clock offset) before a restart.
+    extra_env: Mutex<Vec<Vec<(String, String)>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Db {
+    /// Prepares (does not start) the servers; data and logs go under `dir`.
+    pub fn new(opts: DbOptions, dir: &Path) -> Db {
+        let servers = (0..opts.servers)
+            .map(|_| {
+                Mutex::new(Server {
+                    child: None,
+                    paused: false,
+                })
+            })
+            .collect();
+        let extra_env = Mutex::new(vec![Vec::new(); opts.servers]);
+        Db {
+            opts,
+            dir: dir.to_path_buf(),
+            servers,
+            extra_env,
+        }
+    }
+
+    /// Number of servers.
+    pub fn len(&self) -> usize {
+        self.opts.servers
+    }
+
+    /// Data directory of server `i`.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("n{i}")).join("data")
+    }
+
+    /// Sets extra environment server `i` gets at its next start.
+    pub fn set_env(&self, i: usize, env: Vec<(String, String)>) {
+        if let Some(e) = lock(&self.extra_env).get_mut(i - 1) {
+            *e = env;
+        }
+    }
+
+    /// Whether server `i` has extra environment set.
+    pub fn has_env(&self, i: usize) -> bool {
+        lock(&self.extra_env)
+            .get(i - 1)
+            .is_some_and(|e| !e.is_empty())
+    }
+
+    /// Starts server `i` (1-based) if it is not running.
+    pub fn start(&self, i: usize) -> Result<()> {
+        let mut s = lock(&self.servers[i - 1]);
+        if let Some(c) = s.child.as_mut() {
+            if c.try_wait()?.is_none() {
+                return Ok(());
+            }
+        }
+        let data = self.data_dir(i);
+        std::fs::create_dir_all(&data)?;
+        let log_path = self.dir.join(format!("n{i}")).join("server.log");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let addr = netns::addr(i);
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &netns::ns(i)])
+            .arg(&self.opts.bin)
+            .args(["agent", "-server", "-node", &format!("n{i}"), "-data-dir"])
+            .arg(&data)
+            .args(["-bind", &addr, "-client", &addr, "-dns-port", "0"])
+            .args(["-bootstrap-expect", &self.opts.servers.to_string()]);
+        for j in 1..=self.opts.servers {
+            cmd.args(["-retry-join", &netns::addr(j)]);
+        }
+        for (k, v) in &self.opts.env {
+            cmd.env(k, v);
+        }
+        for (k, v) in lock(&self.extra_env)[i - 1].iter() {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", self.opts.bin.display()))?;
+        s.child = Some(child);
+        s.paused = false;
+        Ok(())
+    }
+
+    /// Starts every server.
+    pub fn start_all(&self) -> Result<()> {
+        for i in 1..=self.len() {
+            self.start(i)?;
+        }
+        Ok(())
+    }
+
+    fn signal(&self, i: usize, sig: &str) -> Result<bool> {
+        let s = lock(&self.servers[i - 1]);
+        match s.child.as_ref() {
+            Some(c) => {
+                netns::sh("kill", &[sig, &c.id().to_string()])?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Kills server `i` with SIGKILL and reaps it. `false` if it was not running.
+    pub fn kill(&self, i: usize) -> Result<bool> {
+        let mut s = lock(&self.servers[i - 1]);
+        let Some(mut c) = s.child.take() else {
+            return Ok(false);
+        };
+        let _ = netns::sh("kill", &["-KILL", &c.id().to_string()]);
+        c.wait()?;
+        s.paused = false;
+        Ok(true)
+    }
+
+    /// Stops server `i` with SIGSTOP.
+    pub fn pause(&self, i: usize) -> Result<bool> {
+        let ok = self.signal(i, "-STOP")?;
+        if ok {
+            lock(&self.servers[i - 1]).paused = true;
+        }
+        Ok(ok)
+    }
+
+    /// Resumes every paused server with SIGCONT.
+    pub fn resume_all(&self) -> Result<()> {
+        for i in 1..=self.len() {
+            if lock(&self.servers[i - 1]).paused {
+                self.signal(i, "-CONT")?;
+                lock(&self.servers[i - 1]).paused = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills every server.
+    pub fn stop_all(&self) {
+        for i in 1..=self.len() {
+            let _ = self.signal(i, "-CONT");
+            let _ = self.kill(i);
+        }
+    }
+
+    /// Base URL of server `i`'s HTTP API.
+    pub fn url(i: usize) -> String {
+        format!("http://{}:{HTTP_PORT}", netns::addr(i))
+    }
+
+    /// The leader most servers name, as a server number.
+    pub async fn leader(&self, http: &reqwest::Client) -> Option<usize> {
+        let mut votes = vec![0usize; self.len() + 1];
+        for i in 1..=self.len() {
+            let url = format!("{}/v1/status/leader", Db::url(i));
+            let Ok(r) = http.get(url).timeout(Duration::from_secs(1)).send().await else {
+                continue;
+            };
+            let Ok(text) = r.text().await else { continue };
+            let host = text.trim().trim_matches('"');
+            let Some(ip) = host.split(':').next() else {
+                continue;
+            };
+            if let Some(j) = (1..=self.len()).find(|j| netns::addr(*j) == ip) {
+                votes[j] += 1;
+            }
+        }
+        let (best, n) = votes
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, n)| **n)
+            .map(|(i, n)| (i, *n))?;
+        (n > 0).then_some(best)
+    }
+
+    /// Waits until a majority agrees on a leader and a write through it succeeds.
+    pub async fn wait_ready(&self, http: &reqwest::Client, timeout: Duration) -> Result<usize> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.leader(http).await {
+                let url = format!("{}/v1/kv/jepsen-ready", Db::url(l));
+                let ok = http
+                    .put(url)
+                    .body("1")
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false);
+                if ok {
+                    return Ok(l);
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(anyhow!("no writable leader after {timeout:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
