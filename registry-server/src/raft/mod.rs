@@ -12,11 +12,10 @@
 //! registry index of its own, so the store's index counts applied commands and differs from
 //! the Raft log index (see [`state_machine`]).
 //!
-//! The RPC endpoints ([`raft_router`]) must be served at [`RegistryNode::raft_addr`], which is
+//! The RPC endpoints (routed by [`crate::rpc::router`]) must be served at [`RegistryNode::raft_addr`], which is
 //! `bind_addr:server_port`.
 
 mod batcher;
-pub mod forward;
 pub mod log_store;
 pub mod mem_log_store;
 pub mod membership;
@@ -28,11 +27,12 @@ pub mod types;
 
 pub use log_store::{SledLogReader, SledLogStore};
 pub use mem_log_store::MemLogStore;
-pub use network::{raft_router, HttpConnection, HttpNetwork};
+pub use network::{HttpConnection, HttpNetwork};
 pub use state_machine::{RegistrySnapshotBuilder, RegistryStateMachine};
 pub use types::{NodeId, Proposal, ProposalResponse, Raft, RaftMetrics, RegistryNode, TypeConfig};
 
 use crate::config::ServerConfig;
+use crate::rpc::forward;
 use crate::state::Store;
 use crate::ServerError;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
@@ -307,7 +307,7 @@ impl RaftHandle {
     /// proposal is forwarded to the leader; while no leader is known this waits up to
     /// [`LEADER_HOLD`] for one, then fails with [`ServerError::NoLeader`].
     async fn propose(&self, cmds: Proposal) -> Result<ProposalResponse, ServerError> {
-        match self.call_leader(forward::PROPOSE_PATH, &cmds).await? {
+        match self.call_leader(crate::rpc::PROPOSE_PATH, &cmds).await? {
             Some(resp) => Ok(resp),
             None => self.propose_local(cmds).await,
         }
@@ -322,6 +322,17 @@ impl RaftHandle {
         path: &str,
         req: &Req,
     ) -> Result<Option<Resp>, ServerError> {
+        self.call_leader_within(path, req, forward::CALL_TIMEOUT)
+            .await
+    }
+
+    /// [`Self::call_leader`] where one call may take up to `limit` (a blocking query).
+    pub async fn call_leader_within<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+        limit: Duration,
+    ) -> Result<Option<Resp>, ServerError> {
         let deadline = tokio::time::Instant::now() + LEADER_HOLD;
         loop {
             let Some((leader_id, leader)) = self.leader_target(deadline).await? else {
@@ -329,7 +340,10 @@ impl RaftHandle {
             };
             // A leader cut off mid-call never answers; once another election starts the
             // outcome is unknown, and the caller is told so rather than left waiting.
-            let call = self.inner.forward.call(&leader.raft_addr, path, req);
+            let call = self
+                .inner
+                .forward
+                .call_timeout(&leader.raft_addr, path, req, limit);
             let res = tokio::select! {
                 r = call => r,
                 () = self.leader_changed(leader_id) => Err(forward::ForwardError::Failed(
