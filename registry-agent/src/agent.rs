@@ -14,7 +14,7 @@ mod persist;
 
 pub use members::{LocalMembership, Member, Membership};
 
-use crate::ae::{AeOptions, AntiEntropy};
+use crate::ae::{AeOptions, AntiEntropy, CatalogDelegate, LocalServer};
 use crate::checks::CheckRunners;
 use crate::local::{
     aggregated_status, LocalOptions, LocalState, NodeInfo, NODE_MAINT_CHECK_ID,
@@ -164,7 +164,6 @@ impl KeyLocks {
 pub struct LocalAgent {
     config: Arc<ServerConfig>,
     opts: AgentOptions,
-    reader: Reader,
     local: Arc<LocalState>,
     runners: CheckRunners,
     ae: Arc<AntiEntropy>,
@@ -201,6 +200,16 @@ impl LocalAgent {
         writer: Writer,
         opts: AgentOptions,
     ) -> Self {
+        Self::with_catalog(config, Arc::new(LocalServer { reader, writer }), opts)
+    }
+
+    /// An agent reaching the catalog through `catalog`: the local server, or the servers
+    /// over RPC on a client agent.
+    pub fn with_catalog(
+        config: Arc<ServerConfig>,
+        catalog: Arc<dyn CatalogDelegate>,
+        opts: AgentOptions,
+    ) -> Self {
         let addr = advertise_ip(&config, &opts);
         let node_id = if config.node_id.is_empty() {
             uuid::Uuid::new_v4().to_string()
@@ -228,8 +237,7 @@ impl LocalAgent {
         let runners = CheckRunners::new(local.clone(), opts.enable_script_checks);
         let ae = Arc::new(AntiEntropy::new(
             local.clone(),
-            reader.clone(),
-            writer,
+            catalog,
             AeOptions {
                 interval: opts.ae_interval,
                 retry_interval: opts.ae_retry_interval,
@@ -242,7 +250,6 @@ impl LocalAgent {
         let agent = LocalAgent {
             config,
             opts,
-            reader,
             local,
             runners,
             ae,
@@ -348,11 +355,6 @@ impl LocalAgent {
     /// Anti-entropy, for an immediate sync.
     pub fn anti_entropy(&self) -> &Arc<AntiEntropy> {
         &self.ae
-    }
-
-    /// The catalog reader this agent was built with.
-    pub fn reader(&self) -> &Reader {
-        &self.reader
     }
 
     /// Starts anti-entropy (which registers the node and `serfHealth` at once) and the

@@ -27,6 +27,15 @@ pub async fn run_agent(cfg: RuntimeConfig) -> anyhow::Result<()> {
         advertise_addr: Some(cfg.advertise_addr),
         ..crate::agent::AgentOptions::default()
     };
+    if !cfg.server && !cfg.dev {
+        return start_client(
+            server_config,
+            opts,
+            cfg.services.clone(),
+            cfg.checks.clone(),
+        )
+        .await;
+    }
     start_server(
         server_config,
         opts,
@@ -34,6 +43,63 @@ pub async fn run_agent(cfg: RuntimeConfig) -> anyhow::Result<()> {
         cfg.checks.clone(),
     )
     .await
+}
+
+/// Resolves on Ctrl-C, SIGTERM or once the agent left.
+async fn shutdown_signal(agent: std::sync::Arc<crate::agent::LocalAgent>) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("caught interrupt, shutting down"),
+        _ = term.recv() => tracing::info!("caught SIGTERM, shutting down"),
+        _ = agent.left() => tracing::info!("left the cluster, shutting down"),
+    }
+}
+
+/// Starts a client agent: no Raft and no state of its own. Its `/v1/agent/*` endpoints
+/// serve its local state; every other request, and its anti-entropy, goes to a server
+/// found through the join addresses, failing over when that server goes away.
+pub async fn start_client(
+    cfg: ServerConfig,
+    opts: crate::agent::AgentOptions,
+    services: Vec<serde_json::Value>,
+    checks: Vec<serde_json::Value>,
+) -> anyhow::Result<()> {
+    use registry_server::rpc::client::{ClientForward, SeededDirectory, ServerPool};
+    use std::sync::Arc;
+    let config = Arc::new(cfg);
+    let dir = SeededDirectory::new(config.retry_join.clone(), config.server_port)?;
+    tokio::spawn(dir.clone().run());
+    let pool = ServerPool::new(dir)?;
+    let catalog = Arc::new(crate::ae::RemoteServers::new(pool.clone()));
+    let agent = Arc::new(crate::agent::LocalAgent::with_catalog(
+        config.clone(),
+        catalog,
+        opts,
+    ));
+    agent.start();
+    agent.register_from_config(services).await?;
+    agent.register_checks_from_config(checks).await?;
+    let state = registry_server::http::AgentState {
+        config: config.clone(),
+        agent: agent.clone(),
+    };
+    let app = registry_server::http::client_router(state, Arc::new(ClientForward::new(pool)));
+    let addr = config.http_addr();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding HTTP listener {addr}: {e}"))?;
+    tracing::info!(%addr, "HTTP API listening (client agent)");
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal(agent.clone()))
+        .await;
+    agent.shutdown();
+    result.map_err(Into::into)
 }
 
 /// The agent's startup summary, in the shape of Consul's.
@@ -100,23 +166,9 @@ pub async fn start_server(
     agent.start();
     agent.register_from_config(services).await?;
     agent.register_checks_from_config(checks).await?;
-    let waiter = agent.clone();
-    let shutdown = async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    return std::future::pending().await;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("caught interrupt, shutting down"),
-            _ = term.recv() => tracing::info!("caught SIGTERM, shutting down"),
-            _ = waiter.left() => tracing::info!("left the cluster, shutting down"),
-        }
-    };
-    let result = server.serve(agent.clone(), shutdown).await;
+    let result = server
+        .serve(agent.clone(), shutdown_signal(agent.clone()))
+        .await;
     agent.shutdown();
     result.map_err(Into::into)
 }

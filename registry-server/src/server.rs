@@ -213,6 +213,10 @@ impl Server {
             cluster: self.cluster.clone(),
             autopilot: self.autopilot.clone(),
             api: self.api.clone(),
+            catalog: crate::rpc::catalog::CatalogRpc {
+                store: self.store.clone(),
+                writer: self.writer.clone(),
+            },
         });
         tracing::info!(%addr, "server RPC listening");
         tokio::spawn(async move {

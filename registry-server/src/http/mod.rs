@@ -21,7 +21,7 @@ mod status;
 mod txn;
 
 pub use event::{UserEvent, UserEvents};
-pub use routes::router;
+pub use routes::{client_router, router, ForwardApi};
 
 use crate::agent_api::AgentApi;
 use crate::config::ServerConfig;
@@ -66,13 +66,49 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     /// Parses the query string and checks `?dc`.
     pub(crate) fn options(&self, raw: Option<&str>) -> Result<QueryOptions, ServerError> {
-        let opts = QueryOptions::parse(raw)?;
-        if let Some(dc) = &opts.dc {
-            if !dc.eq_ignore_ascii_case(&self.config.datacenter) {
-                return Err(ServerError::NoPathToDatacenter);
-            }
+        parse_options(&self.config, raw)
+    }
+}
+
+fn parse_options(config: &ServerConfig, raw: Option<&str>) -> Result<QueryOptions, ServerError> {
+    let opts = QueryOptions::parse(raw)?;
+    if let Some(dc) = &opts.dc {
+        if !dc.eq_ignore_ascii_case(&config.datacenter) {
+            return Err(ServerError::NoPathToDatacenter);
         }
-        Ok(opts)
+    }
+    Ok(opts)
+}
+
+/// What the `/v1/agent/*` handlers reach: the agent and its configuration, on a server and
+/// on a client agent alike.
+#[derive(Clone)]
+pub struct AgentState {
+    /// Runtime configuration.
+    pub config: Arc<ServerConfig>,
+    /// The local agent.
+    pub agent: Arc<dyn AgentApi>,
+}
+
+impl std::fmt::Debug for AgentState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentState").finish_non_exhaustive()
+    }
+}
+
+impl AgentState {
+    /// Parses the query string and checks `?dc`.
+    pub(crate) fn options(&self, raw: Option<&str>) -> Result<QueryOptions, ServerError> {
+        parse_options(&self.config, raw)
+    }
+}
+
+impl axum::extract::FromRef<AppState> for AgentState {
+    fn from_ref(s: &AppState) -> Self {
+        AgentState {
+            config: s.config.clone(),
+            agent: s.agent.clone(),
+        }
     }
 }
 

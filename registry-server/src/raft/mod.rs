@@ -333,6 +333,28 @@ impl RaftHandle {
         req: &Req,
         limit: Duration,
     ) -> Result<Option<Resp>, ServerError> {
+        self.call_leader_inner(path, req, limit, false).await
+    }
+
+    /// [`Self::call_leader`] for a call that may be repeated (a read barrier): a call whose
+    /// outcome is unknown (the leader died while it was there) is retried with the next
+    /// leader too.
+    pub async fn call_leader_idempotent<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+    ) -> Result<Option<Resp>, ServerError> {
+        self.call_leader_inner(path, req, forward::CALL_TIMEOUT, true)
+            .await
+    }
+
+    async fn call_leader_inner<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+        limit: Duration,
+        idempotent: bool,
+    ) -> Result<Option<Resp>, ServerError> {
         let deadline = tokio::time::Instant::now() + LEADER_HOLD;
         loop {
             let Some((leader_id, leader)) = self.leader_target(deadline).await? else {
@@ -357,6 +379,10 @@ impl RaftHandle {
                     self.pause_until_retry(deadline).await?;
                 }
                 Err(forward::ForwardError::NotLeader) => self.pause_until_retry(deadline).await?,
+                Err(forward::ForwardError::Failed(e)) if idempotent => {
+                    tracing::debug!(leader = %leader, error = %e, "call to the leader failed; retrying");
+                    self.pause_until_retry(deadline).await?;
+                }
                 Err(e) => return Err(e.into()),
             }
         }

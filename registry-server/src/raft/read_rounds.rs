@@ -96,7 +96,7 @@ async fn drive(handle: RaftHandle, round: Round) {
             Round::LeaderIndex { consistent } => {
                 let req = crate::rpc::forward::ReadIndexRequest { consistent };
                 handle
-                    .call_leader::<_, u64>(crate::rpc::READ_INDEX_PATH, &req)
+                    .call_leader_idempotent::<_, u64>(crate::rpc::READ_INDEX_PATH, &req)
                     .await
             }
         };

@@ -9,6 +9,8 @@
 //! | `/v1/internal/forward/*` | internal proposals, read barriers, session renewals to the leader | postcard |
 //! | `/v1/internal/operator/*` | stats, configuration, elect, remove-peer, transfer-leader, autopilot | JSON |
 //! | `/v1/internal/rpc/api` | one v1 API request (method, path, query, headers, body) — see [`api`] | postcard |
+//! | `/v1/internal/rpc/servers` | the voters, for client agents ([`client`]) | JSON |
+//! | `/v1/internal/rpc/{node-records,catalog-sync}` | client agents' anti-entropy ([`catalog`]) | postcard |
 //!
 //! Requests, not commands, travel: a follower that receives a write forwards the *request*
 //! to the leader, which builds the command and runs the checks that need the latest state
@@ -16,6 +18,8 @@
 //! way to a server, which serves it as if it had arrived on its own HTTP port.
 
 pub mod api;
+pub mod catalog;
+pub mod client;
 pub mod cluster;
 pub mod forward;
 
@@ -61,8 +65,13 @@ pub const AUTOPILOT_HEALTH_PATH: &str = "/v1/internal/operator/autopilot-health"
 pub const AUTOPILOT_STATE_PATH: &str = "/v1/internal/operator/autopilot-state";
 /// One v1 API request: an [`api::ApiRequest`] in, an [`api::ApiReply`] out.
 pub const API_PATH: &str = "/v1/internal/rpc/api";
-/// The servers of the cluster (for client agents): a `Vec<ServerInfo>` out (JSON).
+/// The servers of the cluster (for client agents): a `Vec<ServerEntry>` out (JSON).
 pub const SERVERS_PATH: &str = "/v1/internal/rpc/servers";
+/// A node's catalog records (client anti-entropy): a node name in, [`catalog::NodeRecords`] out.
+pub const NODE_RECORDS_PATH: &str = "/v1/internal/rpc/node-records";
+/// A client agent's registrations of its node: a [`catalog::CatalogSync`] in, the command's
+/// response out.
+pub const CATALOG_SYNC_PATH: &str = "/v1/internal/rpc/catalog-sync";
 
 /// What the server-port routes serve.
 #[derive(Clone)]
@@ -75,6 +84,8 @@ pub struct Parts {
     pub autopilot: Arc<Autopilot>,
     /// The v1 API, once the HTTP side is up.
     pub api: Arc<api::ApiSlot>,
+    /// The store and the write path, for client agents' catalog RPCs.
+    pub catalog: catalog::CatalogRpc,
 }
 
 impl std::fmt::Debug for Parts {
@@ -90,6 +101,16 @@ pub fn router(parts: Parts) -> Router {
         .merge(operator_routes(parts.raft.clone()))
         .merge(autopilot_routes(parts.autopilot.clone()))
         .merge(api_routes(parts.api.clone(), parts.raft.clone()))
+        .merge(catalog_routes(parts.catalog.clone()))
+}
+
+/// Client agents' anti-entropy.
+pub fn catalog_routes(c: catalog::CatalogRpc) -> Router {
+    Router::new()
+        .route(NODE_RECORDS_PATH, post(catalog::node_records))
+        .route(CATALOG_SYNC_PATH, post(catalog::catalog_sync))
+        .layer(DefaultBodyLimit::max(api::MAX_BODY))
+        .with_state(c)
 }
 
 /// Raft's own RPCs.
