@@ -109,16 +109,17 @@ fn encode<T: Serialize>(reply: ForwardReply<T>) -> Response {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    postcard::from_bytes(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("undecodable request: {e}")).into_response())
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+    postcard::from_bytes(body).map_err(|e| {
+        Box::new((StatusCode::BAD_REQUEST, format!("undecodable request: {e}")).into_response())
+    })
 }
 
 /// `POST /v1/internal/rpc/node-records`: a node name in, its [`NodeRecords`] out.
 pub(crate) async fn node_records(State(c): State<CatalogRpc>, body: Bytes) -> Response {
     match decode::<String>(&body) {
         Ok(node) => encode(ForwardReply::Ok(NodeRecords::read(&c.store, &node))),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -126,7 +127,7 @@ pub(crate) async fn node_records(State(c): State<CatalogRpc>, body: Bytes) -> Re
 pub(crate) async fn catalog_sync(State(c): State<CatalogRpc>, body: Bytes) -> Response {
     let sync = match decode::<CatalogSync>(&body) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let res: Result<CommandResponse, ServerError> = match sync.command() {
         Ok(cmd) => c.writer.apply(cmd).await,
