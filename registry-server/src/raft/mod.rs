@@ -1,8 +1,9 @@
-//! openraft glue: type configuration, the sled and in-memory log stores, the state
+//! openraft glue: type configuration, the segment-file and in-memory log stores, the state
 //! machine adaptor and the node handle used by the query layer.
 //!
 //! [`RaftHandle::start`] builds a Raft node over a [`Store`]: with a data directory the log
-//! lives in sled under `data_dir/raft/log`, snapshots under `data_dir/raft/snapshots` and the
+//! lives in segment files under `data_dir/raft/log.wal` (its metadata in a small sled database
+//! at `data_dir/raft/log`), snapshots under `data_dir/raft/snapshots` and the
 //! node's Raft ID in `data_dir/raft/node-id`; without one everything is in memory. A server
 //! configured to bootstrap alone (`bootstrap_expect == 1` or `-dev`) initializes a single-voter
 //! cluster the first time and, on every start, waits until it leads and has re-applied its log.
