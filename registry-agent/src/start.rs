@@ -89,6 +89,11 @@ pub async fn start_client(
         config: config.clone(),
         agent: agent.clone(),
     };
+    if config.dns_port != 0 {
+        let bind = std::net::SocketAddr::new(config.client_addr, config.dns_port);
+        let addr = registry_server::rpc::dns::serve_client(bind, pool.clone()).await?;
+        tracing::info!(%addr, "DNS listening (UDP, answers from the servers)");
+    }
     let app = registry_server::http::client_router(state, Arc::new(ClientForward::new(pool)));
     let addr = config.http_addr();
     let listener = tokio::net::TcpListener::bind(addr)

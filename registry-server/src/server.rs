@@ -80,6 +80,8 @@ pub struct Server {
     pub autopilot: Arc<Autopilot>,
     /// The v1 router as the server port runs forwarded requests through it.
     pub api: Arc<crate::rpc::api::ApiSlot>,
+    /// DNS answers for client agents.
+    pub dns: Arc<crate::rpc::dns::DnsSlot>,
 }
 
 impl std::fmt::Debug for Server {
@@ -142,7 +144,13 @@ impl Server {
             cluster,
             autopilot,
             api: Arc::default(),
+            dns: Arc::default(),
         };
+        server.dns.install(crate::dns::engine_state(
+            server.config.dns.clone(),
+            server.store.clone(),
+            crate::dns::NodeInfo::from_server_config(&server.config),
+        ));
         if !server.config.dev {
             // Peers must reach this server while it forms or joins a cluster, before the
             // HTTP API is up.
@@ -217,6 +225,7 @@ impl Server {
                 store: self.store.clone(),
                 writer: self.writer.clone(),
             },
+            dns: self.dns.clone(),
         });
         tracing::info!(%addr, "server RPC listening");
         tokio::spawn(async move {

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 struct ClientAgent {
     child: Option<Child>,
     api: registry_client::Client,
+    dns_port: u16,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -29,6 +30,7 @@ impl ClientAgent {
             .prefix("registry-client-agent")
             .tempdir()?;
         let http_port = free_tcp_port();
+        let dns_port = free_tcp_udp_port();
         let mut args: Vec<String> = vec![
             "agent".into(),
             "-node".into(),
@@ -42,7 +44,7 @@ impl ClientAgent {
             "-http-port".into(),
             http_port.to_string(),
             "-dns-port".into(),
-            "-1".into(),
+            dns_port.to_string(),
             "-server-port".into(),
             free_tcp_port().to_string(),
             "-serf-lan-port".into(),
@@ -70,6 +72,7 @@ impl ClientAgent {
         let agent = ClientAgent {
             child: Some(child),
             api,
+            dns_port,
             log,
             _dir: dir,
         };
@@ -81,6 +84,24 @@ impl ClientAgent {
         .await
         .with_context(|| agent.log_text())?;
         Ok(agent)
+    }
+
+    /// `dig +short` against this agent's DNS port.
+    fn dig(&self, name: &str, qtype: &str) -> Result<String> {
+        let out = Command::new("dig")
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &self.dns_port.to_string(),
+                "+short",
+                "+time=2",
+                "+tries=1",
+                name,
+                qtype,
+            ])
+            .output()
+            .context("running dig (dnsutils)")?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn log_text(&self) -> String {
@@ -227,6 +248,20 @@ async fn client_agents_forward_fail_over_and_sync_their_services() -> Result<()>
         },
     )
     .await?;
+
+    // DNS on a client agent answers from the servers' catalog.
+    let srv = eventually(
+        Duration::from_secs(10),
+        "SRV through client-2's DNS",
+        || async {
+            let out = c2.dig("web.service.consul", "SRV")?;
+            Ok(out.contains(" 8080 ").then_some(out))
+        },
+    )
+    .await?;
+    assert!(srv.contains("client-1.node.dc1.consul."), "{srv}");
+    assert_eq!(c1.dig("client-2.node.consul", "A")?.trim(), "127.0.0.1");
+    assert_eq!(c1.dig("nothing-here.service.consul", "SRV")?.trim(), "");
 
     // A blocking query through client-1 is in flight while the leader dies, and while the
     // server that holds it dies (the same server, or the next one killed).

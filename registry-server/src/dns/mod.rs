@@ -45,12 +45,16 @@ pub async fn serve(
     store: Arc<Store>,
     node: NodeInfo,
 ) -> Result<DnsHandle, ServerError> {
-    let shared = Arc::new(engine::Shared {
+    server::start(engine_state(cfg, store, node)).await
+}
+
+/// The state DNS answers are built from, without a listener (answers for client agents).
+pub fn engine_state(cfg: DnsConfig, store: Arc<Store>, node: NodeInfo) -> Arc<engine::Shared> {
+    Arc::new(engine::Shared {
         settings: answer::Settings::new(cfg, &node),
         store,
         gen: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         recursing: std::sync::atomic::AtomicUsize::new(0),
-    });
-    server::start(shared).await
+    })
 }

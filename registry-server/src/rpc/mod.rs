@@ -10,6 +10,7 @@
 //! | `/v1/internal/operator/*` | stats, configuration, elect, remove-peer, transfer-leader, autopilot | JSON |
 //! | `/v1/internal/rpc/api` | one v1 API request (method, path, query, headers, body) — see [`api`] | postcard |
 //! | `/v1/internal/rpc/servers` | the voters, for client agents ([`client`]) | JSON |
+//! | `/v1/internal/rpc/dns` | client agents' DNS queries ([`dns`]) | postcard |
 //! | `/v1/internal/rpc/{node-records,catalog-sync}` | client agents' anti-entropy ([`catalog`]) | postcard |
 //!
 //! Requests, not commands, travel: a follower that receives a write forwards the *request*
@@ -21,6 +22,7 @@ pub mod api;
 pub mod catalog;
 pub mod client;
 pub mod cluster;
+pub mod dns;
 pub mod forward;
 
 use crate::leader::autopilot::Autopilot;
@@ -69,6 +71,8 @@ pub const API_PATH: &str = "/v1/internal/rpc/api";
 pub const SERVERS_PATH: &str = "/v1/internal/rpc/servers";
 /// A node's catalog records (client anti-entropy): a node name in, [`catalog::NodeRecords`] out.
 pub const NODE_RECORDS_PATH: &str = "/v1/internal/rpc/node-records";
+/// A DNS query of a client agent: a [`dns::DnsQuery`] in, the reply packet out.
+pub const DNS_PATH: &str = "/v1/internal/rpc/dns";
 /// A client agent's registrations of its node: a [`catalog::CatalogSync`] in, the command's
 /// response out.
 pub const CATALOG_SYNC_PATH: &str = "/v1/internal/rpc/catalog-sync";
@@ -86,6 +90,8 @@ pub struct Parts {
     pub api: Arc<api::ApiSlot>,
     /// The store and the write path, for client agents' catalog RPCs.
     pub catalog: catalog::CatalogRpc,
+    /// DNS answers for client agents.
+    pub dns: Arc<dns::DnsSlot>,
 }
 
 impl std::fmt::Debug for Parts {
@@ -102,6 +108,11 @@ pub fn router(parts: Parts) -> Router {
         .merge(autopilot_routes(parts.autopilot.clone()))
         .merge(api_routes(parts.api.clone(), parts.raft.clone()))
         .merge(catalog_routes(parts.catalog.clone()))
+        .merge(
+            Router::new()
+                .route(DNS_PATH, post(dns::serve))
+                .with_state(parts.dns.clone()),
+        )
 }
 
 /// Client agents' anti-entropy.
