@@ -67,9 +67,9 @@ done
 curl -sf -X PUT -d "$(head -c 100 /dev/zero | tr '\0' v)" "http://127.0.0.1:$SRV_HTTP/v1/kv/bench/key" >/dev/null
 
 printf '\n== KV read, %s client(s): straight to the server (anchor), then through a client agent\n' "$CLIENTS" >&2
-bench "server-direct" http-get --url "http://127.0.0.1:$SRV_HTTP/v1/kv/bench/key" \
+bench "server-direct" http-get "http://127.0.0.1:$SRV_HTTP/v1/kv/bench/key" \
     --clients "$CLIENTS" --duration "$DUR" --pid "$SERVER_PID"
-bench "through-client" http-get --url "http://127.0.0.1:$CL_HTTP/v1/kv/bench/key" \
+bench "through-client" http-get "http://127.0.0.1:$CL_HTTP/v1/kv/bench/key" \
     --clients "$CLIENTS" --duration "$DUR" --pid "$SERVER_PID" --pid "$CLIENT_PID"
 
 printf '\n== client agent RSS with 10 services and 20 checks\n' >&2

@@ -100,6 +100,12 @@ pub async fn start_client(
         .await
         .map_err(|e| anyhow::anyhow!("binding HTTP listener {addr}: {e}"))?;
     tracing::info!(%addr, "HTTP API listening (client agent)");
+    // Answers go out as soon as they are written (no Nagle delay), as on a server.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |s: &mut tokio::net::TcpStream| {
+        if let Err(e) = s.set_nodelay(true) {
+            tracing::debug!(error = %e, "setting TCP_NODELAY");
+        }
+    });
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal(agent.clone()))
         .await;
