@@ -16,7 +16,7 @@ mod reload;
 pub use members::{LocalMembership, Member, Membership};
 pub use reload::ReloadSource;
 
-use crate::ae::{AeOptions, AntiEntropy};
+use crate::ae::{AeOptions, AntiEntropy, CatalogDelegate, LocalServer};
 use crate::checks::CheckRunners;
 use crate::local::{
     aggregated_status, LocalOptions, LocalState, NodeInfo, NODE_MAINT_CHECK_ID,
@@ -166,7 +166,6 @@ impl KeyLocks {
 pub struct LocalAgent {
     config: Arc<ServerConfig>,
     opts: AgentOptions,
-    reader: Reader,
     local: Arc<LocalState>,
     runners: CheckRunners,
     ae: Arc<AntiEntropy>,
@@ -205,6 +204,33 @@ impl LocalAgent {
         writer: Writer,
         opts: AgentOptions,
     ) -> Self {
+        let alias_reader = Some(reader.clone());
+        Self::build(
+            config,
+            Arc::new(LocalServer { reader, writer }),
+            alias_reader,
+            opts,
+        )
+    }
+
+    /// An agent reaching the catalog through `catalog`: the local server, or the servers
+    /// over RPC on a client agent.
+    pub fn with_catalog(
+        config: Arc<ServerConfig>,
+        catalog: Arc<dyn CatalogDelegate>,
+        opts: AgentOptions,
+    ) -> Self {
+        Self::build(config, catalog, None, opts)
+    }
+
+    /// `alias_reader` is the local store that alias checks of other nodes follow (none on a
+    /// client agent).
+    fn build(
+        config: Arc<ServerConfig>,
+        catalog: Arc<dyn CatalogDelegate>,
+        alias_reader: Option<Reader>,
+        opts: AgentOptions,
+    ) -> Self {
         let addr = advertise_ip(&config, &opts);
         let node_id = if config.node_id.is_empty() {
             uuid::Uuid::new_v4().to_string()
@@ -232,12 +258,11 @@ impl LocalAgent {
         let runners = CheckRunners::new(local.clone(), opts.enable_script_checks)
             .with_alias_source(Arc::new(crate::checks::AgentAliasSource::new(
                 local.clone(),
-                reader.clone(),
+                alias_reader,
             )));
         let ae = Arc::new(AntiEntropy::new(
             local.clone(),
-            reader.clone(),
-            writer,
+            catalog,
             AeOptions {
                 interval: opts.ae_interval,
                 retry_interval: opts.ae_retry_interval,
@@ -250,7 +275,6 @@ impl LocalAgent {
         let agent = LocalAgent {
             config,
             opts,
-            reader,
             local,
             runners,
             ae,
@@ -357,11 +381,6 @@ impl LocalAgent {
     /// Anti-entropy, for an immediate sync.
     pub fn anti_entropy(&self) -> &Arc<AntiEntropy> {
         &self.ae
-    }
-
-    /// The catalog reader this agent was built with.
-    pub fn reader(&self) -> &Reader {
-        &self.reader
     }
 
     /// Starts anti-entropy (which registers the node and `serfHealth` at once) and the

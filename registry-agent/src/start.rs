@@ -31,6 +31,16 @@ pub async fn run_agent(
         ..crate::agent::AgentOptions::default()
     };
     let opts = timing_overrides(opts);
+    if !cfg.server && !cfg.dev {
+        return start_client(
+            server_config,
+            opts,
+            cfg.services.clone(),
+            cfg.checks.clone(),
+            reload,
+        )
+        .await;
+    }
     start_server(
         server_config,
         opts,
@@ -63,6 +73,93 @@ fn timing_overrides(mut opts: crate::agent::AgentOptions) -> crate::agent::Agent
         opts.check_reap_interval = d;
     }
     opts
+}
+
+/// SIGHUP reloads the configuration, as in Consul.
+fn reload_on_sighup(agent: std::sync::Arc<crate::agent::LocalAgent>) {
+    tokio::spawn(async move {
+        let Ok(mut sig) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while sig.recv().await.is_some() {
+            tracing::info!("caught SIGHUP, reloading configuration");
+            if let Err(e) = agent.reload_config().await {
+                tracing::error!(error = %e, "reload failed");
+            }
+        }
+    });
+}
+
+/// Resolves on Ctrl-C, SIGTERM or once the agent left.
+async fn shutdown_signal(agent: std::sync::Arc<crate::agent::LocalAgent>) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("caught interrupt, shutting down"),
+        _ = term.recv() => tracing::info!("caught SIGTERM, shutting down"),
+        _ = agent.left() => tracing::info!("left the cluster, shutting down"),
+    }
+}
+
+/// Starts a client agent: no Raft and no state of its own. Its `/v1/agent/*` endpoints
+/// serve its local state; every other request, and its anti-entropy, goes to a server
+/// found through the join addresses, failing over when that server goes away.
+pub async fn start_client(
+    cfg: ServerConfig,
+    opts: crate::agent::AgentOptions,
+    services: Vec<serde_json::Value>,
+    checks: Vec<serde_json::Value>,
+    reload: Option<crate::agent::ReloadSource>,
+) -> anyhow::Result<()> {
+    use registry_server::rpc::client::{ClientForward, SeededDirectory, ServerPool};
+    use std::sync::Arc;
+    let config = Arc::new(cfg);
+    let dir = SeededDirectory::new(config.retry_join.clone(), config.server_port)?;
+    tokio::spawn(dir.clone().run());
+    let pool = ServerPool::new(dir)?;
+    let catalog = Arc::new(crate::ae::RemoteServers::new(pool.clone()));
+    let agent = Arc::new(crate::agent::LocalAgent::with_catalog(
+        config.clone(),
+        catalog,
+        opts,
+    ));
+    agent.start();
+    agent
+        .load_config_definitions(reload, services, checks)
+        .await?;
+    reload_on_sighup(agent.clone());
+    let state = registry_server::http::AgentState {
+        config: config.clone(),
+        agent: agent.clone(),
+    };
+    if config.dns_port != 0 {
+        let bind = std::net::SocketAddr::new(config.client_addr, config.dns_port);
+        let addr = registry_server::rpc::dns::serve_client(bind, pool.clone()).await?;
+        tracing::info!(%addr, "DNS listening (UDP, answers from the servers)");
+    }
+    let app = registry_server::http::client_router(state, Arc::new(ClientForward::new(pool)));
+    let addr = config.http_addr();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding HTTP listener {addr}: {e}"))?;
+    tracing::info!(%addr, "HTTP API listening (client agent)");
+    // Answers go out as soon as they are written (no Nagle delay), as on a server.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |s: &mut tokio::net::TcpStream| {
+        if let Err(e) = s.set_nodelay(true) {
+            tracing::debug!(error = %e, "setting TCP_NODELAY");
+        }
+    });
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal(agent.clone()))
+        .await;
+    agent.shutdown();
+    result.map_err(Into::into)
 }
 
 /// The agent's startup summary, in the shape of Consul's.
@@ -131,37 +228,10 @@ pub async fn start_server(
     agent
         .load_config_definitions(reload, services, checks)
         .await?;
-    // SIGHUP reloads the configuration, as in Consul.
-    let hup = agent.clone();
-    tokio::spawn(async move {
-        let Ok(mut sig) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
-        };
-        while sig.recv().await.is_some() {
-            tracing::info!("caught SIGHUP, reloading configuration");
-            if let Err(e) = hup.reload_config().await {
-                tracing::error!(error = %e, "reload failed");
-            }
-        }
-    });
-    let waiter = agent.clone();
-    let shutdown = async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    return std::future::pending().await;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("caught interrupt, shutting down"),
-            _ = term.recv() => tracing::info!("caught SIGTERM, shutting down"),
-            _ = waiter.left() => tracing::info!("left the cluster, shutting down"),
-        }
-    };
-    let result = server.serve(agent.clone(), shutdown).await;
+    reload_on_sighup(agent.clone());
+    let result = server
+        .serve(agent.clone(), shutdown_signal(agent.clone()))
+        .await;
     agent.shutdown();
     result.map_err(Into::into)
 }

@@ -2,7 +2,9 @@
 //!
 //! Data flows left to right:
 //! `http/` (endpoints) -> `query/` (reads, blocking, writes) -> `state/` (store, indexes, watches)
-//! <- `fsm/` (applies commands) <- `raft/` (openraft glue, sled log, snapshots).
+//! <- `fsm/` (applies commands) <- `raft/` (openraft glue, segment-file log, snapshots).
+//! `rpc/` owns the server port: Raft, cluster membership and requests forwarded by followers
+//! and client agents.
 
 pub mod acl;
 pub mod agent_api;
@@ -17,6 +19,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod query;
 pub mod raft;
+pub mod rpc;
 pub mod server;
 pub mod snapshot;
 pub mod state;

@@ -78,6 +78,10 @@ pub struct Server {
     pub cluster: Arc<Cluster>,
     /// Autopilot: server health, promotion and dead-server cleanup while this server leads.
     pub autopilot: Arc<Autopilot>,
+    /// The v1 router as the server port runs forwarded requests through it.
+    pub api: Arc<crate::rpc::api::ApiSlot>,
+    /// DNS answers for client agents.
+    pub dns: Arc<crate::rpc::dns::DnsSlot>,
 }
 
 impl std::fmt::Debug for Server {
@@ -140,7 +144,15 @@ impl Server {
             events: Arc::new(UserEvents::new()),
             cluster,
             autopilot,
+            api: Arc::default(),
+            dns: Arc::default(),
         };
+        server.dns.install(crate::dns::engine_state(
+            server.config.dns.clone(),
+            server.store.clone(),
+            crate::dns::NodeInfo::from_server_config(&server.config),
+            None,
+        ));
         if !server.config.dev {
             // Peers must reach this server while it forms or joins a cluster, before the
             // HTTP API is up.
@@ -197,7 +209,11 @@ impl Server {
                 }
             });
         }
-        let app = http::router(state);
+        let app = http::router(state).layer(axum::middleware::from_fn_with_state(
+            self.raft.clone(),
+            crate::rpc::api::to_leader,
+        ));
+        self.api.install(app.clone());
         let addr = self.config.http_addr();
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -221,12 +237,17 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| ServerError::Internal(format!("binding server port {addr}: {e}")))?;
-        let app = crate::raft::raft_router(self.raft.clone())
-            .merge(crate::cluster::rpc::cluster_router(self.cluster.clone()))
-            .merge(
-                crate::raft::membership::membership_router(self.raft.clone())
-                    .merge(crate::leader::autopilot::router(self.autopilot.clone())),
-            );
+        let app = crate::rpc::router(crate::rpc::Parts {
+            raft: self.raft.clone(),
+            cluster: self.cluster.clone(),
+            autopilot: self.autopilot.clone(),
+            api: self.api.clone(),
+            catalog: crate::rpc::catalog::CatalogRpc {
+                store: self.store.clone(),
+                writer: self.writer.clone(),
+            },
+            dns: self.dns.clone(),
+        });
         tracing::info!(%addr, "server RPC listening");
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener.tap_io(no_delay), app).await {

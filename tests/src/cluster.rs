@@ -357,26 +357,22 @@ impl ClusterClient {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<Resp> {
-        let url = format!("{}{}", self.url(i)?, path_and_query);
-        let mut req = self.client.request(method.clone(), &url).timeout(timeout);
-        if let Some(b) = body {
-            req = req.body(b);
-        }
-        let r = req
-            .send()
+        let api = registry_client::Client::with_http(
+            &registry_client::Config {
+                address: self.url(i)?.to_string(),
+                ..Default::default()
+            },
+            self.client.clone(),
+        )?;
+        let req = api.request(method.clone(), path_and_query).timeout(timeout);
+        let r = api
+            .send_builder(method.clone(), req, body)
             .await
-            .with_context(|| format!("{method} {url}"))?;
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        let body = r
-            .bytes()
-            .await
-            .with_context(|| format!("{method} {url}: reading the body"))?
-            .to_vec();
+            .with_context(|| format!("{method} {}{path_and_query}", api.base_url()))?;
         Ok(Resp {
-            status,
-            headers,
-            body,
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
         })
     }
 

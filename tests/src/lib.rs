@@ -240,7 +240,7 @@ pub struct TestAgent {
     pub data_dir: Option<PathBuf>,
     log_path: PathBuf,
     _log_dir: tempfile::TempDir,
-    client: reqwest::Client,
+    api: registry_client::Client,
 }
 
 impl TestAgent {
@@ -349,7 +349,13 @@ impl TestAgent {
             data_dir,
             log_path,
             _log_dir: log_dir,
-            client,
+            api: registry_client::Client::with_http(
+                &registry_client::Config {
+                    address: format!("127.0.0.1:{http_port}"),
+                    ..Default::default()
+                },
+                client,
+            )?,
         };
         agent.spawn_and_wait().await?;
         Ok(agent)
@@ -501,7 +507,12 @@ impl TestAgent {
 
     /// The shared HTTP client (no proxy, 60 s timeout).
     pub fn client(&self) -> &reqwest::Client {
-        &self.client
+        self.api.http()
+    }
+
+    /// The shared v1 API client pointed at this agent.
+    pub fn api(&self) -> &registry_client::Client {
+        &self.api
     }
 
     /// Sends a request; `path_and_query` starts with `/`, e.g. `/v1/kv/a?recurse`.
@@ -511,22 +522,15 @@ impl TestAgent {
         path_and_query: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Resp> {
-        let url = format!("{}{}", self.base_url(), path_and_query);
-        let mut req = self.client.request(method.clone(), &url);
-        if let Some(b) = body {
-            req = req.body(b);
-        }
-        let r = req
-            .send()
+        let r = self
+            .api
+            .send(method, path_and_query, body)
             .await
-            .with_context(|| format!("{method} {url}"))?;
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        let body = r.bytes().await?.to_vec();
+            .context("request to the agent")?;
         Ok(Resp {
-            status,
-            headers,
-            body,
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
         })
     }
 

@@ -23,7 +23,11 @@ pub fn check_loopback(addr: &SocketAddr) -> Result<()> {
 
 /// Parses `host:port` (a loopback address).
 pub fn parse_addr(s: &str) -> Result<SocketAddr> {
-    let s = s.trim_start_matches("http://").trim_end_matches('/');
+    // Consul's addressing (`host:port`, `http://host:port`), as every client reads it.
+    let url = registry_client::base_url(s, false)?;
+    let s = url
+        .strip_prefix("http://")
+        .context("only http:// addresses are supported")?;
     let s = if s.starts_with("localhost:") {
         s.replacen("localhost", "127.0.0.1", 1)
     } else {

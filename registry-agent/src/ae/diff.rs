@@ -24,6 +24,23 @@ pub struct Remote {
 }
 
 impl Remote {
+    /// This node's records as a server sent them.
+    pub fn from_records(rec: registry_server::rpc::catalog::NodeRecords) -> Self {
+        Remote {
+            node: rec.node,
+            services: rec
+                .services
+                .into_iter()
+                .map(|s| (s.id.clone(), s))
+                .collect(),
+            checks: rec
+                .checks
+                .into_iter()
+                .map(|c| (c.check_id.clone(), c))
+                .collect(),
+        }
+    }
+
     /// This node's records in `db`.
     pub fn from_db(db: &Db, node: &str) -> Self {
         Remote {

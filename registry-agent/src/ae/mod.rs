@@ -11,19 +11,20 @@
 //!   check), then every `interval` (60s) plus a random stagger scaled by cluster size, and
 //!   is retried with backoff (up to `retry_interval`, 15s) after a failure.
 //!
-//! Every write goes through [`Writer::apply`]; several pending writes go as one
+//! Every read and write goes through the agent's [`CatalogDelegate`] (the local server, or
+//! the servers over RPC on a client agent); several pending writes go as one
 //! [`Command::Batch`]. Syncs are serialized so that writes reach Raft in order.
 
+pub mod delegate;
 mod diff;
 
+pub use delegate::{CatalogDelegate, LocalServer, RemoteServers};
 pub(crate) use diff::{compare, mark, plan};
 pub use diff::{Op, Plan, Remote};
 
 use crate::checks::random_stagger;
 use crate::local::LocalState;
 use registry_proto::{Command, CommandResponse};
-use registry_server::query::write::Writer;
-use registry_server::query::Reader;
 use registry_server::ServerError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,8 +76,7 @@ pub struct SyncReport {
 /// Pushes the local state to the catalog.
 pub struct AntiEntropy {
     local: Arc<LocalState>,
-    reader: Reader,
-    writer: Writer,
+    catalog: Arc<dyn CatalogDelegate>,
     opts: AeOptions,
     lock: tokio::sync::Mutex<()>,
 }
@@ -90,13 +90,11 @@ impl std::fmt::Debug for AntiEntropy {
 }
 
 impl AntiEntropy {
-    /// Anti-entropy for `local`, reading the catalog through `reader` and writing through
-    /// `writer`.
-    pub fn new(local: Arc<LocalState>, reader: Reader, writer: Writer, opts: AeOptions) -> Self {
+    /// Anti-entropy for `local` against the catalog of `catalog`.
+    pub fn new(local: Arc<LocalState>, catalog: Arc<dyn CatalogDelegate>, opts: AeOptions) -> Self {
         AntiEntropy {
             local,
-            reader,
-            writer,
+            catalog,
             opts,
             lock: tokio::sync::Mutex::new(()),
         }
@@ -112,10 +110,7 @@ impl AntiEntropy {
     pub async fn sync_full(&self) -> Result<SyncReport, ServerError> {
         let _serial = self.lock.lock().await;
         let name = self.local.node().name;
-        let remote = {
-            let db = self.reader.store().read();
-            Remote::from_db(&db, &name)
-        };
+        let remote = self.catalog.node_records(&name).await?;
         {
             let defer = !self.local.options().check_update_interval.is_zero();
             let mut inner = self.local.lock();
@@ -165,8 +160,9 @@ impl AntiEntropy {
 
     /// Applies `cmds` (as one batch when several); returns per-command success.
     async fn write(&self, cmds: &[Command]) -> Result<Vec<bool>, ServerError> {
+        let node = self.local.node().name;
         if let [single] = cmds {
-            return match self.writer.apply(single.clone()).await {
+            return match self.catalog.apply(&node, single.clone()).await {
                 Ok(_) => Ok(vec![true]),
                 Err(ServerError::Internal(msg)) => {
                     tracing::warn!(error = %msg, "catalog rejected an anti-entropy write");
@@ -175,7 +171,11 @@ impl AntiEntropy {
                 Err(e) => Err(e),
             };
         }
-        match self.writer.apply(Command::Batch(cmds.to_vec())).await? {
+        match self
+            .catalog
+            .apply(&node, Command::Batch(cmds.to_vec()))
+            .await?
+        {
             CommandResponse::Batch(results) => {
                 let mut out = Vec::with_capacity(cmds.len());
                 for (i, _) in cmds.iter().enumerate() {
@@ -195,7 +195,7 @@ impl AntiEntropy {
     }
 
     fn next_full_sync(&self) -> Duration {
-        let nodes = self.reader.store().read().nodes.len();
+        let nodes = self.catalog.node_count();
         let scaled = self.opts.interval * scale_factor(nodes);
         self.opts.interval + random_stagger(scaled)
     }

@@ -186,15 +186,16 @@ async fn run_query(
     }
 }
 
-/// The agent's [`AliasSource`]: its local state and the catalog in this server's store.
+/// The agent's [`AliasSource`]: its local state and the catalog in this server's store (a
+/// client agent has no store: its alias checks follow local services only).
 pub struct AgentAliasSource {
     local: Arc<crate::local::LocalState>,
-    reader: Reader,
+    reader: Option<Reader>,
 }
 
 impl AgentAliasSource {
     /// Reads `local` and, through `reader`, the catalog.
-    pub fn new(local: Arc<crate::local::LocalState>, reader: Reader) -> Self {
+    pub fn new(local: Arc<crate::local::LocalState>, reader: Option<Reader>) -> Self {
         AgentAliasSource { local, reader }
     }
 }
@@ -220,12 +221,17 @@ impl AliasSource for AgentAliasSource {
         wait: Duration,
     ) -> BoxFuture<'a, Result<NodeView, String>> {
         Box::pin(async move {
+            let Some(reader) = &self.reader else {
+                return Err(
+                    "aliasing another node's checks needs a server agent (not yet on clients)"
+                        .to_string(),
+                );
+            };
             let mut opts = QueryOptions::default();
             opts.index = min_index;
             opts.wait = wait;
             opts.consistency = Consistency::Stale;
-            let ((checks, service_exists), meta) = self
-                .reader
+            let ((checks, service_exists), meta) = reader
                 .blocking(&opts, &[WatchKey::Node(node.to_string())], |db| {
                     let checks: Vec<HealthCheck> = db.node_checks(node).cloned().collect();
                     let exists = !service.is_empty()

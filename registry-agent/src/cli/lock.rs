@@ -138,44 +138,17 @@ enum AcquireError {
     Failed(String),
 }
 
-/// Blocking reads need `X-Consul-Index`, which the shared client does not return: this
-/// issues those GETs itself, with the same address, token, datacenter and TLS choice.
+/// Reads of the lock's keys, which need `X-Consul-Index` (never `?stale`).
 #[derive(Clone)]
 struct Reads {
-    base: String,
-    token: Option<String>,
-    datacenter: Option<String>,
-    http: reqwest::Client,
+    api: registry_client::Client,
 }
 
 impl Reads {
     fn new(flags: &HttpFlags, server: &ServerFlags) -> Result<Reads, String> {
-        let address = flags
-            .http_addr
-            .clone()
-            .filter(|a| !a.is_empty())
-            .unwrap_or_else(|| "127.0.0.1:8500".to_string());
-        let ssl = std::env::var("CONSUL_HTTP_SSL")
-            .ok()
-            .and_then(|v| crate::config::partial::parse_bool(&v))
-            .unwrap_or(false);
-        let token = match (&flags.token, &flags.token_file) {
-            (Some(t), _) if !t.is_empty() => Some(t.clone()),
-            (_, Some(path)) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| format!("Error loading token file: {e}"))?
-                    .trim()
-                    .to_string(),
-            ),
-            _ => None,
-        };
+        let cfg = super::http::client_config(flags, Some(server));
         Ok(Reads {
-            base: super::http::base_url(&address, ssl)?,
-            token,
-            datacenter: server.datacenter.clone().filter(|d| !d.is_empty()),
-            http: reqwest::Client::builder()
-                .build()
-                .map_err(|e| e.to_string())?,
+            api: registry_client::Client::new(&cfg)?,
         })
     }
 
@@ -185,27 +158,12 @@ impl Reads {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<(u16, u64, Vec<u8>), String> {
-        let mut q: Vec<(&str, String)> = query.to_vec();
-        if let Some(dc) = &self.datacenter {
-            q.push(("dc", dc.clone()));
-        }
-        let mut req = self.http.get(format!("{}{}", self.base, path)).query(&q);
-        if let Some(t) = &self.token {
-            req = req.header("X-Consul-Token", t);
-        }
-        let resp = req.send().await.map_err(|e| format!("Get {path:?}: {e}"))?;
-        let status = resp.status().as_u16();
-        let index = resp
-            .headers()
-            .get("X-Consul-Index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| format!("Get {path:?}: {e}"))?;
-        Ok((status, index, body.to_vec()))
+        let r = self
+            .api
+            .get(path, query, &registry_client::QueryOptions::default())
+            .await?;
+        let index = r.meta().index;
+        Ok((r.status, index, r.body))
     }
 }
 

@@ -36,8 +36,9 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
     disable_version_flag = true,
     after_help = "Flags take one dash or two (-server, --server); values follow an '=' or come \
                   as the next argument (-bootstrap-expect=3, -bootstrap-expect 3). Boolean \
-                  flags accept -flag=false. Client commands read CONSUL_HTTP_ADDR and \
-                  CONSUL_HTTP_TOKEN."
+                  flags accept -flag=false. Client commands read CONSUL_HTTP_ADDR, \
+                  CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE, CONSUL_CACERT and \
+                  CONSUL_HTTP_SSL (or the same names with REGISTRY_ for CONSUL_)."
 )]
 pub struct Cli {
     /// The command to run.

@@ -178,7 +178,7 @@ async fn save(args: SaveArgs, ui: &mut Ui<'_>) -> i32 {
         Err(e) => return ui.fail(&format!("Error connecting to Consul agent: {e}")),
     };
     let snap = match client.get_ok("/v1/snapshot", &[]).await {
-        Ok(r) => r.body,
+        Ok(r) => r.0.body,
         Err(e) => return ui.fail(&format!("Error saving snapshot: {e}")),
     };
     let unverified = unverified_path(&file);

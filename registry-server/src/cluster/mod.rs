@@ -4,13 +4,13 @@
 //! asks its leader to add it (as a learner that autopilot promotes once it is stable); a server
 //! that leaves asks the leader to remove it from the voters.
 //!
-//! Servers talk on the server port (`/v1/internal/cluster/*`, JSON bodies, see [`rpc`]):
+//! Servers talk on the server port (`/v1/internal/cluster/*`, JSON bodies, routed by
+//! [`crate::rpc`]):
 //! `hello` exchanges each side's [`PeerInfo`], `join` and `leave` change the membership on the
 //! leader (a follower forwards them). The same listener serves Raft's RPCs and the
-//! forwarding endpoints (`raft::forward`).
+//! forwarding endpoints (`crate::rpc`).
 
 pub mod bootstrap;
-pub mod rpc;
 
 use crate::config::ServerConfig;
 use crate::leader::sessions::SessionTimers;
@@ -26,12 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Path of the hello endpoint: a [`PeerInfo`] in, the receiver's [`PeerInfo`] out.
-pub const HELLO_PATH: &str = "/v1/internal/cluster/hello";
-/// Path of the join endpoint: a [`MemberRequest`] in; the leader adds the server.
-pub const JOIN_PATH: &str = "/v1/internal/cluster/join";
-/// Path of the leave endpoint: a [`MemberRequest`] in; the leader removes the server.
-pub const LEAVE_PATH: &str = "/v1/internal/cluster/leave";
+pub use crate::rpc::{HELLO_PATH, JOIN_PATH, LEAVE_PATH};
 
 /// How often an unjoined server retries its `retry_join` addresses while forming a cluster.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
@@ -329,7 +324,7 @@ impl Cluster {
         self.post_json(&leader.raft_addr, path, req).await
     }
 
-    async fn post_json(
+    pub(crate) async fn post_json(
         &self,
         addr: &str,
         path: &str,
@@ -594,7 +589,7 @@ impl Cluster {
         let req = id.to_string();
         match self
             .raft
-            .call_leader(crate::raft::forward::SESSION_RENEW_PATH, &req)
+            .call_leader(crate::rpc::SESSION_RENEW_PATH, &req)
             .await?
         {
             Some(found) => Ok(found),

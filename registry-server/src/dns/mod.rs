@@ -55,13 +55,22 @@ pub async fn serve_with_acl(
     node: NodeInfo,
     acl_view: Option<crate::acl::DnsView>,
 ) -> Result<DnsHandle, ServerError> {
-    let shared = Arc::new(engine::Shared {
+    server::start(engine_state(cfg, store, node, acl_view)).await
+}
+
+/// The state DNS answers are built from, without a listener (answers for client agents).
+pub fn engine_state(
+    cfg: DnsConfig,
+    store: Arc<Store>,
+    node: NodeInfo,
+    acl_view: Option<crate::acl::DnsView>,
+) -> Arc<engine::Shared> {
+    Arc::new(engine::Shared {
         acl_view,
         settings: answer::Settings::new(cfg, &node),
         store,
         gen: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         recursing: std::sync::atomic::AtomicUsize::new(0),
-    });
-    server::start(shared).await
+    })
 }

@@ -2,7 +2,7 @@
 //! delegated to the [`AgentApi`](crate::agent_api::AgentApi) implementation.
 
 use super::respond::{json, ApiError, ApiResult};
-use super::AppState;
+use super::AgentState;
 use crate::ServerError;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -11,14 +11,20 @@ use axum::response::IntoResponse;
 use registry_proto::model::status;
 use serde_json::{json, Value};
 
+/// `GET /v1/agent/self`.
+pub(super) async fn self_info(State(s): State<AgentState>, RawQuery(q): RawQuery) -> ApiResult {
+    let opts = s.options(q.as_deref())?;
+    json(&s.agent.self_info(), None, opts.pretty)
+}
+
 /// `GET /v1/agent/members`.
-pub(super) async fn members(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
+pub(super) async fn members(State(s): State<AgentState>, RawQuery(q): RawQuery) -> ApiResult {
     let opts = s.options(q.as_deref())?;
     json(&s.agent.members(opts.has("wan")), None, opts.pretty)
 }
 
 /// `GET /v1/agent/services` (`?filter`).
-pub(super) async fn services(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
+pub(super) async fn services(State(s): State<AgentState>, RawQuery(q): RawQuery) -> ApiResult {
     let opts = s.options(q.as_deref())?;
     let all = super::catalog::filter_map(s.agent.services(), opts.filter.as_deref())?;
     json(&all, None, opts.pretty)
@@ -26,7 +32,7 @@ pub(super) async fn services(State(s): State<AppState>, RawQuery(q): RawQuery) -
 
 /// `GET /v1/agent/service/:id`.
 pub(super) async fn service(
-    State(s): State<AppState>,
+    State(s): State<AgentState>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
@@ -50,7 +56,7 @@ pub(super) async fn service(
 }
 
 /// `GET /v1/agent/checks` (`?filter`).
-pub(super) async fn checks(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
+pub(super) async fn checks(State(s): State<AgentState>, RawQuery(q): RawQuery) -> ApiResult {
     let opts = s.options(q.as_deref())?;
     let all = super::catalog::filter_map(s.agent.checks(), opts.filter.as_deref())?;
     json(&all, None, opts.pretty)
@@ -62,7 +68,7 @@ fn ok_empty() -> ApiResult {
 
 /// `PUT /v1/agent/service/register`.
 pub(super) async fn register_service(
-    State(s): State<AppState>,
+    State(s): State<AgentState>,
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> ApiResult {
@@ -74,7 +80,7 @@ pub(super) async fn register_service(
 
 /// `PUT /v1/agent/service/deregister/:id`.
 pub(super) async fn deregister_service(
-    State(s): State<AppState>,
+    State(s): State<AgentState>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
@@ -85,7 +91,7 @@ pub(super) async fn deregister_service(
 
 /// `PUT /v1/agent/check/register`.
 pub(super) async fn register_check(
-    State(s): State<AppState>,
+    State(s): State<AgentState>,
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> ApiResult {
@@ -96,7 +102,7 @@ pub(super) async fn register_check(
 
 /// `PUT /v1/agent/check/deregister/:id`.
 pub(super) async fn deregister_check(
-    State(s): State<AppState>,
+    State(s): State<AgentState>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
@@ -105,7 +111,7 @@ pub(super) async fn deregister_check(
     ok_empty()
 }
 
-async fn ttl(s: AppState, id: String, q: Option<String>, st: &'static str) -> ApiResult {
+async fn ttl(s: AgentState, id: String, q: Option<String>, st: &'static str) -> ApiResult {
     let opts = s.options(q.as_deref())?;
     let note = opts.get("note").unwrap_or("").to_string();
     s.agent.update_check(&id, st, note).await?;
@@ -114,7 +120,7 @@ async fn ttl(s: AppState, id: String, q: Option<String>, st: &'static str) -> Ap
 
 /// `PUT /v1/agent/check/pass/:id`.
 pub(super) async fn check_pass(
-    State(s): State<AppState>,
+    State(s): State<AgentState>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
@@ -123,7 +129,7 @@ pub(super) async fn check_pass(
 
 /// `PUT /v1/agent/check/warn/:id`.
 pub(super) async fn check_warn(
-    State(s): State<AppState>,
+    State(s): State<AgentState>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
@@ -132,7 +138,7 @@ pub(super) async fn check_warn(
 
 /// `PUT /v1/agent/check/fail/:id`.
 pub(super) async fn check_fail(
-    State(s): State<AppState>,
+    State(s): State<AgentState>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
@@ -141,7 +147,7 @@ pub(super) async fn check_fail(
 
 /// `PUT /v1/agent/check/update/:id` with body `{"Status": ..., "Output": ...}`.
 pub(super) async fn check_update(
-    State(s): State<AppState>,
+    State(s): State<AgentState>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
     body: Bytes,
@@ -168,7 +174,7 @@ pub(super) async fn check_update(
     ok_empty()
 }
 
-fn maintenance_args(s: &AppState, q: Option<&str>) -> Result<(bool, String), ApiError> {
+fn maintenance_args(s: &AgentState, q: Option<&str>) -> Result<(bool, String), ApiError> {
     let opts = s.options(q)?;
     let enable = match opts.get("enable") {
         None => return Err(ApiError::bad("Missing value for enable")),
@@ -183,7 +189,7 @@ fn maintenance_args(s: &AppState, q: Option<&str>) -> Result<(bool, String), Api
 
 /// `PUT /v1/agent/service/maintenance/:id`.
 pub(super) async fn service_maintenance(
-    State(s): State<AppState>,
+    State(s): State<AgentState>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
@@ -194,7 +200,7 @@ pub(super) async fn service_maintenance(
 
 /// `PUT /v1/agent/maintenance`.
 pub(super) async fn node_maintenance(
-    State(s): State<AppState>,
+    State(s): State<AgentState>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let (enable, reason) = maintenance_args(&s, q.as_deref())?;
@@ -210,7 +216,7 @@ fn health_code(st: &str) -> StatusCode {
     }
 }
 
-async fn service_health(s: AppState, key: String, q: Option<String>, by_name: bool) -> ApiResult {
+async fn service_health(s: AgentState, key: String, q: Option<String>, by_name: bool) -> ApiResult {
     let opts = s.options(q.as_deref())?;
     let text = opts.get("format") == Some("text");
     let all = s.agent.service_health(&key, by_name);
@@ -259,7 +265,7 @@ async fn service_health(s: AppState, key: String, q: Option<String>, by_name: bo
 
 /// `GET /v1/agent/health/service/id/:id`: 200 passing, 429 warning, 503 critical.
 pub(super) async fn health_by_id(
-    State(s): State<AppState>,
+    State(s): State<AgentState>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
@@ -268,7 +274,7 @@ pub(super) async fn health_by_id(
 
 /// `GET /v1/agent/health/service/name/:name`.
 pub(super) async fn health_by_name(
-    State(s): State<AppState>,
+    State(s): State<AgentState>,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
@@ -277,7 +283,7 @@ pub(super) async fn health_by_name(
 
 /// `PUT /v1/agent/join/:addr`.
 pub(super) async fn join(
-    State(s): State<AppState>,
+    State(s): State<AgentState>,
     Path(addr): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
@@ -287,13 +293,13 @@ pub(super) async fn join(
 }
 
 /// `PUT /v1/agent/leave`.
-pub(super) async fn leave(State(s): State<AppState>) -> ApiResult {
+pub(super) async fn leave(State(s): State<AgentState>) -> ApiResult {
     s.agent.leave().await?;
     ok_empty()
 }
 
 /// `GET /v1/agent/metrics` (`?format=prometheus` for the text exposition format).
-pub(super) async fn metrics(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
+pub(super) async fn metrics(State(s): State<AgentState>, RawQuery(q): RawQuery) -> ApiResult {
     let opts = s.options(q.as_deref())?;
     let text = crate::metrics::render();
     if opts.get("format") == Some("prometheus") {

@@ -3,7 +3,7 @@
 //! `/v1/agent/reload` and `/v1/operator/usage`.
 
 use super::respond::{json, ApiError, ApiResult};
-use super::AppState;
+use super::{AgentState, AppState};
 use crate::monitor::{self, Level};
 use crate::raft::RaftHandle;
 use crate::state::{Table, WatchKey};
@@ -103,7 +103,7 @@ fn fill_server_stats(stats: &mut Map<String, Value>, raft: &RaftHandle) {
 }
 
 /// `GET /v1/agent/version`: Consul's `version.BuildInfo`.
-pub(super) async fn version(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
+pub(super) async fn version(State(s): State<AgentState>, RawQuery(q): RawQuery) -> ApiResult {
     let opts = s.options(q.as_deref())?;
     let doc = s.agent.self_info();
     let field = |k: &str| {
@@ -130,7 +130,7 @@ pub(super) async fn version(State(s): State<AppState>, RawQuery(q): RawQuery) ->
 
 /// `GET /v1/agent/host`: Consul's `debug.CollectHostInfo` shape (`Memory`, `CPU`, `Host`,
 /// `Disk`, `CollectionTime`, `Errors`).
-pub(super) async fn host(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
+pub(super) async fn host(State(s): State<AgentState>, RawQuery(q): RawQuery) -> ApiResult {
     let opts = s.options(q.as_deref())?;
     let info = tokio::task::spawn_blocking(super::host::collect)
         .await
@@ -140,7 +140,7 @@ pub(super) async fn host(State(s): State<AppState>, RawQuery(q): RawQuery) -> Ap
 
 /// `PUT /v1/agent/reload`: re-reads the configuration files and the service and check
 /// definitions in them.
-pub(super) async fn reload(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
+pub(super) async fn reload(State(s): State<AgentState>, RawQuery(q): RawQuery) -> ApiResult {
     s.options(q.as_deref())?;
     s.agent.reload().await?;
     Ok(StatusCode::OK.into_response())
@@ -148,7 +148,7 @@ pub(super) async fn reload(State(s): State<AppState>, RawQuery(q): RawQuery) -> 
 
 /// `GET /v1/agent/monitor?loglevel=&logjson`: streams the agent's log lines at that level
 /// or above until the client goes away.
-pub(super) async fn monitor(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
+pub(super) async fn monitor(State(s): State<AgentState>, RawQuery(q): RawQuery) -> ApiResult {
     let opts = s.options(q.as_deref())?;
     let raw = opts
         .get("loglevel")

@@ -31,7 +31,7 @@ mod ui;
 mod ui_api;
 
 pub use event::{UserEvent, UserEvents};
-pub use routes::router;
+pub use routes::{client_router, router, ForwardApi};
 
 use crate::agent_api::AgentApi;
 use crate::config::ServerConfig;
@@ -78,21 +78,65 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     /// Parses the query string and checks `?dc`.
     pub(crate) fn options(&self, raw: Option<&str>) -> Result<QueryOptions, ServerError> {
-        let opts = QueryOptions::parse(raw)?;
-        if let Some(dc) = &opts.dc {
-            self.check_datacenter(dc)?;
-        }
-        Ok(opts)
+        parse_options(&self.config, raw)
     }
+}
 
+fn parse_options(config: &ServerConfig, raw: Option<&str>) -> Result<QueryOptions, ServerError> {
+    let opts = QueryOptions::parse(raw)?;
+    if let Some(dc) = &opts.dc {
+        check_datacenter(config, dc)?;
+    }
+    Ok(opts)
+}
+
+/// A datacenter named by a request (`?dc`, a body's `Datacenter`): "" or this one, else
+/// Consul's "No path to datacenter".
+fn check_datacenter(config: &ServerConfig, dc: &str) -> Result<(), ServerError> {
+    if dc.is_empty() || dc.eq_ignore_ascii_case(&config.datacenter) {
+        Ok(())
+    } else {
+        Err(ServerError::NoPathToDatacenter)
+    }
+}
+
+/// What the `/v1/agent/*` handlers reach: the agent and its configuration, on a server and
+/// on a client agent alike.
+#[derive(Clone)]
+pub struct AgentState {
+    /// Runtime configuration.
+    pub config: Arc<ServerConfig>,
+    /// The local agent.
+    pub agent: Arc<dyn AgentApi>,
+}
+
+impl std::fmt::Debug for AgentState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentState").finish_non_exhaustive()
+    }
+}
+
+impl AgentState {
+    /// Parses the query string and checks `?dc`.
+    pub(crate) fn options(&self, raw: Option<&str>) -> Result<QueryOptions, ServerError> {
+        parse_options(&self.config, raw)
+    }
+}
+
+impl axum::extract::FromRef<AppState> for AgentState {
+    fn from_ref(s: &AppState) -> Self {
+        AgentState {
+            config: s.config.clone(),
+            agent: s.agent.clone(),
+        }
+    }
+}
+
+impl AppState {
     /// A datacenter named by a request (`?dc`, a body's `Datacenter`): "" or this one, else
     /// Consul's "No path to datacenter".
     pub(crate) fn check_datacenter(&self, dc: &str) -> Result<(), ServerError> {
-        if dc.is_empty() || dc.eq_ignore_ascii_case(&self.config.datacenter) {
-            Ok(())
-        } else {
-            Err(ServerError::NoPathToDatacenter)
-        }
+        check_datacenter(&self.config, dc)
     }
 }
 

@@ -3,15 +3,17 @@
 
 use super::{
     acl, acl_role, agent, agent_ops, catalog, config_entries, connect, event, health, kv,
-    operator, session, snapshot, status, txn, ui, ui_api, AppState,
+    operator, session, snapshot, status, txn, ui, ui_api, AgentState, AppState,
 };
 use axum::extract::DefaultBodyLimit;
+use axum::extract::FromRef;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
+use std::sync::Arc;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 use tower_http::compression::CompressionLayer;
 
@@ -78,42 +80,8 @@ fn routes(state: AppState) -> Router {
         )
         .route("/v1/acl/token/{id}/clone", put(acl::token_clone))
         .route("/v1/acl/tokens", get(acl::token_list))
-        .route("/v1/agent/checks", get(agent::checks))
-        .route("/v1/agent/check/register", put(agent::register_check))
-        .route(
-            "/v1/agent/check/deregister/{id}",
-            put(agent::deregister_check),
-        )
-        .route("/v1/agent/check/pass/{id}", put(agent::check_pass))
-        .route("/v1/agent/check/warn/{id}", put(agent::check_warn))
-        .route("/v1/agent/check/fail/{id}", put(agent::check_fail))
-        .route("/v1/agent/check/update/{id}", put(agent::check_update))
-        .route("/v1/agent/health/service/id/{id}", get(agent::health_by_id))
-        .route(
-            "/v1/agent/health/service/name/{name}",
-            get(agent::health_by_name),
-        )
-        .route("/v1/agent/join/{addr}", put(agent::join))
-        .route("/v1/agent/leave", put(agent::leave))
-        .route("/v1/agent/maintenance", put(agent::node_maintenance))
-        .route("/v1/agent/members", get(agent::members))
-        .route("/v1/agent/metrics", get(agent::metrics))
+        .merge(agent_routes().with_state(AgentState::from_ref(&state)))
         .route("/v1/agent/self", get(agent_ops::self_info))
-        .route("/v1/agent/host", get(agent_ops::host))
-        .route("/v1/agent/version", get(agent_ops::version))
-        .route("/v1/agent/monitor", get(agent_ops::monitor))
-        .route("/v1/agent/reload", put(agent_ops::reload))
-        .route("/v1/agent/service/register", put(agent::register_service))
-        .route(
-            "/v1/agent/service/deregister/{id}",
-            put(agent::deregister_service),
-        )
-        .route(
-            "/v1/agent/service/maintenance/{id}",
-            put(agent::service_maintenance),
-        )
-        .route("/v1/agent/service/{id}", get(agent::service))
-        .route("/v1/agent/services", get(agent::services))
         .route("/v1/agent/token/{kind}", put(acl::agent_token))
         .route(
             "/v1/catalog/connect/{service}",
@@ -215,6 +183,70 @@ fn routes(state: AppState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// The agent's own endpoints, served by servers and client agents alike (`/v1/agent/self` is
+/// added by each router: a server's carries its Raft figures).
+fn agent_routes() -> Router<AgentState> {
+    Router::new()
+        .route("/v1/agent/checks", get(agent::checks))
+        .route("/v1/agent/check/register", put(agent::register_check))
+        .route(
+            "/v1/agent/check/deregister/{id}",
+            put(agent::deregister_check),
+        )
+        .route("/v1/agent/check/pass/{id}", put(agent::check_pass))
+        .route("/v1/agent/check/warn/{id}", put(agent::check_warn))
+        .route("/v1/agent/check/fail/{id}", put(agent::check_fail))
+        .route("/v1/agent/check/update/{id}", put(agent::check_update))
+        .route("/v1/agent/health/service/id/{id}", get(agent::health_by_id))
+        .route(
+            "/v1/agent/health/service/name/{name}",
+            get(agent::health_by_name),
+        )
+        .route("/v1/agent/join/{addr}", put(agent::join))
+        .route("/v1/agent/leave", put(agent::leave))
+        .route("/v1/agent/maintenance", put(agent::node_maintenance))
+        .route("/v1/agent/members", get(agent::members))
+        .route("/v1/agent/metrics", get(agent::metrics))
+        .route("/v1/agent/host", get(agent_ops::host))
+        .route("/v1/agent/version", get(agent_ops::version))
+        .route("/v1/agent/monitor", get(agent_ops::monitor))
+        .route("/v1/agent/reload", put(agent_ops::reload))
+        .route("/v1/agent/service/register", put(agent::register_service))
+        .route(
+            "/v1/agent/service/deregister/{id}",
+            put(agent::deregister_service),
+        )
+        .route(
+            "/v1/agent/service/maintenance/{id}",
+            put(agent::service_maintenance),
+        )
+        .route("/v1/agent/service/{id}", get(agent::service))
+        .route("/v1/agent/services", get(agent::services))
+}
+
+/// The HTTP API of a client agent: its own `/v1/agent/*` endpoints, and everything else
+/// forwarded to a server by `forward` (which answers as the server did).
+pub fn client_router(agent: AgentState, forward: Arc<dyn ForwardApi>) -> Router {
+    let routes = agent_routes()
+        .route("/v1/agent/self", get(agent::self_info))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(agent)
+        .fallback(move |req: Request| {
+            let forward = forward.clone();
+            async move { forward.forward(req).await }
+        });
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn(options))
+}
+
+/// Sends an API request elsewhere and returns the answer (a client agent's path to the
+/// servers).
+pub trait ForwardApi: Send + Sync + 'static {
+    /// Forwards `req`; any failure is answered as an error response.
+    fn forward(&self, req: Request) -> futures::future::BoxFuture<'static, Response>;
 }
 
 async fn not_found() -> (StatusCode, &'static str) {

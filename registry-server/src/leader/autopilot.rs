@@ -38,8 +38,7 @@ use crate::raft::{NodeId, RaftHandle};
 use crate::state::Store;
 use crate::ServerError;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use parking_lot::Mutex;
 use registry_proto::api::autopilot::AutopilotState;
 use registry_proto::command::AutopilotConfig;
@@ -56,10 +55,7 @@ use tokio::time::Instant;
 pub const INTERVAL: Duration = Duration::from_secs(1);
 /// The shortest time without contact after which a server counts as dead.
 pub const DEAD_SERVER_MIN: Duration = Duration::from_secs(30);
-/// Path of the internal health endpoint (a follower forwards `GET .../autopilot/health`).
-pub const HEALTH_PATH: &str = "/v1/internal/operator/autopilot-health";
-/// Path of the internal state endpoint (a follower forwards `GET .../autopilot/state`).
-pub const STATE_PATH: &str = "/v1/internal/operator/autopilot-state";
+pub use crate::rpc::{AUTOPILOT_HEALTH_PATH as HEALTH_PATH, AUTOPILOT_STATE_PATH as STATE_PATH};
 /// The version every server reports (all run this build).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -625,16 +621,9 @@ pub async fn run(ap: Arc<Autopilot>, mut leader: watch::Receiver<bool>) {
     }
 }
 
-/// The internal endpoint a follower forwards health requests to; merge it into the
-/// server-port router.
-pub fn router(ap: Arc<Autopilot>) -> Router {
-    Router::new()
-        .route(HEALTH_PATH, get(health_endpoint))
-        .route(STATE_PATH, get(state_endpoint))
-        .with_state(ap)
-}
-
-async fn health_endpoint(State(ap): State<Arc<Autopilot>>) -> Json<OpResult<HealthReply>> {
+pub(crate) async fn health_endpoint(
+    State(ap): State<Arc<Autopilot>>,
+) -> Json<OpResult<HealthReply>> {
     let res = if ap.raft.is_leader() {
         ap.health().await
     } else {
@@ -643,7 +632,9 @@ async fn health_endpoint(State(ap): State<Arc<Autopilot>>) -> Json<OpResult<Heal
     Json(res.map_err(membership::OpError::from))
 }
 
-async fn state_endpoint(State(ap): State<Arc<Autopilot>>) -> Json<OpResult<AutopilotState>> {
+pub(crate) async fn state_endpoint(
+    State(ap): State<Arc<Autopilot>>,
+) -> Json<OpResult<AutopilotState>> {
     let res = if ap.raft.is_leader() {
         ap.state().await
     } else {
@@ -856,8 +847,7 @@ mod cluster_tests {
     use super::*;
     use crate::config::ServerConfig;
     use crate::query::write::Proposer;
-    use crate::raft::membership::membership_router;
-    use crate::raft::raft_router;
+    use crate::rpc::{operator_routes, raft_routes};
     use openraft::ServerState;
 
     struct TestNode {
@@ -875,7 +865,7 @@ mod cluster_tests {
         let handle = RaftHandle::start(&cfg, Arc::new(Store::new()))
             .await
             .unwrap();
-        let app = raft_router(handle.clone()).merge(membership_router(handle.clone()));
+        let app = raft_routes(handle.clone()).merge(operator_routes(handle.clone()));
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });

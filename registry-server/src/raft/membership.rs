@@ -31,7 +31,7 @@
 //!
 //! # Internal endpoints
 //!
-//! [`membership_router`] serves, on the server port, the target side of a transfer and the
+//! The handlers here serve (routed by `crate::rpc`), on the server port, the target side of a transfer and the
 //! calls a follower makes to act on the leader: `stats` (what autopilot asks every server),
 //! `configuration`, `remove-peer` and `transfer-leader`. Bodies are JSON; replies are
 //! `200 OK` with a JSON [`OpResult`].
@@ -40,8 +40,7 @@ use super::types::{NodeId, RegistryNode};
 use super::RaftHandle;
 use crate::ServerError;
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use serde::de::DeserializeOwned;
@@ -50,16 +49,9 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// Path of the campaign endpoint (the target of a leadership transfer).
-pub const ELECT_PATH: &str = "/v1/internal/operator/elect";
-/// Path of the stats endpoint: this server's [`ServerStats`].
-pub const STATS_PATH: &str = "/v1/internal/operator/stats";
-/// Path of the configuration endpoint: the leader's [`RaftConfiguration`].
-pub const CONFIGURATION_PATH: &str = "/v1/internal/operator/configuration";
-/// Path of the remove-peer endpoint: a [`PeerRef`] in; the leader removes it.
-pub const REMOVE_PEER_PATH: &str = "/v1/internal/operator/remove-peer";
-/// Path of the transfer-leader endpoint: a [`TransferRequest`] in; the leader hands over.
-pub const TRANSFER_LEADER_PATH: &str = "/v1/internal/operator/transfer-leader";
+pub use crate::rpc::{
+    CONFIGURATION_PATH, ELECT_PATH, REMOVE_PEER_PATH, STATS_PATH, TRANSFER_LEADER_PATH,
+};
 
 /// How long a membership change may take to commit.
 pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -628,41 +620,35 @@ impl RaftHandle {
     }
 }
 
-/// The router of the internal operator endpoints; merge it into the server-port router.
-pub fn membership_router(handle: RaftHandle) -> Router {
-    Router::new()
-        .route(STATS_PATH, get(stats))
-        .route(CONFIGURATION_PATH, get(configuration))
-        .route(ELECT_PATH, post(elect))
-        .route(REMOVE_PEER_PATH, post(remove_peer))
-        .route(TRANSFER_LEADER_PATH, post(transfer_leader))
-        .with_state(handle)
-}
-
 fn reply<T>(res: Result<T, ServerError>) -> Json<OpResult<T>> {
     Json(res.map_err(OpError::from))
 }
 
-async fn stats(State(h): State<RaftHandle>) -> Json<OpResult<ServerStats>> {
+pub(crate) async fn stats(State(h): State<RaftHandle>) -> Json<OpResult<ServerStats>> {
     reply(Ok(h.fresh_stats().await))
 }
 
-async fn configuration(State(h): State<RaftHandle>) -> Json<OpResult<RaftConfiguration>> {
+pub(crate) async fn configuration(
+    State(h): State<RaftHandle>,
+) -> Json<OpResult<RaftConfiguration>> {
     reply(h.require_leader().map(|()| h.configuration()))
 }
 
-async fn elect(State(h): State<RaftHandle>, Json(req): Json<ElectRequest>) -> Json<OpResult<()>> {
+pub(crate) async fn elect(
+    State(h): State<RaftHandle>,
+    Json(req): Json<ElectRequest>,
+) -> Json<OpResult<()>> {
     reply(h.campaign(req).await)
 }
 
-async fn remove_peer(
+pub(crate) async fn remove_peer(
     State(h): State<RaftHandle>,
     Json(peer): Json<PeerRef>,
 ) -> Json<OpResult<NodeId>> {
     reply(h.remove_peer(&peer).await)
 }
 
-async fn transfer_leader(
+pub(crate) async fn transfer_leader(
     State(h): State<RaftHandle>,
     Json(req): Json<TransferRequest>,
 ) -> Json<OpResult<NodeId>> {

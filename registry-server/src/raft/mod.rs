@@ -1,8 +1,9 @@
-//! openraft glue: type configuration, the sled and in-memory log stores, the state
+//! openraft glue: type configuration, the segment-file and in-memory log stores, the state
 //! machine adaptor and the node handle used by the query layer.
 //!
 //! [`RaftHandle::start`] builds a Raft node over a [`Store`]: with a data directory the log
-//! lives in sled under `data_dir/raft/log`, snapshots under `data_dir/raft/snapshots` and the
+//! lives in segment files under `data_dir/raft/log.wal` (its metadata in a small sled database
+//! at `data_dir/raft/log`), snapshots under `data_dir/raft/snapshots` and the
 //! node's Raft ID in `data_dir/raft/node-id`; without one everything is in memory. A server
 //! configured to bootstrap alone (`bootstrap_expect == 1` or `-dev`) initializes a single-voter
 //! cluster the first time and, on every start, waits until it leads and has re-applied its log.
@@ -12,11 +13,10 @@
 //! registry index of its own, so the store's index counts applied commands and differs from
 //! the Raft log index (see [`state_machine`]).
 //!
-//! The RPC endpoints ([`raft_router`]) must be served at [`RegistryNode::raft_addr`], which is
+//! The RPC endpoints (routed by [`crate::rpc::router`]) must be served at [`RegistryNode::raft_addr`], which is
 //! `bind_addr:server_port`.
 
 mod batcher;
-pub mod forward;
 pub mod log_store;
 pub mod mem_log_store;
 pub mod membership;
@@ -28,11 +28,12 @@ pub mod types;
 
 pub use log_store::{SledLogReader, SledLogStore};
 pub use mem_log_store::MemLogStore;
-pub use network::{raft_router, HttpConnection, HttpNetwork};
+pub use network::{HttpConnection, HttpNetwork};
 pub use state_machine::{RegistrySnapshotBuilder, RegistryStateMachine};
 pub use types::{NodeId, Proposal, ProposalResponse, Raft, RaftMetrics, RegistryNode, TypeConfig};
 
 use crate::config::ServerConfig;
+use crate::rpc::forward;
 use crate::state::Store;
 use crate::ServerError;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
@@ -335,7 +336,7 @@ impl RaftHandle {
     /// proposal is forwarded to the leader; while no leader is known this waits up to
     /// [`LEADER_HOLD`] for one, then fails with [`ServerError::NoLeader`].
     async fn propose(&self, cmds: Proposal) -> Result<ProposalResponse, ServerError> {
-        match self.call_leader(forward::PROPOSE_PATH, &cmds).await? {
+        match self.call_leader(crate::rpc::PROPOSE_PATH, &cmds).await? {
             Some(resp) => Ok(resp),
             None => self.propose_local(cmds).await,
         }
@@ -350,6 +351,39 @@ impl RaftHandle {
         path: &str,
         req: &Req,
     ) -> Result<Option<Resp>, ServerError> {
+        self.call_leader_within(path, req, forward::CALL_TIMEOUT)
+            .await
+    }
+
+    /// [`Self::call_leader`] where one call may take up to `limit` (a blocking query).
+    pub async fn call_leader_within<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+        limit: Duration,
+    ) -> Result<Option<Resp>, ServerError> {
+        self.call_leader_inner(path, req, limit, false).await
+    }
+
+    /// [`Self::call_leader`] for a call that may be repeated (a read barrier): a call whose
+    /// outcome is unknown (the leader died while it was there) is retried with the next
+    /// leader too.
+    pub async fn call_leader_idempotent<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+    ) -> Result<Option<Resp>, ServerError> {
+        self.call_leader_inner(path, req, forward::CALL_TIMEOUT, true)
+            .await
+    }
+
+    async fn call_leader_inner<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+        limit: Duration,
+        idempotent: bool,
+    ) -> Result<Option<Resp>, ServerError> {
         let deadline = tokio::time::Instant::now() + LEADER_HOLD;
         loop {
             let Some((leader_id, leader)) = self.leader_target(deadline).await? else {
@@ -357,7 +391,10 @@ impl RaftHandle {
             };
             // A leader cut off mid-call never answers; once another election starts the
             // outcome is unknown, and the caller is told so rather than left waiting.
-            let call = self.inner.forward.call(&leader.raft_addr, path, req);
+            let call = self
+                .inner
+                .forward
+                .call_timeout(&leader.raft_addr, path, req, limit);
             let res = tokio::select! {
                 r = call => r,
                 () = self.leader_changed(leader_id) => Err(forward::ForwardError::Failed(
@@ -371,6 +408,10 @@ impl RaftHandle {
                     self.pause_until_retry(deadline).await?;
                 }
                 Err(forward::ForwardError::NotLeader) => self.pause_until_retry(deadline).await?,
+                Err(forward::ForwardError::Failed(e)) if idempotent => {
+                    tracing::debug!(leader = %leader, error = %e, "call to the leader failed; retrying");
+                    self.pause_until_retry(deadline).await?;
+                }
                 Err(e) => return Err(e.into()),
             }
         }

@@ -1,6 +1,6 @@
 //! Raft RPCs over HTTP: a client ([`HttpNetwork`]) posting postcard-encoded requests to
-//! `http://{raft_addr}/v1/internal/raft/{append,vote,snapshot}`, and the axum [`raft_router`]
-//! serving them.
+//! `http://{raft_addr}/v1/internal/raft/{append,vote,snapshot}`, and the handlers
+//! serving them (routed by `crate::rpc`).
 //!
 //! Every response is `200 OK` with a postcard-encoded `Result<Response, RaftError>`; anything
 //! else (a non-200 status, an undecodable body) is a network error to the sender.
@@ -8,13 +8,12 @@
 use super::speculate::{rpc_url, Registration, Speculator};
 use super::types::{NodeId, RegistryNode, TypeConfig};
 use super::RaftHandle;
+use crate::rpc::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::ServerError;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -28,17 +27,10 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Path of the AppendEntries endpoint.
-pub const APPEND_PATH: &str = "/v1/internal/raft/append";
-/// Path of the RequestVote endpoint.
-pub const VOTE_PATH: &str = "/v1/internal/raft/vote";
-/// Path of the InstallSnapshot (chunk) endpoint.
-pub const SNAPSHOT_PATH: &str = "/v1/internal/raft/snapshot";
-
 /// Largest accepted request body: a batch of entries or one snapshot chunk. Room for a
 /// snapshot restore (a log entry of up to [`crate::snapshot::MAX_STATE`]) sent together with
 /// other entries.
-const MAX_BODY: usize = 512 * 1024 * 1024;
+pub(crate) const MAX_BODY: usize = 512 * 1024 * 1024;
 const CONTENT_TYPE: &str = "application/x-postcard";
 /// Most bytes of log entries in one AppendEntries, unless a single entry is larger.
 const MAX_APPEND_BYTES: usize = 4 * 1024 * 1024;
@@ -292,17 +284,6 @@ impl RaftNetwork<TypeConfig> for HttpConnection {
     }
 }
 
-/// The router serving the Raft RPC endpoints of `raft`; mount it on the server RPC listener
-/// (the address advertised as `RegistryNode::raft_addr`).
-pub fn raft_router(raft: RaftHandle) -> Router {
-    Router::new()
-        .route(APPEND_PATH, post(append))
-        .route(VOTE_PATH, post(vote))
-        .route(SNAPSHOT_PATH, post(snapshot))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(raft)
-}
-
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
     postcard::from_bytes(body).map_err(|e| {
         Box::new(
@@ -326,7 +307,7 @@ fn encode<T: Serialize>(value: &T) -> Response {
     }
 }
 
-async fn append(State(h): State<RaftHandle>, body: Bytes) -> Response {
+pub(crate) async fn append(State(h): State<RaftHandle>, body: Bytes) -> Response {
     let req: AppendEntriesRequest<TypeConfig> = match decode(&body) {
         Ok(r) => r,
         Err(resp) => return *resp,
@@ -338,7 +319,7 @@ async fn append(State(h): State<RaftHandle>, body: Bytes) -> Response {
     encode(&res)
 }
 
-async fn vote(State(h): State<RaftHandle>, body: Bytes) -> Response {
+pub(crate) async fn vote(State(h): State<RaftHandle>, body: Bytes) -> Response {
     let req: VoteRequest<NodeId> = match decode(&body) {
         Ok(r) => r,
         Err(resp) => return *resp,
@@ -346,7 +327,7 @@ async fn vote(State(h): State<RaftHandle>, body: Bytes) -> Response {
     encode(&h.raft().vote(req).await)
 }
 
-async fn snapshot(State(h): State<RaftHandle>, body: Bytes) -> Response {
+pub(crate) async fn snapshot(State(h): State<RaftHandle>, body: Bytes) -> Response {
     let req: InstallSnapshotRequest<TypeConfig> = match decode(&body) {
         Ok(r) => r,
         Err(resp) => return *resp,

@@ -10,7 +10,7 @@
 //! round, which starts once the current one ends and answers all of them. Each read is thus
 //! answered by a round that started after it arrived, which is what linearizability needs.
 
-use super::{forward, RaftHandle};
+use super::RaftHandle;
 use crate::ServerError;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -94,9 +94,9 @@ async fn drive(handle: RaftHandle, round: Round) {
         let res = match round {
             Round::Quorum => handle.quorum_round().await.map(Some),
             Round::LeaderIndex { consistent } => {
-                let req = forward::ReadIndexRequest { consistent };
+                let req = crate::rpc::forward::ReadIndexRequest { consistent };
                 handle
-                    .call_leader::<_, u64>(forward::READ_INDEX_PATH, &req)
+                    .call_leader_idempotent::<_, u64>(crate::rpc::READ_INDEX_PATH, &req)
                     .await
             }
         };

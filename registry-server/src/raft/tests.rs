@@ -312,7 +312,7 @@ async fn cluster_node(name: &str, dir: &Path) -> TestNode {
         Arc::new(crate::leader::sessions::SessionTimers::new()),
     )
     .unwrap();
-    let app = raft_router(handle.clone()).merge(crate::cluster::rpc::cluster_router(cluster));
+    let app = crate::rpc::raft_routes(handle.clone()).merge(crate::rpc::cluster_routes(cluster));
     let server = tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });

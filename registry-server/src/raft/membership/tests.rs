@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::config::ServerConfig;
-use crate::raft::raft_router;
+use crate::rpc::{operator_routes, raft_routes};
 use crate::state::Store;
 use registry_proto::model::DirEntry;
 use registry_proto::Command;
@@ -35,7 +35,7 @@ async fn node(name: &str) -> TestNode {
     let handle = RaftHandle::start(&cfg, Arc::new(Store::new()))
         .await
         .unwrap();
-    let app = raft_router(handle.clone()).merge(membership_router(handle.clone()));
+    let app = raft_routes(handle.clone()).merge(operator_routes(handle.clone()));
     let server = tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });

@@ -1,6 +1,7 @@
-//! Forwarding to the leader, client side: a follower sends its write proposals and read
-//! barriers to the leader's server port (`/v1/internal/forward/*`, postcard bodies), as
-//! Consul servers forward RPCs. The serving side lives in `cluster::rpc`.
+//! The forwarding helper, client side: a follower sends requests, read barriers and internal
+//! proposals to the leader's server port, and a client agent sends API requests to a server
+//! (`/v1/internal/forward/*`, `/v1/internal/rpc/*`, postcard bodies), as Consul agents and
+//! servers forward RPCs. The serving side is routed by [`super::router`].
 //!
 //! Every reply is `200 OK` with a postcard-encoded [`ForwardReply`]. A call that could not be
 //! sent at all (connection refused) is safe to retry against the next leader; a call that was
@@ -12,17 +13,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// Path of the proposal endpoint: a `Proposal` in, a `ProposalResponse` out.
-pub const PROPOSE_PATH: &str = "/v1/internal/forward/propose";
-/// Path of the read-index endpoint: a [`ReadIndexRequest`] in, a Raft log index out.
-pub const READ_INDEX_PATH: &str = "/v1/internal/forward/read-index";
-/// Path of the session-renew endpoint: a session ID in, the session (if any) out.
-pub const SESSION_RENEW_PATH: &str = "/v1/internal/forward/session-renew";
 /// Content type of the postcard bodies.
 pub const CONTENT_TYPE: &str = "application/x-postcard";
 
 /// How long a forwarded call may take end to end (a write waits for its commit).
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The answer of a forwarding endpoint.
 #[derive(Debug, Serialize, Deserialize)]
@@ -84,12 +79,23 @@ impl Forwarder {
         path: &str,
         req: &Req,
     ) -> Result<Resp, ForwardError> {
+        self.call_timeout(addr, path, req, CALL_TIMEOUT).await
+    }
+
+    /// [`Self::call`] with its own end-to-end time limit (a blocking query waits longer).
+    pub async fn call_timeout<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, ForwardError> {
         let body = postcard::to_stdvec(req).map_err(|e| ForwardError::NotSent(e.to_string()))?;
         let resp = self
             .client
             .post(format!("http://{addr}{path}"))
             .header(header::CONTENT_TYPE, CONTENT_TYPE)
-            .timeout(CALL_TIMEOUT)
+            .timeout(timeout)
             .body(body)
             .send()
             .await

@@ -1,48 +1,42 @@
-//! The server-port endpoints beyond Raft's own: cluster membership (`hello`, `join`, `leave`,
-//! JSON) and forwarding to the leader (`propose`, `read-index`, `session-renew`, postcard; the
-//! client side is `raft::forward`).
+//! Handlers of the cluster endpoints (`hello`, `join`, `leave`, JSON) and of the Raft-level
+//! forwarding endpoints (`propose`, `read-index`, `session-renew`, postcard; the client side
+//! is [`super::forward`]).
 
-use super::{Cluster, MemberRequest, PeerInfo, HELLO_PATH, JOIN_PATH, LEAVE_PATH};
-use crate::raft::forward::{
-    ForwardReply, ReadIndexRequest, CONTENT_TYPE, PROPOSE_PATH, READ_INDEX_PATH, SESSION_RENEW_PATH,
-};
+use super::forward::{ForwardReply, ReadIndexRequest, CONTENT_TYPE};
+use super::{JOIN_PATH, LEAVE_PATH};
+use crate::cluster::{Cluster, MemberRequest, PeerInfo};
 use crate::raft::Proposal;
 use crate::ServerError;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
 
 /// Largest forwarded proposal (a batch of writes; a snapshot restore is the largest).
-const MAX_BODY: usize = 256 * 1024 * 1024;
+pub(crate) const MAX_BODY: usize = 256 * 1024 * 1024;
 
-/// The router of the cluster and forwarding endpoints; merge it into the server-port router.
-pub fn cluster_router(cluster: Arc<Cluster>) -> Router {
-    Router::new()
-        .route(HELLO_PATH, post(hello))
-        .route(JOIN_PATH, post(join))
-        .route(LEAVE_PATH, post(leave))
-        .route(PROPOSE_PATH, post(propose))
-        .route(READ_INDEX_PATH, post(read_index))
-        .route(SESSION_RENEW_PATH, post(session_renew))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(cluster)
-}
-
-async fn hello(State(c): State<Arc<Cluster>>, Json(from): Json<PeerInfo>) -> Json<PeerInfo> {
+pub(crate) async fn hello(
+    State(c): State<Arc<Cluster>>,
+    Json(from): Json<PeerInfo>,
+) -> Json<PeerInfo> {
     Json(c.hello(Some(from)))
 }
 
-async fn join(State(c): State<Arc<Cluster>>, Json(req): Json<MemberRequest>) -> Response {
+pub(crate) async fn join(
+    State(c): State<Arc<Cluster>>,
+    Json(req): Json<MemberRequest>,
+) -> Response {
     member_change(&c, JOIN_PATH, req).await
 }
 
-async fn leave(State(c): State<Arc<Cluster>>, Json(req): Json<MemberRequest>) -> Response {
+pub(crate) async fn leave(
+    State(c): State<Arc<Cluster>>,
+    Json(req): Json<MemberRequest>,
+) -> Response {
     member_change(&c, LEAVE_PATH, req).await
 }
 
@@ -89,7 +83,7 @@ fn reply<T: Serialize>(res: Result<T, ServerError>) -> Response {
     }
 }
 
-async fn propose(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
+pub(crate) async fn propose(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
     let p: Proposal = match decode(&body) {
         Ok(p) => p,
         Err(r) => return *r,
@@ -97,7 +91,7 @@ async fn propose(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
     reply(c.raft().propose_local(p).await)
 }
 
-async fn read_index(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
+pub(crate) async fn read_index(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
     let req: ReadIndexRequest = match decode(&body) {
         Ok(r) => r,
         Err(r) => return *r,
@@ -105,7 +99,7 @@ async fn read_index(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
     reply(c.raft().local_read_index(req.consistent).await)
 }
 
-async fn session_renew(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
+pub(crate) async fn session_renew(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
     let id: String = match decode(&body) {
         Ok(r) => r,
         Err(r) => return *r,
