@@ -913,6 +913,19 @@ impl AgentApi for LocalAgent {
         })
     }
 
+    fn force_leave<'a>(
+        &'a self,
+        node: &'a str,
+        prune: bool,
+    ) -> BoxFuture<'a, Result<(), ServerError>> {
+        Box::pin(async move {
+            self.members
+                .force_leave(node, prune)
+                .await
+                .map_err(ServerError::Internal)
+        })
+    }
+
     fn leave(&self) -> BoxFuture<'_, Result<(), ServerError>> {
         Box::pin(async move {
             self.members.leave().await.map_err(ServerError::Internal)?;

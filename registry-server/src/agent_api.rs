@@ -70,4 +70,16 @@ pub trait AgentApi: Send + Sync + 'static {
     fn join<'a>(&'a self, addr: &'a str, wan: bool) -> BoxFuture<'a, Result<(), ServerError>>;
     /// `PUT /v1/agent/leave`.
     fn leave(&self) -> BoxFuture<'_, Result<(), ServerError>>;
+    /// `PUT /v1/agent/force-leave/:node` (`?prune`).
+    fn force_leave<'a>(
+        &'a self,
+        node: &'a str,
+        _prune: bool,
+    ) -> BoxFuture<'a, Result<(), ServerError>> {
+        Box::pin(async move {
+            Err(ServerError::Internal(format!(
+                "agent: No node found with name '{node}'"
+            )))
+        })
+    }
 }

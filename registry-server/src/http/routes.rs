@@ -42,6 +42,7 @@ fn routes(state: AppState) -> Router {
         )
         .route("/v1/agent/join/{addr}", put(agent::join))
         .route("/v1/agent/leave", put(agent::leave))
+        .route("/v1/agent/force-leave/{node}", put(agent::force_leave))
         .route("/v1/agent/maintenance", put(agent::node_maintenance))
         .route("/v1/agent/members", get(agent::members))
         .route("/v1/agent/metrics", get(agent::metrics))
