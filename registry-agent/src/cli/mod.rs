@@ -6,6 +6,7 @@ pub mod agent;
 pub mod autopilot_state;
 pub mod catalog;
 pub mod dash;
+pub mod gossip;
 pub mod http;
 pub mod kv;
 pub mod lock;
@@ -78,6 +79,11 @@ pub enum Command {
     Join(ops::JoinArgs),
     /// Gracefully leaves the cluster and shuts the agent down.
     Leave(ops::LeaveArgs),
+    /// Fires a user event to every agent of the datacenter.
+    Event(gossip::EventArgs),
+    /// Forces a failed member out of the cluster (left; with -prune, forgotten).
+    #[command(name = "force-leave")]
+    ForceLeave(gossip::ForceLeaveArgs),
     /// Prints debugging information about the agent.
     Info(ops::InfoArgs),
     /// Prints the registry version.
@@ -147,6 +153,8 @@ fn run_client(command: Command) -> i32 {
             Command::Snapshot { command } => snapshot::run(command, &mut ui).await,
             Command::Operator { command } => operator::run(command, &mut ui).await,
             Command::Leave(args) => ops::leave(args, &mut ui).await,
+            Command::Event(args) => gossip::event(args, &mut ui).await,
+            Command::ForceLeave(args) => gossip::force_leave(args, &mut ui).await,
             Command::Info(args) => ops::info(args, &mut ui).await,
             Command::Agent(_) | Command::Version => 1,
         }
