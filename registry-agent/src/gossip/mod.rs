@@ -64,9 +64,11 @@ impl GossipConfig {
     }
 }
 
-/// Default phi threshold: with heartbeats every gossip round (200 ms) a silent member is
-/// declared failed after about 3 to 4 s.
-pub const DEFAULT_PHI_THRESHOLD: f64 = 16.0;
+/// Default phi threshold. Chitchat's phi is the time since the last heartbeat over the mean
+/// interval between heartbeats; members learn each other's heartbeats several times per
+/// 200 ms round, so a silent member is declared failed after about 3 to 4 s, and a member
+/// must stall for as long before it is falsely suspected.
+pub const DEFAULT_PHI_THRESHOLD: f64 = 32.0;
 
 /// An instance never seen live is not listed for this long.
 const DISCOVER_GRACE: Duration = Duration::from_secs(10);
@@ -158,7 +160,8 @@ impl Gossip {
             marked_for_deletion_grace_period: Duration::from_secs(600),
             catchup_callback: None,
             extra_liveness_predicate: None,
-            protocol_version: ProtocolVersion::V0,
+            // Every member runs this code: the compressed digest format is safe.
+            protocol_version: ProtocolVersion::V1,
         };
         let tags = serde_json::to_string(&cfg.tags)?;
         let handle = spawn_chitchat(config, vec![(TAGS_KEY.to_string(), tags)], &UdpTransport)
