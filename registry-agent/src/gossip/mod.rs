@@ -137,6 +137,16 @@ impl Gossip {
     /// Binds the gossip socket, starts chitchat, the member list refresh, the join attempts
     /// and event delivery into `events`.
     pub async fn start(cfg: GossipConfig, events: Arc<UserEvents>) -> anyhow::Result<Arc<Gossip>> {
+        Self::start_with_transport(cfg, events, &UdpTransport).await
+    }
+
+    /// [`Gossip::start`] over another chitchat transport (the benchmark counts bytes with a
+    /// wrapper around UDP).
+    pub async fn start_with_transport(
+        cfg: GossipConfig,
+        events: Arc<UserEvents>,
+        transport: &dyn chitchat::transport::Transport,
+    ) -> anyhow::Result<Arc<Gossip>> {
         let generation = unix_ms();
         let id = ChitchatId::new(cfg.node_name.clone(), generation, cfg.advertise);
         let grace = (cfg.reconnect_timeout * 2).max(Duration::from_secs(120));
@@ -164,7 +174,7 @@ impl Gossip {
             protocol_version: ProtocolVersion::V1,
         };
         let tags = serde_json::to_string(&cfg.tags)?;
-        let handle = spawn_chitchat(config, vec![(TAGS_KEY.to_string(), tags)], &UdpTransport)
+        let handle = spawn_chitchat(config, vec![(TAGS_KEY.to_string(), tags)], transport)
             .await
             .map_err(|e| anyhow::anyhow!("starting LAN gossip on {}: {e:#}", cfg.bind))?;
         let chitchat = handle.chitchat();
