@@ -161,11 +161,7 @@ pub async fn start_server(
             tags,
         ));
         let cluster = server.config.server.then(|| server.cluster.clone());
-        agent = agent.with_membership(Arc::new(GossipMembership::new(
-            lan.clone(),
-            local,
-            cluster,
-        )));
+        agent = agent.with_membership(Arc::new(GossipMembership::new(lan.clone(), local, cluster)));
         if server.config.server {
             server.reconcile_members(lan.clone());
         }

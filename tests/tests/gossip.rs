@@ -57,9 +57,11 @@ async fn passing_web(c: &TestCluster, via: usize) -> Result<Vec<String>> {
 }
 
 async fn wait_member(c: &TestCluster, via: usize, node: &str, want: i64) -> Result<()> {
-    eventually(WAIT, &format!("{node} status {want} on server {via}"), || async {
-        Ok((member_status(c, via, node).await? == Some(want)).then_some(()))
-    })
+    eventually(
+        WAIT,
+        &format!("{node} status {want} on server {via}"),
+        || async { Ok((member_status(c, via, node).await? == Some(want)).then_some(())) },
+    )
     .await
 }
 
@@ -94,8 +96,13 @@ fn dig_web(c: &TestCluster, via: usize) -> Option<Vec<String>> {
 }
 
 fn signal(c: &TestCluster, i: usize, sig: &str) -> Result<()> {
-    let pid = c.server(i).pid().ok_or_else(|| anyhow!("server {i} not running"))?;
-    let st = Command::new("kill").args([sig, &pid.to_string()]).status()?;
+    let pid = c
+        .server(i)
+        .pid()
+        .ok_or_else(|| anyhow!("server {i} not running"))?;
+    let st = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()?;
     if !st.success() {
         bail!("kill {sig} {pid} failed");
     }
@@ -106,7 +113,9 @@ fn signal(c: &TestCluster, i: usize, sig: &str) -> Result<()> {
 async fn a_dead_server_turns_critical_releases_its_locks_and_comes_back() -> Result<()> {
     let partitions = match partition_support() {
         Ok(()) => true,
-        Err(e) if strict() => bail!("network partitions need iptables with the cgroup match: {e:#}"),
+        Err(e) if strict() => {
+            bail!("network partitions need iptables with the cgroup match: {e:#}")
+        }
         Err(e) => {
             eprintln!("SKIPPED (partition step): {e:#}");
             false
@@ -142,7 +151,11 @@ async fn a_dead_server_turns_critical_releases_its_locks_and_comes_back() -> Res
         &format!("-http-addr={}", c.server(1).http_addr()),
     ])?;
     assert!(ok, "members failed: {err}");
-    assert_eq!(out.lines().filter(|l| l.contains(" alive ")).count(), 3, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains(" alive ")).count(),
+        3,
+        "{out}"
+    );
     assert!(out.starts_with("Node "), "{out}");
 
     let leader = c.leader().await?;
@@ -151,7 +164,11 @@ async fn a_dead_server_turns_critical_releases_its_locks_and_comes_back() -> Res
     let (xn, yn) = (names[x].clone(), names[y].clone());
     for (i, port) in [(x, 8080), (y, 8081)] {
         let r = c
-            .put(i, "/v1/agent/service/register", json!({"Name": "web", "Port": port}).to_string())
+            .put(
+                i,
+                "/v1/agent/service/register",
+                json!({"Name": "web", "Port": port}).to_string(),
+            )
             .await?;
         assert_eq!(r.status, 200, "{}", r.text());
     }
@@ -165,13 +182,25 @@ async fn a_dead_server_turns_critical_releases_its_locks_and_comes_back() -> Res
         wait_serf(&c, leader, n, "passing").await?;
     }
 
-    eprintln!("[{:?}] all members alive; web passing on x and y", t0.elapsed());
+    eprintln!(
+        "[{:?}] all members alive; web passing on x and y",
+        t0.elapsed()
+    );
     // A lock held by a session on x (default checks: serfHealth of x).
-    let sid = c.put(x, "/v1/session/create", r#"{"Name":"x-lock","LockDelay":"0s"}"#).await?.json()["ID"]
+    let sid = c
+        .put(
+            x,
+            "/v1/session/create",
+            r#"{"Name":"x-lock","LockDelay":"0s"}"#,
+        )
+        .await?
+        .json()["ID"]
         .as_str()
         .unwrap()
         .to_string();
-    let r = c.put(x, &format!("/v1/kv/gossip/lock?acquire={sid}"), "x").await?;
+    let r = c
+        .put(x, &format!("/v1/kv/gossip/lock?acquire={sid}"), "x")
+        .await?;
     assert_eq!(r.text().trim(), "true");
 
     eprintln!("[{:?}] lock held on x", t0.elapsed());
@@ -183,7 +212,11 @@ async fn a_dead_server_turns_critical_releases_its_locks_and_comes_back() -> Res
     assert_eq!(passing_web(&c, leader).await?, vec![yn.clone()]);
     let critical = c.get_json(leader, "/v1/health/state/critical").await?;
     assert!(
-        critical.as_array().unwrap().iter().any(|ch| ch["Node"] == xn.as_str() && ch["CheckID"] == "serfHealth"),
+        critical
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|ch| ch["Node"] == xn.as_str() && ch["CheckID"] == "serfHealth"),
         "{critical}"
     );
     if has_dig {
@@ -194,20 +227,30 @@ async fn a_dead_server_turns_critical_releases_its_locks_and_comes_back() -> Res
         .await?;
     }
     eventually(WAIT, "the session on the dead node invalidated", || async {
-        let info = c.get_json(leader, &format!("/v1/session/info/{sid}")).await?;
+        let info = c
+            .get_json(leader, &format!("/v1/session/info/{sid}"))
+            .await?;
         Ok(info.as_array().is_none_or(|a| a.is_empty()).then_some(()))
     })
     .await?;
     let kv = c.get_json(leader, "/v1/kv/gossip/lock").await?;
     assert!(kv[0].get("Session").is_none_or(Value::is_null), "{kv}");
-    let sid_y = c.put(y, "/v1/session/create", r#"{"Name":"y-lock"}"#).await?.json()["ID"]
+    let sid_y = c
+        .put(y, "/v1/session/create", r#"{"Name":"y-lock"}"#)
+        .await?
+        .json()["ID"]
         .as_str()
         .unwrap()
         .to_string();
-    let r = c.put(y, &format!("/v1/kv/gossip/lock?acquire={sid_y}"), "y").await?;
+    let r = c
+        .put(y, &format!("/v1/kv/gossip/lock?acquire={sid_y}"), "y")
+        .await?;
     assert_eq!(r.text().trim(), "true", "another holder acquires the lock");
 
-    eprintln!("[{:?}] x killed: failed, critical, out of ?passing and DNS; lock moved to y", t0.elapsed());
+    eprintln!(
+        "[{:?}] x killed: failed, critical, out of ?passing and DNS; lock moved to y",
+        t0.elapsed()
+    );
     // Restarted: alive and passing again, its (persisted) instance back everywhere.
     c.restart(x).await?;
     wait_member(&c, leader, &xn, 1).await?;
@@ -236,7 +279,10 @@ async fn a_dead_server_turns_critical_releases_its_locks_and_comes_back() -> Res
     wait_member(&c, leader, &xn, 1).await?;
     wait_serf(&c, leader, &xn, "passing").await?;
 
-    eprintln!("[{:?}] x stopped then continued: failed then alive", t0.elapsed());
+    eprintln!(
+        "[{:?}] x stopped then continued: failed then alive",
+        t0.elapsed()
+    );
     // Cut off by iptables: failed; the rule removed: alive, with no manual step.
     if partitions {
         c.partition(&[x])?;
@@ -250,16 +296,27 @@ async fn a_dead_server_turns_critical_releases_its_locks_and_comes_back() -> Res
         wait_serf(&c, leader_now, &xn, "passing").await?;
     }
 
-    eprintln!("[{:?}] partition step done (ran: {partitions})", t0.elapsed());
+    eprintln!(
+        "[{:?}] partition step done (ran: {partitions})",
+        t0.elapsed()
+    );
     // Dead for longer than reconnect_timeout: reaped and deregistered.
     c.kill9(x);
     let leader_now = c.wait_for_leader_among(&[leader, y], WAIT).await?;
-    eventually(Duration::from_secs(90), "the dead node reaped from the catalog", || async {
-        let nodes = c.get_json(leader_now, "/v1/catalog/nodes").await?;
-        let listed = nodes.as_array().unwrap().iter().any(|n| n["Node"] == xn.as_str());
-        let member = member_status(&c, leader_now, &xn).await?;
-        Ok((!listed && member.is_none()).then_some(()))
-    })
+    eventually(
+        Duration::from_secs(90),
+        "the dead node reaped from the catalog",
+        || async {
+            let nodes = c.get_json(leader_now, "/v1/catalog/nodes").await?;
+            let listed = nodes
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["Node"] == xn.as_str());
+            let member = member_status(&c, leader_now, &xn).await?;
+            Ok((!listed && member.is_none()).then_some(()))
+        },
+    )
     .await?;
     eprintln!("[{:?}] x reaped after reconnect_timeout", t0.elapsed());
     c.finish();
@@ -272,7 +329,9 @@ fn signal_guard(c: &TestCluster, i: usize) -> impl Drop {
     impl Drop for Cont {
         fn drop(&mut self) {
             if let Some(pid) = self.0 {
-                let _ = Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+                let _ = Command::new("kill")
+                    .args(["-CONT", &pid.to_string()])
+                    .status();
             }
         }
     }
@@ -298,7 +357,11 @@ async fn events_reach_every_agent_and_leave_and_force_leave_deregister() -> Resu
         let first = api.get(3, "/v1/event/list?name=deploy").await?;
         let index = first.index();
         tokio::spawn(async move {
-            api.get(3, &format!("/v1/event/list?name=deploy&index={index}&wait=30s")).await
+            api.get(
+                3,
+                &format!("/v1/event/list?name=deploy&index={index}&wait=30s"),
+            )
+            .await
         })
     };
     let (ok, out, err) = c.cli(&[
@@ -308,7 +371,11 @@ async fn events_reach_every_agent_and_leave_and_force_leave_deregister() -> Resu
         "v42",
     ])?;
     assert!(ok, "event failed: {err}");
-    let id = out.trim().strip_prefix("Event ID: ").ok_or_else(|| anyhow!("{out}"))?.to_string();
+    let id = out
+        .trim()
+        .strip_prefix("Event ID: ")
+        .ok_or_else(|| anyhow!("{out}"))?
+        .to_string();
     for via in 0..4 {
         eventually(WAIT, &format!("the event on server {via}"), || async {
             let list = c.get_json(via, "/v1/event/list?name=deploy").await?;
@@ -322,7 +389,9 @@ async fn events_reach_every_agent_and_leave_and_force_leave_deregister() -> Resu
     let woke = blocked.await??;
     assert!(woke.text().contains(&id), "{}", woke.text());
     // A node filter: only that node keeps it.
-    let r = c.put(1, &format!("/v1/event/fire/only?node=^{}$", names[2]), "").await?;
+    let r = c
+        .put(1, &format!("/v1/event/fire/only?node=^{}$", names[2]), "")
+        .await?;
     assert_eq!(r.status, 200, "{}", r.text());
     eventually(WAIT, "the filtered event on its node", || async {
         let list = c.get_json(2, "/v1/event/list?name=only").await?;
@@ -342,10 +411,19 @@ async fn events_reach_every_agent_and_leave_and_force_leave_deregister() -> Resu
     assert!(ok && out.contains("Graceful leave complete"), "{out} {err}");
     c.wait_exit(f1, WAIT).await?;
     wait_member(&c, leader, &names[f1], 3).await?;
-    eventually(Duration::from_secs(10), "the left node deregistered", || async {
-        let nodes = c.get_json(leader, "/v1/catalog/nodes").await?;
-        Ok((!nodes.as_array().unwrap().iter().any(|n| n["Node"] == names[f1].as_str())).then_some(()))
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the left node deregistered",
+        || async {
+            let nodes = c.get_json(leader, "/v1/catalog/nodes").await?;
+            Ok((!nodes
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["Node"] == names[f1].as_str()))
+            .then_some(()))
+        },
+    )
     .await?;
 
     // force-leave of a failed member: left, deregistered; with -prune, forgotten.
@@ -358,18 +436,38 @@ async fn events_reach_every_agent_and_leave_and_force_leave_deregister() -> Resu
     ])?;
     assert!(ok, "force-leave failed: {err}");
     wait_member(&c, leader, &names[f2], 3).await?;
-    eventually(Duration::from_secs(10), "the force-left node deregistered", || async {
-        let nodes = c.get_json(leader, "/v1/catalog/nodes").await?;
-        Ok((!nodes.as_array().unwrap().iter().any(|n| n["Node"] == names[f2].as_str())).then_some(()))
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the force-left node deregistered",
+        || async {
+            let nodes = c.get_json(leader, "/v1/catalog/nodes").await?;
+            Ok((!nodes
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["Node"] == names[f2].as_str()))
+            .then_some(()))
+        },
+    )
     .await?;
-    let r = c.put(leader, &format!("/v1/agent/force-leave/{}?prune", names[f2]), "").await?;
+    let r = c
+        .put(
+            leader,
+            &format!("/v1/agent/force-leave/{}?prune", names[f2]),
+            "",
+        )
+        .await?;
     assert_eq!(r.status, 200, "{}", r.text());
     eventually(WAIT, "the pruned member gone", || async {
-        Ok(member_status(&c, leader, &names[f2]).await?.is_none().then_some(()))
+        Ok(member_status(&c, leader, &names[f2])
+            .await?
+            .is_none()
+            .then_some(()))
     })
     .await?;
-    let r = c.put(leader, "/v1/agent/force-leave/no-such-node", "").await?;
+    let r = c
+        .put(leader, "/v1/agent/force-leave/no-such-node", "")
+        .await?;
     assert_eq!(r.status, 500, "{}", r.text());
     c.finish();
     Ok(())

@@ -22,7 +22,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
-#[command(name = "gossip-bench", about = "LAN gossip convergence and failure detection")]
+#[command(
+    name = "gossip-bench",
+    about = "LAN gossip convergence and failure detection"
+)]
 struct Args {
     /// Members in the pool.
     #[arg(long, default_value_t = 50)]
@@ -73,7 +76,11 @@ impl Socket for CountingSocket {
         self.inner.local_addr()
     }
 
-    async fn send(&mut self, to: SocketAddr, envelope: ChitchatEnvelope) -> anyhow::Result<SendOutcome> {
+    async fn send(
+        &mut self,
+        to: SocketAddr,
+        envelope: ChitchatEnvelope,
+    ) -> anyhow::Result<SendOutcome> {
         let out = self.inner.send(to, envelope).await?;
         self.counters
             .sent
@@ -107,7 +114,12 @@ fn config(i: usize, args: &Args) -> GossipConfig {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let seeds = (0..3.min(args.members))
         .filter(|s| *s != i)
-        .map(|s| format!("127.0.0.1:{}", args.base_port + u16::try_from(s).unwrap_or(0)))
+        .map(|s| {
+            format!(
+                "127.0.0.1:{}",
+                args.base_port + u16::try_from(s).unwrap_or(0)
+            )
+        })
         .collect();
     let mut tags = BTreeMap::new();
     for (k, v) in [
@@ -159,9 +171,10 @@ async fn run(args: Args) -> Result<()> {
     let t0 = Instant::now();
     let mut pool = Vec::with_capacity(n);
     for i in 0..n {
-        let g = Gossip::start_with_transport(config(i, &args), Arc::new(UserEvents::new()), &transport)
-            .await
-            .with_context(|| format!("member {i}"))?;
+        let g =
+            Gossip::start_with_transport(config(i, &args), Arc::new(UserEvents::new()), &transport)
+                .await
+                .with_context(|| format!("member {i}"))?;
         pool.push(g);
     }
     // Convergence: every member lists every member alive.

@@ -58,7 +58,11 @@ pub async fn event(args: EventArgs, ui: &mut Ui<'_>) -> i32 {
     if args.payload.len() > 1 {
         return ui.fail("Too many command line arguments.");
     }
-    for (what, re) in [("node", &args.node), ("service", &args.service), ("tag", &args.tag)] {
+    for (what, re) in [
+        ("node", &args.node),
+        ("service", &args.service),
+        ("tag", &args.tag),
+    ] {
         if let Some(re) = re {
             if let Err(e) = regex::Regex::new(re) {
                 return ui.fail(&format!("Failed to compile {what} filter regexp: {e}"));
@@ -70,7 +74,11 @@ pub async fn event(args: EventArgs, ui: &mut Ui<'_>) -> i32 {
         Err(e) => return ui.fail(&format!("Error connecting to Consul agent: {e}")),
     };
     let mut query: Vec<(&str, String)> = Vec::new();
-    for (k, v) in [("node", args.node), ("service", args.service), ("tag", args.tag)] {
+    for (k, v) in [
+        ("node", args.node),
+        ("service", args.service),
+        ("tag", args.tag),
+    ] {
         if let Some(v) = v {
             query.push((k, v));
         }

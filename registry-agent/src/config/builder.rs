@@ -7,8 +7,8 @@ use super::environment::{private_ipv4, public_ipv6, Environment};
 use super::error::ConfigError;
 use super::partial::PartialConfig;
 use super::runtime::{
-    AutopilotConfig, DnsConfig, GossipSettings, JoinConfig, LogLevel, Ports, RaftConfig, RuntimeConfig, Storage,
-    TelemetryConfig,
+    AutopilotConfig, DnsConfig, GossipSettings, JoinConfig, LogLevel, Ports, RaftConfig,
+    RuntimeConfig, Storage, TelemetryConfig,
 };
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -268,7 +268,9 @@ impl Gossip {
                             view::parse_force_left(&v.value),
                         ) {
                             let e = force_left.entry(name.to_string()).or_insert(fl);
-                            if fl.generation > e.generation || (fl.generation == e.generation && fl.prune) {
+                            if fl.generation > e.generation
+                                || (fl.generation == e.generation && fl.prune)
+                            {
                                 *e = fl;
                             }
                         }
@@ -297,14 +299,23 @@ impl Gossip {
         }
         let changed = {
             let mut v = self.view.lock();
-            let before: Vec<(&str, MemberStatus)> =
-                v.members.iter().map(|m| (m.name.as_str(), m.status)).collect();
-            let after: Vec<(&str, MemberStatus)> =
-                members.iter().map(|m| (m.name.as_str(), m.status)).collect();
+            let before: Vec<(&str, MemberStatus)> = v
+                .members
+                .iter()
+                .map(|m| (m.name.as_str(), m.status))
+                .collect();
+            let after: Vec<(&str, MemberStatus)> = members
+                .iter()
+                .map(|m| (m.name.as_str(), m.status))
+                .collect();
             let changed = before != after;
             if changed {
                 for m in &members {
-                    let old = v.members.iter().find(|o| o.name == m.name).map(|o| o.status);
+                    let old = v
+                        .members
+                        .iter()
+                        .find(|o| o.name == m.name)
+                        .map(|o| o.status);
                     if old != Some(m.status) {
                         tracing::info!(member = %m.name, addr = %m.addr, status = ?m.status, "gossip member status");
                     }
@@ -339,13 +350,19 @@ impl Gossip {
                 .members()
                 .iter()
                 .filter(|m| m.status == MemberStatus::Alive)
-                .filter(|m| resolved.iter().any(|sa| sa.ip() == m.addr && sa.port() == m.port))
+                .filter(|m| {
+                    resolved
+                        .iter()
+                        .any(|sa| sa.ip() == m.addr && sa.port() == m.port)
+                })
                 .count();
             if reached > 0 {
                 return Ok(reached);
             }
             if Instant::now() > deadline {
-                return Err(format!("Failed to join {target}: no answer from a gossip member"));
+                return Err(format!(
+                    "Failed to join {target}: no answer from a gossip member"
+                ));
             }
             tokio::time::sleep(self.cfg.interval).await;
         }

@@ -36,7 +36,10 @@ async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 }
 
 fn status(g: &Gossip, name: &str) -> Option<MemberStatus> {
-    g.members().iter().find(|m| m.name == name).map(|m| m.status)
+    g.members()
+        .iter()
+        .find(|m| m.name == name)
+        .map(|m| m.status)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,10 +47,15 @@ async fn members_join_fail_reap_and_events() {
     let (pa, pb, pc) = (free_udp_port(), free_udp_port(), free_udp_port());
     let ev_a = Arc::new(UserEvents::new());
     let ev_b = Arc::new(UserEvents::new());
-    let a = Gossip::start(config("a", pa, vec![]), ev_a.clone()).await.expect("a");
-    let b = Gossip::start(config("b", pb, vec![format!("127.0.0.1:{pa}")]), ev_b.clone())
+    let a = Gossip::start(config("a", pa, vec![]), ev_a.clone())
         .await
-        .expect("b");
+        .expect("a");
+    let b = Gossip::start(
+        config("b", pb, vec![format!("127.0.0.1:{pa}")]),
+        ev_b.clone(),
+    )
+    .await
+    .expect("b");
     let c = Gossip::start(config("c", pc, vec![]), Arc::new(UserEvents::new()))
         .await
         .expect("c");
@@ -58,7 +66,10 @@ async fn members_join_fail_reap_and_events() {
     assert_eq!(a.members()[1].tags["role"], "node");
     // An explicit join (`PUT /v1/agent/join`).
     assert_eq!(c.join(&format!("127.0.0.1:{pb}")).await, Ok(1));
-    wait_for("a to see c", 10, || status(&a, "c") == Some(MemberStatus::Alive)).await;
+    wait_for("a to see c", 10, || {
+        status(&a, "c") == Some(MemberStatus::Alive)
+    })
+    .await;
 
     // An event fired on b reaches a, not b's own list twice.
     let event = UserEvent {
@@ -72,19 +83,34 @@ async fn members_join_fail_reap_and_events() {
         ltime: 0,
     };
     ev_b.broadcast(&event);
-    wait_for("the event on a", 10, || !ev_a.list(Some("deploy")).is_empty()).await;
+    wait_for("the event on a", 10, || {
+        !ev_a.list(Some("deploy")).is_empty()
+    })
+    .await;
     assert_eq!(ev_a.list(None)[0].payload, b"v2");
     assert!(ev_b.list(None).is_empty());
 
     // c leaves gracefully: left everywhere.
     c.leave().await;
-    wait_for("c left on a", 10, || status(&a, "c") == Some(MemberStatus::Left)).await;
+    wait_for("c left on a", 10, || {
+        status(&a, "c") == Some(MemberStatus::Left)
+    })
+    .await;
 
     // b stops without leaving: failed, then reaped after reconnect_timeout.
     b.shutdown();
-    wait_for("b failed on a", 15, || status(&a, "b") == Some(MemberStatus::Failed)).await;
-    wait_for("b reaped on a", 10, || status(&a, "b") == Some(MemberStatus::Reaped)).await;
-    assert_eq!(a.force_leave("nobody", false).await.unwrap_err(), "agent: No node found with name 'nobody'");
+    wait_for("b failed on a", 15, || {
+        status(&a, "b") == Some(MemberStatus::Failed)
+    })
+    .await;
+    wait_for("b reaped on a", 10, || {
+        status(&a, "b") == Some(MemberStatus::Reaped)
+    })
+    .await;
+    assert_eq!(
+        a.force_leave("nobody", false).await.unwrap_err(),
+        "agent: No node found with name 'nobody'"
+    );
 }
 
 #[test]

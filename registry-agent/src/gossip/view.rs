@@ -198,7 +198,12 @@ mod tests {
         assert_eq!(ms[0].tags["role"], "node");
         let ms = t.members(t0 + Duration::from_secs(1), &[obs("a", 1, false)], &none, T);
         assert_eq!(status(&ms, "a"), Some(MemberStatus::Failed));
-        let ms = t.members(t0 + Duration::from_secs(62), &[obs("a", 1, false)], &none, T);
+        let ms = t.members(
+            t0 + Duration::from_secs(62),
+            &[obs("a", 1, false)],
+            &none,
+            T,
+        );
         assert_eq!(status(&ms, "a"), Some(MemberStatus::Reaped));
         // Back before being forgotten: alive again.
         let ms = t.members(t0 + Duration::from_secs(63), &[obs("a", 1, true)], &none, T);
@@ -224,7 +229,12 @@ mod tests {
         let t0 = Instant::now();
         let none = HashMap::new();
         assert!(t.members(t0, &[obs("b", 1, false)], &none, T).is_empty());
-        let ms = t.members(t0 + Duration::from_secs(11), &[obs("b", 1, false)], &none, T);
+        let ms = t.members(
+            t0 + Duration::from_secs(11),
+            &[obs("b", 1, false)],
+            &none,
+            T,
+        );
         assert_eq!(status(&ms, "b"), Some(MemberStatus::Failed));
     }
 

@@ -186,7 +186,9 @@ pub fn plan(
             MemberStatus::Alive | MemberStatus::Failed => {
                 let alive = m.status == MemberStatus::Alive;
                 let want = serf_check(&m.name, alive);
-                let have = db.node_checks(&m.name).find(|c| c.check_id == SERF_CHECK_ID);
+                let have = db
+                    .node_checks(&m.name)
+                    .find(|c| c.check_id == SERF_CHECK_ID);
                 match (existing, have) {
                     (Some(_), Some(c)) if c.status == want.status && c.output == want.output => {}
                     (Some(node), _) => out.push(Command::Register(RegisterRequest {

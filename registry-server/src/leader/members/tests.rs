@@ -42,17 +42,50 @@ fn alive_failed_alive_left() {
     apply_all(&store, &cmds);
     assert_eq!(serf(&store, "n1").as_deref(), Some("passing"));
     // Nothing to do a second time.
-    assert!(plan(&store, &[member("n1", MemberStatus::Alive)], "me", "dc1", true, &mut HashMap::new(), now).is_empty());
+    assert!(plan(
+        &store,
+        &[member("n1", MemberStatus::Alive)],
+        "me",
+        "dc1",
+        true,
+        &mut HashMap::new(),
+        now
+    )
+    .is_empty());
 
-    let cmds = plan(&store, &[member("n1", MemberStatus::Failed)], "me", "dc1", true, &mut HashMap::new(), now);
+    let cmds = plan(
+        &store,
+        &[member("n1", MemberStatus::Failed)],
+        "me",
+        "dc1",
+        true,
+        &mut HashMap::new(),
+        now,
+    );
     apply_all(&store, &cmds);
     assert_eq!(serf(&store, "n1").as_deref(), Some("critical"));
 
-    let cmds = plan(&store, &[member("n1", MemberStatus::Alive)], "me", "dc1", true, &mut HashMap::new(), now);
+    let cmds = plan(
+        &store,
+        &[member("n1", MemberStatus::Alive)],
+        "me",
+        "dc1",
+        true,
+        &mut HashMap::new(),
+        now,
+    );
     apply_all(&store, &cmds);
     assert_eq!(serf(&store, "n1").as_deref(), Some("passing"));
 
-    let cmds = plan(&store, &[member("n1", MemberStatus::Left)], "me", "dc1", true, &mut HashMap::new(), now);
+    let cmds = plan(
+        &store,
+        &[member("n1", MemberStatus::Left)],
+        "me",
+        "dc1",
+        true,
+        &mut HashMap::new(),
+        now,
+    );
     apply_all(&store, &cmds);
     assert!(store.read().nodes.get("n1").is_none());
 }
@@ -62,14 +95,38 @@ fn other_datacenters_and_self_are_left_alone() {
     let store = Store::new();
     let mut other = member("far", MemberStatus::Alive);
     other.tags.insert("dc".into(), "dc2".into());
-    let cmds = plan(&store, &[other], "me", "dc1", true, &mut HashMap::new(), Instant::now());
+    let cmds = plan(
+        &store,
+        &[other],
+        "me",
+        "dc1",
+        true,
+        &mut HashMap::new(),
+        Instant::now(),
+    );
     assert!(cmds.is_empty());
 
     apply_all(
         &store,
-        &plan(&store, &[member("me", MemberStatus::Alive)], "me", "dc1", true, &mut HashMap::new(), Instant::now()),
+        &plan(
+            &store,
+            &[member("me", MemberStatus::Alive)],
+            "me",
+            "dc1",
+            true,
+            &mut HashMap::new(),
+            Instant::now(),
+        ),
     );
-    let cmds = plan(&store, &[member("me", MemberStatus::Left)], "me", "dc1", true, &mut HashMap::new(), Instant::now());
+    let cmds = plan(
+        &store,
+        &[member("me", MemberStatus::Left)],
+        "me",
+        "dc1",
+        true,
+        &mut HashMap::new(),
+        Instant::now(),
+    );
     assert!(cmds.is_empty());
 }
 
@@ -79,13 +136,38 @@ fn absent_nodes_go_after_the_grace_once_settled() {
     let t0 = Instant::now();
     apply_all(
         &store,
-        &plan(&store, &[member("ghost", MemberStatus::Alive)], "me", "dc1", true, &mut HashMap::new(), t0),
+        &plan(
+            &store,
+            &[member("ghost", MemberStatus::Alive)],
+            "me",
+            "dc1",
+            true,
+            &mut HashMap::new(),
+            t0,
+        ),
     );
     let mut absent = HashMap::new();
     assert!(plan(&store, &[], "me", "dc1", true, &mut absent, t0).is_empty());
     // Not settled: never removed.
-    assert!(plan(&store, &[], "me", "dc1", false, &mut absent, t0 + ABSENT_GRACE).is_empty());
-    let cmds = plan(&store, &[], "me", "dc1", true, &mut absent, t0 + ABSENT_GRACE);
+    assert!(plan(
+        &store,
+        &[],
+        "me",
+        "dc1",
+        false,
+        &mut absent,
+        t0 + ABSENT_GRACE
+    )
+    .is_empty());
+    let cmds = plan(
+        &store,
+        &[],
+        "me",
+        "dc1",
+        true,
+        &mut absent,
+        t0 + ABSENT_GRACE,
+    );
     assert_eq!(cmds.len(), 1);
     apply_all(&store, &cmds);
     assert!(store.read().nodes.get("ghost").is_none());
