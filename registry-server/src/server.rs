@@ -157,6 +157,7 @@ impl Server {
             source,
             self.store.clone(),
             self.writer.clone(),
+            Some(self.raft.clone()),
             self.config.node_name.clone(),
             self.config.datacenter.clone(),
             crate::leader::leadership(&self.raft),

@@ -3,7 +3,8 @@
 //! failed and its `serfHealth` critical (its services leave `?passing` and DNS, a lock held
 //! by a session on it is released), and comes back passing with no manual step; a failed
 //! member is reaped after `reconnect_timeout`; graceful leave and `force-leave` deregister
-//! at once; user events fired on one agent are listed on every other.
+//! at once (and SIGTERM is a leave with `leave_on_terminate`); user events fired on one agent
+//! are listed on every other.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -341,7 +342,9 @@ fn signal_guard(c: &TestCluster, i: usize) -> impl Drop {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_reach_every_agent_and_leave_and_force_leave_deregister() -> Result<()> {
     let mut c = TestCluster::start_with(
-        ClusterOptions::new(4).hcl("autopilot { cleanup_dead_servers = false }"),
+        ClusterOptions::new(4)
+            .hcl("autopilot { cleanup_dead_servers = false }")
+            .hcl("leave_on_terminate = true"),
     )
     .await?;
     let names: Vec<String> = (0..4).map(|i| c.server(i).node.clone()).collect();
@@ -469,6 +472,32 @@ async fn events_reach_every_agent_and_leave_and_force_leave_deregister() -> Resu
         .put(leader, "/v1/agent/force-leave/no-such-node", "")
         .await?;
     assert_eq!(r.status, 500, "{}", r.text());
+
+    // leave_on_terminate: SIGTERM is a graceful leave.
+    let f3 = c
+        .followers(leader)
+        .into_iter()
+        .find(|i| ![f1, f2].contains(i))
+        .ok_or_else(|| anyhow!("no third follower"))?;
+    let status = c
+        .stop(f3)
+        .ok_or_else(|| anyhow!("server {f3} was not running"))?;
+    assert!(status.success(), "SIGTERM exit: {status:?}");
+    wait_member(&c, leader, &names[f3], 3).await?;
+    eventually(
+        Duration::from_secs(10),
+        "the terminated node deregistered",
+        || async {
+            let nodes = c.get_json(leader, "/v1/catalog/nodes").await?;
+            Ok((!nodes
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["Node"] == names[f3].as_str()))
+            .then_some(()))
+        },
+    )
+    .await?;
     c.finish();
     Ok(())
 }

@@ -497,7 +497,10 @@ fn gossip_and_leave_settings() {
     };
     let client = load_with(Vec::new(), client, false).expect("load").config;
     assert_eq!(client.gossip.interval, Duration::from_millis(200));
-    assert_eq!(client.gossip.reconnect_timeout, Duration::from_secs(72 * 3600));
+    assert_eq!(
+        client.gossip.reconnect_timeout,
+        Duration::from_secs(72 * 3600)
+    );
     assert!(client.gossip.leave_on_terminate, "clients leave on SIGTERM");
     assert!(!client.gossip.skip_leave_on_interrupt);
     assert!(!client.gossip.rejoin_after_leave);
@@ -511,7 +514,10 @@ fn gossip_and_leave_settings() {
     };
     let server = load_with(Vec::new(), server, false).expect("load").config;
     assert!(!server.gossip.leave_on_terminate);
-    assert!(server.gossip.skip_leave_on_interrupt, "servers stay on SIGINT");
+    assert!(
+        server.gossip.skip_leave_on_interrupt,
+        "servers stay on SIGINT"
+    );
     assert!(server.gossip.rejoin_after_leave);
     assert_eq!(server.gossip.interval, Duration::from_millis(500));
 
@@ -521,5 +527,8 @@ fn gossip_and_leave_settings() {
         ..PartialConfig::default()
     };
     let e = load_with(Vec::new(), short, false).expect_err("below 8h");
-    assert!(e.to_string().contains("reconnect_timeout must be >= 8h"), "{e}");
+    assert!(
+        e.to_string().contains("reconnect_timeout must be >= 8h"),
+        "{e}"
+    );
 }

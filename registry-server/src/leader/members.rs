@@ -14,15 +14,23 @@
 //! - a catalog node that carries a `serfHealth` check but is no gossip member at all is
 //!   deregistered once gossip has settled and the node stayed absent for [`ABSENT_GRACE`].
 //!
+//! A server member that left or was reaped is also removed from the Raft configuration, as
+//! Consul's leader does (a graceful leave has already removed itself; this covers
+//! `force-leave` and reaping, which would otherwise leave a dead voter counting against the
+//! quorum).
+//!
 //! The leader only ever creates a missing node or rewrites `serfHealth`: node addresses and
 //! metadata stay the agent's (its anti-entropy owns them).
 
 use crate::query::write::Writer;
+use crate::raft::membership::RaftConfiguration;
+use crate::raft::types::NodeId;
+use crate::raft::RaftHandle;
 use crate::state::Store;
 use registry_proto::command::{DeregisterRequest, RegisterRequest};
 use registry_proto::model::{status, HealthCheck, Node};
 use registry_proto::Command;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -238,12 +246,28 @@ pub fn plan(
     out
 }
 
+/// Raft servers whose gossip member (a server, not this one) left or was reaped.
+pub fn departed_servers(
+    members: &[GossipMember],
+    self_name: &str,
+    cfg: &RaftConfiguration,
+) -> BTreeSet<NodeId> {
+    members
+        .iter()
+        .filter(|m| m.is_server() && m.name != self_name)
+        .filter(|m| matches!(m.status, MemberStatus::Left | MemberStatus::Reaped))
+        .filter_map(|m| cfg.servers.iter().find(|s| s.node.name == m.name))
+        .map(|s| s.id)
+        .collect()
+}
+
 /// Reconciles while this server leads: on every membership change and every
 /// [`RECONCILE_INTERVAL`].
 pub async fn run(
     source: Arc<dyn MemberSource>,
     store: Arc<Store>,
     writer: Writer,
+    raft: Option<RaftHandle>,
     self_name: String,
     datacenter: String,
     mut leadership: watch::Receiver<bool>,
@@ -255,6 +279,19 @@ pub async fn run(
         if leading {
             changes.borrow_and_update();
             let members = source.members();
+            if let Some(raft) = &raft {
+                let gone = departed_servers(&members, &self_name, &raft.configuration());
+                if !gone.is_empty() {
+                    match raft.remove_servers(gone.clone()).await {
+                        Ok(()) => {
+                            tracing::info!(servers = ?gone, "removed departed servers from Raft")
+                        }
+                        Err(e) => {
+                            tracing::warn!(servers = ?gone, error = %e, "cannot remove departed servers from Raft")
+                        }
+                    }
+                }
+            }
             let cmds = plan(
                 &store,
                 &members,
