@@ -38,7 +38,8 @@ impl GossipMembership {
 
 impl Membership for GossipMembership {
     fn lan_members(&self) -> Vec<Member> {
-        self.gossip
+        let mut out: Vec<Member> = self
+            .gossip
             .members()
             .into_iter()
             .filter(|m| m.status != MemberStatus::Reaped)
@@ -47,7 +48,14 @@ impl Membership for GossipMembership {
                 out.status = m.status.code();
                 out
             })
-            .collect()
+            .collect();
+        // Before the first refresh of the gossip view this node is not listed yet.
+        for me in self.local.lan_members() {
+            if !out.iter().any(|m| m.name == me.name) {
+                out.insert(0, me);
+            }
+        }
+        out
     }
 
     fn wan_members(&self) -> Vec<Member> {
