@@ -945,6 +945,19 @@ impl AgentApi for LocalAgent {
         Box::pin(self.reload_config())
     }
 
+    fn force_leave<'a>(
+        &'a self,
+        node: &'a str,
+        prune: bool,
+    ) -> BoxFuture<'a, Result<(), ServerError>> {
+        Box::pin(async move {
+            self.members
+                .force_leave(node, prune)
+                .await
+                .map_err(ServerError::Internal)
+        })
+    }
+
     fn leave(&self) -> BoxFuture<'_, Result<(), ServerError>> {
         Box::pin(async move {
             self.members.leave().await.map_err(ServerError::Internal)?;

@@ -1,9 +1,50 @@
 //! Agent startup: print the configuration summary, convert to the server's configuration and
-//! hand over to the server library.
+//! hand over to the server library; start LAN gossip and wire it to the agent endpoints, the
+//! leader's member reconciliation and user events; leave on signals as configured.
 
 use crate::config::duration::format_duration;
 use crate::config::{to_server_config, RuntimeConfig};
+use crate::gossip::{Gossip, GossipConfig, GossipMembership};
 use registry_server::config::ServerConfig;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Gossip and leave settings of an agent.
+#[derive(Debug, Clone)]
+pub struct GossipStart {
+    /// LAN gossip settings (tags are filled in at start).
+    pub config: GossipConfig,
+    /// Leave gracefully on SIGTERM.
+    pub leave_on_terminate: bool,
+    /// Stay a member on SIGINT.
+    pub skip_leave_on_interrupt: bool,
+}
+
+/// The gossip settings of `cfg`.
+pub fn gossip_start(cfg: &RuntimeConfig) -> GossipStart {
+    let mut join = cfg.join.start_join.clone();
+    for a in &cfg.join.retry_join {
+        if !join.contains(a) {
+            join.push(a.clone());
+        }
+    }
+    GossipStart {
+        config: GossipConfig {
+            node_name: cfg.node_name.clone(),
+            datacenter: cfg.datacenter.clone(),
+            bind: SocketAddr::new(cfg.bind_addr, cfg.ports.serf_lan),
+            advertise: SocketAddr::new(cfg.advertise_addr, cfg.ports.serf_lan),
+            tags: Default::default(),
+            join,
+            retry_interval: cfg.join.retry_interval,
+            interval: cfg.gossip.interval,
+            phi_threshold: crate::gossip::DEFAULT_PHI_THRESHOLD,
+            reconnect_timeout: cfg.gossip.reconnect_timeout,
+        },
+        leave_on_terminate: cfg.gossip.leave_on_terminate,
+        skip_leave_on_interrupt: cfg.gossip.skip_leave_on_interrupt,
+    }
+}
 
 /// Runs the agent until it is shut down.
 pub async fn run_agent(
@@ -38,6 +79,7 @@ pub async fn run_agent(
             cfg.services.clone(),
             cfg.checks.clone(),
             reload,
+            gossip_start(&cfg),
         )
         .await;
     }
@@ -47,6 +89,7 @@ pub async fn run_agent(
         cfg.services.clone(),
         cfg.checks.clone(),
         reload,
+        Some(gossip_start(&cfg)),
     )
     .await
 }
@@ -91,8 +134,10 @@ fn reload_on_sighup(agent: std::sync::Arc<crate::agent::LocalAgent>) {
     });
 }
 
-/// Resolves on Ctrl-C, SIGTERM or once the agent left.
-async fn shutdown_signal(agent: std::sync::Arc<crate::agent::LocalAgent>) {
+/// Resolves on Ctrl-C, SIGTERM or once the agent left; `leave_on` says whether SIGTERM
+/// (`leave_on_terminate`) and Ctrl-C (not `skip_leave_on_interrupt`) leave the gossip pool
+/// gracefully first.
+async fn shutdown_signal(agent: Arc<crate::agent::LocalAgent>, leave_on: (bool, bool)) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
@@ -100,10 +145,25 @@ async fn shutdown_signal(agent: std::sync::Arc<crate::agent::LocalAgent>) {
             return std::future::pending().await;
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("caught interrupt, shutting down"),
-        _ = term.recv() => tracing::info!("caught SIGTERM, shutting down"),
-        _ = agent.left() => tracing::info!("left the cluster, shutting down"),
+    let leave = tokio::select! {
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("caught interrupt, shutting down");
+            leave_on.1
+        }
+        _ = term.recv() => {
+            tracing::info!("caught SIGTERM, shutting down");
+            leave_on.0
+        }
+        _ = agent.left() => {
+            tracing::info!("left the cluster, shutting down");
+            false
+        }
+    };
+    if leave {
+        tracing::info!("gracefully leaving the cluster");
+        if let Err(e) = registry_server::agent_api::AgentApi::leave(&*agent).await {
+            tracing::warn!(error = %e, "leave failed");
+        }
     }
 }
 
@@ -116,19 +176,44 @@ pub async fn start_client(
     services: Vec<serde_json::Value>,
     checks: Vec<serde_json::Value>,
     reload: Option<crate::agent::ReloadSource>,
+    gossip: GossipStart,
 ) -> anyhow::Result<()> {
     use registry_server::rpc::client::{ClientForward, SeededDirectory, ServerPool};
-    use std::sync::Arc;
     let config = Arc::new(cfg);
-    let dir = SeededDirectory::new(config.retry_join.clone(), config.server_port)?;
-    tokio::spawn(dir.clone().run());
+    let seeded = SeededDirectory::new(config.retry_join.clone(), config.server_port)?;
+    tokio::spawn(seeded.clone().run());
+    // LAN gossip: the client is a member, and the alive servers it sees are where its
+    // requests go (the join hosts' server list until gossip has converged).
+    let mut gc = gossip.config;
+    let version = opts.version.clone();
+    let tags =
+        crate::agent::members::local_tags(&config, &config.node_id, &version, &opts.revision);
+    gc.tags = tags.clone();
+    let events = Arc::new(registry_server::http::UserEvents::new());
+    let lan = Gossip::start(gc, events).await?;
+    let dir = Arc::new(GossipDirectory {
+        lan: lan.clone(),
+        seeded,
+    });
     let pool = ServerPool::new(dir)?;
     let catalog = Arc::new(crate::ae::RemoteServers::new(pool.clone()));
-    let agent = Arc::new(crate::agent::LocalAgent::with_catalog(
-        config.clone(),
-        catalog,
-        opts,
-    ));
+    let addr = opts.advertise_addr.unwrap_or(config.bind_addr);
+    let local = Arc::new(crate::agent::LocalMembership::new(&config, addr, tags));
+    let agent = Arc::new(
+        crate::agent::LocalAgent::with_catalog(config.clone(), catalog, opts)
+            .with_membership(Arc::new(GossipMembership::new(lan.clone(), local, None))),
+    );
+    let leave_on = (gossip.leave_on_terminate, !gossip.skip_leave_on_interrupt);
+    {
+        let local = agent.local().clone();
+        lan.set_local_services(Arc::new(move || {
+            local
+                .services()
+                .iter()
+                .map(|s| (s.service.clone(), s.tags.clone()))
+                .collect()
+        }));
+    }
     agent.start();
     agent
         .load_config_definitions(reload, services, checks)
@@ -156,7 +241,7 @@ pub async fn start_client(
         }
     });
     let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal(agent.clone()))
+        .with_graceful_shutdown(shutdown_signal(agent.clone(), leave_on))
         .await;
     agent.shutdown();
     result.map_err(Into::into)
@@ -205,33 +290,96 @@ fn print_banner(cfg: &RuntimeConfig) {
     println!();
 }
 
-/// Starts the server node and the local agent on it, registers the configured services
-/// and checks, and serves until Ctrl-C, SIGTERM or `PUT /v1/agent/leave`.
+/// Starts the server node and the local agent on it (and LAN gossip with `gossip`),
+/// registers the configured services and checks, and serves until Ctrl-C, SIGTERM or
+/// `PUT /v1/agent/leave`.
 pub async fn start_server(
     cfg: ServerConfig,
     opts: crate::agent::AgentOptions,
     services: Vec<serde_json::Value>,
     checks: Vec<serde_json::Value>,
     reload: Option<crate::agent::ReloadSource>,
+    gossip: Option<GossipStart>,
 ) -> anyhow::Result<()> {
     let server = registry_server::Server::start(cfg).await?;
-    let agent = std::sync::Arc::new(
-        crate::agent::LocalAgent::with_options(
-            server.config.clone(),
-            server.reader.clone(),
-            server.writer.clone(),
-            opts,
-        )
-        .with_cluster(server.cluster.clone()),
-    );
+    let version = opts.version.clone();
+    let revision = opts.revision.clone();
+    let advertise = opts.advertise_addr;
+    let mut agent = crate::agent::LocalAgent::with_options(
+        server.config.clone(),
+        server.reader.clone(),
+        server.writer.clone(),
+        opts,
+    )
+    .with_cluster(server.cluster.clone());
+    let mut leave_on = (false, false);
+    let mut pool: Option<Arc<Gossip>> = None;
+    if let Some(g) = gossip {
+        let mut gc = g.config;
+        let tags = crate::agent::members::local_tags(
+            &server.config,
+            &server.config.node_id,
+            &version,
+            &revision,
+        );
+        gc.tags = tags.clone();
+        let lan = Gossip::start(gc, server.events.clone()).await?;
+        let addr = advertise.unwrap_or(server.config.bind_addr);
+        let local = Arc::new(crate::agent::LocalMembership::new(
+            &server.config,
+            addr,
+            tags,
+        ));
+        let cluster = server.config.server.then(|| server.cluster.clone());
+        agent = agent.with_membership(Arc::new(GossipMembership::new(lan.clone(), local, cluster)));
+        if server.config.server {
+            server.reconcile_members(lan.clone());
+        }
+        leave_on = (g.leave_on_terminate, !g.skip_leave_on_interrupt);
+        pool = Some(lan);
+    }
+    let agent = Arc::new(agent);
+    if let Some(lan) = &pool {
+        let local = agent.local().clone();
+        lan.set_local_services(Arc::new(move || {
+            local
+                .services()
+                .iter()
+                .map(|s| (s.service.clone(), s.tags.clone()))
+                .collect()
+        }));
+    }
     agent.start();
     agent
         .load_config_definitions(reload, services, checks)
         .await?;
     reload_on_sighup(agent.clone());
     let result = server
-        .serve(agent.clone(), shutdown_signal(agent.clone()))
+        .serve(agent.clone(), shutdown_signal(agent.clone(), leave_on))
         .await;
     agent.shutdown();
+    if let Some(lan) = pool {
+        lan.shutdown();
+    }
     result.map_err(Into::into)
+}
+
+/// A client agent's servers: the alive members with the server role that gossip knows, else
+/// what the join hosts last said.
+struct GossipDirectory {
+    lan: Arc<Gossip>,
+    seeded: Arc<registry_server::rpc::client::SeededDirectory>,
+}
+
+impl registry_server::rpc::client::ServerDirectory for GossipDirectory {
+    fn servers(&self) -> Vec<String> {
+        let alive = registry_server::leader::members::alive_servers(&self.lan.members());
+        if alive.is_empty() {
+            return self.seeded.servers();
+        }
+        alive
+            .into_iter()
+            .map(|(_, addr)| addr.to_string())
+            .collect()
+    }
 }

@@ -75,4 +75,16 @@ pub trait AgentApi: Send + Sync + 'static {
     fn reload(&self) -> BoxFuture<'_, Result<(), ServerError>> {
         Box::pin(async { Ok(()) })
     }
+    /// `PUT /v1/agent/force-leave/:node` (`?prune`).
+    fn force_leave<'a>(
+        &'a self,
+        node: &'a str,
+        _prune: bool,
+    ) -> BoxFuture<'a, Result<(), ServerError>> {
+        Box::pin(async move {
+            Err(ServerError::Internal(format!(
+                "agent: No node found with name '{node}'"
+            )))
+        })
+    }
 }

@@ -162,6 +162,21 @@ impl Server {
         Ok(server)
     }
 
+    /// Starts the leader's reconciliation of gossip membership into the catalog
+    /// (`serfHealth` of every member, deregistration of members that left); see
+    /// [`crate::leader::members`].
+    pub fn reconcile_members(&self, source: Arc<dyn crate::leader::members::MemberSource>) {
+        tokio::spawn(crate::leader::members::run(
+            source,
+            self.store.clone(),
+            self.writer.clone(),
+            Some(self.raft.clone()),
+            self.config.node_name.clone(),
+            self.config.datacenter.clone(),
+            crate::leader::leadership(&self.raft),
+        ));
+    }
+
     /// Serves the HTTP API (and the internal Raft endpoints) until `shutdown` resolves.
     pub async fn serve(
         &self,

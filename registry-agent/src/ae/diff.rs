@@ -80,10 +80,9 @@ fn same_check(local: &HealthCheck, remote: &HealthCheck) -> bool {
 
 fn node_in_sync(node: &NodeInfo, remote: &Remote) -> bool {
     let node_ok = remote.node.as_ref().is_some_and(|n| node.matches(n));
-    let serf_ok = remote
-        .checks
-        .get(SERF_CHECK_ID)
-        .is_some_and(|c| same_check(&node.serf_health(), c));
+    // The leader owns `serfHealth` once the node exists (gossip decides its status): the
+    // agent only puts it back when it is missing.
+    let serf_ok = remote.checks.contains_key(SERF_CHECK_ID);
     let consul_ok = match &node.consul_service {
         None => true,
         Some(want) => remote

@@ -56,6 +56,10 @@ pub trait Membership: Send + Sync + 'static {
     fn join<'a>(&'a self, addr: &'a str, wan: bool) -> BoxFuture<'a, Result<usize, String>>;
     /// Leaves the cluster gracefully.
     fn leave(&self) -> BoxFuture<'_, Result<(), String>>;
+    /// Marks a failed member as left (`prune`: forgets it): `registry force-leave`.
+    fn force_leave<'a>(&'a self, node: &'a str, _prune: bool) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { Err(format!("agent: No node found with name '{node}'")) })
+    }
 }
 
 /// This node's serf tags, as a Consul server (`role=consul`) or client (`role=node`)

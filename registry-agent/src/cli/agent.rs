@@ -118,6 +118,10 @@ pub struct AgentArgs {
     /// Maximum join attempts (0: retry forever).
     #[arg(long = "retry-max", value_name = "N", allow_hyphen_values = true)]
     pub retry_max: Option<i64>,
+    /// Rejoin the cluster after a graceful leave (`rejoin_after_leave`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = super::go_bool, value_name = "BOOL")]
+    pub rejoin: Option<bool>,
     /// Serve the web UI and redirect `GET /` to it (on by default with -dev).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           value_parser = super::go_bool, value_name = "BOOL")]
@@ -172,6 +176,7 @@ impl AgentArgs {
             ui_content_path: self.ui_content_path.clone(),
             encrypt: self.encrypt.clone(),
             recursors: self.recursor.clone(),
+            rejoin_after_leave: self.rejoin,
             ..PartialConfig::default()
         };
         p.ports.http = self.http_port;

@@ -110,10 +110,6 @@ pub struct ConsulAgentFlags {
     /// Mesh gateway in the primary datacenter (accepted).
     #[arg(long = "primary-gateway", value_name = "ADDR")]
     pub primary_gateway: Vec<String>,
-    /// Ignore a previous leave and rejoin (accepted).
-    #[arg(long = "rejoin", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", value_parser = go_bool, value_name = "BOOL")]
-    pub rejoin: Option<bool>,
     /// Time between WAN join attempts (accepted).
     #[arg(long = "retry-interval-wan", value_name = "DURATION", value_parser = duration_flag)]
     pub retry_interval_wan: Option<Duration>,
@@ -139,9 +135,6 @@ pub struct ConsulAgentFlags {
     #[arg(long = "syslog", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = go_bool, value_name = "BOOL")]
     pub syslog: Option<bool>,
-    /// UI content path (accepted).
-    #[arg(long = "ui-content-path", value_name = "PATH")]
-    pub ui_content_path: Option<String>,
     /// UI directory (accepted).
     #[arg(long = "ui-dir", value_name = "PATH")]
     pub ui_dir: Option<String>,
@@ -187,7 +180,6 @@ impl ConsulAgentFlags {
             ("protocol", self.protocol.is_some()),
             ("raft_protocol", self.raft_protocol.is_some()),
             ("primary_gateways", !self.primary_gateway.is_empty()),
-            ("rejoin_after_leave", self.rejoin.is_some()),
             ("retry_interval_wan", self.retry_interval_wan.is_some()),
             ("retry_max_wan", self.retry_max_wan.is_some()),
             (
@@ -202,7 +194,6 @@ impl ConsulAgentFlags {
             ("serf_wan", self.serf_wan_bind.is_some()),
             ("segment", self.segment.is_some()),
             ("enable_syslog", self.syslog.is_some()),
-            ("ui_content_path", self.ui_content_path.is_some()),
             ("ui_dir", self.ui_dir.is_some()),
         ];
         for (key, given) in set {
@@ -245,13 +236,7 @@ mod tests {
         };
         let p = a.to_partial();
         assert_eq!(p.enable_script_checks, Some(true));
-        for key in [
-            "ports.https",
-            "log_file",
-            "rejoin_after_leave",
-            "serf_lan",
-            "ui_dir",
-        ] {
+        for key in ["ports.https", "log_file", "serf_lan", "ui_dir"] {
             assert!(
                 p.ignored.iter().any(|k| k == key),
                 "{key} in {:?}",

@@ -9,6 +9,7 @@ pub mod autopilot_state;
 pub mod catalog;
 pub mod config_entry;
 pub mod dash;
+pub mod gossip;
 pub mod http;
 pub mod kv;
 pub mod lock;
@@ -103,6 +104,11 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Tells the local agent to re-read its configuration files.
     Reload(ops::ReloadArgs),
+    /// Fires a user event to every agent of the datacenter.
+    Event(gossip::EventArgs),
+    /// Forces a failed member out of the cluster (left; with -prune, forgotten).
+    #[command(name = "force-leave")]
+    ForceLeave(gossip::ForceLeaveArgs),
     /// Prints debugging information about the agent.
     Info(ops::InfoArgs),
     /// Manages ACL tokens, policies and roles, and bootstraps the ACL system.
@@ -180,6 +186,8 @@ fn run_client(command: Command) -> i32 {
             Command::Snapshot { command } => snapshot::run(command, &mut ui).await,
             Command::Operator { command } => operator::run(command, &mut ui).await,
             Command::Leave(args) => ops::leave(args, &mut ui).await,
+            Command::Event(args) => gossip::event(args, &mut ui).await,
+            Command::ForceLeave(args) => gossip::force_leave(args, &mut ui).await,
             Command::Info(args) => ops::info(args, &mut ui).await,
             Command::Services { command } => services::run(command, &mut ui).await,
             Command::Maint(args) => maint::run(args, &mut ui).await,

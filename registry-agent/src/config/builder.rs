@@ -7,8 +7,8 @@ use super::environment::{private_ipv4, public_ipv6, Environment};
 use super::error::ConfigError;
 use super::partial::PartialConfig;
 use super::runtime::{
-    AutopilotConfig, DnsConfig, JoinConfig, LogLevel, Ports, RaftConfig, RuntimeConfig, Storage,
-    TelemetryConfig,
+    AutopilotConfig, DnsConfig, GossipSettings, JoinConfig, LogLevel, Ports, RaftConfig,
+    RuntimeConfig, Storage, TelemetryConfig,
 };
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -123,6 +123,16 @@ pub fn build(
     };
 
     let server = c.server.unwrap_or(false);
+    let gossip = gossip_settings(
+        GossipFlags {
+            interval: c.gossip_interval,
+            reconnect_timeout: c.reconnect_timeout,
+            leave_on_terminate: c.leave_on_terminate,
+            skip_leave_on_interrupt: c.skip_leave_on_interrupt,
+            rejoin_after_leave: c.rejoin_after_leave,
+        },
+        server,
+    )?;
     let mut bootstrap = c.bootstrap.unwrap_or(false);
     let expect = c.bootstrap_expect.unwrap_or(0);
     if expect < 0 {
@@ -335,6 +345,7 @@ pub fn build(
         },
         autopilot,
         acl: c.acl.build()?,
+        gossip,
         services: c.services,
         checks: c.checks,
         config_files,
@@ -452,4 +463,48 @@ fn validate_node_meta(meta: &BTreeMap<String, String>) -> Result<(), ConfigError
         }
     }
     Ok(())
+}
+
+/// Environment variable that lowers `reconnect_timeout` below Consul's 8h minimum, for tests
+/// only: a Go duration (`"20s"`).
+pub const TEST_RECONNECT_TIMEOUT_ENV: &str = "REGISTRY_TEST_RECONNECT_TIMEOUT";
+
+/// The gossip keys as a source set them.
+struct GossipFlags {
+    interval: Option<Duration>,
+    reconnect_timeout: Option<Duration>,
+    leave_on_terminate: Option<bool>,
+    skip_leave_on_interrupt: Option<bool>,
+    rejoin_after_leave: Option<bool>,
+}
+
+/// Gossip settings with Consul's defaults and limits.
+fn gossip_settings(c: GossipFlags, server: bool) -> Result<GossipSettings, ConfigError> {
+    let interval = c.interval.unwrap_or(Duration::from_millis(200));
+    if interval.is_zero() {
+        return Err(ConfigError::invalid(
+            "gossip_lan.gossip_interval must be greater than zero",
+        ));
+    }
+    let mut reconnect_timeout = c
+        .reconnect_timeout
+        .unwrap_or(Duration::from_secs(72 * 3600));
+    if reconnect_timeout < Duration::from_secs(8 * 3600) {
+        return Err(ConfigError::invalid(format!(
+            "reconnect_timeout must be >= 8h, got {}",
+            format_duration(reconnect_timeout)
+        )));
+    }
+    if let Ok(v) = std::env::var(TEST_RECONNECT_TIMEOUT_ENV) {
+        if let Ok(d) = registry_proto::duration::parse_go_duration(v.trim()) {
+            reconnect_timeout = d;
+        }
+    }
+    Ok(GossipSettings {
+        interval,
+        reconnect_timeout,
+        leave_on_terminate: c.leave_on_terminate.unwrap_or(!server),
+        skip_leave_on_interrupt: c.skip_leave_on_interrupt.unwrap_or(server),
+        rejoin_after_leave: c.rejoin_after_leave.unwrap_or(false),
+    })
 }

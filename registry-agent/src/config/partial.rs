@@ -146,6 +146,16 @@ pub struct PartialConfig {
     pub autopilot: PartialAutopilot,
     /// `acl { }` and `primary_datacenter`.
     pub acl: super::acl::PartialAcl,
+    /// `reconnect_timeout`.
+    pub reconnect_timeout: Option<Duration>,
+    /// `leave_on_terminate`.
+    pub leave_on_terminate: Option<bool>,
+    /// `skip_leave_on_interrupt`.
+    pub skip_leave_on_interrupt: Option<bool>,
+    /// `rejoin_after_leave` / `-rejoin`.
+    pub rejoin_after_leave: Option<bool>,
+    /// `gossip_lan { gossip_interval }`.
+    pub gossip_interval: Option<Duration>,
     /// `service { }` and `services [ ]`, as written.
     pub services: Vec<Value>,
     /// `check { }` and `checks [ ]`, as written.
@@ -185,6 +195,10 @@ impl PartialConfig {
             raft_snapshot_threshold: top.uint("raft_snapshot_threshold")?,
             raft_snapshot_interval: top.duration("raft_snapshot_interval")?,
             raft_trailing_logs: top.uint("raft_trailing_logs")?,
+            reconnect_timeout: top.duration("reconnect_timeout")?,
+            leave_on_terminate: top.bool("leave_on_terminate")?,
+            skip_leave_on_interrupt: top.bool("skip_leave_on_interrupt")?,
+            rejoin_after_leave: top.bool("rejoin_after_leave")?,
             services: top.objects("service")?,
             checks: top.objects("check")?,
             ..PartialConfig::default()
@@ -218,6 +232,9 @@ impl PartialConfig {
                 a_record_limit: dns.int("a_record_limit")?,
                 enable_truncate: dns.bool("enable_truncate")?,
             };
+        }
+        if let Some(gossip) = top.block("gossip_lan") {
+            cfg.gossip_interval = gossip.duration("gossip_interval")?;
         }
         if let Some(performance) = top.block("performance") {
             cfg.raft_multiplier = performance.int("raft_multiplier")?;
@@ -299,6 +316,14 @@ impl PartialConfig {
         );
         set(&mut self.raft_trailing_logs, other.raft_trailing_logs);
         set(&mut self.raft_multiplier, other.raft_multiplier);
+        set(&mut self.reconnect_timeout, other.reconnect_timeout);
+        set(&mut self.leave_on_terminate, other.leave_on_terminate);
+        set(
+            &mut self.skip_leave_on_interrupt,
+            other.skip_leave_on_interrupt,
+        );
+        set(&mut self.rejoin_after_leave, other.rejoin_after_leave);
+        set(&mut self.gossip_interval, other.gossip_interval);
         set(
             &mut self.telemetry.prometheus_retention_time,
             other.telemetry.prometheus_retention_time,

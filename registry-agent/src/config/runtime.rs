@@ -123,6 +123,22 @@ pub struct DnsConfig {
     pub enable_truncate: bool,
 }
 
+/// LAN gossip settings and what the agent does on shutdown signals.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GossipSettings {
+    /// Gossip round interval (`gossip_lan.gossip_interval`, 200ms).
+    pub interval: Duration,
+    /// A failed member is reaped after this long (`reconnect_timeout`, 72h, at least 8h;
+    /// `REGISTRY_TEST_RECONNECT_TIMEOUT` lowers it for tests).
+    pub reconnect_timeout: Duration,
+    /// Leave gracefully on SIGTERM (`leave_on_terminate`; default: clients only).
+    pub leave_on_terminate: bool,
+    /// Do not leave on SIGINT (`skip_leave_on_interrupt`; default: servers only).
+    pub skip_leave_on_interrupt: bool,
+    /// Rejoin after a graceful leave (`rejoin_after_leave` / `-rejoin`).
+    pub rejoin_after_leave: bool,
+}
+
 /// Raft tuning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RaftConfig {
@@ -200,6 +216,8 @@ pub struct RuntimeConfig {
     pub autopilot: AutopilotConfig,
     /// `acl { }`.
     pub acl: registry_server::acl::AclConfig,
+    /// LAN gossip and leave behaviour.
+    pub gossip: GossipSettings,
     /// Service definitions from `service { }` / `services [ ]`, in file order, exactly as
     /// written (snake_case or CamelCase keys; `checks` always an array).
     pub services: Vec<Value>,

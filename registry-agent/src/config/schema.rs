@@ -40,6 +40,15 @@ const DNS_CONFIG: &[(&str, Shape)] = &[
     ("enable_truncate", Shape::Scalar),
 ];
 
+const GOSSIP_LAN: &[(&str, Shape)] = &[
+    ("gossip_interval", Shape::Scalar),
+    ("gossip_nodes", Shape::Scalar),
+    ("probe_interval", Shape::Scalar),
+    ("probe_timeout", Shape::Scalar),
+    ("retransmit_mult", Shape::Scalar),
+    ("suspicion_mult", Shape::Scalar),
+];
+
 const PERFORMANCE: &[(&str, Shape)] = &[("raft_multiplier", Shape::Scalar)];
 
 const AUTOPILOT: &[(&str, Shape)] = &[
@@ -114,6 +123,11 @@ pub(crate) const TOP_LEVEL: &[(&str, Shape)] = &[
     ("raft_snapshot_interval", Shape::Scalar),
     ("raft_trailing_logs", Shape::Scalar),
     ("performance", Shape::Block(PERFORMANCE)),
+    ("gossip_lan", Shape::Block(GOSSIP_LAN)),
+    ("reconnect_timeout", Shape::Scalar),
+    ("leave_on_terminate", Shape::Scalar),
+    ("skip_leave_on_interrupt", Shape::Scalar),
+    ("rejoin_after_leave", Shape::Scalar),
     ("autopilot", Shape::Block(AUTOPILOT)),
     ("acl", Shape::Block(ACL)),
     ("primary_datacenter", Shape::Scalar),

@@ -488,3 +488,47 @@ fn autopilot_block_seeds_the_server_config() {
     let err = load(bad, &env()).expect_err("unknown key");
     assert!(err.to_string().contains("autopilot.bogus"), "{err}");
 }
+
+#[test]
+fn gossip_and_leave_settings() {
+    let client = PartialConfig {
+        data_dir: Some("/tmp/d".into()),
+        ..PartialConfig::default()
+    };
+    let client = load_with(Vec::new(), client, false).expect("load").config;
+    assert_eq!(client.gossip.interval, Duration::from_millis(200));
+    assert_eq!(
+        client.gossip.reconnect_timeout,
+        Duration::from_secs(72 * 3600)
+    );
+    assert!(client.gossip.leave_on_terminate, "clients leave on SIGTERM");
+    assert!(!client.gossip.skip_leave_on_interrupt);
+    assert!(!client.gossip.rejoin_after_leave);
+
+    let server = PartialConfig {
+        server: Some(true),
+        data_dir: Some("/tmp/d".into()),
+        gossip_interval: Some(Duration::from_millis(500)),
+        rejoin_after_leave: Some(true),
+        ..PartialConfig::default()
+    };
+    let server = load_with(Vec::new(), server, false).expect("load").config;
+    assert!(!server.gossip.leave_on_terminate);
+    assert!(
+        server.gossip.skip_leave_on_interrupt,
+        "servers stay on SIGINT"
+    );
+    assert!(server.gossip.rejoin_after_leave);
+    assert_eq!(server.gossip.interval, Duration::from_millis(500));
+
+    let short = PartialConfig {
+        data_dir: Some("/tmp/d".into()),
+        reconnect_timeout: Some(Duration::from_secs(3600)),
+        ..PartialConfig::default()
+    };
+    let e = load_with(Vec::new(), short, false).expect_err("below 8h");
+    assert!(
+        e.to_string().contains("reconnect_timeout must be >= 8h"),
+        "{e}"
+    );
+}

@@ -115,6 +115,8 @@ pub fn decision(method: &Method, template: &str) -> Option<Decision> {
         "/v1/agent/health/service/id/{id}" => d(ServiceId(Read), f),
         "/v1/agent/health/service/name/{name}" => d(Path(Service, Read), f),
         "/v1/agent/join/{addr}" | "/v1/agent/leave" => d(Agent(Resource::Agent, Write), f),
+        // Consul: force-leave needs operator:write.
+        "/v1/agent/force-leave/{node}" => d(Global(Global::Operator, Write), f),
         "/v1/agent/maintenance" => d(Agent(Node, Write), f),
         "/v1/agent/members" => d(Open, Filter::Array(&[(Node, &["Name"])])),
         "/v1/agent/metrics" | "/v1/agent/self" => d(Agent(Resource::Agent, Read), f),

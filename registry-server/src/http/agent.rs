@@ -298,6 +298,17 @@ pub(super) async fn leave(State(s): State<AgentState>) -> ApiResult {
     ok_empty()
 }
 
+/// `PUT /v1/agent/force-leave/:node` (`?prune` also forgets the member).
+pub(super) async fn force_leave(
+    State(s): State<AgentState>,
+    Path(node): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let opts = s.options(q.as_deref())?;
+    s.agent.force_leave(&node, opts.has("prune")).await?;
+    ok_empty()
+}
+
 /// `GET /v1/agent/metrics` (`?format=prometheus` for the text exposition format).
 pub(super) async fn metrics(State(s): State<AgentState>, RawQuery(q): RawQuery) -> ApiResult {
     let opts = s.options(q.as_deref())?;

@@ -5,7 +5,9 @@
 //! buffer with an index derived from the newest event's ID. [`UserEvents`] is that buffer.
 //! Firing delivers locally through [`UserEvents::ingest`], the same entry point a gossip layer
 //! will call for events received from other agents; the node, service and tag filters are
-//! applied at ingestion against this agent's node name and services, as Consul does.
+//! applied at ingestion against this agent's node name and services, as Consul does. A fired
+//! event also goes to the [`Broadcaster`] the gossip layer installs, which delivers it to
+//! every other agent.
 
 use super::respond::{add_meta, ApiError, ApiResult};
 use super::AppState;
@@ -175,11 +177,22 @@ struct Ring {
     ltime: u64,
 }
 
+/// Carries an event fired here to the other agents of the datacenter (the gossip layer).
+pub type Broadcaster = std::sync::Arc<dyn Fn(&UserEvent) + Send + Sync>;
+
 /// The agent's recent user events, newest last, and a channel that ticks on each new one.
-#[derive(Debug)]
 pub struct UserEvents {
     ring: Mutex<Ring>,
     changed: watch::Sender<u64>,
+    broadcaster: Mutex<Option<Broadcaster>>,
+}
+
+impl std::fmt::Debug for UserEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserEvents")
+            .field("ring", &self.ring)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for UserEvents {
@@ -194,6 +207,20 @@ impl UserEvents {
         UserEvents {
             ring: Mutex::new(Ring::default()),
             changed: watch::Sender::new(0),
+            broadcaster: Mutex::new(None),
+        }
+    }
+
+    /// Sets what carries fired events to the other agents.
+    pub fn set_broadcaster(&self, b: Broadcaster) {
+        *self.broadcaster.lock() = Some(b);
+    }
+
+    /// Hands an event fired on this agent to the broadcaster, if any.
+    pub fn broadcast(&self, event: &UserEvent) {
+        let b = self.broadcaster.lock().clone();
+        if let Some(b) = b {
+            b(event);
         }
     }
 
@@ -296,6 +323,7 @@ pub(super) async fn fire(
     if event.accepted_by(&s.config.node_name, &services) {
         s.events.ingest(event.clone());
     }
+    s.events.broadcast(&event);
     super::respond::json(&event, None, opts.pretty)
 }
 

@@ -2,8 +2,8 @@
 //! 404 with Consul's text; a known path with the wrong method answers 405 with `Allow`.
 
 use super::{
-    acl, acl_role, agent, agent_ops, catalog, config_entries, connect, event, health, kv,
-    operator, session, snapshot, status, txn, ui, ui_api, AgentState, AppState,
+    acl, acl_role, agent, agent_ops, catalog, config_entries, connect, event, health, kv, operator,
+    session, snapshot, status, txn, ui, ui_api, AgentState, AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::extract::FromRef;
@@ -206,6 +206,7 @@ fn agent_routes() -> Router<AgentState> {
         )
         .route("/v1/agent/join/{addr}", put(agent::join))
         .route("/v1/agent/leave", put(agent::leave))
+        .route("/v1/agent/force-leave/{node}", put(agent::force_leave))
         .route("/v1/agent/maintenance", put(agent::node_maintenance))
         .route("/v1/agent/members", get(agent::members))
         .route("/v1/agent/metrics", get(agent::metrics))

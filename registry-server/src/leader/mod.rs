@@ -6,6 +6,7 @@
 
 pub mod autopilot;
 pub mod autopilot_state;
+pub mod members;
 pub mod sessions;
 
 use crate::raft::RaftHandle;

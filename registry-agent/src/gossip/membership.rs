@@ -1,0 +1,105 @@
+//! [`GossipMembership`]: the agent endpoints' view of the LAN pool (`/v1/agent/members`,
+//! `join`, `leave`, `force-leave`) backed by [`Gossip`].
+//!
+//! On a server, joining and leaving also act on the Raft cluster (`registry join` adds the
+//! server to the cluster it reaches, `registry leave` removes it from the voters first), as
+//! a Consul server's leader does when a server member joins or leaves.
+
+use super::Gossip;
+use crate::agent::members::{alive_member, Member, Membership};
+use futures::future::BoxFuture;
+use registry_server::leader::members::MemberStatus;
+use std::sync::Arc;
+
+/// Membership from LAN gossip.
+pub struct GossipMembership {
+    gossip: Arc<Gossip>,
+    /// This node's own members (the WAN pool is this server alone).
+    local: Arc<dyn Membership>,
+    /// The Raft cluster, on a server.
+    cluster: Option<Arc<registry_server::cluster::Cluster>>,
+}
+
+impl GossipMembership {
+    /// Wraps `gossip`; `local` answers for the WAN pool, `cluster` (servers) is joined and
+    /// left along with the LAN pool.
+    pub fn new(
+        gossip: Arc<Gossip>,
+        local: Arc<dyn Membership>,
+        cluster: Option<Arc<registry_server::cluster::Cluster>>,
+    ) -> Self {
+        GossipMembership {
+            gossip,
+            local,
+            cluster,
+        }
+    }
+}
+
+impl Membership for GossipMembership {
+    fn lan_members(&self) -> Vec<Member> {
+        let mut out: Vec<Member> = self
+            .gossip
+            .members()
+            .into_iter()
+            .filter(|m| m.status != MemberStatus::Reaped)
+            .map(|m| {
+                let mut out = alive_member(m.name, m.addr, m.port, m.tags);
+                out.status = m.status.code();
+                out
+            })
+            .collect();
+        // Before the first refresh of the gossip view this node is not listed yet.
+        for me in self.local.lan_members() {
+            if !out.iter().any(|m| m.name == me.name) {
+                out.insert(0, me);
+            }
+        }
+        out
+    }
+
+    fn wan_members(&self) -> Vec<Member> {
+        self.local.wan_members()
+    }
+
+    fn join<'a>(&'a self, addr: &'a str, wan: bool) -> BoxFuture<'a, Result<usize, String>> {
+        Box::pin(async move {
+            if wan {
+                return self.local.join(addr, wan).await;
+            }
+            let Some(cluster) = &self.cluster else {
+                return self
+                    .gossip
+                    .join(addr)
+                    .await
+                    .map_err(|e| format!("1 error occurred:\n\t* {e}\n\n"));
+            };
+            // A server also joins the Raft cluster of the server it reached; either is enough.
+            let (lan, raft) = futures::join!(self.gossip.join(addr), cluster.join(addr));
+            match (lan, raft) {
+                (Ok(n), _) => Ok(n),
+                (Err(e), Ok(())) => {
+                    tracing::warn!(%addr, error = %e, "joined the Raft cluster but not gossip");
+                    Ok(1)
+                }
+                (Err(_), Err(e)) => Err(format!(
+                    "1 error occurred:\n\t* Failed to join {addr}: {e}\n\n"
+                )),
+            }
+        })
+    }
+
+    fn leave(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            if let Some(cluster) = &self.cluster {
+                cluster.leave().await.map_err(|e| e.to_string())?;
+            }
+            self.gossip.leave().await;
+            Ok(())
+        })
+    }
+
+    fn force_leave<'a>(&'a self, node: &'a str, prune: bool) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { self.gossip.force_leave(node, prune).await })
+    }
+}
