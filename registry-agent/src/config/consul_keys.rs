@@ -124,7 +124,6 @@ pub(crate) const IGNORED: &[(&str, Kind)] = &[
     ("enable_syslog", Bool),
     ("encrypt_verify_incoming", Bool),
     ("encrypt_verify_outgoing", Bool),
-    ("leave_on_terminate", Bool),
     ("license_path", Str),
     ("log_file", Str),
     ("log_rotate_bytes", Int),
@@ -133,14 +132,11 @@ pub(crate) const IGNORED: &[(&str, Kind)] = &[
     ("log_sublevels", Map),
     ("max_query_time", Dur),
     ("pid_file", Str),
-    ("primary_datacenter", Str),
     ("primary_gateways", StrList),
     ("primary_gateways_interval", Dur),
     ("protocol", Int),
     ("raft_protocol", Int),
-    ("reconnect_timeout", Dur),
     ("reconnect_timeout_wan", Dur),
-    ("rejoin_after_leave", Bool),
     ("retry_interval_wan", Dur),
     ("retry_max_wan", Int),
     ("serf_lan", Str),
@@ -149,7 +145,6 @@ pub(crate) const IGNORED: &[(&str, Kind)] = &[
     ("serf_wan_allowed_cidrs", StrList),
     ("server_name", Str),
     ("session_ttl_min", Dur),
-    ("skip_leave_on_interrupt", Bool),
     ("snapshot_agent", Map),
     ("start_join_wan", StrList),
     ("syslog_facility", Str),
@@ -217,25 +212,8 @@ pub(crate) const IGNORED: &[(&str, Kind)] = &[
     ("consul.raft.leader_lease_timeout", Dur),
     ("consul.server.health_interval", Dur),
     // acl { }.
-    ("acl.default_policy", Str),
-    ("acl.down_policy", Str),
-    ("acl.enable_key_list_policy", Bool),
-    ("acl.enable_token_persistence", Bool),
-    ("acl.enable_token_replication", Bool),
-    ("acl.enabled", Bool),
     ("acl.msp_disable_bootstrap", Bool),
-    ("acl.policy_ttl", Dur),
-    ("acl.role_ttl", Dur),
-    ("acl.token_ttl", Dur),
-    ("acl.tokens.agent", Str),
-    ("acl.tokens.agent_master", Str),
-    ("acl.tokens.agent_recovery", Str),
-    ("acl.tokens.config_file_service_registration", Str),
-    ("acl.tokens.default", Str),
-    ("acl.tokens.initial_management", Str),
     ("acl.tokens.managed_service_provider", ObjList),
-    ("acl.tokens.master", Str),
-    ("acl.tokens.replication", Str),
     // addresses { }.
     ("addresses.dns", Str),
     ("addresses.grpc", Str),
@@ -281,12 +259,6 @@ pub(crate) const IGNORED: &[(&str, Kind)] = &[
     ("dns_config.soa", Map),
     ("dns_config.use_cache", Bool),
     // gossip_lan { }, gossip_wan { }.
-    ("gossip_lan.gossip_interval", Dur),
-    ("gossip_lan.gossip_nodes", Int),
-    ("gossip_lan.probe_interval", Dur),
-    ("gossip_lan.probe_timeout", Dur),
-    ("gossip_lan.retransmit_mult", Int),
-    ("gossip_lan.suspicion_mult", Int),
     ("gossip_wan.gossip_interval", Dur),
     ("gossip_wan.gossip_nodes", Int),
     ("gossip_wan.probe_interval", Dur),
@@ -573,11 +545,11 @@ mod tests {
 
     #[test]
     fn blocks_and_leaves() {
-        assert!(matches!(lookup("acl"), Some(Found::Block)));
+        assert!(matches!(lookup("audit"), Some(Found::Block)));
         assert!(matches!(lookup("acl.tokens"), Some(Found::Block)));
         assert!(matches!(
-            lookup("acl.tokens.agent"),
-            Some(Found::Leaf(Kind::Str))
+            lookup("acl.tokens.managed_service_provider"),
+            Some(Found::Leaf(Kind::ObjList))
         ));
         assert!(matches!(
             lookup("ports.https"),

@@ -348,31 +348,32 @@ mod tests {
     fn consul_keys_are_accepted_typed_and_listed() {
         let value = json!({
             "ports": {"http": 1, "https": -1, "grpc_tls": -1},
-            "acl": {"enabled": true, "tokens": {"agent": "x"}},
-            "leave_on_terminate": true
+            "audit": {"enabled": true},
+            "limits": {"http_max_conns_per_client": 200},
+            "log_file": "/tmp/x.log"
         });
         let (map, ignored) = normalize(value, "x").expect("normalize");
         assert_eq!(map["ports"], json!({"http": 1}));
-        assert!(map.get("acl").is_none());
+        assert!(map.get("audit").is_none());
         assert_eq!(
             ignored,
             [
                 "ports.https",
                 "ports.grpc_tls",
-                "acl.enabled",
-                "acl.tokens.agent",
-                "leave_on_terminate"
+                "audit.enabled",
+                "limits.http_max_conns_per_client",
+                "log_file"
             ]
         );
-        let err = normalize(json!({"acl": {"enabled": "yes"}}), "f.json").expect_err("type");
+        let err = normalize(json!({"audit": {"enabled": "yes"}}), "f.json").expect_err("type");
         assert_eq!(
             err.to_string(),
-            "config: invalid value for \"acl.enabled\" in f.json: expected type 'bool', got unconvertible type 'string'"
+            "config: invalid value for \"audit.enabled\" in f.json: expected type 'bool', got unconvertible type 'string'"
         );
-        let err = normalize(json!({"acl": {"enabeld": true}}), "f.json").expect_err("unknown");
+        let err = normalize(json!({"audit": {"enabeld": true}}), "f.json").expect_err("unknown");
         assert_eq!(
             err.to_string(),
-            "config: unknown key \"acl.enabeld\" in f.json"
+            "config: unknown key \"audit.enabeld\" in f.json"
         );
     }
 

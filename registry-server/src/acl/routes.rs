@@ -118,6 +118,26 @@ pub fn decision(method: &Method, template: &str) -> Option<Decision> {
         // Consul: force-leave needs operator:write.
         "/v1/agent/force-leave/{node}" => d(Global(Global::Operator, Write), f),
         "/v1/agent/maintenance" => d(Agent(Node, Write), f),
+        "/v1/agent/host" => d(Global(Global::Operator, Read), f),
+        "/v1/agent/monitor" => d(Agent(Resource::Agent, Read), f),
+        "/v1/agent/reload" => d(Agent(Resource::Agent, Write), f),
+        "/v1/agent/version" => d(Open, f),
+        "/v1/catalog/connect/{service}" | "/v1/catalog/gateway-services/{gateway}" => {
+            d(Path(Service, Read), Filter::Array(NODE))
+        }
+        "/v1/health/connect/{service}" | "/v1/health/ingress/{service}" => {
+            d(Path(Service, Read), Filter::Array(HEALTH_SERVICE))
+        }
+        // Config entries: stricter than Consul (which asks service:read/write for a
+        // service's own entries): every kind needs operator:read to read, operator:write to
+        // change.
+        "/v1/config" | "/v1/config/{kind}" | "/v1/config/{kind}/{name}" => {
+            d(Global(Global::Operator, if get { Read } else { Write }), f)
+        }
+        "/v1/internal/ui/services" => d(Open, Filter::Array(&[(Service, &["Name"])])),
+        "/v1/internal/ui/nodes" => d(Open, Filter::Array(NODE)),
+        "/v1/internal/ui/node/{node}" => d(Path(Node, Read), f),
+        "/v1/operator/usage" => d(Global(Global::Operator, Read), f),
         "/v1/agent/members" => d(Open, Filter::Array(&[(Node, &["Name"])])),
         "/v1/agent/metrics" | "/v1/agent/self" => d(Agent(Resource::Agent, Read), f),
         "/v1/agent/service/register" => d(Body(BodyKind::AgentService), f),
