@@ -159,9 +159,14 @@ def test_rendered_server_statefulset_forms_a_cluster(node):
 def test_rendered_client_daemonset_agent_starts_with_the_chart_config(node):
     """The client DaemonSet's pod runs with the chart's config and flags: the agent loads
     them, runs as a client named after its Kubernetes node, with the node meta the downward
-    API fills in. (That it joins the servers is asserted here once client agents forward to
-    servers: start the StatefulSet's pods on the same node first, as above.)"""
+    API fills in, joins the rendered servers over gossip and serves the catalog through them."""
     objs = render({"server": {"replicas": 3}, "client": {"enabled": True}})
+    servers = start_workload(node, objs, "StatefulSet", "-server", 3)
+    node.write_dns()
+    for pod in servers:
+        pod.start()
+    node.wait(lambda: all(p.probe("readinessProbe") for p in servers), 90,
+              "every server's readiness probe")
     ds = find(objs, "DaemonSet", "-client")
     spec = pod_spec(ds)
     pod = node.create_pod("rel-registry-client-abcde", spec, configmaps(objs),
@@ -176,6 +181,18 @@ def test_rendered_client_daemonset_agent_starts_with_the_chart_config(node):
     assert me["Config"]["Datacenter"] == "dc1"
     assert {k: me["Meta"].get(k) for k in ("pod-name", "host-ip")} == {
         "pod-name": pod.name, "host-ip": node.host_ip}
+    # It is a gossip member next to the three servers, never a Raft peer, and reads and
+    # writes the servers' catalog.
+    node.wait(lambda: len([m for m in http_json(pod, "/v1/agent/members")
+                           if m["Status"] == 1]) == 4, 60, "four alive members on the client")
+    peers = sorted(http_json(servers[0], "/v1/status/peers"))
+    assert peers == sorted(f"{p.ip}:8300" for p in servers)
+    assert put(pod, "/v1/kv/through-client", b"yes") is True
+    with urllib.request.urlopen(f"http://{servers[1].ip}:8500/v1/kv/through-client?raw",
+                                timeout=10) as r:
+        assert r.read() == b"yes"
+    node.wait(lambda: "node-1" in {n["Node"] for n in http_json(servers[0], "/v1/catalog/nodes")},
+              60, "the client's node in the catalog")
     assert pod.proc.poll() is None, pod.logs()
 
 

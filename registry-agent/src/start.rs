@@ -228,7 +228,10 @@ pub async fn start_client(
         let addr = registry_server::rpc::dns::serve_client(bind, pool.clone()).await?;
         tracing::info!(%addr, "DNS listening (UDP, answers from the servers)");
     }
-    let app = registry_server::http::client_router(state, Arc::new(ClientForward::new(pool)));
+    let app = registry_server::http::client_router(
+        state,
+        Arc::new(ClientForward::new(pool, &config.node_name)),
+    );
     let addr = config.http_addr();
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -224,8 +224,9 @@ impl Server {
                 }
             });
         }
+        let node: Arc<str> = self.config.node_name.as_str().into();
         let app = http::router(state).layer(axum::middleware::from_fn_with_state(
-            self.raft.clone(),
+            (self.raft.clone(), node),
             crate::rpc::api::to_leader,
         ));
         self.api.install(app.clone());

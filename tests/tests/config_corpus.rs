@@ -109,6 +109,20 @@ fn start(dir: &Path) -> Result<(Agent, u16)> {
     ))
 }
 
+/// The `acl.tokens.initial_management` value written in a config directory's files, if any.
+fn initial_management(dir: &std::path::Path) -> Option<String> {
+    for entry in std::fs::read_dir(dir).ok()? {
+        let text = std::fs::read_to_string(entry.ok()?.path()).unwrap_or_default();
+        if let Some(i) = text.find("initial_management") {
+            let rest = &text[i + "initial_management".len()..];
+            let start = rest.find('"')? + 1;
+            let len = rest[start..].find('"')?;
+            return Some(rest[start..start + len].to_string());
+        }
+    }
+    None
+}
+
 fn log_of(a: &Agent) -> String {
     std::fs::read_to_string(&a.log).unwrap_or_default()
 }
@@ -128,6 +142,7 @@ async fn every_valid_config_starts_the_agent_and_validates() -> Result<()> {
 
         let (mut agent, http) = start(&dir)?;
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut token: Option<String> = None;
         let me: Value = loop {
             if let Ok(Some(status)) = agent.child.try_wait() {
                 bail!("{name}: agent exited with {status}:\n{}", log_of(&agent));
@@ -138,12 +153,32 @@ async fn every_valid_config_starts_the_agent_and_validates() -> Result<()> {
                     log_of(&agent)
                 );
             }
-            match client
-                .get(format!("http://127.0.0.1:{http}/v1/agent/self"))
-                .send()
-                .await
-            {
+            let mut req = client.get(format!("http://127.0.0.1:{http}/v1/agent/self"));
+            if let Some(t) = &token {
+                req = req.header("X-Consul-Token", t);
+            }
+            match req.send().await {
                 Ok(r) if r.status() == 200 => break r.json().await?,
+                // ACLs with `default_policy = deny` and no token in the files (the chart's
+                // secure server): bootstrap them, as an operator would, and ask again.
+                Ok(r) if r.status() == 403 && token.is_none() => {
+                    // The files' own management token, if they name one.
+                    token = initial_management(&dir);
+                    if token.is_some() {
+                        continue;
+                    }
+                    if let Ok(b) = client
+                        .put(format!("http://127.0.0.1:{http}/v1/acl/bootstrap"))
+                        .send()
+                        .await
+                    {
+                        if b.status() == 200 {
+                            let v: Value = b.json().await?;
+                            token = v["SecretID"].as_str().map(str::to_string);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         };

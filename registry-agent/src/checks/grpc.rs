@@ -59,8 +59,10 @@ impl GrpcProbe {
     }
 
     async fn channel(&self) -> Result<Channel, String> {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let endpoint = Endpoint::from_shared(format!("{scheme}://{}", self.server))
+        // Always an `http` URI: with `GRPCUseTLS` our own connector does the TLS handshake,
+        // and tonic (when built with its TLS features, as workspace-wide feature unification
+        // can do) refuses an `https` URI that it is not configured to secure itself.
+        let endpoint = Endpoint::from_shared(format!("http://{}", self.server))
             .map_err(|e| e.to_string())?
             .connect_timeout(self.timeout)
             .timeout(self.timeout);

@@ -284,11 +284,15 @@ struct CreateResponse {
 /// `PUT /v1/session/create`.
 pub(super) async fn create(
     State(s): State<AppState>,
+    origin: Option<axum::Extension<crate::rpc::api::OriginNode>>,
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> ApiResult {
     let opts = s.options(q.as_deref())?;
-    let mut req = decode_create(&body, &s.config.node_name)?;
+    // The node of the agent that received the request (forwarded here from another agent)
+    // or this one's, as Consul fills in a session's default `Node`.
+    let node = origin.map_or_else(|| s.config.node_name.clone(), |o| o.0 .0.clone());
+    let mut req = decode_create(&body, &node)?;
     validate_create(&mut req, s.config.session_ttl_min)?;
     let mut sess = req.session;
     // The ID is chosen here, before the log, so that applying stays deterministic.

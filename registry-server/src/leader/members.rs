@@ -205,9 +205,11 @@ pub fn plan(
                         service: None,
                         checks: vec![want],
                     })),
+                    // The agent's own anti-entropy may register the node (with its
+                    // metadata) between this read and the apply: never overwrite it then.
                     (None, _) => out.push(Command::Register(RegisterRequest {
                         node: new_node(m, datacenter),
-                        skip_node_update: false,
+                        skip_node_update: true,
                         service: None,
                         checks: vec![want],
                     })),

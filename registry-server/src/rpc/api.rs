@@ -81,6 +81,28 @@ pub struct ServerEntry {
 #[derive(Debug, Clone, Copy)]
 pub struct Forwarded(pub Hop);
 
+/// The node of the agent that first received a forwarded request (a request extension, set
+/// only for requests that arrived through [`API_PATH`]): what a request's node defaults to,
+/// as in Consul, where the receiving agent fills it in (a session's `Node`).
+#[derive(Debug, Clone)]
+pub struct OriginNode(pub String);
+
+/// Internal request header carrying [`OriginNode`] between servers.
+const ORIGIN_NODE_HEADER: &str = "x-registry-origin-node";
+
+/// Sets the origin-node header of a request about to be forwarded: the origin it arrived
+/// with, else `node` (this agent received it first).
+pub fn mark_origin(parts: &mut axum::http::request::Parts, node: &str) {
+    let origin = parts
+        .extensions
+        .get::<OriginNode>()
+        .map_or(node, |o| o.0.as_str())
+        .to_string();
+    if let Ok(v) = HeaderValue::from_str(&origin) {
+        parts.headers.insert(ORIGIN_NODE_HEADER, v);
+    }
+}
+
 /// The v1 router, installed once the HTTP side of the server is up.
 #[derive(Debug, Default)]
 pub struct ApiSlot {
@@ -159,6 +181,11 @@ impl ApiRequest {
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         headers_in(&self.headers, req.headers_mut());
+        if let Some(origin) = req.headers_mut().remove(ORIGIN_NODE_HEADER) {
+            if let Ok(o) = origin.to_str() {
+                req.extensions_mut().insert(OriginNode(o.to_string()));
+            }
+        }
         req.extensions_mut().insert(Forwarded(self.hop));
         Ok(req)
     }
@@ -295,7 +322,11 @@ pub fn needs_leader(method: &Method, path: &str) -> bool {
 
 /// The v1 middleware: a write that arrives at a follower is forwarded to the leader as a
 /// request. On the leader, and for everything else, the request runs here.
-pub async fn to_leader(State(raft): State<RaftHandle>, req: Request, next: Next) -> Response {
+pub async fn to_leader(
+    State((raft, node)): State<(RaftHandle, Arc<str>)>,
+    req: Request,
+    next: Next,
+) -> Response {
     if !needs_leader(req.method(), req.uri().path()) || raft.is_leader() {
         return next.run(req).await;
     }
@@ -307,7 +338,7 @@ pub async fn to_leader(State(raft): State<RaftHandle>, req: Request, next: Next)
             .insert(NOT_LEADER_HEADER, HeaderValue::from_static("1"));
         return resp;
     }
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(e) => {
@@ -318,6 +349,7 @@ pub async fn to_leader(State(raft): State<RaftHandle>, req: Request, next: Next)
                 .into_response()
         }
     };
+    mark_origin(&mut parts, &node);
     let fwd = ApiRequest::from_parts(Hop::Server, &parts, body.clone());
     let limit = fwd.time_limit();
     match raft

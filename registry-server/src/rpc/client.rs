@@ -229,16 +229,22 @@ impl ServerPool {
 #[derive(Debug, Clone)]
 pub struct ClientForward {
     pool: Arc<ServerPool>,
+    node: Arc<str>,
 }
 
 impl ClientForward {
-    /// Forwarding through `pool`.
-    pub fn new(pool: Arc<ServerPool>) -> Self {
-        ClientForward { pool }
+    /// Forwarding through `pool` for the agent named `node` (what sessions created through
+    /// it are bound to by default).
+    pub fn new(pool: Arc<ServerPool>, node: &str) -> Self {
+        ClientForward {
+            pool,
+            node: node.into(),
+        }
     }
 
-    async fn run(pool: Arc<ServerPool>, req: Request) -> Response {
-        let (parts, body) = req.into_parts();
+    async fn run(pool: Arc<ServerPool>, node: Arc<str>, req: Request) -> Response {
+        let (mut parts, body) = req.into_parts();
+        super::api::mark_origin(&mut parts, &node);
         let body = match axum::body::to_bytes(body, MAX_BODY).await {
             Ok(b) => b,
             Err(e) => {
@@ -261,6 +267,6 @@ impl ClientForward {
 
 impl ForwardApi for ClientForward {
     fn forward(&self, req: Request) -> BoxFuture<'static, Response> {
-        Box::pin(Self::run(self.pool.clone(), req))
+        Box::pin(Self::run(self.pool.clone(), self.node.clone(), req))
     }
 }
