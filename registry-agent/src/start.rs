@@ -118,6 +118,18 @@ fn timing_overrides(mut opts: crate::agent::AgentOptions) -> crate::agent::Agent
     opts
 }
 
+/// Lets gossip's user-event filters see the agent's services (names and tags).
+fn publish_local_services(lan: &Gossip, agent: &crate::agent::LocalAgent) {
+    let local = agent.local().clone();
+    lan.set_local_services(Arc::new(move || {
+        local
+            .services()
+            .iter()
+            .map(|s| (s.service.clone(), s.tags.clone()))
+            .collect()
+    }));
+}
+
 /// SIGHUP reloads the configuration, as in Consul.
 fn reload_on_sighup(agent: std::sync::Arc<crate::agent::LocalAgent>) {
     tokio::spawn(async move {
@@ -204,16 +216,7 @@ pub async fn start_client(
             .with_membership(Arc::new(GossipMembership::new(lan.clone(), local, None))),
     );
     let leave_on = (gossip.leave_on_terminate, !gossip.skip_leave_on_interrupt);
-    {
-        let local = agent.local().clone();
-        lan.set_local_services(Arc::new(move || {
-            local
-                .services()
-                .iter()
-                .map(|s| (s.service.clone(), s.tags.clone()))
-                .collect()
-        }));
-    }
+    publish_local_services(&lan, &agent);
     agent.start();
     agent
         .load_config_definitions(reload, services, checks)
@@ -343,14 +346,7 @@ pub async fn start_server(
     }
     let agent = Arc::new(agent);
     if let Some(lan) = &pool {
-        let local = agent.local().clone();
-        lan.set_local_services(Arc::new(move || {
-            local
-                .services()
-                .iter()
-                .map(|s| (s.service.clone(), s.tags.clone()))
-                .collect()
-        }));
+        publish_local_services(lan, &agent);
     }
     agent.start();
     agent
