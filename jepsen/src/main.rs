@@ -11,6 +11,7 @@ mod checker;
 mod client;
 mod db;
 mod history;
+mod lazyfs;
 mod nemesis;
 mod netns;
 mod report;
