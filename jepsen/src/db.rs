@@ -1,7 +1,8 @@
 //! The database under test: five `registry` servers, each started inside its own network
 //! namespace with `ip netns exec`, with its data directory and log under the run's store
 //! directory. Servers can be killed with SIGKILL and restarted on the same data, paused with
-//! SIGSTOP and resumed, and asked who leads.
+//! SIGSTOP and resumed, and asked who leads. With `lazy_disks`, each data directory is a
+//! [`lazyfs`](crate::lazyfs) mount over `n<i>/backing`, for the disk faults.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 
+use crate::lazyfs::Mount;
 use crate::netns;
 
 /// HTTP port of every server (on its own address).
@@ -25,6 +27,8 @@ pub struct DbOptions {
     pub servers: usize,
     /// Extra environment for every server (test-only switches).
     pub env: Vec<(String, String)>,
+    /// Mount a lazy file system under every data directory (the disk faults need it).
+    pub lazy_disks: bool,
 }
 
 #[derive(Debug)]
@@ -41,6 +45,8 @@ pub struct Db {
     servers: Vec<Mutex<Server>>,
     /// Extra environment per server, set by nemeses (e.g. a clock offset) before a restart.
     extra_env: Mutex<Vec<Vec<(String, String)>>>,
+    /// The lazy file system of each server, when `lazy_disks`.
+    disks: Mutex<Vec<Mount>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -67,6 +73,41 @@ impl Db {
             dir: dir.to_path_buf(),
             servers,
             extra_env,
+            disks: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Mounts the lazy file systems (once, before the first start) when `lazy_disks`.
+    pub fn mount_disks(&self) -> Result<()> {
+        let mut disks = lock(&self.disks);
+        if !self.opts.lazy_disks || !disks.is_empty() {
+            return Ok(());
+        }
+        for i in 1..=self.len() {
+            let backing = self.dir.join(format!("n{i}")).join("backing");
+            let data = self.data_dir(i);
+            std::fs::create_dir_all(&backing)?;
+            std::fs::create_dir_all(&data)?;
+            let m = Mount::new(&backing, &data)
+                .with_context(|| format!("mounting a lazy file system on {}", data.display()))?;
+            disks.push(m);
+        }
+        Ok(())
+    }
+
+    /// Drops what server `i` wrote and did not sync (it must be stopped): the files and the
+    /// bytes each lost.
+    pub fn lose_unsynced(&self, i: usize) -> Vec<(String, u64)> {
+        lock(&self.disks)
+            .get(i - 1)
+            .map(Mount::lose_unsynced)
+            .unwrap_or_default()
+    }
+
+    /// Extra latency on every write and sync of server `i`'s disk.
+    pub fn set_disk_delay(&self, i: usize, d: Duration) {
+        if let Some(m) = lock(&self.disks).get(i - 1) {
+            m.set_delay(d);
         }
     }
 
@@ -140,6 +181,7 @@ impl Db {
 
     /// Starts every server.
     pub fn start_all(&self) -> Result<()> {
+        self.mount_disks()?;
         for i in 1..=self.len() {
             self.start(i)?;
         }
@@ -256,5 +298,6 @@ impl Db {
 impl Drop for Db {
     fn drop(&mut self) {
         self.stop_all();
+        lock(&self.disks).clear();
     }
 }

@@ -58,7 +58,8 @@ struct TestArgs {
     /// register, register-default, set, lock, catalog, watch, bank.
     #[arg(long, default_value = "register")]
     workload: String,
-    /// none, partition, partition-{halves,leader,ring,bridge}, kill, pause, clock, all.
+    /// none, partition, partition-{halves,leader,ring,bridge}, kill, pause, clock,
+    /// lose-unsynced, slow-disk, all.
     #[arg(long, default_value = "partition")]
     nemesis: String,
     /// Seconds of client operations.
@@ -149,6 +150,9 @@ fn outer(args: &TestArgs) -> Result<i32> {
             nemesis::LIBFAKETIME
         );
     }
+    if nemesis::needs_lazy_disks(&faults) && !nemesis::fuse_available() {
+        bail!("the disk nemeses need FUSE (/dev/fuse): modprobe fuse");
+    }
     netns::setup(args.servers).context("setting up network namespaces")?;
     let exe = std::env::current_exe()?;
     let status = std::process::Command::new("ip")
@@ -234,6 +238,7 @@ async fn inner(args: TestArgs) -> Result<i32> {
             bin: registry_bin(&args)?,
             servers: args.servers,
             env,
+            lazy_disks: nemesis::needs_lazy_disks(&faults),
         },
         &dir,
     ));

@@ -13,6 +13,11 @@
 //!   libfaketime (Debian's `faketime`), back to the real clock on heal. The monotonic clock,
 //!   which Raft's timers and the leader lease use, is left alone; the wall clock drives
 //!   lock-delay and session timestamps.
+//! * `lose-unsynced`: a power loss. Kills the leader, a minority or every server at once and
+//!   drops the file data each wrote without syncing it ([`crate::lazyfs`]); they restart on
+//!   heal. Whatever a server acknowledged must have been synced on a quorum first.
+//! * `slow-disk`: every write and sync on the leader's disk, or a random server's, takes 20 to
+//!   200 ms more until heal.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -40,6 +45,8 @@ pub enum Fault {
     Kill,
     Pause,
     Clock,
+    LoseUnsynced,
+    SlowDisk,
 }
 
 /// The nemesis names and the faults each may inject.
@@ -61,17 +68,22 @@ pub fn parse(name: &str) -> Result<Vec<Fault>> {
         "kill" => vec![Kill],
         "pause" => vec![Pause],
         "clock" => vec![Clock],
+        "lose-unsynced" => vec![LoseUnsynced],
+        "slow-disk" => vec![SlowDisk],
         "all" => {
             let mut all = partitions;
             all.extend([Kill, Pause]);
             if clock_available() {
                 all.push(Clock);
             }
+            if fuse_available() {
+                all.extend([LoseUnsynced, SlowDisk]);
+            }
             all
         }
         _ => bail!(
             "unknown nemesis {name:?}; one of none, partition, partition-halves, partition-leader, \
-             partition-ring, partition-bridge, kill, pause, clock, all"
+             partition-ring, partition-bridge, kill, pause, clock, lose-unsynced, slow-disk, all"
         ),
     })
 }
@@ -79,6 +91,18 @@ pub fn parse(name: &str) -> Result<Vec<Fault>> {
 /// Whether the clock nemesis can run here.
 pub fn clock_available() -> bool {
     std::path::Path::new(LIBFAKETIME).exists()
+}
+
+/// Whether the disk faults can run here (they mount FUSE file systems).
+pub fn fuse_available() -> bool {
+    std::path::Path::new("/dev/fuse").exists()
+}
+
+/// Whether any of `faults` needs the lazy file systems.
+pub fn needs_lazy_disks(faults: &[Fault]) -> bool {
+    faults
+        .iter()
+        .any(|f| matches!(f, Fault::LoseUnsynced | Fault::SlowDisk))
 }
 
 /// One line of the fault log.
@@ -213,6 +237,43 @@ impl Nemesis {
                 self.db.start(v)?;
                 Ok(format!("restarted n{v} with its wall clock {skew:+} s off"))
             }
+            Fault::LoseUnsynced => {
+                let victims: Vec<usize> = match rand::random::<u8>() % 3 {
+                    0 => vec![leader.unwrap_or(nodes[0])],
+                    1 => nodes[..(n - 1) / 2].to_vec(),
+                    _ => (1..=n).collect(),
+                };
+                for &v in &victims {
+                    self.db.kill(v)?;
+                }
+                let lost: Vec<String> = victims
+                    .iter()
+                    .map(|&v| {
+                        let files: Vec<String> = self
+                            .db
+                            .lose_unsynced(v)
+                            .into_iter()
+                            .map(|(f, b)| format!("{f} {b} B"))
+                            .collect();
+                        format!("n{v} lost [{}]", files.join(", "))
+                    })
+                    .collect();
+                Ok(format!(
+                    "power loss of {victims:?} (leader {leader:?}): {}",
+                    lost.join(", ")
+                ))
+            }
+            Fault::SlowDisk => {
+                let v = match leader {
+                    Some(l) if rand::random::<bool>() => l,
+                    _ => nodes[0],
+                };
+                let ms = 20 + rand::random::<u64>() % 181;
+                self.db.set_disk_delay(v, Duration::from_millis(ms));
+                Ok(format!(
+                    "n{v}'s disk {ms} ms slower per write and sync (leader {leader:?})"
+                ))
+            }
         }
     }
 
@@ -238,6 +299,7 @@ impl Nemesis {
         netns::heal(self.db.len())?;
         self.db.resume_all()?;
         for i in 1..=self.db.len() {
+            self.db.set_disk_delay(i, Duration::ZERO);
             // A skewed server goes back to the real clock with a restart.
             if self.db.has_env(i) {
                 self.db.kill(i)?;

@@ -10,7 +10,7 @@
 
 mod info;
 pub mod members;
-mod persist;
+pub(crate) mod persist;
 mod reload;
 
 pub use members::{LocalMembership, Member, Membership};

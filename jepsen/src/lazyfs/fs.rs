@@ -74,15 +74,29 @@ impl Shared {
         })
     }
 
-    /// Drops every unsynced change, as a power loss would: (bytes, files) lost.
-    pub fn lose_unsynced(&self) -> (u64, usize) {
+    /// Drops every unsynced change, as a power loss would: the files that had some (a path
+    /// relative to the root, or `#<inode>` for a file no longer linked) and the bytes lost.
+    pub fn lose_unsynced(&self) -> Vec<(String, u64)> {
         let mut g = lock(&self.inner);
-        let lost: Vec<Pending> = g.pending.drain().map(|(_, p)| p).collect();
-        let files = lost.iter().filter(|p| !p.is_empty()).count();
-        (lost.iter().map(Pending::bytes).sum(), files)
+        let lost: Vec<(u64, Pending)> = g.pending.drain().collect();
+        let mut files: Vec<(String, u64)> = lost
+            .into_iter()
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(ino, p)| {
+                let name = g
+                    .paths
+                    .get(&ino)
+                    .and_then(|s| s.iter().next())
+                    .map_or_else(|| format!("#{ino}"), |p| p.display().to_string());
+                (name, p.bytes())
+            })
+            .collect();
+        files.sort();
+        files
     }
 
     /// Bytes not yet synced.
+    #[cfg(test)]
     pub fn unsynced_bytes(&self) -> u64 {
         lock(&self.inner).pending.values().map(Pending::bytes).sum()
     }

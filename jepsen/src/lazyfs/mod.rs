@@ -55,12 +55,13 @@ impl Mount {
         })
     }
 
-    /// Drops every unsynced change: (bytes, files) lost.
-    pub fn lose_unsynced(&self) -> (u64, usize) {
+    /// Drops every unsynced change: the files that had some and the bytes each lost.
+    pub fn lose_unsynced(&self) -> Vec<(String, u64)> {
         self.shared.lose_unsynced()
     }
 
     /// Bytes written and not yet synced.
+    #[cfg(test)]
     pub fn unsynced_bytes(&self) -> u64 {
         self.shared.unsynced_bytes()
     }
@@ -128,8 +129,10 @@ mod tests {
         );
         assert_eq!(m.unsynced_bytes(), 8 + 12);
 
-        let (bytes, files) = m.lose_unsynced();
-        assert_eq!((bytes, files), (20, 2));
+        assert_eq!(
+            m.lose_unsynced(),
+            [("sub/renamed".to_string(), 12), ("synced".to_string(), 8)]
+        );
         assert_eq!(std::fs::read(&synced).unwrap(), b"durable");
         // The rename reached the disk, the data did not: an empty file.
         assert_eq!(std::fs::read(dir.join("mnt/sub/renamed")).unwrap(), b"");

@@ -63,7 +63,10 @@ fn file_name(id: &str) -> String {
     )
 }
 
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `dir/name` so that after a crash or power loss it holds either the old or the new
+/// bytes, never a torn or empty file: a synced temporary file renamed over it, then the
+/// directory synced so the rename itself is durable.
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!("{name}.tmp"));
     {
@@ -71,7 +74,8 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
         f.write_all(bytes)?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, dir.join(name))
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn remove(dir: &Path, name: &str) -> std::io::Result<()> {

@@ -45,14 +45,24 @@ impl Environment for SystemEnvironment {
     }
 }
 
-/// Reads `<dir>/node-id`, or writes a new random UUID there.
+/// Reads `<dir>/node-id`, or writes a new random UUID there (durably: see
+/// [`write_atomic`](crate::agent::persist::write_atomic)). An empty file is a creation that
+/// never reached the disk (a power loss before the sync, from versions that did not sync it)
+/// and is replaced like a missing one.
 pub fn load_or_create_node_id(dir: &Path) -> Result<String, ConfigError> {
     let file = dir.join("node-id");
     let io = |source| ConfigError::Io {
         path: file.clone(),
         source,
     };
-    match std::fs::read_to_string(&file) {
+    let stored = match std::fs::read_to_string(&file) {
+        Ok(text) if text.trim().is_empty() => {
+            tracing::warn!(path = %file.display(), "node ID file is empty; writing a new node ID");
+            Err(std::io::ErrorKind::NotFound.into())
+        }
+        other => other,
+    };
+    match stored {
         Ok(text) => {
             let id = text.trim();
             uuid::Uuid::parse_str(id)
@@ -62,9 +72,8 @@ pub fn load_or_create_node_id(dir: &Path) -> Result<String, ConfigError> {
                 })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(io)?;
             let id = uuid::Uuid::new_v4().to_string();
-            std::fs::write(&file, &id).map_err(io)?;
+            crate::agent::persist::write_atomic(dir, "node-id", id.as_bytes()).map_err(io)?;
             Ok(id)
         }
         Err(e) => Err(io(e)),
