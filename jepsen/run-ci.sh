@@ -8,7 +8,8 @@
 #   CARGO_TARGET_DIR, REGISTRY_PROFILE  where the jepsen and registry binaries were built
 #                                       (scripts/test.sh builds both with the workspace)
 #   JEPSEN_TIME_LIMIT                   seconds per run (default 10)
-#   JEPSEN_NEMESES                      space-separated nemeses (default: partition kill pause clock)
+#   JEPSEN_NEMESES                      space-separated nemeses (default: partition kill pause
+#                                       clock lose-unsynced slow-disk; the disk ones mount FUSE)
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -19,26 +20,13 @@ PROFILE=${REGISTRY_PROFILE:-debug}
 JEPSEN=$TARGET/$PROFILE/jepsen
 export REGISTRY_BIN=${REGISTRY_BIN:-$TARGET/$PROFILE/registry}
 LIMIT=${JEPSEN_TIME_LIMIT:-10}
-NEMESES=${JEPSEN_NEMESES:-partition kill pause clock}
+NEMESES=${JEPSEN_NEMESES:-partition kill pause clock lose-unsynced slow-disk}
+# A slow disk changes timing, not durability: three workloads are enough for it.
+SLOW_DISK_WORKLOADS="register set lock"
 WORKLOADS="register register-default set lock catalog watch bank"
 STRICT=${REGISTRY_TESTS_STRICT:-0}
-# A run that finds only a known, documented product bug (docs/jepsen.md, "Findings") is
-# reported as a "known failure" and not counted against the stage while the bug is open:
-# lock runs whose only errors are lock-delay violations (finding 3). Two holders at once or a
-# LockIndex anomaly still fail the stage. Remove this when finding 3 is fixed.
-known_failure() {
-    python3 - "$ROOT/jepsen/store/latest/results.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-errors = r["checker"].get("errors") or []
-ok = r["workload"] == "lock" and errors and all(e["type"] == "acquired within lock-delay" for e in errors)
-sys.exit(0 if ok else 1)
-PY
-}
-
 passed=0
 failed=0
-known=0
 failures=()
 
 fail() {
@@ -64,6 +52,14 @@ if [[ " $NEMESES " == *" clock "* ]] && [ ! -e /usr/lib/x86_64-linux-gnu/faketim
     NEMESES=${NEMESES//clock/}
 fi
 
+if [[ " $NEMESES " == *" lose-unsynced "* || " $NEMESES " == *" slow-disk "* ]] && [ ! -e /dev/fuse ]; then
+    if [ "$STRICT" = 1 ]; then
+        fail "disk nemeses: /dev/fuse missing"
+    fi
+    NEMESES=${NEMESES//lose-unsynced/}
+    NEMESES=${NEMESES//slow-disk/}
+fi
+
 verdict() {
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["valid"])' \
         "$ROOT/jepsen/store/latest/results.json" 2>/dev/null || echo missing
@@ -73,6 +69,9 @@ mkdir -p "$ROOT/jepsen/store"
 START=$(date +%s)
 for w in $WORKLOADS; do
     for n in $NEMESES; do
+        if [ "$n" = slow-disk ] && [[ " $SLOW_DISK_WORKLOADS " != *" $w "* ]]; then
+            continue
+        fi
         t0=$(date +%s)
         "$JEPSEN" test --workload "$w" --nemesis "$n" --time-limit "$LIMIT" --fault-interval 3 \
             >"$ROOT/jepsen/store/ci-last.log" 2>&1
@@ -81,9 +80,6 @@ for w in $WORKLOADS; do
         echo "jepsen $w / $n: exit $rc, valid=$v, $(( $(date +%s) - t0 ))s"
         if [ $rc -eq 0 ] && [ "$v" = True ]; then
             passed=$((passed + 1))
-        elif [ $rc -eq 1 ] && known_failure; then
-            echo ">>> known failure (docs/jepsen.md, Findings): $w / $n, $(readlink "$ROOT/jepsen/store/latest")"
-            known=$((known + 1))
         else
             tail -20 "$ROOT/jepsen/store/ci-last.log"
             fail "$w / $n (exit $rc, valid=$v, $(readlink "$ROOT/jepsen/store/latest"))"
@@ -91,7 +87,6 @@ for w in $WORKLOADS; do
     done
 done
 
-# The checker must catch the broken modes: exit 1 and valid=false.
 # The checker must catch the broken modes: exit 1 and valid=false. Faults hit at random
 # moments, so a broken mode gets up to three runs to show itself.
 expect_invalid() {
@@ -118,10 +113,15 @@ expect_invalid "default reads without the leader lease" \
     --workload register-default --nemesis partition-leader --time-limit 24 --fault-interval 8 \
     --concurrency 15 --request-timeout 1 --broken-unsafe-reads-without-lease
 
+if [[ " $NEMESES " == *" lose-unsynced "* ]]; then
+    expect_invalid "log appends acknowledged before they are synced" \
+        --workload set --nemesis lose-unsynced-all --time-limit "$LIMIT" --fault-interval 3 \
+        --recovery-timeout 15 --request-timeout 2 --broken-skip-log-sync
+fi
+
 echo "jepsen stage: $(( $(date +%s) - START ))s"
 if [ $failed -ne 0 ]; then
     printf '  - %s\n' "${failures[@]}"
 fi
-echo "jepsen: $known known failures (documented bugs)"
 echo "jepsen: $passed passed, $failed failed"
 [ $failed -eq 0 ]

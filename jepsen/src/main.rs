@@ -90,10 +90,17 @@ struct TestArgs {
     /// (REGISTRY_TEST_UNSAFE_DEFAULT_READS_WITHOUT_LEASE=1). For proving the checker.
     #[arg(long)]
     broken_unsafe_reads_without_lease: bool,
+    /// BROKEN ON PURPOSE: servers report log appends durable without syncing them
+    /// (REGISTRY_TEST_UNSAFE_SKIP_LOG_SYNC=1). For proving the disk nemesis.
+    #[arg(long)]
+    broken_skip_log_sync: bool,
     /// BROKEN ON PURPOSE: rewrites one read in the recorded history into a stale read before
     /// checking. For proving the checker.
     #[arg(long)]
     broken_inject_stale_read: bool,
+    /// How long the cluster may take to accept writes again after the final heal, s.
+    #[arg(long, default_value_t = 60)]
+    recovery_timeout: u64,
     /// Longest time the linearizability search may spend on one key, s.
     #[arg(long, default_value_t = 20)]
     check_time_limit: u64,
@@ -233,6 +240,12 @@ async fn inner(args: TestArgs) -> Result<i32> {
             "1".to_string(),
         ));
     }
+    if args.broken_skip_log_sync {
+        env.push((
+            "REGISTRY_TEST_UNSAFE_SKIP_LOG_SYNC".to_string(),
+            "1".to_string(),
+        ));
+    }
     let db = Arc::new(Db::new(
         DbOptions {
             bin: registry_bin(&args)?,
@@ -280,12 +293,16 @@ async fn inner(args: TestArgs) -> Result<i32> {
     }
     nem.heal()?;
     let healed_at = rec.now();
-    let ready = db.wait_ready(&http, Duration::from_secs(60)).await;
+    let ready = db
+        .wait_ready(&http, Duration::from_secs(args.recovery_timeout))
+        .await;
     let recovery_ms = (rec.now() - healed_at) / 1_000_000;
     if let Err(e) = &ready {
         println!("cluster did not recover: {e:#}");
     }
-    workload.final_reads(&ctx).await?;
+    if ready.is_ok() {
+        workload.final_reads(&ctx).await?;
+    }
     let duration = rec.now();
     db.stop_all();
 

@@ -13,9 +13,10 @@
 //!   libfaketime (Debian's `faketime`), back to the real clock on heal. The monotonic clock,
 //!   which Raft's timers and the leader lease use, is left alone; the wall clock drives
 //!   lock-delay and session timestamps.
-//! * `lose-unsynced`: a power loss. Kills the leader, a minority or every server at once and
-//!   drops the file data each wrote without syncing it ([`crate::lazyfs`]); they restart on
-//!   heal. Whatever a server acknowledged must have been synced on a quorum first.
+//! * `lose-unsynced`: a power loss. Kills the leader, a minority or (`lose-unsynced-all`)
+//!   every server at once and drops the file data each wrote without syncing it
+//!   ([`crate::lazyfs`]); they restart on heal. Whatever the cluster acknowledged must have
+//!   been synced on a quorum first.
 //! * `slow-disk`: every write and sync on the leader's disk, or a random server's, takes 20 to
 //!   200 ms more until heal.
 
@@ -46,6 +47,7 @@ pub enum Fault {
     Pause,
     Clock,
     LoseUnsynced,
+    LoseUnsyncedAll,
     SlowDisk,
 }
 
@@ -68,7 +70,8 @@ pub fn parse(name: &str) -> Result<Vec<Fault>> {
         "kill" => vec![Kill],
         "pause" => vec![Pause],
         "clock" => vec![Clock],
-        "lose-unsynced" => vec![LoseUnsynced],
+        "lose-unsynced" => vec![LoseUnsynced, LoseUnsyncedAll],
+        "lose-unsynced-all" => vec![LoseUnsyncedAll],
         "slow-disk" => vec![SlowDisk],
         "all" => {
             let mut all = partitions;
@@ -77,13 +80,13 @@ pub fn parse(name: &str) -> Result<Vec<Fault>> {
                 all.push(Clock);
             }
             if fuse_available() {
-                all.extend([LoseUnsynced, SlowDisk]);
+                all.extend([LoseUnsynced, LoseUnsyncedAll, SlowDisk]);
             }
             all
         }
         _ => bail!(
             "unknown nemesis {name:?}; one of none, partition, partition-halves, partition-leader, \
-             partition-ring, partition-bridge, kill, pause, clock, lose-unsynced, slow-disk, all"
+             partition-ring, partition-bridge, kill, pause, clock, lose-unsynced, lose-unsynced-all, slow-disk, all"
         ),
     })
 }
@@ -102,7 +105,12 @@ pub fn fuse_available() -> bool {
 pub fn needs_lazy_disks(faults: &[Fault]) -> bool {
     faults
         .iter()
-        .any(|f| matches!(f, Fault::LoseUnsynced | Fault::SlowDisk))
+        .any(|f| {
+            matches!(
+                f,
+                Fault::LoseUnsynced | Fault::LoseUnsyncedAll | Fault::SlowDisk
+            )
+        })
 }
 
 /// One line of the fault log.
@@ -237,11 +245,11 @@ impl Nemesis {
                 self.db.start(v)?;
                 Ok(format!("restarted n{v} with its wall clock {skew:+} s off"))
             }
-            Fault::LoseUnsynced => {
-                let victims: Vec<usize> = match rand::random::<u8>() % 3 {
-                    0 => vec![leader.unwrap_or(nodes[0])],
-                    1 => nodes[..(n - 1) / 2].to_vec(),
-                    _ => (1..=n).collect(),
+            Fault::LoseUnsynced | Fault::LoseUnsyncedAll => {
+                let victims: Vec<usize> = match fault {
+                    Fault::LoseUnsyncedAll => (1..=n).collect(),
+                    _ if rand::random::<bool>() => vec![leader.unwrap_or(nodes[0])],
+                    _ => nodes[..(n - 1) / 2].to_vec(),
                 };
                 for &v in &victims {
                     self.db.kill(v)?;

@@ -278,6 +278,7 @@ pub(crate) mod tests {
         status, DirEntry, HealthCheck, Node, NodeService, ServiceCheck, Session, SessionBehavior,
     };
     use registry_proto::{Command, CommandResponse};
+    use std::time::Duration;
 
     /// A store and the next Raft index to apply at.
     pub(crate) struct Fsm {
@@ -516,21 +517,32 @@ pub(crate) mod tests {
             assert_eq!(e.session, "");
             assert_eq!(e.lock_index, 1);
             assert_eq!(e.index.modify_index, idx);
-            assert_eq!(f.store.kv_lock_delay(k, at + 14_999), Some(at + 15_000));
-            assert_eq!(f.store.kv_lock_delay(k, at + 15_000), None);
+            let left = f.store.kv_lock_delay(k).expect("lock-delay in force");
+            assert!(left > Duration::from_secs(14) && left <= Duration::from_secs(15));
         }
         let db = f.store.read();
         assert!(db.sessions.is_empty() && db.sessions_by_node.is_empty());
         assert!(db.session_checks.is_empty() && db.session_locks.is_empty());
         drop(db);
-        // A destroy replayed long after it was proposed leaves no lock-delay behind.
+        // A destroy replayed long after it was proposed leaves no lock-delay behind; one
+        // whose proposer's clock was a few seconds ahead or behind still arms the whole delay.
         f.session("old", "n1", SessionBehavior::Release);
         f.lock("k3", "old", "");
         f.apply(Command::SessionDestroy {
             id: "old".into(),
-            at_unix_ms: at - 20_000,
+            at_unix_ms: at - 30_000,
         });
-        assert_eq!(f.store.kv_lock_delay("k3", at), None);
+        assert_eq!(f.store.kv_lock_delay("k3"), None);
+        for (id, key, skew) in [("ahead", "k4", 5_000), ("behind", "k5", -5_000)] {
+            f.session(id, "n1", SessionBehavior::Release);
+            f.lock(key, id, "");
+            f.apply(Command::SessionDestroy {
+                id: id.into(),
+                at_unix_ms: at.saturating_add_signed(skew),
+            });
+            let left = f.store.kv_lock_delay(key).expect("lock-delay in force");
+            assert!(left > Duration::from_secs(14), "{id}: {left:?}");
+        }
         // Destroying an unknown session is a no-op.
         assert_eq!(
             f.apply(Command::SessionDestroy {
@@ -567,12 +579,13 @@ pub(crate) mod tests {
         assert!(f.kv("svc/leader").is_none());
         assert!(f.kv("svc/other").is_some(), "unheld keys stay");
         assert_eq!(f.store.read().kv_tombstones.get("svc/leader"), Some(&idx));
-        assert!(f.store.kv_lock_delay("svc/leader", at).is_some());
+        assert!(f.store.kv_lock_delay("svc/leader").is_some());
         f.apply(Command::SessionDestroy {
             id: "long".into(),
             at_unix_ms: at,
         });
-        assert_eq!(f.store.kv_lock_delay("svc/long", at), Some(at + 60_000));
+        let left = f.store.kv_lock_delay("svc/long").expect("capped lock-delay");
+        assert!(left > Duration::from_secs(59) && left <= Duration::from_secs(60));
     }
 
     #[test]
@@ -588,7 +601,7 @@ pub(crate) mod tests {
             id: "z".into(),
             at_unix_ms: 5,
         });
-        assert_eq!(f.store.kv_lock_delay("k", 5), None);
+        assert_eq!(f.store.kv_lock_delay("k"), None);
     }
 
     #[test]
@@ -637,8 +650,7 @@ pub(crate) mod tests {
         assert!(f.store.read().sessions.is_empty());
         assert_eq!(f.kv("b").unwrap().session, "");
         // Lock-delay from an FSM-side invalidation starts at the local clock.
-        let now = crate::state::unix_ms_now();
-        assert!(f.store.kv_lock_delay("b", now).is_some());
+        assert!(f.store.kv_lock_delay("b").is_some());
     }
 
     #[test]

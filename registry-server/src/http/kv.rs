@@ -191,11 +191,11 @@ pub(super) async fn put(
         entry.session = session.to_string();
         Command::KvUnlock { entry }
     } else if let Some(session) = opts.get("acquire") {
-        // Lock-delay is wall-clock based and so checked here, on the leader, before the
-        // log: a key released by an invalidated session cannot be re-acquired meanwhile.
-        let now = crate::state::unix_ms_now();
-        if let Some(until) = s.reader.store().kv_lock_delay(&entry.key, now) {
-            tracing::warn!(key = %entry.key, until_unix_ms = until, "rejecting lock of key due to lock-delay");
+        // Lock-delay is timed by each server from its own apply, so it is checked here, on
+        // the leader, before the log: a key released by an invalidated session cannot be
+        // re-acquired meanwhile.
+        if let Some(left) = s.reader.store().kv_lock_delay(&entry.key) {
+            tracing::warn!(key = %entry.key, remaining_ms = left.as_millis() as u64, "rejecting lock of key due to lock-delay");
             return json(&false, None, opts.pretty);
         }
         // Held by another (live) session: answer false without a log entry. Everything

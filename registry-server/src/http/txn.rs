@@ -12,7 +12,6 @@ use super::respond::{add_meta, json_bytes, ApiError, ApiResult};
 use super::AppState;
 use crate::fsm::txn::{read_only, MAX_TXN_OPS};
 use crate::query::QueryMeta;
-use crate::state::unix_ms_now;
 use crate::ServerError;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -479,7 +478,6 @@ pub(super) async fn txn(
     }
 
     // Pre-checks on the leader, before the log: unknown verbs and lock-delays.
-    let now = unix_ms_now();
     let store = s.reader.store().clone();
     let mut errors = Vec::new();
     let mut ops = Vec::with_capacity(parsed.len());
@@ -496,7 +494,7 @@ pub(super) async fn txn(
                     ..
                 } = &op
                 {
-                    if store.kv_lock_delay(&entry.key, now).is_some() {
+                    if store.kv_lock_delay(&entry.key).is_some() {
                         errors.push(TxnError {
                             op_index: op_index(i),
                             what: format!("failed to lock key {:?} due to lock delay", entry.key),

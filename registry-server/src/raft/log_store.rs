@@ -928,6 +928,31 @@ impl SledLogStore {
     }
 }
 
+/// Environment variable that, set to `1`, makes the log report appends durable without
+/// syncing them: a deliberately broken mode that loses acknowledged writes in a power loss.
+/// It exists only so that the disk nemesis in `jepsen/` can prove it notices; never set it
+/// anywhere else.
+pub const UNSAFE_SKIP_LOG_SYNC_ENV: &str = "REGISTRY_TEST_UNSAFE_SKIP_LOG_SYNC";
+
+fn skip_log_sync() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let on = std::env::var(UNSAFE_SKIP_LOG_SYNC_ENV).is_ok_and(|v| v == "1");
+        if on {
+            tracing::warn!("{UNSAFE_SKIP_LOG_SYNC_ENV}=1: log appends are not synced (broken on purpose)");
+        }
+        on
+    })
+}
+
+/// Makes an append durable (the data of its segment).
+fn sync_append(segment: &Segment) -> io::Result<()> {
+    if skip_log_sync() {
+        return Ok(());
+    }
+    segment.file.sync_data()
+}
+
 /// Syncs the segments of every queued append, then reports them flushed.
 fn flusher(shared: Arc<Shared>, rx: mpsc::Receiver<Flush>) {
     let mut batch: Vec<Flush> = Vec::new();
@@ -942,7 +967,7 @@ fn flusher(shared: Arc<Shared>, rx: mpsc::Receiver<Flush>) {
             for f in &batch {
                 let p = Arc::as_ptr(&f.segment);
                 if !synced.contains(&p) {
-                    f.segment.file.sync_data()?;
+                    sync_append(&f.segment)?;
                     synced.push(p);
                 }
             }
@@ -1056,13 +1081,13 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         if bytes <= INLINE_SYNC_BYTES && !offered {
             // A lone writer: handing the sync to the flusher thread and back would cost two
             // thread wake-ups, more than the sync itself.
-            callback.log_io_completed(segment.file.sync_data());
+            callback.log_io_completed(sync_append(&segment));
             return Ok(());
         }
         if let Err(mpsc::SendError(f)) = self.flusher.send(Flush { segment, callback }) {
             // The flusher thread is gone (it only stops when this store is dropped, or if it
             // panicked): sync here instead.
-            f.callback.log_io_completed(f.segment.file.sync_data());
+            f.callback.log_io_completed(sync_append(&f.segment));
         }
         Ok(())
     }

@@ -21,11 +21,16 @@ pub use watch::{WatchKey, WatchSet};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch as tokio_watch;
 
-/// A lock-delay to record once a write commits: the key, how long, and the wall-clock start
+/// A lock-delay to record once a write commits: the key, how long, and the wall-clock time
 /// carried by the command (`None`: the applying server's clock).
+///
+/// Each server times the delay on its own monotonic clock from the moment it applies the
+/// entry, as Consul does, so servers whose wall clocks disagree still never shorten it. The
+/// command's wall-clock time only tells a replay (a restart re-applying an old destroy) from
+/// a live apply: an entry more than [`REPLAY_SLACK`] older than its delay arms nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockDelay {
     /// The key that may not be acquired meanwhile.
@@ -35,6 +40,10 @@ pub struct LockDelay {
     /// Start, milliseconds since the Unix epoch; `None` means "now".
     pub from_unix_ms: Option<u64>,
 }
+
+/// How far the proposer's and this server's wall clocks may disagree before an applied
+/// destroy is taken for a replay of an old one (see [`LockDelay`]).
+pub const REPLAY_SLACK: Duration = Duration::from_secs(10);
 
 /// A position in a [`WriteTxn`] to roll its side effects back to.
 #[derive(Debug, Clone, Copy)]
@@ -100,8 +109,8 @@ pub struct Store {
     watches: watch::Watches,
     /// Bumped when the whole state is replaced (restore); every blocking query re-runs.
     abandon: tokio_watch::Sender<u64>,
-    /// KV lock-delays: key -> end, milliseconds since the Unix epoch. Not replicated.
-    lock_delays: Mutex<HashMap<String, u64>>,
+    /// KV lock-delays: key -> end on this server's monotonic clock. Not replicated.
+    lock_delays: Mutex<HashMap<String, Instant>>,
 }
 
 impl Default for Store {
@@ -160,28 +169,34 @@ impl Store {
     }
 
     fn record_lock_delays(&self, delays: Vec<LockDelay>) {
-        let now = unix_ms_now();
+        let now = Instant::now();
+        let wall_ms = unix_ms_now();
         let mut map = self.lock_delays.lock();
         // Drop the expired ones first so the map stays as small as the delays in force.
         map.retain(|_, end| *end > now);
         for d in delays {
-            let ms = u64::try_from(d.delay.as_millis()).unwrap_or(u64::MAX);
-            let end = d.from_unix_ms.unwrap_or(now).saturating_add(ms);
-            if end > now {
-                let slot = map.entry(d.key).or_insert(end);
-                *slot = (*slot).max(end);
+            let stale_after = d.delay.saturating_add(REPLAY_SLACK);
+            let stale_ms = u64::try_from(stale_after.as_millis()).unwrap_or(u64::MAX);
+            if d.delay.is_zero()
+                || d.from_unix_ms
+                    .is_some_and(|from| wall_ms > from.saturating_add(stale_ms))
+            {
+                continue;
             }
+            let end = now + d.delay;
+            let slot = map.entry(d.key).or_insert(end);
+            *slot = (*slot).max(end);
         }
     }
 
-    /// When the lock-delay on `key` ends (milliseconds since the Unix epoch), if it is still
-    /// in force at `now_unix_ms`.
-    pub fn kv_lock_delay(&self, key: &str, now_unix_ms: u64) -> Option<u64> {
+    /// How much of the lock-delay on `key` is left, if any.
+    pub fn kv_lock_delay(&self, key: &str) -> Option<Duration> {
+        let now = Instant::now();
         self.lock_delays
             .lock()
             .get(key)
-            .copied()
-            .filter(|end| *end > now_unix_ms)
+            .filter(|end| **end > now)
+            .map(|end| *end - now)
     }
 
     /// How many times the whole state was replaced; answers cached under an index are only
