@@ -87,6 +87,24 @@ for w in $WORKLOADS; do
     done
 done
 
+# The same checks with every request going through client agents (each on a machine of its
+# own), which forward to the servers and fail over between them.
+for wn in "register kill" "set partition" "lock pause"; do
+    set -- $wn
+    t0=$(date +%s)
+    "$JEPSEN" test --workload "$1" --nemesis "$2" --time-limit "$LIMIT" --fault-interval 3 \
+        --agents 3 >"$ROOT/jepsen/store/ci-last.log" 2>&1
+    rc=$?
+    v=$(verdict)
+    echo "jepsen $1 / $2 through 3 client agents: exit $rc, valid=$v, $(( $(date +%s) - t0 ))s"
+    if [ $rc -eq 0 ] && [ "$v" = True ]; then
+        passed=$((passed + 1))
+    else
+        tail -20 "$ROOT/jepsen/store/ci-last.log"
+        fail "$1 / $2 through client agents (exit $rc, valid=$v, $(readlink "$ROOT/jepsen/store/latest"))"
+    fi
+done
+
 # The checker must catch the broken modes: exit 1 and valid=false. Faults hit at random
 # moments, so a broken mode gets up to three runs to show itself.
 expect_invalid() {

@@ -21,6 +21,8 @@ pub struct Ctx {
     pub rec: Arc<Recorder>,
     /// Number of servers.
     pub servers: usize,
+    /// Number of client agents the workers talk to (0: the servers).
+    pub agents: usize,
     /// Number of workers (the process-number stride).
     pub concurrency: usize,
     /// When workers stop invoking operations.
@@ -87,18 +89,28 @@ pub struct Worker {
     pub process: u64,
     /// The server it talks to (1-based).
     pub node: usize,
+    /// Base URL of the agent this worker talks to.
+    base: String,
     http: reqwest::Client,
 }
 
 impl Worker {
-    /// Worker `slot`, bound to server `slot % servers + 1`.
+    /// Worker `slot`, bound to server `slot % servers + 1`, or with client agents to agent
+    /// `slot % agents + 1` (recorded as node `servers + j`).
     pub fn new(ctx: Arc<Ctx>, slot: usize) -> anyhow::Result<Worker> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
             .pool_max_idle_per_host(2)
             .build()?;
-        let node = slot % ctx.servers + 1;
+        let (node, base) = if ctx.agents > 0 {
+            let j = slot % ctx.agents + 1;
+            (ctx.servers + j, Db::agent_url(j))
+        } else {
+            let i = slot % ctx.servers + 1;
+            (i, Db::url(i))
+        };
         Ok(Worker {
+            base,
             ctx,
             slot,
             process: slot as u64,
@@ -159,7 +171,7 @@ impl Worker {
         path: &str,
         body: Option<String>,
     ) -> Result<Resp, ReqErr> {
-        let url = format!("{}{path}", Db::url(self.node));
+        let url = format!("{}{path}", self.base);
         let mut rb = self.http.request(method, url).timeout(self.ctx.timeout);
         if let Some(b) = body {
             rb = rb.body(b);

@@ -29,6 +29,8 @@ pub struct DbOptions {
     pub env: Vec<(String, String)>,
     /// Mount a lazy file system under every data directory (the disk faults need it).
     pub lazy_disks: bool,
+    /// Client agents (each on a machine of its own) that the clients talk to; 0: none.
+    pub agents: usize,
 }
 
 #[derive(Debug)]
@@ -47,6 +49,8 @@ pub struct Db {
     extra_env: Mutex<Vec<Vec<(String, String)>>>,
     /// The lazy file system of each server, when `lazy_disks`.
     disks: Mutex<Vec<Mount>>,
+    /// The client agents' processes.
+    agents: Vec<Mutex<Option<Child>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -69,11 +73,12 @@ impl Db {
             .collect();
         let extra_env = Mutex::new(vec![Vec::new(); opts.servers]);
         Db {
-            opts,
             dir: dir.to_path_buf(),
             servers,
             extra_env,
             disks: Mutex::new(Vec::new()),
+            agents: (0..opts.agents).map(|_| Mutex::new(None)).collect(),
+            opts,
         }
     }
 
@@ -143,39 +148,101 @@ impl Db {
                 return Ok(());
             }
         }
-        let data = self.data_dir(i);
+        let extra = lock(&self.extra_env)[i - 1].clone();
+        let child = self.spawn(&format!("n{i}"), &netns::ns(i), &netns::addr(i), true, &extra)?;
+        s.child = Some(child);
+        s.paused = false;
+        Ok(())
+    }
+
+    /// Starts `registry agent` as `node` in namespace `ns` on `addr`, joined to the servers;
+    /// its data directory and log go under `<run>/<node>/`.
+    fn spawn(
+        &self,
+        node: &str,
+        ns: &str,
+        addr: &str,
+        server: bool,
+        extra_env: &[(String, String)],
+    ) -> Result<Child> {
+        let data = self.dir.join(node).join("data");
         std::fs::create_dir_all(&data)?;
-        let log_path = self.dir.join(format!("n{i}")).join("server.log");
+        let log_path = self.dir.join(node).join(if server { "server.log" } else { "agent.log" });
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
             .with_context(|| format!("opening {}", log_path.display()))?;
-        let addr = netns::addr(i);
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &netns::ns(i)])
+        cmd.args(["netns", "exec", ns])
             .arg(&self.opts.bin)
-            .args(["agent", "-server", "-node", &format!("n{i}"), "-data-dir"])
+            .args(["agent", "-node", node, "-data-dir"])
             .arg(&data)
-            .args(["-bind", &addr, "-client", &addr, "-dns-port", "0"])
-            .args(["-bootstrap-expect", &self.opts.servers.to_string()]);
+            .args(["-bind", addr, "-client", addr, "-dns-port", "0"]);
+        if server {
+            cmd.args(["-server", "-bootstrap-expect", &self.opts.servers.to_string()]);
+        }
         for j in 1..=self.opts.servers {
             cmd.args(["-retry-join", &netns::addr(j)]);
         }
-        for (k, v) in &self.opts.env {
-            cmd.env(k, v);
-        }
-        for (k, v) in lock(&self.extra_env)[i - 1].iter() {
+        for (k, v) in self.opts.env.iter().chain(extra_env) {
             cmd.env(k, v);
         }
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", self.opts.bin.display()))?;
-        s.child = Some(child);
-        s.paused = false;
+        cmd.spawn()
+            .with_context(|| format!("starting {}", self.opts.bin.display()))
+    }
+
+    /// Starts every client agent.
+    pub fn start_agents(&self) -> Result<()> {
+        for (j, slot) in self.agents.iter().enumerate() {
+            let j = j + 1;
+            let child = self.spawn(
+                &format!("a{j}"),
+                &netns::agent_ns(j),
+                &netns::agent_addr(j),
+                false,
+                &[],
+            )?;
+            *lock(slot) = Some(child);
+        }
+        Ok(())
+    }
+
+    /// Number of client agents.
+    pub fn agents(&self) -> usize {
+        self.agents.len()
+    }
+
+    /// Base URL of client agent `j`'s HTTP API.
+    pub fn agent_url(j: usize) -> String {
+        format!("http://{}:{HTTP_PORT}", netns::agent_addr(j))
+    }
+
+    /// Waits until every client agent forwards a write to the cluster.
+    pub async fn wait_agents(&self, http: &reqwest::Client, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for j in 1..=self.agents() {
+            loop {
+                let url = format!("{}/v1/kv/jepsen-ready", Db::agent_url(j));
+                let ok = http
+                    .put(url)
+                    .body("1")
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    break;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return Err(anyhow!("client agent a{j} not forwarding after {timeout:?}"));
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
         Ok(())
     }
 
@@ -231,8 +298,14 @@ impl Db {
         Ok(())
     }
 
-    /// Kills every server.
+    /// Kills every server and client agent.
     pub fn stop_all(&self) {
+        for slot in &self.agents {
+            if let Some(mut c) = lock(slot).take() {
+                let _ = netns::sh("kill", &["-KILL", &c.id().to_string()]);
+                let _ = c.wait();
+            }
+        }
         for i in 1..=self.len() {
             let _ = self.signal(i, "-CONT");
             let _ = self.kill(i);

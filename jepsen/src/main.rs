@@ -71,6 +71,10 @@ struct TestArgs {
     /// Servers.
     #[arg(long, default_value_t = 5)]
     servers: usize,
+    /// Client agents, each in a namespace of its own, that the clients send every request
+    /// to (they forward to the servers); 0 sends them to the servers directly.
+    #[arg(long, default_value_t = 0)]
+    agents: usize,
     /// Mean pause between one client's operations, ms.
     #[arg(long, default_value_t = 50)]
     interval_ms: u64,
@@ -160,7 +164,7 @@ fn outer(args: &TestArgs) -> Result<i32> {
     if nemesis::needs_lazy_disks(&faults) && !nemesis::fuse_available() {
         bail!("the disk nemeses need FUSE (/dev/fuse): modprobe fuse");
     }
-    netns::setup(args.servers).context("setting up network namespaces")?;
+    netns::setup(args.servers, args.agents).context("setting up network namespaces")?;
     let exe = std::env::current_exe()?;
     let status = std::process::Command::new("ip")
         .args(["netns", "exec", netns::CTL])
@@ -252,6 +256,7 @@ async fn inner(args: TestArgs) -> Result<i32> {
             servers: args.servers,
             env,
             lazy_disks: nemesis::needs_lazy_disks(&faults),
+            agents: args.agents,
         },
         &dir,
     ));
@@ -261,12 +266,18 @@ async fn inner(args: TestArgs) -> Result<i32> {
         .build()?;
     let leader = db.wait_ready(&http, Duration::from_secs(90)).await?;
     println!("cluster ready, leader n{leader}");
+    if args.agents > 0 {
+        db.start_agents()?;
+        db.wait_agents(&http, Duration::from_secs(60)).await?;
+        println!("{} client agents forwarding", args.agents);
+    }
 
     let rec = Arc::new(Recorder::new(Instant::now()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.time_limit);
     let ctx = Arc::new(Ctx {
         rec: rec.clone(),
         servers: args.servers,
+        agents: args.agents,
         concurrency: args.concurrency,
         deadline,
         timeout: Duration::from_secs(args.request_timeout),

@@ -4,6 +4,9 @@
 //! run inside the control namespace, so nothing is added to the host's own network: the
 //! addresses exist only inside these namespaces.
 //!
+//! With `--agents N`, client agents get machines of their own too (`jepsen-a1` ...,
+//! `10.77.0.101` ...), and the clients talk to them instead of the servers.
+//!
 //! Partitions are `iptables` rules in each server's namespace that drop packets from the
 //! servers it must not hear (traffic from the control address always passes, so clients keep
 //! reaching every server, like Jepsen's control node). Everything here is torn down at exit,
@@ -29,6 +32,16 @@ pub fn ns(i: usize) -> String {
 /// Address of server `i` (1-based).
 pub fn addr(i: usize) -> String {
     format!("10.77.0.{i}")
+}
+
+/// Namespace of client agent `j` (1-based): a machine of its own, as in production.
+pub fn agent_ns(j: usize) -> String {
+    format!("{PREFIX}a{j}")
+}
+
+/// Address of client agent `j` (1-based).
+pub fn agent_addr(j: usize) -> String {
+    format!("10.77.0.{}", 100 + j)
 }
 
 /// Runs a command, failing with its stderr when it exits non-zero.
@@ -81,8 +94,9 @@ pub fn cleanup() -> Result<()> {
     Ok(())
 }
 
-/// Creates the control namespace with its bridge and `servers` server namespaces.
-pub fn setup(servers: usize) -> Result<()> {
+/// Creates the control namespace with its bridge, `servers` server namespaces and `agents`
+/// client-agent namespaces.
+pub fn setup(servers: usize, agents: usize) -> Result<()> {
     cleanup()?;
     sh("ip", &["netns", "add", CTL])?;
     in_ns(CTL, &["ip", "link", "set", "lo", "up"])?;
@@ -100,9 +114,10 @@ pub fn setup(servers: usize) -> Result<()> {
         ],
     )?;
     sh("ip", &["-n", CTL, "link", "set", "jbr", "up"])?;
-    for i in 1..=servers {
-        let name = ns(i);
-        let veth = format!("jv{i}");
+    let machines = (1..=servers)
+        .map(|i| (ns(i), format!("jv{i}"), addr(i)))
+        .chain((1..=agents).map(|j| (agent_ns(j), format!("ja{j}"), agent_addr(j))));
+    for (name, veth, address) in machines {
         sh("ip", &["netns", "add", &name])?;
         sh(
             "ip",
@@ -120,7 +135,7 @@ pub fn setup(servers: usize) -> Result<()> {
                 &name,
                 "addr",
                 "add",
-                &format!("{}/24", addr(i)),
+                &format!("{address}/24"),
                 "dev",
                 "eth0",
             ],

@@ -1033,11 +1033,24 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         Ok(())
     }
 
+    /// The vote, read once at startup, always as *not committed*. openraft restarts a node
+    /// whose committed vote names itself as the leader of that term at once, trusting that
+    /// its log still holds every entry it ever sent. With speculative replication (entries go
+    /// to the followers while the leader's own write and sync are still running) that is not
+    /// so: a leader killed or powered off in between comes back with a shorter log than an
+    /// entry its followers acknowledged and the cluster committed, and would then write a
+    /// different entry at that index in the same term. Read as uncommitted, the vote still
+    /// keeps this node from voting twice in its term, and leadership goes through an election
+    /// in a later term, which only a server holding every committed entry can win.
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        Ok(self
+        let vote: Option<Vote> = self
             .shared
             .get_meta(KEY_VOTE)
-            .map_err(StorageIOError::read_vote)?)
+            .map_err(StorageIOError::read_vote)?;
+        Ok(vote.map(|mut v| {
+            v.committed = false;
+            v
+        }))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
@@ -1187,6 +1200,20 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         panic!("log store not closed");
+    }
+
+    #[tokio::test]
+    async fn a_leaders_vote_is_read_back_uncommitted() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut log = open(dir.path());
+        let mut vote = Vote::new(21, 3);
+        vote.commit();
+        log.save_vote(&vote).await.unwrap();
+        close(log);
+        let mut log = open(dir.path());
+        let read = log.read_vote().await.unwrap().unwrap();
+        assert!(!read.committed, "a restarted leader must win an election again");
+        assert_eq!(read.leader_id, vote.leader_id, "still voted in its term");
     }
 
     #[test]
