@@ -149,7 +149,13 @@ impl Db {
             }
         }
         let extra = lock(&self.extra_env)[i - 1].clone();
-        let child = self.spawn(&format!("n{i}"), &netns::ns(i), &netns::addr(i), true, &extra)?;
+        let child = self.spawn(
+            &format!("n{i}"),
+            &netns::ns(i),
+            &netns::addr(i),
+            true,
+            &extra,
+        )?;
         s.child = Some(child);
         s.paused = false;
         Ok(())
@@ -167,7 +173,10 @@ impl Db {
     ) -> Result<Child> {
         let data = self.dir.join(node).join("data");
         std::fs::create_dir_all(&data)?;
-        let log_path = self.dir.join(node).join(if server { "server.log" } else { "agent.log" });
+        let log_path = self
+            .dir
+            .join(node)
+            .join(if server { "server.log" } else { "agent.log" });
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -180,7 +189,11 @@ impl Db {
             .arg(&data)
             .args(["-bind", addr, "-client", addr, "-dns-port", "0"]);
         if server {
-            cmd.args(["-server", "-bootstrap-expect", &self.opts.servers.to_string()]);
+            cmd.args([
+                "-server",
+                "-bootstrap-expect",
+                &self.opts.servers.to_string(),
+            ]);
         }
         for j in 1..=self.opts.servers {
             cmd.args(["-retry-join", &netns::addr(j)]);
@@ -238,7 +251,9 @@ impl Db {
                     break;
                 }
                 if tokio::time::Instant::now() > deadline {
-                    return Err(anyhow!("client agent a{j} not forwarding after {timeout:?}"));
+                    return Err(anyhow!(
+                        "client agent a{j} not forwarding after {timeout:?}"
+                    ));
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }

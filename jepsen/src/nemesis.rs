@@ -103,14 +103,12 @@ pub fn fuse_available() -> bool {
 
 /// Whether any of `faults` needs the lazy file systems.
 pub fn needs_lazy_disks(faults: &[Fault]) -> bool {
-    faults
-        .iter()
-        .any(|f| {
-            matches!(
-                f,
-                Fault::LoseUnsynced | Fault::LoseUnsyncedAll | Fault::SlowDisk
-            )
-        })
+    faults.iter().any(|f| {
+        matches!(
+            f,
+            Fault::LoseUnsynced | Fault::LoseUnsyncedAll | Fault::SlowDisk
+        )
+    })
 }
 
 /// One line of the fault log.

@@ -15,9 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    INodeNo, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 use super::overlay::Pending;
@@ -103,8 +102,10 @@ impl Shared {
 
     /// Sets the extra latency of every write and sync.
     pub fn set_delay(&self, d: Duration) {
-        self.delay_us
-            .store(d.as_micros().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+        self.delay_us.store(
+            d.as_micros().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
     }
 
     fn delay(&self) {
@@ -652,7 +653,10 @@ impl Filesystem for LazyFs {
             return reply.error(Errno::EOPNOTSUPP);
         }
         let mut g = lock(&self.0.inner);
-        let len = match g.file(ino.0, Some(fh.0)).and_then(|f| f.metadata().map_err(errno)) {
+        let len = match g
+            .file(ino.0, Some(fh.0))
+            .and_then(|f| f.metadata().map_err(errno))
+        {
             Ok(m) => m.len(),
             Err(e) => return reply.error(e),
         };

@@ -46,8 +46,7 @@ impl Mount {
             MountOption::FSName("lazyfs".into()),
             MountOption::Subtype("lazyfs".into()),
         ];
-        let session =
-            fuser::spawn_mount(fs::LazyFs(shared.clone()), mountpoint, &config)?;
+        let session = fuser::spawn_mount(fs::LazyFs(shared.clone()), mountpoint, &config)?;
         Ok(Mount {
             shared,
             mountpoint: mountpoint.to_path_buf(),
@@ -136,10 +135,16 @@ mod tests {
         assert_eq!(std::fs::read(&synced).unwrap(), b"durable");
         // The rename reached the disk, the data did not: an empty file.
         assert_eq!(std::fs::read(dir.join("mnt/sub/renamed")).unwrap(), b"");
-        assert_eq!(std::fs::read(dir.join("backing/synced")).unwrap(), b"durable");
+        assert_eq!(
+            std::fs::read(dir.join("backing/synced")).unwrap(),
+            b"durable"
+        );
 
         // Truncation is data too: lost unless synced.
-        let f = std::fs::OpenOptions::new().write(true).open(&synced).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&synced)
+            .unwrap();
         f.set_len(3).unwrap();
         assert_eq!(std::fs::read(&synced).unwrap(), b"dur");
         m.lose_unsynced();

@@ -584,7 +584,10 @@ pub(crate) mod tests {
             id: "long".into(),
             at_unix_ms: at,
         });
-        let left = f.store.kv_lock_delay("svc/long").expect("capped lock-delay");
+        let left = f
+            .store
+            .kv_lock_delay("svc/long")
+            .expect("capped lock-delay");
         assert!(left > Duration::from_secs(59) && left <= Duration::from_secs(60));
     }
 

@@ -939,7 +939,9 @@ fn skip_log_sync() -> bool {
     *ON.get_or_init(|| {
         let on = std::env::var(UNSAFE_SKIP_LOG_SYNC_ENV).is_ok_and(|v| v == "1");
         if on {
-            tracing::warn!("{UNSAFE_SKIP_LOG_SYNC_ENV}=1: log appends are not synced (broken on purpose)");
+            tracing::warn!(
+                "{UNSAFE_SKIP_LOG_SYNC_ENV}=1: log appends are not synced (broken on purpose)"
+            );
         }
         on
     })
@@ -1212,7 +1214,10 @@ mod tests {
         close(log);
         let mut log = open(dir.path());
         let read = log.read_vote().await.unwrap().unwrap();
-        assert!(!read.committed, "a restarted leader must win an election again");
+        assert!(
+            !read.committed,
+            "a restarted leader must win an election again"
+        );
         assert_eq!(read.leader_id, vote.leader_id, "still voted in its term");
     }
 
