@@ -94,6 +94,10 @@ pub struct Flags {
     /// This replica's identity in the Lease (default: hostname-pid).
     #[arg(long = "leader-elect-id")]
     pub leader_elect_id: Option<String>,
+    /// Deregister every instance this sync registered on -consul-node-name (and the node
+    /// when nothing else is on it), then exit. Used by the chart's pre-delete hook.
+    #[arg(long = "purge-k8s-services-from-node", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub purge_k8s_services_from_node: bool,
     /// Lease duration.
     #[arg(long = "leader-elect-lease-duration", default_value = "15s", value_parser = parse_duration)]
     pub leader_elect_lease_duration: Duration,

@@ -13,7 +13,7 @@ use k8s_sync::registry::Registry;
 use k8s_sync::status::{self, Status};
 use k8s_sync::to_consul::ToConsul;
 use k8s_sync::to_k8s::ToK8s;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 fn init_logging(level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -72,6 +72,19 @@ async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse_from(normalize_args(std::env::args()));
     init_logging(&flags.log_level, flags.log_json);
     let sync_cfg = flags.sync_config().map_err(|e| anyhow!(e))?;
+    if flags.purge_k8s_services_from_node {
+        // The uninstall path: needs the registry only, never the Kubernetes API.
+        let registry = Registry::new(
+            &flags.http_addr,
+            flags.consul_token.clone(),
+            &flags.consul_node_name,
+        )?;
+        let n = k8s_sync::purge::purge_node(&registry, &sync_cfg.tag)
+            .await
+            .context("purging the sync node")?;
+        tracing::info!(node = %flags.consul_node_name, deregistered = n, "purged this sync's services from its node");
+        return Ok(());
+    }
     let prom = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the Prometheus recorder")?;
@@ -133,8 +146,8 @@ async fn main() -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     let mut watchers = Vec::new();
     if flags.to_consul {
-        let changed = Arc::new(Notify::new());
-        let (caches, w) = k8s_sync::source::start(&client, changed.clone());
+        let dirty = Arc::new(k8s_sync::source::Dirty::default());
+        let (caches, w) = k8s_sync::source::start(&client, dirty.clone());
         watchers.extend(w);
         let tc = ToConsul {
             registry: registry.clone(),
@@ -142,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
             resync: flags.sync_period,
             status: status.clone(),
         };
-        tasks.push(tokio::spawn(tc.run(caches, changed, stop_rx.clone())));
+        tasks.push(tokio::spawn(tc.run(caches, dirty, stop_rx.clone())));
     } else {
         status.synced_once.store(true, Ordering::Relaxed);
         status.registry_ok.store(true, Ordering::Relaxed);
