@@ -94,6 +94,10 @@ pub struct Flags {
     /// This replica's identity in the Lease (default: hostname-pid).
     #[arg(long = "leader-elect-id")]
     pub leader_elect_id: Option<String>,
+    /// Read endpoints from discovery.k8s.io/v1 EndpointSlices; `false` reads core/v1
+    /// Endpoints instead, for clusters older than Kubernetes 1.21.
+    #[arg(long = "use-endpoint-slices", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub use_endpoint_slices: bool,
     /// Deregister every instance this sync registered on -consul-node-name (and the node
     /// when nothing else is on it), then exit. Used by the chart's pre-delete hook.
     #[arg(long = "purge-k8s-services-from-node", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]

@@ -147,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
     let mut watchers = Vec::new();
     if flags.to_consul {
         let dirty = Arc::new(k8s_sync::source::Dirty::default());
-        let (caches, w) = k8s_sync::source::start(&client, dirty.clone());
+        let (caches, w) = k8s_sync::source::start(&client, dirty.clone(), flags.use_endpoint_slices);
         watchers.extend(w);
         let tc = ToConsul {
             registry: registry.clone(),

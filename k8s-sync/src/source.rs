@@ -148,20 +148,25 @@ where
     (reader, task)
 }
 
-/// Watches Services, EndpointSlices and Nodes in the whole cluster.
-pub fn start(client: &Client, dirty: Arc<Dirty>) -> (Caches, Vec<JoinHandle<()>>) {
+/// Watches Services, EndpointSlices (core/v1 Endpoints when `slices` is false) and Nodes in
+/// the whole cluster.
+pub fn start(client: &Client, dirty: Arc<Dirty>, slices: bool) -> (Caches, Vec<JoinHandle<()>>) {
     let (services, a) = reflect(
         Api::<Service>::all(client.clone()),
         "services",
         dirty.clone(),
         service_key,
     );
-    let (slices, b) = reflect(
-        Api::<EndpointSlice>::all(client.clone()),
-        "endpointslices",
-        dirty.clone(),
-        slice_key,
-    );
+    let (slices, b) = if slices {
+        reflect(
+            Api::<EndpointSlice>::all(client.clone()),
+            "endpointslices",
+            dirty.clone(),
+            slice_key,
+        )
+    } else {
+        crate::endpoints::reflect(Api::all(client.clone()), dirty.clone())
+    };
     let (nodes, c) = reflect(Api::<Node>::all(client.clone()), "nodes", dirty, |_| None);
     (
         Caches {

@@ -319,6 +319,7 @@ pub fn collection_path(obj: &Value) -> String {
         "EndpointSlice" => "endpointslices",
         "Node" => "nodes",
         "Lease" => "leases",
+        "Endpoints" => "endpoints",
         other => panic!("unknown kind {other}"),
     };
     let prefix = if api.contains('/') {
