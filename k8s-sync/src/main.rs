@@ -42,6 +42,22 @@ async fn kube_client(flags: &Flags) -> anyhow::Result<kube::Client> {
     Ok(kube::Client::try_from(cfg)?)
 }
 
+fn registry_client(flags: &Flags) -> anyhow::Result<Registry> {
+    let ca = match &flags.ca_file {
+        Some(path) if !path.is_empty() => Some(
+            std::fs::read(path).with_context(|| format!("reading the CA file {path}"))?,
+        ),
+        _ => None,
+    };
+    Ok(Registry::with_tls(
+        &flags.http_addr,
+        flags.consul_token.clone(),
+        &flags.consul_node_name,
+        ca.as_deref(),
+        flags.http_ssl,
+    )?)
+}
+
 fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -74,11 +90,7 @@ async fn main() -> anyhow::Result<()> {
     let sync_cfg = flags.sync_config().map_err(|e| anyhow!(e))?;
     if flags.purge_k8s_services_from_node {
         // The uninstall path: needs the registry only, never the Kubernetes API.
-        let registry = Registry::new(
-            &flags.http_addr,
-            flags.consul_token.clone(),
-            &flags.consul_node_name,
-        )?;
+        let registry = registry_client(&flags)?;
         let n = k8s_sync::purge::purge_node(&registry, &sync_cfg.tag)
             .await
             .context("purging the sync node")?;
@@ -91,11 +103,7 @@ async fn main() -> anyhow::Result<()> {
     let client = kube_client(&flags)
         .await
         .context("Kubernetes client configuration")?;
-    let registry = Registry::new(
-        &flags.http_addr,
-        flags.consul_token.clone(),
-        &flags.consul_node_name,
-    )?;
+    let registry = registry_client(&flags)?;
     let status = Arc::new(Status::default());
     let mut shutdown = shutdown_signal();
 

@@ -130,12 +130,44 @@ pub fn encode(s: &str) -> String {
 impl Registry {
     /// A client for `addr` (`host:port` or a URL) that manages node `node`.
     pub fn new(addr: &str, token: Option<String>, node: &str) -> Result<Registry> {
+        Self::with_tls(addr, token, node, None, false)
+    }
+
+    /// Like [`Registry::new`], with `ca_pem` (PEM, one or more certificates) as the roots that
+    /// verify an `https://` address (`CONSUL_CACERT`), and `https` as the scheme of an address
+    /// given without one (`CONSUL_HTTP_SSL`).
+    pub fn with_tls(
+        addr: &str,
+        token: Option<String>,
+        node: &str,
+        ca_pem: Option<&[u8]>,
+        https: bool,
+    ) -> Result<Registry> {
         let base = if addr.starts_with("http://") || addr.starts_with("https://") {
             addr.trim_end_matches('/').to_string()
+        } else if https {
+            format!("https://{addr}")
         } else {
             format!("http://{addr}")
         };
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = ca_pem {
+            let certs =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| Error::Http {
+                    what: "CA file".into(),
+                    source: e,
+                })?;
+            if certs.is_empty() {
+                return Err(Error::Decode {
+                    what: "CA file".into(),
+                    message: "no PEM certificate in it".into(),
+                });
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(660))

@@ -104,15 +104,27 @@ async fn purge_removes_only_this_syncs_instances_then_the_node() {
     );
     assert!(catalog(&agent, "web").await.unwrap().is_empty());
 
-    // Nothing left: still a success (the hook may run twice).
-    let (ok, out) = run_k8s_sync_once(&[
-        "-http-addr",
-        &addr,
-        "-purge-k8s-services-from-node",
-    ])
-    .unwrap();
-    assert!(ok, "{out}");
-    assert!(out.contains("deregistered=0"), "{out}");
+    // Nothing left: still a success (the hook may run twice). This run goes through
+    // `registry k8s-sync`, which hands over to the k8s-sync executable next to it.
+    let registry = registry_tests::registry_bin().unwrap();
+    let beside = registry.with_file_name("k8s-sync");
+    let mut cmd = std::process::Command::new(&registry);
+    cmd.args(["k8s-sync", "-http-addr", &addr, "-purge-k8s-services-from-node"])
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env("RUST_LOG", "info");
+    if !beside.is_file() {
+        cmd.env("REGISTRY_K8S_SYNC_BIN", env!("CARGO_BIN_EXE_k8s-sync"));
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "registry k8s-sync: {text}");
+    assert!(text.contains("deregistered=0"), "{text}");
+    let help = std::process::Command::new(&registry)
+        .args(["k8s-sync", "--help"])
+        .env("REGISTRY_K8S_SYNC_BIN", env!("CARGO_BIN_EXE_k8s-sync"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("purge-k8s-services-from-node"));
 }
 
 /// What does this test do? A purge against a registry that does not answer fails (non-zero
