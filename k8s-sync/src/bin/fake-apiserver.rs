@@ -33,13 +33,13 @@ struct Args {
     /// Ready endpoints in each preloaded Service's EndpointSlice.
     #[arg(long, default_value_t = 10)]
     preload_endpoints: usize,
-    /// Append one line per request (`METHOD path?query`) to this file: what a client asked
-    /// of the API, e.g. to compare with the RBAC rules it is granted.
+    /// Append one line per request (`METHOD path?query user-agent`) to this file: what a
+    /// client asked of the API, e.g. to compare with the RBAC rules it is granted.
     #[arg(long)]
     request_log: Option<String>,
 }
 
-/// The request-log layer: one `METHOD uri` line per request, written before it is served.
+/// The request-log layer: one `METHOD uri user-agent` line per request, written before it is served.
 async fn log_request(
     axum::extract::State(log): axum::extract::State<Arc<Mutex<std::fs::File>>>,
     req: axum::extract::Request,
@@ -48,7 +48,13 @@ async fn log_request(
     {
         use std::io::Write;
         let mut f = log.lock();
-        let _ = writeln!(f, "{} {}", req.method(), req.uri());
+        let agent = req
+            .headers()
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .replace(' ', "_");
+        let _ = writeln!(f, "{} {} {agent}", req.method(), req.uri());
     }
     next.run(req).await
 }
