@@ -15,6 +15,7 @@ One simulation differs from a cluster: the fake serves plain HTTP, which Kuberne
 in-cluster service-account endpoint never does, so the simulated kubelet gives the pod a
 kubeconfig (KUBECONFIG) naming the fake instead of the service-account files.
 """
+import base64
 import json
 import os
 import shutil
@@ -90,19 +91,33 @@ class FakeApi:
         self.proc.wait(10)
 
 
-def requests_made(log, exclude_agent="kubectl"):
-    """(apiGroup, resource, verb) of every logged request, as RBAC names them, leaving out
-    those of the client whose User-Agent starts with exclude_agent (the test's own kubectl)."""
+def pod_kubeconfig(fake):
+    """The fake's kubeconfig with a cluster CA, as the service account's ca.crt always gives
+    one in a cluster (the image has no system roots to fall back on; the fake's plain HTTP
+    never uses it)."""
+    d = fake.kubeconfig.parent
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(d / "ca.key"), "-out", str(d / "ca.pem"), "-days", "1", "-subj",
+                    "/CN=cluster-ca"], check=True, capture_output=True)
+    ca = base64.b64encode((d / "ca.pem").read_bytes()).decode()
+    return fake.kubeconfig.read_text().replace(
+        "    server: ", f"    certificate-authority-data: {ca}\n    server: ")
+
+
+def requests_made(log, agent_prefix="k8s-sync/"):
+    """(apiGroup, resource, verb) of every logged request whose User-Agent starts with
+    agent_prefix (k8s-sync's own; the test's kubectl and urllib requests are left out), as
+    RBAC names them."""
     out = set()
     for line in log.read_text().splitlines():
         method, uri, agent = line.split(" ", 2)
-        if exclude_agent and agent.startswith(exclude_agent):
+        if not agent.startswith(agent_prefix):
             continue
         u = urllib.parse.urlsplit(uri)
         q = urllib.parse.parse_qs(u.query)
         parts = [p for p in u.path.split("/") if p]
-        if not parts or parts[0] not in ("api", "apis"):
-            continue  # discovery, version
+        if len(parts) < 3 or parts[0] not in ("api", "apis"):
+            continue  # discovery (/api, /apis, /apis/<group>), version
         if parts[0] == "api":
             group, rest = "", parts[2:]
         else:
@@ -151,7 +166,7 @@ def run_scenario(node, fake):
     spec = pod_spec(dep)
     sync = node.create_pod("rel-registry-sync-catalog-7d9f-abcde", spec, configmaps(objs),
                            container="sync-catalog")
-    (sync.root / "etc" / "kubeconfig").write_text(fake.kubeconfig.read_text())
+    (sync.root / "etc" / "kubeconfig").write_text(pod_kubeconfig(fake))
     sync.env["KUBECONFIG"] = "/etc/kubeconfig"
     node.write_dns()
     c = spec["containers"][0]
@@ -215,7 +230,7 @@ def run_scenario(node, fake):
     assert hook.proc.returncode == 0, hook.logs()
     assert http_json(servers[0], "/v1/catalog/service/servicea") == []
     assert "k8s-sync" not in {n["Node"] for n in http_json(servers[0], "/v1/catalog/nodes")}
-    assert http_json(servers[0], "/v1/catalog/service/billing")  # not ours: kept
+    assert http_json(servers[0], "/v1/catalog/service/Billing")  # not ours: kept
 
     # RBAC: what k8s-sync asked for, against what the chart grants.
     made = requests_made(fake.log)
@@ -223,7 +238,7 @@ def run_scenario(node, fake):
                      ("discovery.k8s.io", "endpointslices", "watch"), ("", "nodes", "watch"),
                      ("", "services", "create")]:
         assert expected in made, f"{expected} not seen in the request log: {sorted(made)}"
-    assert ("", "services", "patch") in requests_made(fake.log, exclude_agent=None), \
+    assert ("discovery.k8s.io", "endpointslices", "patch") in requests_made(fake.log, ""), \
         "kubectl's requests are logged too (and told apart by their User-Agent)"
     rules = find(objs, "ClusterRole", "-sync-catalog")["rules"]
     assert not_granted(made, rules) == [], f"k8s-sync needs RBAC the chart does not grant: " \
@@ -240,6 +255,7 @@ metadata:
   name: servicea
   namespace: default
   annotations:
+    consul.hashicorp.com/service-name: servicea
     consul.hashicorp.com/service-tags: "traefik.enable=true,traefik.http.routers.servicea.rule=PathPrefix(`/servicea`)"
 spec:
   selector:

@@ -30,7 +30,7 @@ fn init_logging(level: &str, json: bool) {
 }
 
 async fn kube_client(flags: &Flags) -> anyhow::Result<kube::Client> {
-    let cfg = match &flags.kubeconfig {
+    let mut cfg = match &flags.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading {path}"))?;
@@ -39,6 +39,11 @@ async fn kube_client(flags: &Flags) -> anyhow::Result<kube::Client> {
         }
         None => kube::Config::infer().await?,
     };
+    // Names this client in the API server's logs and audit records.
+    cfg.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(concat!("k8s-sync/", env!("CARGO_PKG_VERSION"))),
+    ));
     Ok(kube::Client::try_from(cfg)?)
 }
 
