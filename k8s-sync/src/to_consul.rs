@@ -161,15 +161,21 @@ impl ToConsul {
         };
         let mut dirty_since = Some(Instant::now());
         let mut next_resync = Instant::now() + self.resync;
+        let mut resync_read: Option<tokio::task::JoinHandle<Result<NodeState, Error>>> = None;
         let mut backoff = Duration::from_millis(200);
         let mut retry_at: Option<Instant> = None;
         loop {
             let now = Instant::now();
             if now >= next_resync {
-                // The safety net: re-read the catalog and diff everything.
-                mem.mirror = None;
-                pending.all = true;
-                dirty_since.get_or_insert(now);
+                // The safety net: re-read the catalog and diff everything. The read runs
+                // beside the loop, so per-Service changes keep flowing while it lasts (at
+                // 50,000 instances it takes seconds); writes made meanwhile may be missing
+                // from it, which costs only idempotent rewrites in the full diff.
+                if resync_read.is_none() && mem.mirror.is_some() {
+                    let reg = self.registry.clone();
+                    let tag = self.cfg.tag.clone();
+                    resync_read = Some(tokio::spawn(async move { reg.node_state(&tag).await }));
+                }
                 next_resync = now + self.resync;
             }
             let news = dirty.take();
@@ -227,6 +233,21 @@ impl ToConsul {
                 _ => next_resync,
             };
             tokio::select! {
+                read = async {
+                    match resync_read.as_mut() {
+                        Some(h) => h.await,
+                        None => std::future::pending().await,
+                    }
+                }, if resync_read.is_some() => {
+                    resync_read = None;
+                    match read {
+                        Ok(Ok(state)) => mem.mirror = Some(state),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "periodic read of the catalog failed"),
+                        Err(e) => tracing::warn!(error = %e, "periodic read of the catalog failed"),
+                    }
+                    pending.all = true;
+                    dirty_since.get_or_insert(Instant::now());
+                }
                 _ = dirty.notified() => {
                     dirty_since.get_or_insert(Instant::now());
                     // Let a burst of events land before diffing.
@@ -235,6 +256,9 @@ impl ToConsul {
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = crate::status::stopped(&mut shutdown) => break,
             }
+        }
+        if let Some(r) = resync_read {
+            r.abort();
         }
         tracing::info!("to-consul loop stopped");
     }
