@@ -179,14 +179,14 @@ mod tests {
     #[test]
     fn subsets_become_slices_with_readiness() {
         let ep: Endpoints = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "web", "namespace": "ns"},
-            "subsets": [
-                {"addresses": [{"ip": "10.0.0.1", "nodeName": "n1",
-                                "targetRef": {"kind": "Pod", "name": "web-a"}}],
-                 "notReadyAddresses": [{"ip": "10.0.0.2"}],
-                 "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]},
-                {"addresses": [{"ip": "10.0.0.3"}], "ports": [{"port": 9090}]}
-            ]}))
+        "metadata": {"name": "web", "namespace": "ns"},
+        "subsets": [
+            {"addresses": [{"ip": "10.0.0.1", "nodeName": "n1",
+                            "targetRef": {"kind": "Pod", "name": "web-a"}}],
+             "notReadyAddresses": [{"ip": "10.0.0.2"}],
+             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]},
+            {"addresses": [{"ip": "10.0.0.3"}], "ports": [{"port": 9090}]}
+        ]}))
         .unwrap();
         let s = to_slices(&ep);
         assert_eq!(s.len(), 2);
@@ -198,7 +198,12 @@ mod tests {
         let ready: Vec<_> = s[0]
             .endpoints
             .iter()
-            .map(|e| (e.addresses[0].as_str(), e.conditions.as_ref().unwrap().ready))
+            .map(|e| {
+                (
+                    e.addresses[0].as_str(),
+                    e.conditions.as_ref().unwrap().ready,
+                )
+            })
             .collect();
         assert_eq!(ready, [("10.0.0.1", Some(true)), ("10.0.0.2", Some(false))]);
         assert_eq!(s[0].endpoints[0].node_name.as_deref(), Some("n1"));

@@ -49,9 +49,9 @@ async fn kube_client(flags: &Flags) -> anyhow::Result<kube::Client> {
 
 fn registry_client(flags: &Flags) -> anyhow::Result<Registry> {
     let ca = match &flags.ca_file {
-        Some(path) if !path.is_empty() => Some(
-            std::fs::read(path).with_context(|| format!("reading the CA file {path}"))?,
-        ),
+        Some(path) if !path.is_empty() => {
+            Some(std::fs::read(path).with_context(|| format!("reading the CA file {path}"))?)
+        }
         _ => None,
     };
     Ok(Registry::with_tls(
@@ -160,7 +160,8 @@ async fn main() -> anyhow::Result<()> {
     let mut watchers = Vec::new();
     if flags.to_consul {
         let dirty = Arc::new(k8s_sync::source::Dirty::default());
-        let (caches, w) = k8s_sync::source::start(&client, dirty.clone(), flags.use_endpoint_slices);
+        let (caches, w) =
+            k8s_sync::source::start(&client, dirty.clone(), flags.use_endpoint_slices);
         watchers.extend(w);
         let tc = ToConsul {
             registry: registry.clone(),

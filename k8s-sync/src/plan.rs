@@ -126,18 +126,21 @@ pub fn apply_to(state: &mut NodeState, ops: &[Op]) {
             Op::Node => state.node_ok = true,
             Op::Set(i) | Op::SetCheck(i) => {
                 if matches!(op, Op::Set(_)) {
-                    state.services.insert(i.id.clone(), CatalogService {
-                        id: i.id.clone(),
-                        service: i.service.clone(),
-                        tags: Some(i.tags.clone()),
-                        meta: Some(i.meta.clone()),
-                        port: i.port,
-                        address: i.address.clone(),
-                        weights: Some(Weights {
-                            passing: i.weight.unwrap_or(1),
-                            warning: 1,
-                        }),
-                    });
+                    state.services.insert(
+                        i.id.clone(),
+                        CatalogService {
+                            id: i.id.clone(),
+                            service: i.service.clone(),
+                            tags: Some(i.tags.clone()),
+                            meta: Some(i.meta.clone()),
+                            port: i.port,
+                            address: i.address.clone(),
+                            weights: Some(Weights {
+                                passing: i.weight.unwrap_or(1),
+                                warning: 1,
+                            }),
+                        },
+                    );
                 }
                 if let Some(c) = &i.check {
                     let (status, output) = if c.passing {

@@ -152,11 +152,10 @@ impl Registry {
         };
         let mut builder = reqwest::Client::builder();
         if let Some(pem) = ca_pem {
-            let certs =
-                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| Error::Http {
-                    what: "CA file".into(),
-                    source: e,
-                })?;
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| Error::Http {
+                what: "CA file".into(),
+                source: e,
+            })?;
             if certs.is_empty() {
                 return Err(Error::Decode {
                     what: "CA file".into(),

@@ -299,11 +299,10 @@ impl ToConsul {
         }
         let mut fresh = Vec::with_capacity(keys.len());
         for key in keys {
-            let svc = caches
-                .services
-                .get(&ObjectRef::new(&key.1).within(&key.0));
+            let svc = caches.services.get(&ObjectRef::new(&key.1).within(&key.0));
             let s = slices.remove(&key).unwrap_or_default();
-            let instances = translate_one(&key, svc.as_deref(), s, caches, &self.cfg, &mut mem.keep);
+            let instances =
+                translate_one(&key, svc.as_deref(), s, caches, &self.cfg, &mut mem.keep);
             fresh.push((key, instances));
         }
         let Some(state) = mem.mirror.as_mut() else {

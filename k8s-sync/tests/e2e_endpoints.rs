@@ -47,10 +47,13 @@ async fn core_endpoints_for_old_clusters() {
         &["-use-endpoint-slices=false", "-sync-period=10m"],
     )
     .unwrap();
-    let all = |v: &[&str]| -> Vec<(String, u64)> { v.iter().map(|a| (a.to_string(), 8080)).collect() };
+    let all =
+        |v: &[&str]| -> Vec<(String, u64)> { v.iter().map(|a| (a.to_string(), 8080)).collect() };
     eventually(T, "three instances from Endpoints", || async {
-        Ok((catalog(&agent, "web").await? == all(&["10.9.0.1", "10.9.0.2", "10.9.0.3"]))
-            .then_some(()))
+        Ok(
+            (catalog(&agent, "web").await? == all(&["10.9.0.1", "10.9.0.2", "10.9.0.3"]))
+                .then_some(()),
+        )
     })
     .await;
     assert_eq!(
@@ -65,9 +68,11 @@ async fn core_endpoints_for_old_clusters() {
         .await
         .unwrap();
     eventually(T, "readiness and shrink followed", || async {
-        Ok((catalog(&agent, "web").await? == all(&["10.9.0.1", "10.9.0.3"])
-            && passing(&agent, "web").await? == vec!["10.9.0.3"])
-        .then_some(()))
+        Ok(
+            (catalog(&agent, "web").await? == all(&["10.9.0.1", "10.9.0.3"])
+                && passing(&agent, "web").await? == vec!["10.9.0.3"])
+            .then_some(()),
+        )
     })
     .await;
 

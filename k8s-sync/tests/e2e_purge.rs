@@ -109,14 +109,20 @@ async fn purge_removes_only_this_syncs_instances_then_the_node() {
     let registry = registry_tests::registry_bin().unwrap();
     let beside = registry.with_file_name("k8s-sync");
     let mut cmd = std::process::Command::new(&registry);
-    cmd.args(["k8s-sync", "-http-addr", &addr, "-purge-k8s-services-from-node"])
-        .env("KUBECONFIG", "/nonexistent/kubeconfig")
-        .env("RUST_LOG", "info");
+    cmd.args([
+        "k8s-sync",
+        "-http-addr",
+        &addr,
+        "-purge-k8s-services-from-node",
+    ])
+    .env("KUBECONFIG", "/nonexistent/kubeconfig")
+    .env("RUST_LOG", "info");
     if !beside.is_file() {
         cmd.env("REGISTRY_K8S_SYNC_BIN", env!("CARGO_BIN_EXE_k8s-sync"));
     }
     let out = cmd.output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "registry k8s-sync: {text}");
     assert!(text.contains("deregistered=0"), "{text}");
     let help = std::process::Command::new(&registry)
@@ -133,8 +139,8 @@ async fn purge_removes_only_this_syncs_instances_then_the_node() {
 async fn purge_fails_when_the_registry_does_not_answer() {
     let port = free_tcp_port();
     let addr = format!("127.0.0.1:{port}");
-    let (ok, out) = run_k8s_sync_once(&["-http-addr", &addr, "-purge-k8s-services-from-node"])
-        .unwrap();
+    let (ok, out) =
+        run_k8s_sync_once(&["-http-addr", &addr, "-purge-k8s-services-from-node"]).unwrap();
     assert!(!ok, "a purge with no registry must fail: {out}");
     assert!(out.contains("purging the sync node"), "{out}");
 }

@@ -49,21 +49,73 @@ fn https_registry_address_verified_with_consul_cacert() {
     let tools = Command::new("openssl").arg("version").output().is_ok()
         && Command::new("python3").arg("-V").output().is_ok();
     if !tools {
-        assert!(!strict(), "openssl and python3 are required (REGISTRY_TESTS_STRICT=1)");
+        assert!(
+            !strict(),
+            "openssl and python3 are required (REGISTRY_TESTS_STRICT=1)"
+        );
         eprintln!("openssl or python3 missing: skipping");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    openssl(d, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-                 "-out", "ca.pem", "-days", "1", "-subj", "/CN=k8s-sync test CA",
-                 "-addext", "basicConstraints=critical,CA:TRUE",
-                 "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
-    openssl(d, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out",
-                 "srv.csr", "-subj", "/CN=127.0.0.1"]);
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=k8s-sync test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
     std::fs::write(d.join("ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
-    openssl(d, &["x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-out", "srv.pem", "-days", "1", "-extfile", "ext"]);
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext",
+        ],
+    );
     let mut server = Command::new("python3")
         .args(["-c", SERVER])
         .arg(d.join("srv.pem"))
@@ -91,17 +143,31 @@ fn https_registry_address_verified_with_consul_cacert() {
         c.output().unwrap()
     };
     let ok = run(&[("CONSUL_HTTP_ADDR", &url), ("CONSUL_CACERT", &ca)], &[]);
-    let text = String::from_utf8_lossy(&ok.stdout).to_string() + &String::from_utf8_lossy(&ok.stderr);
+    let text =
+        String::from_utf8_lossy(&ok.stdout).to_string() + &String::from_utf8_lossy(&ok.stderr);
     assert!(ok.status.success(), "with CONSUL_CACERT: {text}");
     assert!(text.contains("deregistered=0"), "{text}");
     let flag = run(&[("CONSUL_HTTP_ADDR", &url)], &["-ca-file", &ca]);
     assert!(flag.status.success(), "with -ca-file: {flag:?}");
     let bad = run(&[("CONSUL_HTTP_ADDR", &url)], &[]);
-    let text = String::from_utf8_lossy(&bad.stderr).to_string() + &String::from_utf8_lossy(&bad.stdout);
-    assert!(!bad.status.success(), "an unverified certificate must fail: {text}");
-    let missing = run(&[("CONSUL_HTTP_ADDR", &url), ("CONSUL_CACERT", "/nonexistent/ca.pem")], &[]);
+    let text =
+        String::from_utf8_lossy(&bad.stderr).to_string() + &String::from_utf8_lossy(&bad.stdout);
+    assert!(
+        !bad.status.success(),
+        "an unverified certificate must fail: {text}"
+    );
+    let missing = run(
+        &[
+            ("CONSUL_HTTP_ADDR", &url),
+            ("CONSUL_CACERT", "/nonexistent/ca.pem"),
+        ],
+        &[],
+    );
     let text = String::from_utf8_lossy(&missing.stderr).to_string();
-    assert!(!missing.status.success() && text.contains("reading the CA file"), "{text}");
+    assert!(
+        !missing.status.success() && text.contains("reading the CA file"),
+        "{text}"
+    );
     let _ = server.kill();
     let _ = server.wait();
 }
