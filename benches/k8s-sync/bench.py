@@ -68,7 +68,7 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-def blocking_until(base, path, index, pred, deadline=10):
+def blocking_until(base, path, index, pred, deadline=60):
     """Blocking queries on path until pred(json) holds; returns the index."""
     end = time.time() + deadline
     while time.time() < end:
