@@ -284,3 +284,89 @@ endpoints:
   conditions:
     ready: true # b
 """
+
+
+def test_endpoints_mode_requests_are_granted_by_its_rbac(registry_bin, tmp_path):
+    """syncCatalog.useEndpointSlices=false: the rendered Deployment's args make k8s-sync read
+    core/v1 Endpoints (a Service with an Endpoints object reaches the catalog), and the
+    ClusterRole rendered for that mode grants every request it made, and no longer grants
+    EndpointSlices."""
+    objs = render({"syncCatalog": {"enabled": True, "useEndpointSlices": False}})
+    c = pod_spec(find(objs, "Deployment", "-sync-catalog"))["containers"][0]
+    args = [a.replace("$(NAMESPACE)", "ns1") for a in c["args"] if not a.startswith("-listen")]
+    assert "-use-endpoint-slices=false" in args
+    fake = FakeApi(sibling(registry_bin, "fake-apiserver"), "127.0.0.1", tmp_path)
+    agent = sync = None
+    try:
+        http_port = free_port()
+        agent = subprocess.Popen(
+            [registry_bin, "agent", "-dev", "-http-port", str(http_port), "-dns-port",
+             str(free_port()), "-server-port", str(free_port()), "-serf-lan-port",
+             str(free_port()), "-serf-wan-port", str(free_port()), "-client", "127.0.0.1",
+             "-bind", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{http_port}"
+        fake.kubectl("apply", "--validate=false", "-f", "-", stdin=ENDPOINTS_SEED)
+        sync = subprocess.Popen(
+            [sibling(registry_bin, "k8s-sync"), *args, f"-listen=127.0.0.1:{free_port()}"],
+            env=dict(os.environ, CONSUL_HTTP_ADDR=base, KUBECONFIG=str(fake.kubeconfig)),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def synced():
+            try:
+                with urllib.request.urlopen(base + "/v1/catalog/service/legacy", timeout=3) as r:
+                    return [e["ServiceAddress"] for e in json.loads(r.read())] == ["10.43.0.1"]
+            except OSError:
+                return False
+        deadline = time.monotonic() + 60
+        while not synced():
+            assert time.monotonic() < deadline, "legacy never reached the catalog"
+            assert sync.poll() is None, "k8s-sync exited"
+            time.sleep(0.3)
+    finally:
+        for p in (sync, agent):
+            if p is not None:
+                p.terminate()
+                p.wait(10)
+        fake.close()
+    made = requests_made(fake.log)
+    assert ("", "endpoints", "watch") in made, sorted(made)
+    assert not any(r[1] == "endpointslices" for r in made), sorted(made)
+    rules = find(objs, "ClusterRole", "-sync-catalog")["rules"]
+    assert not_granted(made, rules) == [], sorted(made)
+    assert not any("endpointslices" in r["resources"] for r in rules)
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+ENDPOINTS_SEED = """apiVersion: v1
+kind: Service
+metadata:
+  name: legacy
+  namespace: default
+  annotations:
+    consul.hashicorp.com/service-name: legacy
+spec:
+  selector:
+    app: legacy
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+---
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: legacy
+  namespace: default
+subsets:
+- addresses:
+  - ip: 10.43.0.1
+  ports:
+  - name: http
+    port: 8080
+"""
