@@ -4,6 +4,11 @@ import json, os, socket, subprocess, sys, tempfile, time, urllib.request
 SERVICES = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
 ENDPOINTS = int(sys.argv[2]) if len(sys.argv) > 2 else 10
 CHANGES = int(os.environ.get("CHANGES", "200"))
+# OLD_K8S_SYNC: another k8s-sync binary (e.g. the previous commit's) measured against the same
+# registry and fake, alternated with this build's in ROUNDS rounds of CHANGES/ROUNDS changes.
+OLD = os.environ.get("OLD_K8S_SYNC")
+ROUNDS = int(os.environ.get("ROUNDS", "2"))
+NEW = os.environ.get("NEW_K8S_SYNC") or os.path.join(BIN, "k8s-sync")
 PROFILE = os.environ.get("PROFILE", "release")
 TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(os.path.dirname(__file__), "..", "..", "target")
 BIN = os.path.join(TARGET, PROFILE)
@@ -63,7 +68,7 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-def blocking_until(base, path, index, pred, deadline=10):
+def blocking_until(base, path, index, pred, deadline=60):
     """Blocking queries on path until pred(json) holds; returns the index."""
     end = time.time() + deadline
     while time.time() < end:
@@ -132,7 +137,7 @@ def main():
     print("fake API server preloaded in %.1f s" % (time.time() - t_fake))
     listen = "127.0.0.1:%d" % free_port()
     t0 = time.time()
-    sync = spawn("k8s-sync", [os.path.join(BIN, "k8s-sync"), "-http-addr", base[len("http://"):], "-kubeconfig", kc,
+    sync = spawn("k8s-sync", [NEW, "-http-addr", base[len("http://"):], "-kubeconfig", kc,
                               "-allow-k8s-namespace=*", "-listen", listen, "-log-level", "warn"])
     while True:
         try:
@@ -155,8 +160,55 @@ def main():
     c0, _ = cpu_rss(sync.pid); time.sleep(30); c1, rss = cpu_rss(sync.pid)
     print("k8s-sync steady state (30 s, no changes): CPU %.2f%% of a core, RSS %.0f MiB" % ((c1 - c0) / 30 * 100, rss))
 
+    if not OLD:
+        lat = changes(base, fake, CHANGES, 0)
+        report("k8s-sync", lat, sync)
+        return
+    # Alternate the two builds on the same registry and fake: each starts on an already
+    # synced catalog, passes /readyz (one full pass), then takes its share of the changes.
+    sync.terminate(); sync.wait()
+    per = max(1, CHANGES // ROUNDS)
+    lats = {"old": [], "new": []}
+    cpu = {"old": [], "new": []}
+    k = 0
+    for r in range(ROUNDS):
+        for label, exe in (("old", OLD), ("new", NEW)):
+            p = spawn("k8s-sync-%s-%d" % (label, r), [exe, "-http-addr", base[len("http://"):], "-kubeconfig", kc,
+                      "-allow-k8s-namespace=*", "-listen", listen, "-log-level", "warn"])
+            t0 = time.time()
+            wait_ready(listen, p)
+            ready = time.time() - t0
+            c0, _ = cpu_rss(p.pid); time.sleep(10); c1, rss = cpu_rss(p.pid)
+            cpu[label].append((c1 - c0) / 10 * 100)
+            lat = changes(base, fake, per, k)
+            k += per
+            lats[label] += lat
+            print("round %d %s: ready after %.1f s; idle CPU %.2f%%, RSS %.0f MiB; change p50 %.1f ms, p99 %.1f ms (n=%d)"
+                  % (r, label, ready, cpu[label][-1], rss, pct(lat, 50) * 1e3, pct(lat, 99) * 1e3, len(lat)))
+            p.terminate(); p.wait()
+    for label in ("old", "new"):
+        lat = lats[label]
+        print("%s k8s-sync endpoint change -> health/service: p50 %.1f ms, p99 %.1f ms, max %.1f ms (n=%d); idle CPU %s"
+              % (label, pct(lat, 50) * 1e3, pct(lat, 99) * 1e3, max(lat) * 1e3, len(lat),
+                 ", ".join("%.2f%%" % c for c in cpu[label])))
+
+
+def wait_ready(listen, p):
+    while True:
+        try:
+            if http("GET", "http://%s/readyz" % listen, timeout=5)[0] == 200:
+                return
+        except Exception:
+            pass
+        if p.poll() is not None:
+            sys.exit("k8s-sync exited")
+        time.sleep(0.05)
+
+
+def changes(base, fake, n, offset):
+    """n endpoint readiness flips in the fake, each timed until health/service shows it."""
     lat = []
-    for k in range(CHANGES):
+    for k in range(offset, offset + n):
         i = (k * 37) % SERVICES
         path = "/v1/health/service/svc-%d?passing" % i
         _, h, b = http("GET", base + path)
@@ -170,10 +222,14 @@ def main():
         want = before + 1 if ready else before - 1
         blocking_until(base, path, idx, lambda v: len(v) == want)
         lat.append(time.time() - t1)
-    print("k8s-sync endpoint change -> health/service: p50 %.1f ms, p99 %.1f ms, max %.1f ms (n=%d)"
-          % (pct(lat, 50) * 1e3, pct(lat, 99) * 1e3, max(lat) * 1e3, len(lat)))
+    return lat
+
+
+def report(label, lat, sync):
+    print("%s endpoint change -> health/service: p50 %.1f ms, p99 %.1f ms, max %.1f ms (n=%d)"
+          % (label, pct(lat, 50) * 1e3, pct(lat, 99) * 1e3, max(lat) * 1e3, len(lat)))
     c2, rss2 = cpu_rss(sync.pid)
-    print("k8s-sync after the changes: RSS %.0f MiB, CPU %.1f s total" % (rss2, c2))
+    print("%s after the changes: RSS %.0f MiB, CPU %.1f s total" % (label, rss2, c2))
 
 
 try:

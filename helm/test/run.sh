@@ -11,10 +11,13 @@
 #     `# expect:` lines;
 #  5. every rendered object validates in strict mode against the Kubernetes 1.25 schemas and
 #     the newest ones kubernetes-validate ships;
-#  6. pytest helm/test: wiring assertions, render-then-run of the server StatefulSet, the
-#     Traefik proxy against a real agent, and the container image.
+#  6. pytest helm/test: wiring assertions, render-then-run of the server StatefulSet and of
+#     the syncCatalog Deployment (k8s-sync against the fake API server, its RBAC checked
+#     against the fake's request log), the Traefik proxy against a real agent, and the
+#     container image.
 #
-# Environment: REGISTRY_BIN (the registry binary under test), REGISTRY_TESTS_STRICT.
+# Environment: REGISTRY_BIN (the registry binary under test; k8s-sync and fake-apiserver are
+# taken from its directory), REGISTRY_TESTS_STRICT.
 set -uo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)

@@ -6,8 +6,8 @@ leader and every readiness probe passing once all have started, and liveness pas
 throughout.
 
 More workloads join this test by rendering them in the same values and starting their pods
-on the same Node (see `start_workload`): the client DaemonSet's agent and the k8s-sync
-Deployment are added here once client agents and the k8s-sync binary exist.
+on the same Node (see `start_workload`): the client DaemonSet's agent below, and the k8s-sync
+Deployment in test_sync_run.py.
 """
 import json
 import shutil

@@ -16,6 +16,12 @@ pub struct Flags {
     /// Registry HTTP address (host:port or URL).
     #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = "127.0.0.1:8500")]
     pub http_addr: String,
+    /// PEM CA certificate(s) that verify an https:// registry address.
+    #[arg(long = "ca-file", env = "CONSUL_CACERT")]
+    pub ca_file: Option<String>,
+    /// Use https:// for an address given without a scheme.
+    #[arg(long = "http-ssl", env = "CONSUL_HTTP_SSL", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
+    pub http_ssl: bool,
     /// ACL token sent as X-Consul-Token.
     #[arg(long, env = "CONSUL_HTTP_TOKEN")]
     pub consul_token: Option<String>,
@@ -94,9 +100,26 @@ pub struct Flags {
     /// This replica's identity in the Lease (default: hostname-pid).
     #[arg(long = "leader-elect-id")]
     pub leader_elect_id: Option<String>,
+    /// Read endpoints from discovery.k8s.io/v1 EndpointSlices; `false` reads core/v1
+    /// Endpoints instead, for clusters older than Kubernetes 1.21.
+    #[arg(long = "use-endpoint-slices", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub use_endpoint_slices: bool,
+    /// Deregister every instance this sync registered on -consul-node-name (and the node
+    /// when nothing else is on it), then exit. Used by the chart's pre-delete hook.
+    #[arg(long = "purge-k8s-services-from-node", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub purge_k8s_services_from_node: bool,
     /// Lease duration.
     #[arg(long = "leader-elect-lease-duration", default_value = "15s", value_parser = parse_duration)]
     pub leader_elect_lease_duration: Duration,
+}
+
+/// Go's strconv.ParseBool.
+pub fn parse_go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("invalid boolean {s:?}")),
+    }
 }
 
 /// Go duration strings: `300ms`, `30s`, `1m30s`, `2h`.

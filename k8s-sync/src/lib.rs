@@ -4,14 +4,18 @@
 //! - [`translate`]: a Service + its EndpointSlices + Nodes → catalog instances (pure);
 //! - [`plan`]: desired instances vs the catalog's copy of our node → writes (pure);
 //! - [`registry`]: every registry HTTP call;
-//! - [`source`]: kube-runtime watchers and caches; [`to_consul`], [`to_k8s`]: the loops;
+//! - [`source`]: kube-runtime watchers and caches; [`endpoints`]: core/v1 Endpoints read as
+//!   EndpointSlices for old clusters; [`to_consul`], [`to_k8s`]: the loops;
+//! - [`purge`]: `-purge-k8s-services-from-node`, the uninstall path;
 //! - [`leader`]: Lease-based leader election; [`status`]: health, readiness, metrics;
 //! - [`fake`]: the fake Kubernetes API server the tests (and `fake-apiserver`) run.
 pub mod config;
+pub mod endpoints;
 pub mod error;
 pub mod fake;
 pub mod leader;
 pub mod plan;
+pub mod purge;
 pub mod registry;
 pub mod source;
 pub mod status;

@@ -13,7 +13,7 @@ use k8s_sync::registry::Registry;
 use k8s_sync::status::{self, Status};
 use k8s_sync::to_consul::ToConsul;
 use k8s_sync::to_k8s::ToK8s;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 fn init_logging(level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -30,7 +30,7 @@ fn init_logging(level: &str, json: bool) {
 }
 
 async fn kube_client(flags: &Flags) -> anyhow::Result<kube::Client> {
-    let cfg = match &flags.kubeconfig {
+    let mut cfg = match &flags.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading {path}"))?;
@@ -39,7 +39,28 @@ async fn kube_client(flags: &Flags) -> anyhow::Result<kube::Client> {
         }
         None => kube::Config::infer().await?,
     };
+    // Names this client in the API server's logs and audit records.
+    cfg.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(concat!("k8s-sync/", env!("CARGO_PKG_VERSION"))),
+    ));
     Ok(kube::Client::try_from(cfg)?)
+}
+
+fn registry_client(flags: &Flags) -> anyhow::Result<Registry> {
+    let ca = match &flags.ca_file {
+        Some(path) if !path.is_empty() => {
+            Some(std::fs::read(path).with_context(|| format!("reading the CA file {path}"))?)
+        }
+        _ => None,
+    };
+    Ok(Registry::with_tls(
+        &flags.http_addr,
+        flags.consul_token.clone(),
+        &flags.consul_node_name,
+        ca.as_deref(),
+        flags.http_ssl,
+    )?)
 }
 
 fn shutdown_signal() -> watch::Receiver<bool> {
@@ -72,17 +93,22 @@ async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse_from(normalize_args(std::env::args()));
     init_logging(&flags.log_level, flags.log_json);
     let sync_cfg = flags.sync_config().map_err(|e| anyhow!(e))?;
+    if flags.purge_k8s_services_from_node {
+        // The uninstall path: needs the registry only, never the Kubernetes API.
+        let registry = registry_client(&flags)?;
+        let n = k8s_sync::purge::purge_node(&registry, &sync_cfg.tag)
+            .await
+            .context("purging the sync node")?;
+        tracing::info!(node = %flags.consul_node_name, deregistered = n, "purged this sync's services from its node");
+        return Ok(());
+    }
     let prom = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the Prometheus recorder")?;
     let client = kube_client(&flags)
         .await
         .context("Kubernetes client configuration")?;
-    let registry = Registry::new(
-        &flags.http_addr,
-        flags.consul_token.clone(),
-        &flags.consul_node_name,
-    )?;
+    let registry = registry_client(&flags)?;
     let status = Arc::new(Status::default());
     let mut shutdown = shutdown_signal();
 
@@ -133,8 +159,9 @@ async fn main() -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     let mut watchers = Vec::new();
     if flags.to_consul {
-        let changed = Arc::new(Notify::new());
-        let (caches, w) = k8s_sync::source::start(&client, changed.clone());
+        let dirty = Arc::new(k8s_sync::source::Dirty::default());
+        let (caches, w) =
+            k8s_sync::source::start(&client, dirty.clone(), flags.use_endpoint_slices);
         watchers.extend(w);
         let tc = ToConsul {
             registry: registry.clone(),
@@ -142,7 +169,7 @@ async fn main() -> anyhow::Result<()> {
             resync: flags.sync_period,
             status: status.clone(),
         };
-        tasks.push(tokio::spawn(tc.run(caches, changed, stop_rx.clone())));
+        tasks.push(tokio::spawn(tc.run(caches, dirty, stop_rx.clone())));
     } else {
         status.synced_once.store(true, Ordering::Relaxed);
         status.registry_ok.store(true, Ordering::Relaxed);

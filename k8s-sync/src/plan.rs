@@ -53,10 +53,8 @@ pub fn plan(
     if !have.node_ok && !want.is_empty() {
         ops.push(Op::Node);
     }
-    let by_id: BTreeMap<&str, &CatalogService> =
-        have.services.iter().map(|s| (s.id.as_str(), s)).collect();
     for (id, inst) in want {
-        match by_id.get(id.as_str()) {
+        match have.services.get(id) {
             Some(h) if service_matches(inst, h) => {
                 if !check_matches(inst, have) {
                     ops.push(Op::SetCheck(Box::new(inst.clone())));
@@ -66,16 +64,55 @@ pub fn plan(
         }
     }
     if removals {
-        for s in &have.services {
-            let ours = s
-                .tags
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .any(|t| t == tag);
-            if ours && !want.contains_key(&s.id) {
+        for s in have.services.values() {
+            if carries(s, tag) && !want.contains_key(&s.id) {
                 ops.push(Op::Delete(s.id.clone()));
             }
+        }
+    }
+    ops
+}
+
+fn carries(s: &CatalogService, tag: &str) -> bool {
+    s.tags
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|t| t == tag)
+}
+
+/// The writes that bring one Service's instances in the catalog from `before` (what this
+/// Service translated to last time) to `want` (what it translates to now), without looking
+/// at any other Service: the incremental path of the reconcile. An instance of `before` that
+/// is no longer wanted is deleted only when the catalog holds it under `tag`.
+pub fn plan_service<'a>(
+    want: impl IntoIterator<Item = &'a Instance>,
+    before: impl IntoIterator<Item = &'a str>,
+    have: &NodeState,
+    tag: &str,
+) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let mut wanted = std::collections::BTreeSet::new();
+    for inst in want {
+        wanted.insert(inst.id.as_str());
+        if !have.node_ok && ops.is_empty() {
+            ops.push(Op::Node);
+        }
+        match have.services.get(&inst.id) {
+            Some(h) if service_matches(inst, h) => {
+                if !check_matches(inst, have) {
+                    ops.push(Op::SetCheck(Box::new(inst.clone())));
+                }
+            }
+            _ => ops.push(Op::Set(Box::new(inst.clone()))),
+        }
+    }
+    for id in before {
+        if wanted.contains(id) {
+            continue;
+        }
+        if have.services.get(id).is_some_and(|s| carries(s, tag)) {
+            ops.push(Op::Delete(id.to_string()));
         }
     }
     ops
@@ -89,19 +126,21 @@ pub fn apply_to(state: &mut NodeState, ops: &[Op]) {
             Op::Node => state.node_ok = true,
             Op::Set(i) | Op::SetCheck(i) => {
                 if matches!(op, Op::Set(_)) {
-                    state.services.retain(|s| s.id != i.id);
-                    state.services.push(CatalogService {
-                        id: i.id.clone(),
-                        service: i.service.clone(),
-                        tags: Some(i.tags.clone()),
-                        meta: Some(i.meta.clone()),
-                        port: i.port,
-                        address: i.address.clone(),
-                        weights: Some(Weights {
-                            passing: i.weight.unwrap_or(1),
-                            warning: 1,
-                        }),
-                    });
+                    state.services.insert(
+                        i.id.clone(),
+                        CatalogService {
+                            id: i.id.clone(),
+                            service: i.service.clone(),
+                            tags: Some(i.tags.clone()),
+                            meta: Some(i.meta.clone()),
+                            port: i.port,
+                            address: i.address.clone(),
+                            weights: Some(Weights {
+                                passing: i.weight.unwrap_or(1),
+                                warning: 1,
+                            }),
+                        },
+                    );
                 }
                 if let Some(c) = &i.check {
                     let (status, output) = if c.passing {
@@ -121,7 +160,7 @@ pub fn apply_to(state: &mut NodeState, ops: &[Op]) {
                 }
             }
             Op::Delete(id) => {
-                state.services.retain(|s| &s.id != id);
+                state.services.remove(id);
                 state.checks.retain(|_, c| &c.service_id != id);
             }
         }
@@ -188,6 +227,32 @@ mod tests {
             plan(&BTreeMap::new(), &st, "k8s", true),
             vec![Op::Delete("a".into())]
         );
+    }
+
+    #[test]
+    fn per_service_plan_writes_only_that_services_changes() {
+        let mut st = NodeState::default();
+        let full = want(&[inst("a", "1.1.1.1", true), inst("b", "2.2.2.2", true)]);
+        let ops = plan(&full, &st, "k8s", true);
+        apply_to(&mut st, &ops);
+        // Unchanged: nothing.
+        let now = [inst("a", "1.1.1.1", true)];
+        assert!(plan_service(&now, ["a"], &st, "k8s").is_empty());
+        // Readiness flip of a: only its check; b (another Service) is never looked at.
+        let flip = [inst("a", "1.1.1.1", false)];
+        assert!(matches!(plan_service(&flip, ["a"], &st, "k8s").as_slice(),
+            [Op::SetCheck(i)] if i.id == "a"));
+        // a replaced by c: c written, a deleted.
+        let ops = plan_service(&[inst("c", "3.3.3.3", true)], ["a"], &st, "k8s");
+        assert!(matches!(ops.as_slice(), [Op::Set(i), Op::Delete(d)] if i.id == "c" && d == "a"));
+        // A previous instance the catalog holds under another tag is left alone.
+        let mut foreign = inst("z", "9.9.9.9", true);
+        foreign.tags = vec!["other".into()];
+        apply_to(&mut st, &[Op::Set(Box::new(foreign))]);
+        assert!(plan_service(&[], ["z"], &st, "k8s").is_empty());
+        // On an empty node the node is registered first.
+        let ops = plan_service(&now, [], &NodeState::default(), "k8s");
+        assert!(matches!(ops.as_slice(), [Op::Node, Op::Set(_)]));
     }
 
     #[test]

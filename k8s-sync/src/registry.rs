@@ -76,8 +76,8 @@ pub struct CatalogCheck {
 pub struct NodeState {
     /// Whether the node exists with the expected address and meta.
     pub node_ok: bool,
-    /// Services carrying our tag.
-    pub services: Vec<CatalogService>,
+    /// Services carrying our tag, by service ID.
+    pub services: BTreeMap<String, CatalogService>,
     /// Checks by check ID.
     pub checks: BTreeMap<String, CatalogCheck>,
 }
@@ -130,12 +130,43 @@ pub fn encode(s: &str) -> String {
 impl Registry {
     /// A client for `addr` (`host:port` or a URL) that manages node `node`.
     pub fn new(addr: &str, token: Option<String>, node: &str) -> Result<Registry> {
+        Self::with_tls(addr, token, node, None, false)
+    }
+
+    /// Like [`Registry::new`], with `ca_pem` (PEM, one or more certificates) as the roots that
+    /// verify an `https://` address (`CONSUL_CACERT`), and `https` as the scheme of an address
+    /// given without one (`CONSUL_HTTP_SSL`).
+    pub fn with_tls(
+        addr: &str,
+        token: Option<String>,
+        node: &str,
+        ca_pem: Option<&[u8]>,
+        https: bool,
+    ) -> Result<Registry> {
         let base = if addr.starts_with("http://") || addr.starts_with("https://") {
             addr.trim_end_matches('/').to_string()
+        } else if https {
+            format!("https://{addr}")
         } else {
             format!("http://{addr}")
         };
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| Error::Http {
+                what: "CA file".into(),
+                source: e,
+            })?;
+            if certs.is_empty() {
+                return Err(Error::Decode {
+                    what: "CA file".into(),
+                    message: "no PEM certificate in it".into(),
+                });
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(660))
@@ -230,8 +261,9 @@ impl Registry {
                     == Some(SOURCE_VALUE);
         }
         if let Some(list) = v.get("Services").filter(|s| !s.is_null()) {
-            st.services =
+            let list: Vec<CatalogService> =
                 serde_json::from_value(list.clone()).map_err(|e| decode(e.to_string()))?;
+            st.services = list.into_iter().map(|s| (s.id.clone(), s)).collect();
         }
         if st.node_ok || !st.services.is_empty() {
             let hpath = format!("/v1/health/node/{}", encode(&self.node));
@@ -247,6 +279,36 @@ impl Registry {
                 .collect();
         }
         Ok(st)
+    }
+
+    /// How many services the node holds (any tag); `None` when the node does not exist.
+    pub async fn node_service_count(&self) -> Result<Option<usize>> {
+        let path = format!("/v1/catalog/node-services/{}", encode(&self.node));
+        let (v, _) = self.get_json(&path).await?;
+        if v.is_null() || v.get("Node").is_none_or(Value::is_null) {
+            return Ok(None);
+        }
+        Ok(Some(
+            v.get("Services")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len),
+        ))
+    }
+
+    /// `PUT /v1/catalog/deregister` of the whole node (its services and checks with it).
+    pub async fn deregister_node(&self) -> Result<()> {
+        let body = json!({"Node": self.node});
+        let (status, resp, _) = self
+            .send(reqwest::Method::PUT, "/v1/catalog/deregister", Some(body))
+            .await?;
+        if status != 200 {
+            return Err(Error::Status {
+                what: "PUT /v1/catalog/deregister".into(),
+                status,
+                body: String::from_utf8_lossy(&resp).into_owned(),
+            });
+        }
+        Ok(())
     }
 
     fn txn_ops(&self, op: &Op) -> Vec<Value> {

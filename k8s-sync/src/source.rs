@@ -1,8 +1,11 @@
 //! The Kubernetes side of the sync: one kube-runtime watcher + reflector per watched kind
-//! (Services, EndpointSlices, Nodes), their caches, and a notification whenever any cache
-//! changes. Relists (after a `410 Gone` or a dropped watch) swap a cache only once the new list
-//! is complete, so a relist never looks like a mass deletion.
+//! (Services, EndpointSlices, Nodes), their caches, and [`Dirty`]: which Services changed since
+//! the reconcile loop last looked (a Service event marks that Service, an EndpointSlice event
+//! the Service it belongs to; a Node event or a completed relist marks everything). Relists
+//! (after a `410 Gone` or a dropped watch) swap a cache only once the new list is complete, so
+//! a relist never looks like a mass deletion.
 
+use std::collections::HashSet;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -16,7 +19,64 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::translate::NodeLookup;
+use crate::translate::{NodeLookup, SERVICE_NAME_LABEL};
+
+/// A Service's identity: (namespace, name).
+pub type Key = (String, String);
+
+/// What changed in the caches since [`Dirty::take`] was last called.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Every Service must be re-translated (a Node changed, or a cache was relisted).
+    pub all: bool,
+    /// The Services whose Service object or EndpointSlices changed.
+    pub services: HashSet<Key>,
+}
+
+/// The set of changed Services, shared by the watchers (writers) and the reconcile loop,
+/// plus a wake-up for the loop.
+#[derive(Default)]
+pub struct Dirty {
+    changes: parking_lot::Mutex<Changes>,
+    notify: Notify,
+}
+
+impl Dirty {
+    /// Marks one Service changed.
+    pub fn mark(&self, key: Key) {
+        self.changes.lock().services.insert(key);
+        self.notify.notify_one();
+    }
+
+    /// Marks every Service changed.
+    pub fn mark_all(&self) {
+        self.changes.lock().all = true;
+        self.notify.notify_one();
+    }
+
+    /// Takes the changes collected so far.
+    pub fn take(&self) -> Changes {
+        std::mem::take(&mut *self.changes.lock())
+    }
+
+    /// Waits for the next mark.
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+}
+
+/// Which Service an object's change affects: `None` means every Service.
+pub type KeyOf<K> = fn(&K) -> Option<Key>;
+
+fn service_key(s: &Service) -> Option<Key> {
+    Some((s.metadata.namespace.clone()?, s.metadata.name.clone()?))
+}
+
+/// The Service an EndpointSlice belongs to (its `kubernetes.io/service-name` label).
+pub fn slice_key(s: &EndpointSlice) -> Option<Key> {
+    let name = s.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some((s.metadata.namespace.clone()?, name.clone()))
+}
 
 /// Read-only caches of the watched kinds.
 #[derive(Clone)]
@@ -44,11 +104,13 @@ impl NodeLookup for Store<Node> {
     }
 }
 
-/// Starts a watcher + reflector for `api`; `changed` is notified on every cache change.
+/// Starts a watcher + reflector for `api`; every cache change is marked in `dirty`, for the
+/// Service `key_of` names (everything when it names none, and after a relist).
 pub fn reflect<K>(
     api: Api<K>,
     kind: &'static str,
-    changed: Arc<Notify>,
+    dirty: Arc<Dirty>,
+    key_of: KeyOf<K>,
 ) -> (Store<K>, JoinHandle<()>)
 where
     K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
@@ -67,9 +129,13 @@ where
                     metrics::counter!("k8s_sync_k8s_relists_total", "kind" => kind).increment(1);
                     tracing::debug!(kind, "listing");
                 }
-                Ok(_) => {
+                Ok(watcher::Event::InitDone) => dirty.mark_all(),
+                Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) => {
                     metrics::counter!("k8s_sync_k8s_events_total", "kind" => kind).increment(1);
-                    changed.notify_one();
+                    match key_of(&obj) {
+                        Some(key) => dirty.mark(key),
+                        None => dirty.mark_all(),
+                    }
                 }
                 Err(e) => {
                     metrics::counter!("k8s_sync_errors_total", "source" => "kubernetes", "kind" => kind)
@@ -82,19 +148,26 @@ where
     (reader, task)
 }
 
-/// Watches Services, EndpointSlices and Nodes in the whole cluster.
-pub fn start(client: &Client, changed: Arc<Notify>) -> (Caches, Vec<JoinHandle<()>>) {
+/// Watches Services, EndpointSlices (core/v1 Endpoints when `slices` is false) and Nodes in
+/// the whole cluster.
+pub fn start(client: &Client, dirty: Arc<Dirty>, slices: bool) -> (Caches, Vec<JoinHandle<()>>) {
     let (services, a) = reflect(
         Api::<Service>::all(client.clone()),
         "services",
-        changed.clone(),
+        dirty.clone(),
+        service_key,
     );
-    let (slices, b) = reflect(
-        Api::<EndpointSlice>::all(client.clone()),
-        "endpointslices",
-        changed.clone(),
-    );
-    let (nodes, c) = reflect(Api::<Node>::all(client.clone()), "nodes", changed);
+    let (slices, b) = if slices {
+        reflect(
+            Api::<EndpointSlice>::all(client.clone()),
+            "endpointslices",
+            dirty.clone(),
+            slice_key,
+        )
+    } else {
+        crate::endpoints::reflect(Api::all(client.clone()), dirty.clone())
+    };
+    let (nodes, c) = reflect(Api::<Node>::all(client.clone()), "nodes", dirty, |_| None);
     (
         Caches {
             services,

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Api;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::registry::Registry;
 use crate::translate::annotations::SERVICE_SYNC;
@@ -173,9 +173,13 @@ impl ToK8s {
     /// Runs until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let api: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
-        let changed = Arc::new(Notify::new());
-        let (store, task) =
-            crate::source::reflect(api.clone(), "services-write-namespace", changed.clone());
+        let changed = Arc::new(crate::source::Dirty::default());
+        let (store, task) = crate::source::reflect(
+            api.clone(),
+            "services-write-namespace",
+            changed.clone(),
+            |_| None,
+        );
         let (tx, mut rx) = watch::channel::<Option<BTreeMap<String, Vec<String>>>>(None);
         let reg = self.registry.clone();
         let poll = tokio::spawn(async move {
@@ -220,7 +224,7 @@ impl ToK8s {
             }
             tokio::select! {
                 r = rx.changed() => if r.is_err() { break },
-                _ = changed.notified() => {},
+                _ = changed.notified() => { changed.take(); },
                 _ = tokio::time::sleep(Duration::from_secs(30)) => {},
                 _ = crate::status::stopped(&mut shutdown) => break,
             }

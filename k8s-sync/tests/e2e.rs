@@ -34,7 +34,8 @@ async fn kubectl_changes_reach_catalog_health_and_dns() {
     let dig = dig_available();
     let agent = TestAgent::dev().await.unwrap();
     let fake = FakeApi::start().await.unwrap();
-    let sync = Sync::start(&agent, &fake, "k8s-sync", &[]).unwrap();
+    // No periodic resync within the test: every change goes through the per-Service path.
+    let sync = Sync::start(&agent, &fake, "k8s-sync", &["-sync-period=10m"]).unwrap();
 
     let apply = |y: String| {
         fake.kubectl(

@@ -27,6 +27,7 @@
 - -consul-node-name={{ $s.consulNodeName }}
 - -sync-clusterip-services={{ $s.syncClusterIPServices }}
 - -sync-lb-services-endpoints={{ $s.syncLoadBalancerEndpoints }}
+- -use-endpoint-slices={{ $s.useEndpointSlices }}
 - -node-port-sync-type={{ $s.nodePortSyncType }}
 {{- with $s.consulWriteInterval }}
 - -consul-write-interval={{ . }}

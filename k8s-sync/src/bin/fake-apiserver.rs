@@ -1,11 +1,13 @@
 //! `fake-apiserver`: serves the fake Kubernetes API ([`k8s_sync::fake`]) on loopback for tests
 //! and benchmarks, and writes a kubeconfig pointing at it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use k8s_sync::fake::{router, Fake, FakeOptions};
+use parking_lot::Mutex;
 
 /// A fake Kubernetes API server for tests.
 #[derive(Parser)]
@@ -31,6 +33,30 @@ struct Args {
     /// Ready endpoints in each preloaded Service's EndpointSlice.
     #[arg(long, default_value_t = 10)]
     preload_endpoints: usize,
+    /// Append one line per request (`METHOD path?query user-agent`) to this file: what a
+    /// client asked of the API, e.g. to compare with the RBAC rules it is granted.
+    #[arg(long)]
+    request_log: Option<String>,
+}
+
+/// The request-log layer: one `METHOD uri user-agent` line per request, written before it is served.
+async fn log_request(
+    axum::extract::State(log): axum::extract::State<Arc<Mutex<std::fs::File>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    {
+        use std::io::Write;
+        let mut f = log.lock();
+        let agent = req
+            .headers()
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .replace(' ', "_");
+        let _ = writeln!(f, "{} {} {agent}", req.method(), req.uri());
+    }
+    next.run(req).await
 }
 
 /// Preloads `n` Services with one EndpointSlice of `eps` ready endpoints each.
@@ -83,6 +109,18 @@ async fn main() -> anyhow::Result<()> {
         std::fs::rename(&tmp, path)?;
     }
     println!("listening on {addr}");
-    axum::serve(listener, router(fake)).await?;
+    let mut app = router(fake);
+    if let Some(path) = &args.request_log {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {path}"))?;
+        app = app.layer(axum::middleware::from_fn_with_state(
+            Arc::new(Mutex::new(f)),
+            log_request,
+        ));
+    }
+    axum::serve(listener, app).await?;
     Ok(())
 }

@@ -123,6 +123,18 @@ pub static KINDS: &[Kind] = &[
         has_status: false,
         normalize: typed::<k8s_openapi::api::coordination::v1::Lease>,
     },
+    // Appended last: the indices above are used by position.
+    Kind {
+        group: "",
+        version: "v1",
+        plural: "endpoints",
+        singular: "endpoints",
+        kind: "Endpoints",
+        namespaced: true,
+        short: &["ep"],
+        has_status: false,
+        normalize: typed::<k8s_openapi::api::core::v1::Endpoints>,
+    },
 ];
 
 /// The kind served at `group`/`version`/`plural`.

@@ -319,6 +319,7 @@ pub fn collection_path(obj: &Value) -> String {
         "EndpointSlice" => "endpointslices",
         "Node" => "nodes",
         "Lease" => "leases",
+        "Endpoints" => "endpoints",
         other => panic!("unknown kind {other}"),
     };
     let prefix = if api.contains('/') {
@@ -343,7 +344,7 @@ pub struct Sync {
 
 impl Sync {
     /// Starts k8s-sync against `agent` and `fake` with `extra` flags (after the defaults:
-    /// every namespace allowed, 2 s full resync).
+    /// every namespace allowed, 2 s full resync unless `extra` sets `-sync-period`).
     pub fn start(agent: &TestAgent, fake: &FakeApi, name: &str, extra: &[&str]) -> Result<Sync> {
         let listen = format!("127.0.0.1:{}", free_tcp_port());
         let mut args: Vec<String> = vec![
@@ -352,10 +353,12 @@ impl Sync {
             "-kubeconfig".into(),
             fake.kubeconfig.display().to_string(),
             "-allow-k8s-namespace=*".into(),
-            "-sync-period=2s".into(),
             "-listen".into(),
             listen.clone(),
         ];
+        if !extra.iter().any(|a| a.starts_with("-sync-period")) {
+            args.push("-sync-period=2s".into());
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let proc = Proc::spawn(name, env!("CARGO_BIN_EXE_k8s-sync"), &args, fake.dir.path())?;
         Ok(Sync {
@@ -473,4 +476,25 @@ pub fn slice(ns: &str, svc: &str, name: &str, eps: &[(&str, bool)]) -> Value {
     serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": name, "namespace": ns, "labels": {"kubernetes.io/service-name": svc}},
         "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}], "endpoints": endpoints})
+}
+
+/// Runs `k8s-sync` to completion with `args` (no kubeconfig: `KUBECONFIG` points nowhere, so a
+/// run that touched the Kubernetes API would fail); returns (exit success, output).
+pub fn run_k8s_sync_once(args: &[&str]) -> Result<(bool, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_k8s-sync"))
+        .args(args)
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .context("running k8s-sync")?;
+    Ok((
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
 }

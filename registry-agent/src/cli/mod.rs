@@ -1,6 +1,6 @@
 //! The `registry` command line, mirroring Consul's: `agent`, `members`, `kv`, `catalog`,
 //! `snapshot`, `operator`, `services`, `maint`, `leave`, `info` and `version`, with Go-style single-dash flags
-//! (see [`dash`]).
+//! (see [`dash`]); `k8s-sync` hands over to the k8s-sync executable ([`k8s_sync`]).
 
 pub mod acl;
 pub mod agent;
@@ -11,6 +11,7 @@ pub mod config_entry;
 pub mod dash;
 pub mod gossip;
 pub mod http;
+pub mod k8s_sync;
 pub mod kv;
 pub mod lock;
 pub mod maint;
@@ -39,7 +40,9 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
                   as the next argument (-bootstrap-expect=3, -bootstrap-expect 3). Boolean \
                   flags accept -flag=false. Client commands read CONSUL_HTTP_ADDR, \
                   CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE, CONSUL_CACERT and \
-                  CONSUL_HTTP_SSL (or the same names with REGISTRY_ for CONSUL_)."
+                  CONSUL_HTTP_SSL (or the same names with REGISTRY_ for CONSUL_). \
+                  `registry k8s-sync [flags]` runs the Kubernetes sync (the k8s-sync \
+                  executable installed next to registry; `registry k8s-sync -help`)."
 )]
 pub struct Cli {
     /// The command to run.
@@ -139,6 +142,9 @@ pub fn parse(args: &[String]) -> Result<(Cli, clap::ArgMatches), clap::Error> {
 
 /// Runs the command line and returns the process exit code.
 pub fn run(args: &[String]) -> i32 {
+    if args.get(1).map(String::as_str) == Some("k8s-sync") {
+        return k8s_sync::run(&args[2..]);
+    }
     let (cli, matches) = match parse(args) {
         Ok(parsed) => parsed,
         Err(e) => {
