@@ -198,6 +198,10 @@ pub struct RuntimeConfig {
     pub log_level: LogLevel,
     /// Log as JSON lines.
     pub log_json: bool,
+    /// `log_file` and its rotation, when set.
+    pub log_file: Option<crate::log_sinks::LogFileConfig>,
+    /// `enable_syslog`: the facility code of `syslog_facility` (LOCAL0 by default).
+    pub syslog_facility: Option<u8>,
     /// Node metadata.
     pub node_meta: BTreeMap<String, String>,
     /// Serve the web UI.
