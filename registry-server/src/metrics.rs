@@ -28,6 +28,106 @@ use std::time::{Duration, Instant, SystemTime};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 static STARTED: OnceLock<Instant> = OnceLock::new();
+static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
+
+/// The agent's `telemetry { }` settings that shape the output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Telemetry {
+    /// `prometheus_retention_time`: a series not updated for this long leaves the output
+    /// (zero keeps every series).
+    pub retention: Duration,
+    /// `metrics_prefix`: replaces `consul` at the front of Consul's names.
+    pub prefix: String,
+    /// `filter_default`: whether a name no `prefix_filter` rule matches is shown.
+    pub filter_default: bool,
+    /// `prefix_filter`: `+name.prefix` shows, `-name.prefix` hides; the longest match wins.
+    pub prefix_filter: Vec<String>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            retention: Duration::ZERO,
+            prefix: "consul".to_string(),
+            filter_default: true,
+            prefix_filter: Vec::new(),
+        }
+    }
+}
+
+impl Telemetry {
+    /// Whether a dotted name (`consul.raft.apply`) is shown: the longest matching rule
+    /// decides, else `filter_default`.
+    pub fn allows(&self, dotted: &str) -> bool {
+        let mut best: Option<(usize, bool)> = None;
+        for rule in &self.prefix_filter {
+            let (allow, prefix) = match rule.split_at_checked(1) {
+                Some(("+", p)) => (true, p),
+                Some(("-", p)) => (false, p),
+                _ => continue,
+            };
+            if dotted.starts_with(prefix) && best.is_none_or(|(len, _)| prefix.len() >= len) {
+                best = Some((prefix.len(), allow));
+            }
+        }
+        best.map_or(self.filter_default, |(_, allow)| allow)
+    }
+
+    /// The exposition text with the prefix applied and filtered families removed.
+    pub fn apply(&self, text: &str) -> String {
+        if self.prefix == "consul" && self.prefix_filter.is_empty() && self.filter_default {
+            return text.to_string();
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut family: Option<String> = None;
+        for line in text.lines() {
+            let name = match line.strip_prefix("# ") {
+                Some(rest) => {
+                    let mut words = rest.split_whitespace().skip(1);
+                    let name = words.next().unwrap_or_default();
+                    if rest.starts_with("TYPE") || rest.starts_with("HELP") {
+                        family = Some(name.to_string());
+                    }
+                    name
+                }
+                None => line.split(['{', ' ']).next().unwrap_or_default(),
+            };
+            let base = match &family {
+                Some(f) if name.starts_with(f.as_str()) => f.clone(),
+                _ => name.to_string(),
+            };
+            let renamed = self.rename(&base);
+            if !self.allows(&dotted(&renamed)) {
+                continue;
+            }
+            if renamed == base {
+                out.push_str(line);
+            } else {
+                out.push_str(&line.replacen(&base, &renamed, 1));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    fn rename(&self, name: &str) -> String {
+        match name.strip_prefix("consul_") {
+            Some(rest) if self.prefix != "consul" => {
+                if self.prefix.is_empty() {
+                    rest.to_string()
+                } else {
+                    format!("{}_{rest}", self.prefix.replace('.', "_"))
+                }
+            }
+            _ => name.to_string(),
+        }
+    }
+}
+
+/// Sets the `telemetry { }` settings; call before [`install`] (the first call wins).
+pub fn configure(telemetry: Telemetry) {
+    let _ = TELEMETRY.set(telemetry);
+}
 
 /// Environment switch for measuring the cost of metrics (`benches/metrics-overhead.sh`):
 /// `REGISTRY_METRICS=off` installs no recorder and skips the timers and the sampler.
@@ -41,7 +141,12 @@ pub fn install() {
             tracing::warn!("metrics off ({SWITCH_ENV}=off)");
             return None;
         }
-        PrometheusBuilder::new().install_recorder().ok()
+        let retention = TELEMETRY.get().map_or(Duration::ZERO, |t| t.retention);
+        let mut builder = PrometheusBuilder::new();
+        if !retention.is_zero() {
+            builder = builder.idle_timeout(metrics_util::MetricKindMask::ALL, Some(retention));
+        }
+        builder.install_recorder().ok()
     });
 }
 
@@ -53,7 +158,10 @@ pub fn enabled() -> bool {
 /// The current metrics in the Prometheus text exposition format.
 pub fn render() -> String {
     match HANDLE.get() {
-        Some(Some(h)) => h.render(),
+        Some(Some(h)) => match TELEMETRY.get() {
+            Some(t) => t.apply(&h.render()),
+            None => h.render(),
+        },
         _ => String::new(),
     }
 }
@@ -189,6 +297,17 @@ pub fn spawn_sampler(
     });
 }
 
+/// The DNS query timers (`consul_dns_domain_query`, `consul_dns_ptr_query`), resolved once
+/// per DNS worker so that a query records without a name lookup; None with metrics off.
+pub fn dns_timers() -> Option<(metrics::Histogram, metrics::Histogram)> {
+    enabled().then(|| {
+        (
+            metrics::histogram!("consul_dns_domain_query"),
+            metrics::histogram!("consul_dns_ptr_query"),
+        )
+    })
+}
+
 /// Consul's dotted name of a Prometheus name: `consul_raft_apply` -> `consul.raft.apply`.
 /// The segments that carry an underscore in Consul keep it.
 pub fn dotted(name: &str) -> String {
@@ -198,6 +317,9 @@ pub fn dotted(name: &str) -> String {
         "num_goroutines",
         "queries_blocking",
         "failure_tolerance",
+        "domain_query",
+        "ptr_query",
+        "stale_queries",
         "session_ttl",
         "is_leader",
     ];
@@ -360,6 +482,41 @@ fn go_time(t: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn telemetry_prefix_and_filters_shape_the_output() {
+        let text = "# TYPE consul_raft_apply counter\nconsul_raft_apply 3\n\
+                    # TYPE consul_kvs_apply summary\nconsul_kvs_apply{quantile=\"0.5\"} 1\n\
+                    consul_kvs_apply_sum 2\nconsul_kvs_apply_count 2\n\
+                    # TYPE registry_raft_is_leader gauge\nregistry_raft_is_leader 1\n";
+        let t = Telemetry::default();
+        assert_eq!(t.apply(text), text);
+        let t = Telemetry {
+            prefix: "svc".into(),
+            prefix_filter: vec![
+                "-svc.raft".into(),
+                "+svc.raft.apply".into(),
+                "-registry".into(),
+            ],
+            ..Telemetry::default()
+        };
+        assert_eq!(
+            t.apply(text),
+            "# TYPE svc_raft_apply counter\nsvc_raft_apply 3\n\
+             # TYPE svc_kvs_apply summary\nsvc_kvs_apply{quantile=\"0.5\"} 1\n\
+             svc_kvs_apply_sum 2\nsvc_kvs_apply_count 2\n"
+        );
+        let t = Telemetry {
+            filter_default: false,
+            prefix_filter: vec!["+consul.kvs".into()],
+            ..Telemetry::default()
+        };
+        assert!(t
+            .apply(text)
+            .starts_with("# TYPE consul_kvs_apply summary\n"));
+        assert!(!t.apply(text).contains("raft"));
+    }
+
     use super::*;
 
     #[test]

@@ -360,6 +360,13 @@ pub fn build(
                 .prometheus_retention_time
                 .unwrap_or(Duration::ZERO),
             disable_hostname: c.telemetry.disable_hostname.unwrap_or(false),
+            metrics_prefix: c
+                .telemetry
+                .metrics_prefix
+                .clone()
+                .unwrap_or_else(|| "consul".to_string()),
+            filter_default: c.telemetry.filter_default.unwrap_or(true),
+            prefix_filter: c.telemetry.prefix_filter.clone(),
         },
         autopilot,
         acl: c.acl.build()?,

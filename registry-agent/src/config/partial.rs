@@ -54,6 +54,12 @@ pub struct PartialTelemetry {
     pub prometheus_retention_time: Option<Duration>,
     /// Leave the host name out of metric names.
     pub disable_hostname: Option<bool>,
+    /// `metrics_prefix`.
+    pub metrics_prefix: Option<String>,
+    /// `filter_default`.
+    pub filter_default: Option<bool>,
+    /// `prefix_filter`.
+    pub prefix_filter: Vec<String>,
 }
 
 /// `autopilot { }`.
@@ -274,6 +280,9 @@ impl PartialConfig {
             cfg.telemetry = PartialTelemetry {
                 prometheus_retention_time: telemetry.duration("prometheus_retention_time")?,
                 disable_hostname: telemetry.bool("disable_hostname")?,
+                metrics_prefix: telemetry.string("metrics_prefix")?,
+                filter_default: telemetry.bool("filter_default")?,
+                prefix_filter: telemetry.strings("prefix_filter")?,
             };
         }
         Ok(cfg)
@@ -356,6 +365,17 @@ impl PartialConfig {
             &mut self.telemetry.disable_hostname,
             other.telemetry.disable_hostname,
         );
+        set(
+            &mut self.telemetry.metrics_prefix,
+            other.telemetry.metrics_prefix,
+        );
+        set(
+            &mut self.telemetry.filter_default,
+            other.telemetry.filter_default,
+        );
+        self.telemetry
+            .prefix_filter
+            .extend(other.telemetry.prefix_filter);
         self.acl.merge(other.acl);
         let (a, b) = (&mut self.autopilot, other.autopilot);
         set(&mut a.cleanup_dead_servers, b.cleanup_dead_servers);

@@ -153,12 +153,18 @@ pub struct RaftConfig {
 }
 
 /// Telemetry settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TelemetryConfig {
     /// How long metrics stay in the Prometheus output (0: Prometheus format disabled).
     pub prometheus_retention_time: Duration,
     /// Leave the host name out of metric names.
     pub disable_hostname: bool,
+    /// `metrics_prefix` (default `consul`).
+    pub metrics_prefix: String,
+    /// `filter_default` (default true).
+    pub filter_default: bool,
+    /// `prefix_filter` rules (`+name.prefix`, `-name.prefix`).
+    pub prefix_filter: Vec<String>,
 }
 
 /// Autopilot settings (`autopilot { }`), Consul's defaults unless set.

@@ -65,6 +65,9 @@ const AUTOPILOT: &[(&str, Shape)] = &[
 const TELEMETRY: &[(&str, Shape)] = &[
     ("prometheus_retention_time", Shape::Scalar),
     ("disable_hostname", Shape::Scalar),
+    ("metrics_prefix", Shape::Scalar),
+    ("filter_default", Shape::Scalar),
+    ("prefix_filter", Shape::Scalar),
 ];
 
 const ACL_TOKENS: &[(&str, Shape)] = &[
