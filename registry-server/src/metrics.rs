@@ -30,99 +30,8 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 static STARTED: OnceLock<Instant> = OnceLock::new();
 static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
 
-/// The agent's `telemetry { }` settings that shape the output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Telemetry {
-    /// `prometheus_retention_time`: a series not updated for this long leaves the output
-    /// (zero keeps every series).
-    pub retention: Duration,
-    /// `metrics_prefix`: replaces `consul` at the front of Consul's names.
-    pub prefix: String,
-    /// `filter_default`: whether a name no `prefix_filter` rule matches is shown.
-    pub filter_default: bool,
-    /// `prefix_filter`: `+name.prefix` shows, `-name.prefix` hides; the longest match wins.
-    pub prefix_filter: Vec<String>,
-}
-
-impl Default for Telemetry {
-    fn default() -> Self {
-        Telemetry {
-            retention: Duration::ZERO,
-            prefix: "consul".to_string(),
-            filter_default: true,
-            prefix_filter: Vec::new(),
-        }
-    }
-}
-
-impl Telemetry {
-    /// Whether a dotted name (`consul.raft.apply`) is shown: the longest matching rule
-    /// decides, else `filter_default`.
-    pub fn allows(&self, dotted: &str) -> bool {
-        let mut best: Option<(usize, bool)> = None;
-        for rule in &self.prefix_filter {
-            let (allow, prefix) = match rule.split_at_checked(1) {
-                Some(("+", p)) => (true, p),
-                Some(("-", p)) => (false, p),
-                _ => continue,
-            };
-            if dotted.starts_with(prefix) && best.is_none_or(|(len, _)| prefix.len() >= len) {
-                best = Some((prefix.len(), allow));
-            }
-        }
-        best.map_or(self.filter_default, |(_, allow)| allow)
-    }
-
-    /// The exposition text with the prefix applied and filtered families removed.
-    pub fn apply(&self, text: &str) -> String {
-        if self.prefix == "consul" && self.prefix_filter.is_empty() && self.filter_default {
-            return text.to_string();
-        }
-        let mut out = String::with_capacity(text.len());
-        let mut family: Option<String> = None;
-        for line in text.lines() {
-            let name = match line.strip_prefix("# ") {
-                Some(rest) => {
-                    let mut words = rest.split_whitespace().skip(1);
-                    let name = words.next().unwrap_or_default();
-                    if rest.starts_with("TYPE") || rest.starts_with("HELP") {
-                        family = Some(name.to_string());
-                    }
-                    name
-                }
-                None => line.split(['{', ' ']).next().unwrap_or_default(),
-            };
-            let base = match &family {
-                Some(f) if name.starts_with(f.as_str()) => f.clone(),
-                _ => name.to_string(),
-            };
-            let renamed = self.rename(&base);
-            if !self.allows(&dotted(&renamed)) {
-                continue;
-            }
-            if renamed == base {
-                out.push_str(line);
-            } else {
-                out.push_str(&line.replacen(&base, &renamed, 1));
-            }
-            out.push('\n');
-        }
-        out
-    }
-
-    fn rename(&self, name: &str) -> String {
-        match name.strip_prefix("consul_") {
-            Some(rest) if self.prefix != "consul" => {
-                if self.prefix.is_empty() {
-                    rest.to_string()
-                } else {
-                    format!("{}_{rest}", self.prefix.replace('.', "_"))
-                }
-            }
-            _ => name.to_string(),
-        }
-    }
-}
+mod telemetry;
+pub use telemetry::Telemetry;
 
 /// Sets the `telemetry { }` settings; call before [`install`] (the first call wins).
 pub fn configure(telemetry: Telemetry) {
@@ -188,16 +97,99 @@ pub fn command_metric(cmd: &Command) -> Option<&'static str> {
     })
 }
 
+/// A metric handle resolved on first use, so that the hot paths record without looking the
+/// name up in the recorder's registry. Only resolved once the recorder is installed (the
+/// callers check [`enabled`] first).
+pub struct Cached<T>(OnceLock<T>, fn() -> T);
+
+impl<T> Cached<T> {
+    /// A handle made by `make` on first use.
+    pub const fn new(make: fn() -> T) -> Self {
+        Cached(OnceLock::new(), make)
+    }
+
+    /// The handle.
+    pub fn get(&self) -> &T {
+        self.0.get_or_init(self.1)
+    }
+}
+
+/// `consul_raft_apply`.
+pub static RAFT_APPLY: Cached<metrics::Counter> =
+    Cached::new(|| metrics::counter!("consul_raft_apply"));
+/// `consul_raft_fsm_apply`.
+pub static FSM_APPLY: Cached<metrics::Histogram> =
+    Cached::new(|| metrics::histogram!("consul_raft_fsm_apply"));
+/// `consul_rpc_query`.
+pub static RPC_QUERY: Cached<metrics::Counter> =
+    Cached::new(|| metrics::counter!("consul_rpc_query"));
+static COMMIT_TIME: Cached<metrics::Histogram> =
+    Cached::new(|| metrics::histogram!("consul_raft_commitTime"));
+static CATALOG_REGISTER: Cached<metrics::Histogram> =
+    Cached::new(|| metrics::histogram!("consul_catalog_register"));
+static CATALOG_DEREGISTER: Cached<metrics::Histogram> =
+    Cached::new(|| metrics::histogram!("consul_catalog_deregister"));
+static KVS_APPLY: Cached<metrics::Histogram> =
+    Cached::new(|| metrics::histogram!("consul_kvs_apply"));
+static TXN_APPLY: Cached<metrics::Histogram> =
+    Cached::new(|| metrics::histogram!("consul_txn_apply"));
+static SESSION_APPLY: Cached<metrics::Histogram> =
+    Cached::new(|| metrics::histogram!("consul_session_apply"));
+
 /// Records one write's timers: the command's endpoint timer and `consul_raft_commitTime`.
 pub fn command_timer(name: Option<&'static str>, started: Instant) {
     if !enabled() {
         return;
     }
     let elapsed = ms(started.elapsed());
-    metrics::histogram!("consul_raft_commitTime").record(elapsed);
-    if let Some(name) = name {
-        metrics::histogram!(name).record(elapsed);
+    COMMIT_TIME.get().record(elapsed);
+    let handle = match name {
+        None => return,
+        Some("consul_catalog_register") => CATALOG_REGISTER.get(),
+        Some("consul_catalog_deregister") => CATALOG_DEREGISTER.get(),
+        Some("consul_kvs_apply") => KVS_APPLY.get(),
+        Some("consul_txn_apply") => TXN_APPLY.get(),
+        Some("consul_session_apply") => SESSION_APPLY.get(),
+        Some(other) => {
+            metrics::histogram!(other).record(elapsed);
+            return;
+        }
+    };
+    handle.record(elapsed);
+}
+
+/// `consul_api_http` handles by route pattern, one per common method (GET, PUT, POST,
+/// DELETE, other), so that a request records after one read-locked map lookup and no
+/// allocation.
+type HttpHandles = [Option<metrics::Histogram>; 5];
+static HTTP: OnceLock<parking_lot::RwLock<std::collections::HashMap<String, HttpHandles>>> =
+    OnceLock::new();
+
+fn method_slot(method: &axum::http::Method) -> usize {
+    match *method {
+        axum::http::Method::GET => 0,
+        axum::http::Method::PUT => 1,
+        axum::http::Method::POST => 2,
+        axum::http::Method::DELETE => 3,
+        _ => 4,
     }
+}
+
+fn http_histogram(method: &axum::http::Method, pattern: &str) -> metrics::Histogram {
+    let map = HTTP.get_or_init(Default::default);
+    let slot = method_slot(method);
+    if let Some(h) = map.read().get(pattern).and_then(|hs| hs[slot].clone()) {
+        return h;
+    }
+    let h = metrics::histogram!(
+        "consul_api_http",
+        "method" => method.as_str().to_string(),
+        "path" => path_label(pattern)
+    );
+    if slot < 4 {
+        map.write().entry(pattern.to_string()).or_default()[slot] = Some(h.clone());
+    }
+    h
 }
 
 /// Consul's `path` label of `consul.api.http`: the route's pattern up to its first
@@ -212,16 +204,14 @@ pub async fn http_timer(req: Request, next: Next) -> Response {
     if !enabled() {
         return next.run(req).await;
     }
-    let path = req
+    let timer = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| path_label(p.as_str()));
-    let method = req.method().as_str().to_string();
+        .map(|p| http_histogram(req.method(), p.as_str()));
     let started = Instant::now();
     let resp = next.run(req).await;
-    if let Some(path) = path {
-        metrics::histogram!("consul_api_http", "method" => method, "path" => path)
-            .record(ms(started.elapsed()));
+    if let Some(timer) = timer {
+        timer.record(ms(started.elapsed()));
     }
     resp
 }
@@ -482,41 +472,6 @@ fn go_time(t: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn telemetry_prefix_and_filters_shape_the_output() {
-        let text = "# TYPE consul_raft_apply counter\nconsul_raft_apply 3\n\
-                    # TYPE consul_kvs_apply summary\nconsul_kvs_apply{quantile=\"0.5\"} 1\n\
-                    consul_kvs_apply_sum 2\nconsul_kvs_apply_count 2\n\
-                    # TYPE registry_raft_is_leader gauge\nregistry_raft_is_leader 1\n";
-        let t = Telemetry::default();
-        assert_eq!(t.apply(text), text);
-        let t = Telemetry {
-            prefix: "svc".into(),
-            prefix_filter: vec![
-                "-svc.raft".into(),
-                "+svc.raft.apply".into(),
-                "-registry".into(),
-            ],
-            ..Telemetry::default()
-        };
-        assert_eq!(
-            t.apply(text),
-            "# TYPE svc_raft_apply counter\nsvc_raft_apply 3\n\
-             # TYPE svc_kvs_apply summary\nsvc_kvs_apply{quantile=\"0.5\"} 1\n\
-             svc_kvs_apply_sum 2\nsvc_kvs_apply_count 2\n"
-        );
-        let t = Telemetry {
-            filter_default: false,
-            prefix_filter: vec!["+consul.kvs".into()],
-            ..Telemetry::default()
-        };
-        assert!(t
-            .apply(text)
-            .starts_with("# TYPE consul_kvs_apply summary\n"));
-        assert!(!t.apply(text).contains("raft"));
-    }
-
     use super::*;
 
     #[test]
