@@ -287,6 +287,14 @@ pub fn spawn_sampler(
     });
 }
 
+/// Records a timer (milliseconds since `started`) when metrics are on: for the rare events
+/// (snapshots, restores) where a name lookup does not matter.
+pub fn time_since(name: &'static str, started: Instant) {
+    if enabled() {
+        metrics::histogram!(name).record(ms(started.elapsed()));
+    }
+}
+
 /// The DNS query timers (`consul_dns_domain_query`, `consul_dns_ptr_query`), resolved once
 /// per DNS worker so that a query records without a name lookup; None with metrics off.
 pub fn dns_timers() -> Option<(metrics::Histogram, metrics::Histogram)> {

@@ -104,3 +104,45 @@ async fn metrics_prefix_and_filters_apply() -> Result<()> {
     assert!(!text.contains("consul_runtime"), "{text}");
     Ok(())
 }
+
+#[tokio::test]
+async fn snapshots_are_timed() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("snap.hcl");
+    std::fs::write(&cfg, "raft_snapshot_threshold = 16\n")?;
+    let a = TestAgent::with_data_dir_env(
+        dir.path().join("data"),
+        &[&format!("-config-file={}", cfg.display())],
+        &[],
+    )
+    .await?;
+    for i in 0..64 {
+        a.kv_put(&format!("snap/{i}"), "v").await?;
+    }
+    let archive = a.get("/v1/snapshot").await?;
+    archive.assert_status(200);
+    a.put("/v1/snapshot", archive.body.clone()).await?.assert_status(200);
+    let want = [
+        "consul_snapshot_save",
+        "consul_raft_restoreUserSnapshot",
+        "consul_raft_snapshot_takeSnapshot",
+        "consul_raft_snapshot_persist",
+        "consul_raft_fsm_snapshot",
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = prometheus(&a).await?;
+        let missing: Vec<&str> = want
+            .iter()
+            .copied()
+            .filter(|n| !text.contains(&format!("{n}_count")))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "missing {missing:?}");
+        a.kv_put("snap/more", "v").await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
