@@ -67,4 +67,9 @@ done
 median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 mon=$(median "${on[@]}")
 moff=$(median "${off[@]}")
+pairs=()
+for i in "${!on[@]}"; do
+    pairs+=("$(awk -v a="${on[$i]}" -v b="${off[$i]}" 'BEGIN {printf "%.2f", (a-b)*100/b}')")
+done
+echo "per pair: ${pairs[*]} %; median of pairs $(printf '%s\n' "${pairs[@]}" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')%"
 echo "median: on $mon, off $moff $UNIT/PUT; overhead $(awk -v a="$mon" -v b="$moff" 'BEGIN {printf "%.2f", (a-b)*100/b}')% (binary $BIN)"

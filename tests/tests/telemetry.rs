@@ -121,7 +121,9 @@ async fn snapshots_are_timed() -> Result<()> {
     }
     let archive = a.get("/v1/snapshot").await?;
     archive.assert_status(200);
-    a.put("/v1/snapshot", archive.body.clone()).await?.assert_status(200);
+    a.put("/v1/snapshot", archive.body.clone())
+        .await?
+        .assert_status(200);
     let want = [
         "consul_snapshot_save",
         "consul_raft_restoreUserSnapshot",
