@@ -287,6 +287,13 @@ pub fn spawn_sampler(
     });
 }
 
+/// Increments a counter when metrics are on (rare events: member changes).
+pub fn increment(name: &'static str) {
+    if enabled() {
+        metrics::counter!(name).increment(1);
+    }
+}
+
 /// Records a timer (milliseconds since `started`) when metrics are on: for the rare events
 /// (snapshots, restores) where a name lookup does not matter.
 pub fn time_since(name: &'static str, started: Instant) {

@@ -148,3 +148,34 @@ async fn snapshots_are_timed() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn gossip_member_events_are_counted() -> Result<()> {
+    let a = TestAgent::dev().await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = prometheus(&a).await?;
+        let joined = text
+            .lines()
+            .find(|l| l.starts_with("consul_serf_member_join "))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok());
+        if joined.is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no member join: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let json = a.get_json("/v1/agent/metrics").await?;
+    let counters = json["Counters"].as_array().unwrap();
+    assert!(
+        counters
+            .iter()
+            .any(|c| c["Name"] == "consul.serf.member.join"),
+        "{counters:?}"
+    );
+    Ok(())
+}
