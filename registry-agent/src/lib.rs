@@ -8,5 +8,6 @@ pub mod cli;
 pub mod config;
 pub mod gossip;
 pub mod local;
+pub mod log_sinks;
 pub mod logging;
 pub mod start;

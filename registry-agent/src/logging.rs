@@ -1,32 +1,101 @@
 //! Logging setup: `tracing` with the agent's `-log-level` (or `RUST_LOG`, if set) and plain or
 //! JSON lines on standard output, as Consul logs; every line also goes to the monitors of
-//! `/v1/agent/monitor` while any is attached.
+//! `/v1/agent/monitor` while any is attached, to `log_file` (rotated) and to syslog
+//! (`enable_syslog`), formatted as Consul's hclog writes them (see [`crate::log_sinks`]).
+//! A configuration reload changes the level ([`set_level`]).
 
 use crate::config::LogLevel;
+use crate::log_sinks::{LogFileConfig, RotatingFile, Syslog};
 use registry_server::monitor::{self, Level, LogLine};
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
-/// Installs the global subscriber. A second call is a no-op.
-pub fn init(level: LogLevel, json: bool) {
+/// What the agent's configuration says about logging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSetup {
+    /// `log_level`.
+    pub level: LogLevel,
+    /// `log_json`.
+    pub json: bool,
+    /// `log_file` and its rotation.
+    pub file: Option<LogFileConfig>,
+    /// `enable_syslog`: the facility code of `syslog_facility`.
+    pub syslog_facility: Option<u8>,
+}
+
+/// The file and syslog outputs, when configured.
+struct Sinks {
+    json: bool,
+    file: Option<parking_lot::Mutex<RotatingFile>>,
+    syslog: Option<Syslog>,
+}
+
+static SINKS: OnceLock<Sinks> = OnceLock::new();
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+/// Installs the global subscriber and opens the log file and the syslog socket; a second
+/// call is a no-op. Fails, as Consul does at start, when either cannot be opened.
+pub fn init(setup: &LogSetup) -> Result<(), String> {
+    let file = match &setup.file {
+        Some(cfg) => Some(parking_lot::Mutex::new(
+            RotatingFile::open(cfg.clone()).map_err(|e| {
+                format!(
+                    "Failed to setup logging: cannot open log file {}: {e}",
+                    cfg.active_path().display()
+                )
+            })?,
+        )),
+        None => None,
+    };
+    let syslog = match setup.syslog_facility {
+        Some(facility) => Some(Syslog::connect(facility).map_err(|e| {
+            format!(
+                "Syslog setup failed: {}: {e}",
+                Syslog::socket_path().display()
+            )
+        })?),
+        None => None,
+    };
+    let _ = SINKS.set(Sinks {
+        json: setup.json,
+        file,
+        syslog,
+    });
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::new(directives),
-        _ => EnvFilter::new(directives(level)),
+        _ => EnvFilter::new(directives(setup.level)),
     };
+    let (filter, handle) = reload::Layer::new(filter);
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stdout);
-    let out: Box<dyn Layer<_> + Send + Sync> = if json {
+    let out: Box<dyn Layer<_> + Send + Sync> = if setup.json {
         Box::new(fmt.json())
     } else {
         Box::new(fmt)
     };
-    let _ = tracing_subscriber::registry()
+    if tracing_subscriber::registry()
         .with(out.and_then(MonitorLayer).with_filter(filter))
-        .try_init();
+        .try_init()
+        .is_ok()
+    {
+        let _ = FILTER.set(handle);
+    }
+    Ok(())
+}
+
+/// Changes the log level (a configuration reload). `RUST_LOG`, when set, stays in charge.
+pub fn set_level(level: LogLevel) {
+    if std::env::var("RUST_LOG").is_ok_and(|d| !d.is_empty()) {
+        return;
+    }
+    if let Some(handle) = FILTER.get() {
+        let _ = handle.reload(EnvFilter::new(directives(level)));
+    }
 }
 
 /// Publishes each event to the monitor hub, formatted as Consul's hclog writes it.
@@ -61,7 +130,10 @@ impl Visit for Fields {
 impl<S: tracing::Subscriber> Layer<S> for MonitorLayer {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
         let hub = monitor::hub();
-        if !hub.active() {
+        let sinks = SINKS
+            .get()
+            .filter(|s| s.file.is_some() || s.syslog.is_some());
+        if !hub.active() && sinks.is_none() {
             return;
         }
         let meta = event.metadata();
@@ -95,11 +167,24 @@ impl<S: tracing::Subscriber> Layer<S> for MonitorLayer {
         for (k, v) in fields.pairs {
             obj.insert(k, v.into());
         }
-        hub.publish(LogLine {
+        let line = LogLine {
             level,
             text,
             json: Value::Object(obj).to_string(),
-        });
+        };
+        if let Some(sinks) = sinks {
+            if let Some(file) = &sinks.file {
+                let shown = if sinks.json { &line.json } else { &line.text };
+                // A full disk must not take the agent down; the line still reaches stdout.
+                let _ = file.lock().write_line(shown);
+            }
+            if let Some(syslog) = &sinks.syslog {
+                syslog.send(level, &line.text);
+            }
+        }
+        if hub.active() {
+            hub.publish(line);
+        }
     }
 }
 

@@ -52,6 +52,12 @@ pub async fn run_agent(
     reload: Option<crate::agent::ReloadSource>,
 ) -> anyhow::Result<()> {
     print_banner(&cfg);
+    registry_server::metrics::configure(registry_server::metrics::Telemetry {
+        retention: cfg.telemetry.prometheus_retention_time,
+        prefix: cfg.telemetry.metrics_prefix.clone(),
+        filter_default: cfg.telemetry.filter_default,
+        prefix_filter: cfg.telemetry.prefix_filter.clone(),
+    });
     tracing::debug!(config = ?cfg, "runtime configuration");
     if !cfg.services.is_empty() || !cfg.checks.is_empty() {
         tracing::info!(

@@ -28,6 +28,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 static STARTED: OnceLock<Instant> = OnceLock::new();
+static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
+
+mod telemetry;
+pub use telemetry::Telemetry;
+
+/// Sets the `telemetry { }` settings; call before [`install`] (the first call wins).
+pub fn configure(telemetry: Telemetry) {
+    let _ = TELEMETRY.set(telemetry);
+}
 
 /// Environment switch for measuring the cost of metrics (`benches/metrics-overhead.sh`):
 /// `REGISTRY_METRICS=off` installs no recorder and skips the timers and the sampler.
@@ -41,7 +50,12 @@ pub fn install() {
             tracing::warn!("metrics off ({SWITCH_ENV}=off)");
             return None;
         }
-        PrometheusBuilder::new().install_recorder().ok()
+        let retention = TELEMETRY.get().map_or(Duration::ZERO, |t| t.retention);
+        let mut builder = PrometheusBuilder::new();
+        if !retention.is_zero() {
+            builder = builder.idle_timeout(metrics_util::MetricKindMask::ALL, Some(retention));
+        }
+        builder.install_recorder().ok()
     });
 }
 
@@ -53,7 +67,10 @@ pub fn enabled() -> bool {
 /// The current metrics in the Prometheus text exposition format.
 pub fn render() -> String {
     match HANDLE.get() {
-        Some(Some(h)) => h.render(),
+        Some(Some(h)) => match TELEMETRY.get() {
+            Some(t) => t.apply(&h.render()),
+            None => h.render(),
+        },
         _ => String::new(),
     }
 }
@@ -80,16 +97,99 @@ pub fn command_metric(cmd: &Command) -> Option<&'static str> {
     })
 }
 
+/// A metric handle resolved on first use, so that the hot paths record without looking the
+/// name up in the recorder's registry. Only resolved once the recorder is installed (the
+/// callers check [`enabled`] first).
+pub struct Cached<T>(OnceLock<T>, fn() -> T);
+
+impl<T> Cached<T> {
+    /// A handle made by `make` on first use.
+    pub const fn new(make: fn() -> T) -> Self {
+        Cached(OnceLock::new(), make)
+    }
+
+    /// The handle.
+    pub fn get(&self) -> &T {
+        self.0.get_or_init(self.1)
+    }
+}
+
+/// `consul_raft_apply`.
+pub static RAFT_APPLY: Cached<metrics::Counter> =
+    Cached::new(|| metrics::counter!("consul_raft_apply"));
+/// `consul_raft_fsm_apply`.
+pub static FSM_APPLY: Cached<metrics::Histogram> =
+    Cached::new(|| metrics::histogram!("consul_raft_fsm_apply"));
+/// `consul_rpc_query`.
+pub static RPC_QUERY: Cached<metrics::Counter> =
+    Cached::new(|| metrics::counter!("consul_rpc_query"));
+static COMMIT_TIME: Cached<metrics::Histogram> =
+    Cached::new(|| metrics::histogram!("consul_raft_commitTime"));
+static CATALOG_REGISTER: Cached<metrics::Histogram> =
+    Cached::new(|| metrics::histogram!("consul_catalog_register"));
+static CATALOG_DEREGISTER: Cached<metrics::Histogram> =
+    Cached::new(|| metrics::histogram!("consul_catalog_deregister"));
+static KVS_APPLY: Cached<metrics::Histogram> =
+    Cached::new(|| metrics::histogram!("consul_kvs_apply"));
+static TXN_APPLY: Cached<metrics::Histogram> =
+    Cached::new(|| metrics::histogram!("consul_txn_apply"));
+static SESSION_APPLY: Cached<metrics::Histogram> =
+    Cached::new(|| metrics::histogram!("consul_session_apply"));
+
 /// Records one write's timers: the command's endpoint timer and `consul_raft_commitTime`.
 pub fn command_timer(name: Option<&'static str>, started: Instant) {
     if !enabled() {
         return;
     }
     let elapsed = ms(started.elapsed());
-    metrics::histogram!("consul_raft_commitTime").record(elapsed);
-    if let Some(name) = name {
-        metrics::histogram!(name).record(elapsed);
+    COMMIT_TIME.get().record(elapsed);
+    let handle = match name {
+        None => return,
+        Some("consul_catalog_register") => CATALOG_REGISTER.get(),
+        Some("consul_catalog_deregister") => CATALOG_DEREGISTER.get(),
+        Some("consul_kvs_apply") => KVS_APPLY.get(),
+        Some("consul_txn_apply") => TXN_APPLY.get(),
+        Some("consul_session_apply") => SESSION_APPLY.get(),
+        Some(other) => {
+            metrics::histogram!(other).record(elapsed);
+            return;
+        }
+    };
+    handle.record(elapsed);
+}
+
+/// `consul_api_http` handles by route pattern, one per common method (GET, PUT, POST,
+/// DELETE, other), so that a request records after one read-locked map lookup and no
+/// allocation.
+type HttpHandles = [Option<metrics::Histogram>; 5];
+static HTTP: OnceLock<parking_lot::RwLock<std::collections::HashMap<String, HttpHandles>>> =
+    OnceLock::new();
+
+fn method_slot(method: &axum::http::Method) -> usize {
+    match *method {
+        axum::http::Method::GET => 0,
+        axum::http::Method::PUT => 1,
+        axum::http::Method::POST => 2,
+        axum::http::Method::DELETE => 3,
+        _ => 4,
     }
+}
+
+fn http_histogram(method: &axum::http::Method, pattern: &str) -> metrics::Histogram {
+    let map = HTTP.get_or_init(Default::default);
+    let slot = method_slot(method);
+    if let Some(h) = map.read().get(pattern).and_then(|hs| hs[slot].clone()) {
+        return h;
+    }
+    let h = metrics::histogram!(
+        "consul_api_http",
+        "method" => method.as_str().to_string(),
+        "path" => path_label(pattern)
+    );
+    if slot < 4 {
+        map.write().entry(pattern.to_string()).or_default()[slot] = Some(h.clone());
+    }
+    h
 }
 
 /// Consul's `path` label of `consul.api.http`: the route's pattern up to its first
@@ -104,16 +204,14 @@ pub async fn http_timer(req: Request, next: Next) -> Response {
     if !enabled() {
         return next.run(req).await;
     }
-    let path = req
+    let timer = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| path_label(p.as_str()));
-    let method = req.method().as_str().to_string();
+        .map(|p| http_histogram(req.method(), p.as_str()));
     let started = Instant::now();
     let resp = next.run(req).await;
-    if let Some(path) = path {
-        metrics::histogram!("consul_api_http", "method" => method, "path" => path)
-            .record(ms(started.elapsed()));
+    if let Some(timer) = timer {
+        timer.record(ms(started.elapsed()));
     }
     resp
 }
@@ -189,6 +287,32 @@ pub fn spawn_sampler(
     });
 }
 
+/// Increments a counter when metrics are on (rare events: member changes).
+pub fn increment(name: &'static str) {
+    if enabled() {
+        metrics::counter!(name).increment(1);
+    }
+}
+
+/// Records a timer (milliseconds since `started`) when metrics are on: for the rare events
+/// (snapshots, restores) where a name lookup does not matter.
+pub fn time_since(name: &'static str, started: Instant) {
+    if enabled() {
+        metrics::histogram!(name).record(ms(started.elapsed()));
+    }
+}
+
+/// The DNS query timers (`consul_dns_domain_query`, `consul_dns_ptr_query`), resolved once
+/// per DNS worker so that a query records without a name lookup; None with metrics off.
+pub fn dns_timers() -> Option<(metrics::Histogram, metrics::Histogram)> {
+    enabled().then(|| {
+        (
+            metrics::histogram!("consul_dns_domain_query"),
+            metrics::histogram!("consul_dns_ptr_query"),
+        )
+    })
+}
+
 /// Consul's dotted name of a Prometheus name: `consul_raft_apply` -> `consul.raft.apply`.
 /// The segments that carry an underscore in Consul keep it.
 pub fn dotted(name: &str) -> String {
@@ -198,6 +322,9 @@ pub fn dotted(name: &str) -> String {
         "num_goroutines",
         "queries_blocking",
         "failure_tolerance",
+        "domain_query",
+        "ptr_query",
+        "stale_queries",
         "session_ttl",
         "is_leader",
     ];

@@ -463,6 +463,11 @@ impl TestAgent {
         self.spawn_and_wait().await
     }
 
+    /// The agent's process ID (to signal it), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {

@@ -235,6 +235,8 @@ pub fn run(args: &AgentArgs, matches: Option<&ArgMatches>) -> i32 {
     let reload: crate::agent::ReloadSource = std::sync::Arc::new(move || {
         let built =
             config::load(reload_opts.clone(), &SystemEnvironment).map_err(|e| e.to_string())?;
+        // Consul applies a changed log_level on reload.
+        crate::logging::set_level(built.config.log_level);
         Ok((built.config.services, built.config.checks))
     });
     let built = match config::load(load, &SystemEnvironment) {
@@ -244,7 +246,16 @@ pub fn run(args: &AgentArgs, matches: Option<&ArgMatches>) -> i32 {
             return 1;
         }
     };
-    crate::logging::init(built.config.log_level, built.config.log_json);
+    let setup = crate::logging::LogSetup {
+        level: built.config.log_level,
+        json: built.config.log_json,
+        file: built.config.log_file.clone(),
+        syslog_facility: built.config.syslog_facility,
+    };
+    if let Err(e) = crate::logging::init(&setup) {
+        eprintln!("==> {e}");
+        return 1;
+    }
     for warning in &built.warnings {
         tracing::warn!("{warning}");
     }

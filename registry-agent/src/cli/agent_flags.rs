@@ -70,20 +70,21 @@ pub struct ConsulAgentFlags {
     /// WAN address to join at start (accepted).
     #[arg(long = "join-wan", value_name = "ADDR")]
     pub join_wan: Vec<String>,
-    /// Log file path (accepted; logs go to standard output).
+    /// Also write the log to this file (a path ending in `/`: `consul.log` in that
+    /// directory), rotated as the -log-rotate-* flags say.
     #[arg(long = "log-file", value_name = "PATH")]
     pub log_file: Option<String>,
-    /// Log rotation size (accepted).
+    /// Rotate the log file once it would pass this many bytes (0: no size limit).
     #[arg(
         long = "log-rotate-bytes",
         value_name = "N",
         allow_hyphen_values = true
     )]
     pub log_rotate_bytes: Option<i64>,
-    /// Log rotation period (accepted).
+    /// Rotate the log file when it is this old (default 24h).
     #[arg(long = "log-rotate-duration", value_name = "DURATION", value_parser = duration_flag)]
     pub log_rotate_duration: Option<Duration>,
-    /// Log archives to keep (accepted).
+    /// Rotated log files to keep (0: all, -1: none).
     #[arg(
         long = "log-rotate-max-files",
         value_name = "N",
@@ -131,7 +132,7 @@ pub struct ConsulAgentFlags {
     /// (Enterprise) Network segment (accepted).
     #[arg(long = "segment", value_name = "NAME")]
     pub segment: Option<String>,
-    /// Log to syslog (accepted).
+    /// Also send the log to the local syslog (/dev/log), facility `syslog_facility`.
     #[arg(long = "syslog", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = go_bool, value_name = "BOOL")]
     pub syslog: Option<bool>,
@@ -170,10 +171,6 @@ impl ConsulAgentFlags {
             ("ports.grpc_tls", self.grpc_tls_port.is_some()),
             ("ports.https", self.https_port.is_some()),
             ("start_join_wan", !self.join_wan.is_empty()),
-            ("log_file", self.log_file.is_some()),
-            ("log_rotate_bytes", self.log_rotate_bytes.is_some()),
-            ("log_rotate_duration", self.log_rotate_duration.is_some()),
-            ("log_rotate_max_files", self.log_rotate_max_files.is_some()),
             ("read_replica", self.read_replica.is_some()),
             ("non_voting_server", self.non_voting_server.is_some()),
             ("pid_file", self.pid_file.is_some()),
@@ -193,9 +190,13 @@ impl ConsulAgentFlags {
             ("serf_lan", self.serf_lan_bind.is_some()),
             ("serf_wan", self.serf_wan_bind.is_some()),
             ("segment", self.segment.is_some()),
-            ("enable_syslog", self.syslog.is_some()),
             ("ui_dir", self.ui_dir.is_some()),
         ];
+        p.log_file = self.log_file.clone().or(p.log_file.take());
+        p.log_rotate_bytes = self.log_rotate_bytes.or(p.log_rotate_bytes);
+        p.log_rotate_duration = self.log_rotate_duration.or(p.log_rotate_duration);
+        p.log_rotate_max_files = self.log_rotate_max_files.or(p.log_rotate_max_files);
+        p.enable_syslog = self.syslog.or(p.enable_syslog);
         for (key, given) in set {
             if given {
                 p.ignored.push(key.to_string());
@@ -236,7 +237,9 @@ mod tests {
         };
         let p = a.to_partial();
         assert_eq!(p.enable_script_checks, Some(true));
-        for key in ["ports.https", "log_file", "serf_lan", "ui_dir"] {
+        assert_eq!(p.log_file.as_deref(), Some("/tmp/l"));
+        assert_eq!(p.enable_syslog, Some(true));
+        for key in ["ports.https", "serf_lan", "ui_dir"] {
             assert!(
                 p.ignored.iter().any(|k| k == key),
                 "{key} in {:?}",

@@ -1,5 +1,5 @@
 //! `registry kv put|get|delete`: Consul's KV commands, with the same flags, messages and exit
-//! codes.
+//! codes (`export` and `import` live in [`super::kv_transfer`]).
 
 use super::http::{encode_path, Client, HttpFlags, ServerFlags};
 use super::table::tabwrite;
@@ -20,6 +20,12 @@ pub enum KvCommand {
     Get(KvGetArgs),
     /// Removes data from the KV store: `kv delete KEY_OR_PREFIX`.
     Delete(KvDeleteArgs),
+    /// Exports the keys under a prefix (all keys without one) as Consul's JSON: an array of
+    /// `key`, `flags` and base64 `value`, for `kv import`.
+    Export(super::kv_transfer::KvExportArgs),
+    /// Imports the JSON of `kv export` (DATA, `@file` or `-` for standard input), under
+    /// `-prefix` if given; prints each imported key.
+    Import(super::kv_transfer::KvImportArgs),
 }
 
 /// `kv put`.
@@ -196,6 +202,8 @@ pub async fn run(command: KvCommand, ui: &mut Ui<'_>) -> i32 {
         KvCommand::Put(args) => put(args, ui).await,
         KvCommand::Get(args) => get(args, ui).await,
         KvCommand::Delete(args) => delete(args, ui).await,
+        KvCommand::Export(args) => super::kv_transfer::export(args, ui).await,
+        KvCommand::Import(args) => super::kv_transfer::import(args, ui).await,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `registry` command line, mirroring Consul's: `agent`, `members`, `kv`, `catalog`,
-//! `snapshot`, `operator`, `services`, `maint`, `leave`, `info` and `version`, with Go-style single-dash flags
-//! (see [`dash`]); `k8s-sync` hands over to the k8s-sync executable ([`k8s_sync`]).
+//! `snapshot`, `operator`, `services`, `maint`, `watch`, `monitor`, `debug`, `leave`, `info`
+//! and `version`, with Go-style single-dash flags (see [`dash`]); `k8s-sync` hands over to the
+//! k8s-sync executable ([`k8s_sync`]).
 
 pub mod acl;
 pub mod agent;
@@ -9,13 +10,16 @@ pub mod autopilot_state;
 pub mod catalog;
 pub mod config_entry;
 pub mod dash;
+pub mod debug;
 pub mod gossip;
 pub mod http;
 pub mod k8s_sync;
 pub mod kv;
+pub mod kv_transfer;
 pub mod lock;
 pub mod maint;
 pub mod members;
+pub mod monitor;
 pub mod operator;
 pub mod ops;
 pub mod services;
@@ -23,6 +27,7 @@ pub mod snapshot;
 pub mod table;
 pub mod ui;
 pub mod validate;
+pub mod watch;
 
 #[cfg(test)]
 mod tests;
@@ -114,6 +119,15 @@ pub enum Command {
     ForceLeave(gossip::ForceLeaveArgs),
     /// Prints debugging information about the agent.
     Info(ops::InfoArgs),
+    /// Watches a key, a key prefix, the services or nodes, one service's instances, checks
+    /// or user events, and runs a handler (the data as JSON on its standard input) on every
+    /// change; without a handler, prints the current data as JSON and exits.
+    Watch(watch::WatchArgs),
+    /// Streams the agent's log at a chosen level until interrupted.
+    Monitor(monitor::MonitorArgs),
+    /// Captures the agent's state, metrics and log for a while into an archive for
+    /// debugging.
+    Debug(debug::DebugArgs),
     /// Manages ACL tokens, policies and roles, and bootstraps the ACL system.
     Acl {
         /// The ACL area.
@@ -121,7 +135,7 @@ pub enum Command {
         command: acl::AclCommand,
     },
     /// Prints the registry version.
-    Version,
+    Version(ops::VersionArgs),
 }
 
 /// Go's `strconv.ParseBool`, as a clap value parser for boolean flags.
@@ -158,10 +172,7 @@ pub fn run(args: &[String]) -> i32 {
     match cli.command {
         Command::Agent(args) => agent::run(&args, matches.subcommand_matches("agent")),
         Command::Validate(args) => validate::run(&args),
-        Command::Version => {
-            println!("{}", ops::version_text());
-            0
-        }
+        Command::Version(args) => ops::version(&args),
         other => run_client(other),
     }
 }
@@ -195,11 +206,14 @@ fn run_client(command: Command) -> i32 {
             Command::Event(args) => gossip::event(args, &mut ui).await,
             Command::ForceLeave(args) => gossip::force_leave(args, &mut ui).await,
             Command::Info(args) => ops::info(args, &mut ui).await,
+            Command::Watch(args) => watch::run(args, &mut ui).await,
+            Command::Monitor(args) => monitor::run(args, &mut ui).await,
+            Command::Debug(args) => debug::run(args, &mut ui).await,
             Command::Services { command } => services::run(command, &mut ui).await,
             Command::Maint(args) => maint::run(args, &mut ui).await,
             Command::Reload(args) => ops::reload(args, &mut ui).await,
             Command::Acl { command } => acl::run(command, &mut ui).await,
-            Command::Agent(_) | Command::Version | Command::Validate(_) => 1,
+            Command::Agent(_) | Command::Version(_) | Command::Validate(_) => 1,
         }
     })
 }

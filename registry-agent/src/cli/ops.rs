@@ -42,6 +42,44 @@ pub struct JoinArgs {
     addresses: Vec<String>,
 }
 
+/// `version` flags.
+#[derive(Args, Debug)]
+pub struct VersionArgs {
+    /// Output format: pretty (the default) or json.
+    #[arg(long, default_value = "pretty", value_name = "FORMAT")]
+    format: String,
+}
+
+/// The `version -format=json` document, shaped as Consul's.
+pub fn version_json() -> Value {
+    let rpc = serde_json::json!({"Default": 2, "Min": 2, "Max": 3});
+    serde_json::json!({
+        "Version": env!("CARGO_PKG_VERSION"),
+        "Revision": "",
+        "Prerelease": "",
+        "BuildDate": "0001-01-01T00:00:00Z",
+        "RPC": rpc,
+    })
+}
+
+/// Runs `version`.
+pub fn version(args: &VersionArgs) -> i32 {
+    match args.format.as_str() {
+        "pretty" => {
+            println!("{}", version_text());
+            0
+        }
+        "json" => {
+            println!("{}", super::watch::pretty(&version_json()));
+            0
+        }
+        other => {
+            eprintln!("Error: Unknown format: {other}");
+            1
+        }
+    }
+}
+
 /// The `version` text.
 pub fn version_text() -> String {
     format!(

@@ -179,7 +179,7 @@ fn client_commands_parse() {
         assert!(parse(&argv(line)).is_ok(), "{line}");
     }
     let (cli, _) = parse(&argv("-v")).expect("-v");
-    assert!(matches!(cli.command, Command::Version));
+    assert!(matches!(cli.command, Command::Version(_)));
 }
 
 #[test]

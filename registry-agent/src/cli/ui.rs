@@ -26,6 +26,15 @@ impl<'a> Ui<'a> {
         let _ = self.out.write_all(b"\n");
     }
 
+    /// Writes raw bytes to standard output and flushes them (streams); false once the
+    /// output is closed.
+    pub fn stream(&mut self, bytes: &[u8]) -> bool {
+        self.out
+            .write_all(bytes)
+            .and_then(|()| self.out.flush())
+            .is_ok()
+    }
+
     /// Writes a line to standard error.
     pub fn error(&mut self, text: &str) {
         let _ = writeln!(self.err, "{text}");

@@ -232,11 +232,27 @@ pub fn build(
         ));
     }
 
+    let log_file = log_file_config(
+        c.log_file.as_deref(),
+        c.log_rotate_bytes,
+        c.log_rotate_duration,
+        c.log_rotate_max_files,
+    )?;
     let level_name = c.log_level.unwrap_or_else(|| "info".to_string());
     let log_level = LogLevel::parse(&level_name)
         .ok_or_else(|| ConfigError::invalid(format!("Invalid log level: {level_name}")))?;
 
     validate_node_meta(&c.node_meta)?;
+    let syslog_facility = if c.enable_syslog.unwrap_or(false) {
+        let name = c.syslog_facility.as_deref().unwrap_or("LOCAL0");
+        Some(crate::log_sinks::facility_code(name).ok_or_else(|| {
+            ConfigError::invalid(format!(
+                "Syslog setup failed: invalid syslog facility {name:?}"
+            ))
+        })?)
+    } else {
+        None
+    };
 
     let multiplier = c.raft_multiplier.unwrap_or(5);
     if !(1..=10).contains(&multiplier) {
@@ -328,6 +344,8 @@ pub fn build(
         join,
         log_level,
         log_json: c.log_json.unwrap_or(false),
+        log_file,
+        syslog_facility,
         node_meta: c.node_meta,
         ui: c.ui.unwrap_or(false),
         ui_content_path: registry_server::config::UiConfig::normalize_path(
@@ -342,6 +360,13 @@ pub fn build(
                 .prometheus_retention_time
                 .unwrap_or(Duration::ZERO),
             disable_hostname: c.telemetry.disable_hostname.unwrap_or(false),
+            metrics_prefix: c
+                .telemetry
+                .metrics_prefix
+                .clone()
+                .unwrap_or_else(|| "consul".to_string()),
+            filter_default: c.telemetry.filter_default.unwrap_or(true),
+            prefix_filter: c.telemetry.prefix_filter.clone(),
         },
         autopilot,
         acl: c.acl.build()?,
@@ -351,6 +376,26 @@ pub fn build(
         config_files,
     };
     Ok(Built { config, warnings })
+}
+
+/// `log_file` with Consul's rotation defaults (24h, no size limit, every archive kept).
+fn log_file_config(
+    path: Option<&str>,
+    rotate_bytes: Option<i64>,
+    rotate_duration: Option<Duration>,
+    max_files: Option<i64>,
+) -> Result<Option<crate::log_sinks::LogFileConfig>, ConfigError> {
+    let Some(path) = path.filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let rotate_bytes = u64::try_from(rotate_bytes.unwrap_or(0))
+        .map_err(|_| ConfigError::invalid("log_rotate_bytes must not be negative".to_string()))?;
+    Ok(Some(crate::log_sinks::LogFileConfig {
+        path: PathBuf::from(path),
+        rotate_bytes,
+        rotate_duration: rotate_duration.unwrap_or(Duration::from_secs(24 * 3600)),
+        rotate_max_files: max_files.unwrap_or(0),
+    }))
 }
 
 fn parse_ip(key: &str, text: &str) -> Result<IpAddr, ConfigError> {

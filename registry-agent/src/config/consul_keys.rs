@@ -121,14 +121,9 @@ pub(crate) const IGNORED: &[(&str, Kind)] = &[
     ("enable_central_service_config", Bool),
     ("enable_debug", Bool),
     ("enable_local_script_checks", Bool),
-    ("enable_syslog", Bool),
     ("encrypt_verify_incoming", Bool),
     ("encrypt_verify_outgoing", Bool),
     ("license_path", Str),
-    ("log_file", Str),
-    ("log_rotate_bytes", Int),
-    ("log_rotate_duration", Dur),
-    ("log_rotate_max_files", Int),
     ("log_sublevels", Map),
     ("max_query_time", Dur),
     ("pid_file", Str),
@@ -147,7 +142,6 @@ pub(crate) const IGNORED: &[(&str, Kind)] = &[
     ("session_ttl_min", Dur),
     ("snapshot_agent", Map),
     ("start_join_wan", StrList),
-    ("syslog_facility", Str),
     ("tagged_addresses", Map),
     ("translate_wan_addrs", Bool),
     ("ui_content_path", Str),
@@ -326,9 +320,6 @@ pub(crate) const IGNORED: &[(&str, Kind)] = &[
     ("telemetry.dogstatsd_addr", Str),
     ("telemetry.dogstatsd_tags", StrList),
     ("telemetry.enable_host_metrics", Bool),
-    ("telemetry.filter_default", Bool),
-    ("telemetry.metrics_prefix", Str),
-    ("telemetry.prefix_filter", StrList),
     ("telemetry.retry_failed_connection", Bool),
     ("telemetry.statsd_address", Str),
     ("telemetry.statsite_address", Str),
@@ -441,13 +432,7 @@ pub(crate) fn reason(path: &str) -> &'static str {
         | "reconnect_timeout_wan"
         | "disable_keyring_file" => "gossip timing, encryption and reaping are not tunable",
         "limits" | "http_config" => "request rate, size and connection limits are not enforced",
-        "log_file"
-        | "log_rotate_bytes"
-        | "log_rotate_duration"
-        | "log_rotate_max_files"
-        | "log_sublevels"
-        | "enable_syslog"
-        | "syslog_facility" => "logs go to standard output only",
+        "log_sublevels" => "one level applies to every subsystem",
         "audit" | "reporting" | "non_voting_server" | "read_replica" | "segment" | "segments"
         | "partition" | "license_path" => "a Consul Enterprise feature",
         "ae_interval"

@@ -54,6 +54,12 @@ pub struct PartialTelemetry {
     pub prometheus_retention_time: Option<Duration>,
     /// Leave the host name out of metric names.
     pub disable_hostname: Option<bool>,
+    /// `metrics_prefix`.
+    pub metrics_prefix: Option<String>,
+    /// `filter_default`.
+    pub filter_default: Option<bool>,
+    /// `prefix_filter`.
+    pub prefix_filter: Vec<String>,
 }
 
 /// `autopilot { }`.
@@ -116,6 +122,18 @@ pub struct PartialConfig {
     pub log_level: Option<String>,
     /// `log_json` / `-log-json`.
     pub log_json: Option<bool>,
+    /// `log_file` / `-log-file`.
+    pub log_file: Option<String>,
+    /// `log_rotate_bytes` / `-log-rotate-bytes`.
+    pub log_rotate_bytes: Option<i64>,
+    /// `log_rotate_duration` / `-log-rotate-duration`.
+    pub log_rotate_duration: Option<Duration>,
+    /// `log_rotate_max_files` / `-log-rotate-max-files`.
+    pub log_rotate_max_files: Option<i64>,
+    /// `enable_syslog` / `-syslog`.
+    pub enable_syslog: Option<bool>,
+    /// `syslog_facility`.
+    pub syslog_facility: Option<String>,
     /// `domain` / `-domain`.
     pub domain: Option<String>,
     /// `node_meta { }` / `-node-meta`.
@@ -186,6 +204,12 @@ impl PartialConfig {
             retry_max: top.int("retry_max")?,
             log_level: top.string("log_level")?,
             log_json: top.bool("log_json")?,
+            log_file: top.string("log_file")?,
+            log_rotate_bytes: top.int("log_rotate_bytes")?,
+            log_rotate_duration: top.duration("log_rotate_duration")?,
+            log_rotate_max_files: top.int("log_rotate_max_files")?,
+            enable_syslog: top.bool("enable_syslog")?,
+            syslog_facility: top.string("syslog_facility")?,
             domain: top.string("domain")?,
             node_meta: top.string_map("node_meta")?,
             ui: top.bool("ui")?,
@@ -256,6 +280,9 @@ impl PartialConfig {
             cfg.telemetry = PartialTelemetry {
                 prometheus_retention_time: telemetry.duration("prometheus_retention_time")?,
                 disable_hostname: telemetry.bool("disable_hostname")?,
+                metrics_prefix: telemetry.string("metrics_prefix")?,
+                filter_default: telemetry.bool("filter_default")?,
+                prefix_filter: telemetry.strings("prefix_filter")?,
             };
         }
         Ok(cfg)
@@ -291,6 +318,12 @@ impl PartialConfig {
         set(&mut self.retry_max, other.retry_max);
         set(&mut self.log_level, other.log_level);
         set(&mut self.log_json, other.log_json);
+        set(&mut self.log_file, other.log_file);
+        set(&mut self.log_rotate_bytes, other.log_rotate_bytes);
+        set(&mut self.log_rotate_duration, other.log_rotate_duration);
+        set(&mut self.log_rotate_max_files, other.log_rotate_max_files);
+        set(&mut self.enable_syslog, other.enable_syslog);
+        set(&mut self.syslog_facility, other.syslog_facility);
         set(&mut self.domain, other.domain);
         self.node_meta.extend(other.node_meta);
         set(&mut self.ui, other.ui);
@@ -332,6 +365,17 @@ impl PartialConfig {
             &mut self.telemetry.disable_hostname,
             other.telemetry.disable_hostname,
         );
+        set(
+            &mut self.telemetry.metrics_prefix,
+            other.telemetry.metrics_prefix,
+        );
+        set(
+            &mut self.telemetry.filter_default,
+            other.telemetry.filter_default,
+        );
+        self.telemetry
+            .prefix_filter
+            .extend(other.telemetry.prefix_filter);
         self.acl.merge(other.acl);
         let (a, b) = (&mut self.autopilot, other.autopilot);
         set(&mut a.cleanup_dead_servers, b.cleanup_dead_servers);

@@ -153,12 +153,18 @@ pub struct RaftConfig {
 }
 
 /// Telemetry settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TelemetryConfig {
     /// How long metrics stay in the Prometheus output (0: Prometheus format disabled).
     pub prometheus_retention_time: Duration,
     /// Leave the host name out of metric names.
     pub disable_hostname: bool,
+    /// `metrics_prefix` (default `consul`).
+    pub metrics_prefix: String,
+    /// `filter_default` (default true).
+    pub filter_default: bool,
+    /// `prefix_filter` rules (`+name.prefix`, `-name.prefix`).
+    pub prefix_filter: Vec<String>,
 }
 
 /// Autopilot settings (`autopilot { }`), Consul's defaults unless set.
@@ -198,6 +204,10 @@ pub struct RuntimeConfig {
     pub log_level: LogLevel,
     /// Log as JSON lines.
     pub log_json: bool,
+    /// `log_file` and its rotation, when set.
+    pub log_file: Option<crate::log_sinks::LogFileConfig>,
+    /// `enable_syslog`: the facility code of `syslog_facility` (LOCAL0 by default).
+    pub syslog_facility: Option<u8>,
     /// Node metadata.
     pub node_meta: BTreeMap<String, String>,
     /// Serve the web UI.

@@ -65,6 +65,9 @@ const AUTOPILOT: &[(&str, Shape)] = &[
 const TELEMETRY: &[(&str, Shape)] = &[
     ("prometheus_retention_time", Shape::Scalar),
     ("disable_hostname", Shape::Scalar),
+    ("metrics_prefix", Shape::Scalar),
+    ("filter_default", Shape::Scalar),
+    ("prefix_filter", Shape::Scalar),
 ];
 
 const ACL_TOKENS: &[(&str, Shape)] = &[
@@ -111,6 +114,12 @@ pub(crate) const TOP_LEVEL: &[(&str, Shape)] = &[
     ("retry_max", Shape::Scalar),
     ("log_level", Shape::Scalar),
     ("log_json", Shape::Scalar),
+    ("log_file", Shape::Scalar),
+    ("log_rotate_bytes", Shape::Scalar),
+    ("log_rotate_duration", Shape::Scalar),
+    ("log_rotate_max_files", Shape::Scalar),
+    ("enable_syslog", Shape::Scalar),
+    ("syslog_facility", Shape::Scalar),
     ("domain", Shape::Scalar),
     ("node_meta", Shape::Map),
     ("ui", Shape::Scalar),
@@ -350,7 +359,7 @@ mod tests {
             "ports": {"http": 1, "https": -1, "grpc_tls": -1},
             "audit": {"enabled": true},
             "limits": {"http_max_conns_per_client": 200},
-            "log_file": "/tmp/x.log"
+            "log_sublevels": {"raft": "warn"}
         });
         let (map, ignored) = normalize(value, "x").expect("normalize");
         assert_eq!(map["ports"], json!({"http": 1}));
@@ -362,7 +371,7 @@ mod tests {
                 "ports.grpc_tls",
                 "audit.enabled",
                 "limits.http_max_conns_per_client",
-                "log_file"
+                "log_sublevels"
             ]
         );
         let err = normalize(json!({"audit": {"enabled": "yes"}}), "f.json").expect_err("type");

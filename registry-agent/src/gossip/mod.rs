@@ -318,6 +318,7 @@ impl Gossip {
                         .map(|o| o.status);
                     if old != Some(m.status) {
                         tracing::info!(member = %m.name, addr = %m.addr, status = ?m.status, "gossip member status");
+                        member_event_metric(m.status);
                     }
                 }
             }
@@ -434,6 +435,18 @@ impl MemberSource for Gossip {
     fn settled(&self) -> bool {
         self.started.elapsed() >= SETTLE_AFTER
     }
+}
+
+/// Consul's serf member event counters: `consul_serf_member_join` (a member becomes alive,
+/// this agent included), `consul_serf_member_failed` and `consul_serf_member_left`.
+fn member_event_metric(status: MemberStatus) {
+    let name = match status {
+        MemberStatus::Alive => "consul_serf_member_join",
+        MemberStatus::Failed => "consul_serf_member_failed",
+        MemberStatus::Left | MemberStatus::Leaving => "consul_serf_member_left",
+        MemberStatus::Reaped => return,
+    };
+    registry_server::metrics::increment(name);
 }
 
 async fn refresh_loop(me: std::sync::Weak<Gossip>) {

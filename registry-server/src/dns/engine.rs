@@ -138,6 +138,10 @@ pub struct Worker {
     pub out: Vec<u8>,
     /// Counters.
     pub stats: Arc<WorkerStats>,
+    /// `consul_dns_domain_query` and `consul_dns_ptr_query`, resolved once (metrics on).
+    timers: Option<(metrics::Histogram, metrics::Histogram)>,
+    /// Whether the last query was a reverse (`.arpa`) lookup.
+    last_ptr: bool,
 }
 
 impl std::fmt::Debug for Worker {
@@ -164,11 +168,31 @@ impl Worker {
             acl_seen: 0,
             out: Vec::with_capacity(4096),
             stats: Arc::new(WorkerStats::default()),
+            timers: crate::metrics::dns_timers(),
+            last_ptr: false,
         }
     }
 
-    /// Answers one packet.
+    /// Answers one packet, timing it as Consul's `consul_dns_domain_query` or, for a
+    /// reverse lookup, `consul_dns_ptr_query`.
     pub fn handle(&mut self, packet: &[u8], transport: Transport) -> Outcome {
+        let Some(timers) = self.timers.take() else {
+            return self.handle_query(packet, transport);
+        };
+        let started = std::time::Instant::now();
+        self.last_ptr = false;
+        let outcome = self.handle_query(packet, transport);
+        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+        if self.last_ptr {
+            timers.1.record(elapsed);
+        } else {
+            timers.0.record(elapsed);
+        }
+        self.timers = Some(timers);
+        outcome
+    }
+
+    fn handle_query(&mut self, packet: &[u8], transport: Transport) -> Outcome {
         self.stats.queries.fetch_add(1, Ordering::Relaxed);
         let ra = self.shared.settings.recursion;
         let req = match parse_request(packet) {
@@ -184,6 +208,7 @@ impl Worker {
                 return Outcome::Reply;
             }
         };
+        self.last_ptr = req.qname_lower().ends_with(b"\x04arpa\x00");
         let mut opts = self.shared.render_opts(transport);
         if req.edns.is_some_and(|e| e.version > 0) {
             // RFC 6891: BADVERS (16) = extended bits 1, header bits 0.

@@ -27,7 +27,9 @@ pub fn apply(store: &Store, index: u64, cmd: &Command) -> CommandResponse {
     }
     let started = std::time::Instant::now();
     let out = store.write(index, |txn| apply_txn(txn, cmd));
-    metrics::histogram!("consul_raft_fsm_apply").record(started.elapsed().as_secs_f64() * 1e3);
+    crate::metrics::FSM_APPLY
+        .get()
+        .record(started.elapsed().as_secs_f64() * 1e3);
     out
 }
 

@@ -62,6 +62,7 @@ impl Write for ChunkWriter {
 /// `GET /v1/snapshot`: the archive of the whole state (`?stale` lets any server answer).
 pub(super) async fn save(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
     let opts = s.options(q.as_deref())?;
+    let started = std::time::Instant::now();
     // One consistent state at one index: a copy-on-write view taken under the read lock,
     // encoded after it is released, on a blocking thread, so that writes go on meanwhile.
     let ((view, index), meta) = s
@@ -72,6 +73,7 @@ pub(super) async fn save(State(s): State<AppState>, RawQuery(q): RawQuery) -> Ap
         .await
         .map_err(|e| ServerError::Snapshot(format!("snapshot encoding failed: {e}")))??;
     let archive_meta = Meta::for_state(index, s.raft.term(), &state);
+    crate::metrics::time_since("consul_snapshot_save", started);
     tracing::info!(
         index,
         bytes = state.len(),
@@ -151,6 +153,7 @@ pub(super) async fn restore(
         return Err(ApiError::bad("stale not allowed for restore"));
     }
     let bytes = read_body(&headers, body, MAX_ARCHIVE).await?;
+    let started = std::time::Instant::now();
     let checked = tokio::task::spawn_blocking(move || snapshot::verify(&bytes))
         .await
         .map_err(|e| ApiError(ServerError::Internal(format!("verifying snapshot: {e}"))))?;
@@ -179,6 +182,7 @@ pub(super) async fn restore(
     for (id, ttl) in sessions {
         s.sessions.reset(&id, ttl);
     }
+    crate::metrics::time_since("consul_raft_restoreUserSnapshot", started);
     let mut resp = StatusCode::OK.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -128,7 +128,9 @@ impl Reader {
         opts: &QueryOptions,
         f: impl FnOnce(&Db) -> (T, u64),
     ) -> Result<(T, QueryMeta), ServerError> {
-        metrics::counter!("consul_rpc_query").increment(1);
+        if crate::metrics::enabled() {
+            crate::metrics::RPC_QUERY.get().increment(1);
+        }
         self.gate(opts).await?;
         let (out, index) = f(&self.store.read());
         Ok((out, self.meta(index, opts)))
@@ -145,7 +147,9 @@ impl Reader {
         if opts.index == 0 {
             return self.once(opts, f).await;
         }
-        metrics::counter!("consul_rpc_query").increment(1);
+        if crate::metrics::enabled() {
+            crate::metrics::RPC_QUERY.get().increment(1);
+        }
         let jitter = opts.wait.as_nanos() as u64 / 16;
         let jitter = if jitter > 0 {
             rand::thread_rng().gen_range(0..=jitter)

@@ -33,7 +33,9 @@ impl Writer {
     /// Consul's text.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn apply(&self, cmd: Command) -> Result<CommandResponse, ServerError> {
-        metrics::counter!("consul_raft_apply").increment(1);
+        if crate::metrics::enabled() {
+            crate::metrics::RAFT_APPLY.get().increment(1);
+        }
         let (timer, started) = (
             crate::metrics::command_metric(&cmd),
             std::time::Instant::now(),

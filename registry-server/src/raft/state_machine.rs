@@ -323,17 +323,22 @@ impl RaftSnapshotBuilder<TypeConfig> for RegistrySnapshotBuilder {
                 (hook.0)();
             }
             let view = view.map_err(|e| AnyError::new(&e))?;
+            let encoding = std::time::Instant::now();
             let data = view.encode();
             // Let go of the view before the (slow) write: from here on the live store
             // copies nothing more on account of this snapshot.
             drop(view);
+            crate::metrics::time_since("consul_raft_fsm_snapshot", encoding);
             let data = data.map_err(|e| AnyError::new(&e))?;
+            let persisting = std::time::Instant::now();
             snapshots.save(&m, &data)?;
+            crate::metrics::time_since("consul_raft_snapshot_persist", persisting);
             Ok(data)
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        crate::metrics::time_since("consul_raft_snapshot_takeSnapshot", started);
         tracing::info!(
             bytes = data.len(),
             ms = started.elapsed().as_millis() as u64,
@@ -421,6 +426,7 @@ impl RaftStateMachine<TypeConfig> for RegistryStateMachine {
         let data = snapshot.into_inner();
         let snapshots = Arc::clone(&self.snapshots);
         let m = meta.clone();
+        let started = std::time::Instant::now();
         let db = tokio::task::spawn_blocking(move || -> Result<Db, AnyError> {
             let db = Db::decode(&data).map_err(|e| AnyError::new(&e))?;
             snapshots.save(&m, &data)?;
@@ -430,6 +436,7 @@ impl RaftStateMachine<TypeConfig> for RegistryStateMachine {
         .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?
         .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), e))?;
         self.store.replace(db);
+        crate::metrics::time_since("consul_raft_fsm_restore", started);
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
         tracing::info!("installed snapshot");
