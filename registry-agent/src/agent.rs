@@ -367,8 +367,13 @@ impl LocalAgent {
         self
     }
 
-    /// Replaces the membership view (the gossip layer plugs in here).
+    /// Replaces the membership view (the gossip layer plugs in here). Anti-entropy's
+    /// full-sync interval then scales with its LAN member count, as Consul's `aeScale`.
     pub fn with_membership(mut self, members: Arc<dyn Membership>) -> Self {
+        let view = Arc::downgrade(&members);
+        self.ae.set_cluster_size(Arc::new(move || {
+            view.upgrade().map_or(0, |m| m.lan_members().len())
+        }));
         self.members = members;
         self
     }
