@@ -202,7 +202,7 @@ pub async fn start_client(
         crate::agent::members::local_tags(&config, &config.node_id, &version, &opts.revision);
     gc.tags = tags.clone();
     let events = Arc::new(registry_server::http::UserEvents::new());
-    let lan = Gossip::start(gc, events).await?;
+    let lan = Gossip::start(gc, events.clone()).await?;
     let dir = Arc::new(GossipDirectory {
         lan: lan.clone(),
         seeded,
@@ -229,11 +229,12 @@ pub async fn start_client(
     if config.dns_port != 0 {
         let bind = std::net::SocketAddr::new(config.client_addr, config.dns_port);
         let addr = registry_server::rpc::dns::serve_client(bind, pool.clone()).await?;
-        tracing::info!(%addr, "DNS listening (UDP, answers from the servers)");
+        tracing::info!(%addr, "DNS listening (UDP and TCP, answers from the servers)");
     }
     let app = registry_server::http::client_router(
         state,
         Arc::new(ClientForward::new(pool, &config.node_name)),
+        events,
     );
     let addr = config.http_addr();
     let listener = tokio::net::TcpListener::bind(addr)
