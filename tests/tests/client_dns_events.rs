@@ -7,6 +7,8 @@
 //! - `/v1/event/list` on a client answers from the events that client received over gossip
 //!   (its own buffer, with the node filter applied by each receiving agent), not from a
 //!   server's; its blocking form wakes on a new event.
+//! - An alias check on one client of a service on another client follows the target's
+//!   checks through the servers' catalog (blocking queries).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -172,6 +174,55 @@ async fn client_dns_over_udp_and_tcp_and_events_from_its_own_buffer() -> Result<
     assert_ne!(meta.index, index);
     let got: Value = r.json()?;
     assert_eq!(names(&got), vec!["all", "wake"]);
+
+    // --- An alias check on client-2 of a service on client-1 (another node) ---
+    let r = c1
+        .put(
+            "/v1/agent/service/register",
+            json!({"Name": "web", "ID": "web-c1", "Port": 80,
+                   "Check": {"CheckID": "web-ttl", "TTL": "600s"}})
+            .to_string(),
+        )
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = c2
+        .put(
+            "/v1/agent/check/register",
+            json!({"Name": "alias-web", "CheckID": "alias-web",
+                   "AliasNode": "client-1", "AliasService": "web-c1"})
+            .to_string(),
+        )
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let alias_status = || async {
+        let checks = c2.get_json("/v1/agent/checks").await?;
+        Ok::<_, anyhow::Error>(checks["alias-web"]["Status"].as_str().map(str::to_string))
+    };
+    // The TTL check starts critical, and so does the alias.
+    eventually(Duration::from_secs(15), "alias critical", || async {
+        Ok((alias_status().await?.as_deref() == Some("critical")).then_some(()))
+    })
+    .await?;
+    let out = c2.get_json("/v1/agent/checks").await?["alias-web"]["Output"].clone();
+    assert!(
+        out.as_str().unwrap_or_default().contains("failing"),
+        "the alias follows the target's check: {out}"
+    );
+    let r = c1.put("/v1/agent/check/pass/web-ttl", "").await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t = std::time::Instant::now();
+    eventually(Duration::from_secs(15), "alias passing", || async {
+        Ok((alias_status().await?.as_deref() == Some("passing")).then_some(()))
+    })
+    .await?;
+    eprintln!("alias of another node's service followed a change in {:?}", t.elapsed());
+    let r = c1.put("/v1/agent/check/fail/web-ttl", "").await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    eventually(Duration::from_secs(15), "alias critical again", || async {
+        Ok((alias_status().await?.as_deref() == Some("critical")).then_some(()))
+    })
+    .await?;
+
     drop((c1, c2));
     c.finish();
     Ok(())
