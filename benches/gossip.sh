@@ -22,12 +22,12 @@ port=24000
 for n in $MEMBERS; do
     echo "== $n members: after" >&2
     REGISTRY_GOSSIP_DIGEST=${DIGEST:-v1} "$BIN" --members "$n" --steady-secs "$STEADY" \
-        --base-port "$port" --label after ${EXTRA:-} | tee -a "$out"
+        --base-port "$port" --label after ${EXTRA:-} | tee -a "$out" || true
     port=$((port + n + 10))
     if [ "$COMPARE" = 1 ]; then
         echo "== $n members: before" >&2
         REGISTRY_GOSSIP_ALWAYS_RECOMPUTE=1 "$BIN" --members "$n" --steady-secs "$STEADY" \
-            --base-port "$port" --copying-polls --label before | tee -a "$out"
+            --base-port "$port" --copying-polls --label before | tee -a "$out" || true
         port=$((port + n + 10))
     fi
     echo "load $(cut -d' ' -f1-3 /proc/loadavg)" >&2

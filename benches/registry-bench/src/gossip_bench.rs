@@ -230,7 +230,24 @@ async fn run(args: Args) -> Result<()> {
                 .map(|g| alive_count(g, copying))
                 .min()
                 .unwrap_or(0);
-            anyhow::bail!("no convergence after 120 s (worst member sees {worst}/{n} alive)");
+            eprintln!("{n} members: no convergence after 120 s (worst member sees {worst}/{n} alive)");
+            println!(
+                "{}",
+                serde_json::json!({
+                    "bench": "gossip",
+                    "label": args.label,
+                    "members": n,
+                    "phi": args.phi,
+                    "copying_polls": copying,
+                    "converge_s": null,
+                    "worst_alive_after_120s": worst,
+                    "rcvbuf_errors": rcvbuf_errors().saturating_sub(drops0),
+                })
+            );
+            for g in &pool {
+                g.shutdown();
+            }
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
