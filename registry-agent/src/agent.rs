@@ -369,9 +369,12 @@ impl LocalAgent {
 
     /// Alias checks of other nodes read the servers' catalog through `forward` (a client
     /// agent, which has no store of its own).
-    pub fn with_remote_alias(mut self, forward: Arc<dyn registry_server::http::ForwardApi>) -> Self {
-        let source = crate::checks::AgentAliasSource::new(self.local.clone(), None)
-            .with_remote(forward);
+    pub fn with_remote_alias(
+        mut self,
+        forward: Arc<dyn registry_server::http::ForwardApi>,
+    ) -> Self {
+        let source =
+            crate::checks::AgentAliasSource::new(self.local.clone(), None).with_remote(forward);
         self.runners = self.runners.with_alias_source(Arc::new(source));
         self
     }

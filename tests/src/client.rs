@@ -219,7 +219,14 @@ impl ClientAgent {
         let server = format!("@{}", self.ip);
         let port = self.dns_port.to_string();
         let out = Command::new("dig")
-            .args([server.as_str(), "-p", &port, "+short", "+time=2", "+tries=1"])
+            .args([
+                server.as_str(),
+                "-p",
+                &port,
+                "+short",
+                "+time=2",
+                "+tries=1",
+            ])
             .args(opts)
             .args([name, qtype])
             .output()
@@ -231,7 +238,11 @@ impl ClientAgent {
         Ok(self.api.send(Method::GET, path, None).await?)
     }
 
-    pub async fn put(&self, path: &str, body: impl Into<Vec<u8>>) -> Result<registry_client::Response> {
+    pub async fn put(
+        &self,
+        path: &str,
+        body: impl Into<Vec<u8>>,
+    ) -> Result<registry_client::Response> {
         Ok(self.api.send(Method::PUT, path, Some(body.into())).await?)
     }
 
@@ -254,7 +265,11 @@ impl Drop for ClientAgent {
         }
         self.kill9();
         if std::thread::panicking() {
-            eprintln!("----- client agent {} log -----\n{}", self.name, self.log_text());
+            eprintln!(
+                "----- client agent {} log -----\n{}",
+                self.name,
+                self.log_text()
+            );
         }
     }
 }

@@ -125,7 +125,9 @@ async fn client_dns_over_udp_and_tcp_and_events_from_its_own_buffer() -> Result<
     }
     // An event for client-1 alone (node filter), fired through client-2: client-1 lists
     // it; client-2 and the server, whose buffers never took it, do not.
-    let r = c2.put("/v1/event/fire/only-c1?node=^client-1$", "x").await?;
+    let r = c2
+        .put("/v1/event/fire/only-c1?node=^client-1$", "x")
+        .await?;
     assert_eq!(r.status, 200, "{}", r.text());
     eventually(Duration::from_secs(15), "only-c1 on client-1", || async {
         let l = c1.get_json("/v1/event/list").await?;
@@ -215,7 +217,10 @@ async fn client_dns_over_udp_and_tcp_and_events_from_its_own_buffer() -> Result<
         Ok((alias_status().await?.as_deref() == Some("passing")).then_some(()))
     })
     .await?;
-    eprintln!("alias of another node's service followed a change in {:?}", t.elapsed());
+    eprintln!(
+        "alias of another node's service followed a change in {:?}",
+        t.elapsed()
+    );
     let r = c1.put("/v1/agent/check/fail/web-ttl", "").await?;
     assert_eq!(r.status, 200, "{}", r.text());
     eventually(Duration::from_secs(15), "alias critical again", || async {

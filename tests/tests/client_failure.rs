@@ -81,8 +81,10 @@ async fn wait_node(
     eventually(DETECT, &format!("{node} serfHealth {want}"), || async {
         let serf = serf_health(c, node).await?;
         let web = passing_web(via).await?;
-        Ok((serf.as_deref() == Some(want) && web.iter().any(|n| n == node) == passing)
-            .then_some(()))
+        Ok(
+            (serf.as_deref() == Some(want) && web.iter().any(|n| n == node) == passing)
+                .then_some(()),
+        )
     })
     .await?;
     Ok(since.elapsed())
@@ -153,9 +155,11 @@ async fn dead_stopped_and_leaving_clients_follow_in_the_catalog() -> Result<()> 
         .await?;
     }
     // Every instance passing (HTTP and TCP checks run on the clients).
-    eventually(Duration::from_secs(30), "5 web instances passing", || async {
-        Ok((passing_web(&clients[0]).await? == names).then_some(()))
-    })
+    eventually(
+        Duration::from_secs(30),
+        "5 web instances passing",
+        || async { Ok((passing_web(&clients[0]).await? == names).then_some(())) },
+    )
     .await?;
     if has_dig {
         eventually(Duration::from_secs(10), "5 A records", || async {
@@ -217,7 +221,10 @@ async fn dead_stopped_and_leaving_clients_follow_in_the_catalog() -> Result<()> 
         Ok(n.is_null().then_some(()))
     })
     .await?;
-    eprintln!("{lname} left: deregistered {:?} after its agent exited", t.elapsed());
+    eprintln!(
+        "{lname} left: deregistered {:?} after its agent exited",
+        t.elapsed()
+    );
     let m = statuses(&c.get_json(2, "/v1/agent/members").await?);
     assert!(m.contains(&(lname.clone(), 3)), "{m:?}");
     let web = passing_web(&clients[0]).await?;

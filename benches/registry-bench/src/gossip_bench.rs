@@ -230,7 +230,9 @@ async fn run(args: Args) -> Result<()> {
                 .map(|g| alive_count(g, copying))
                 .min()
                 .unwrap_or(0);
-            eprintln!("{n} members: no convergence after 120 s (worst member sees {worst}/{n} alive)");
+            eprintln!(
+                "{n} members: no convergence after 120 s (worst member sees {worst}/{n} alive)"
+            );
             println!(
                 "{}",
                 serde_json::json!({

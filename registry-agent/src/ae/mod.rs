@@ -319,10 +319,16 @@ mod tests {
             crate::local::LocalOptions::default(),
         );
         let ae = AntiEntropy::new(local, Arc::new(Catalog(3)), AeOptions::default());
-        assert_eq!(ae.cluster_size(), 3, "the catalog's count until gossip is known");
+        assert_eq!(
+            ae.cluster_size(),
+            3,
+            "the catalog's count until gossip is known"
+        );
         let members = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let m = members.clone();
-        ae.set_cluster_size(Arc::new(move || m.load(std::sync::atomic::Ordering::Relaxed)));
+        ae.set_cluster_size(Arc::new(move || {
+            m.load(std::sync::atomic::Ordering::Relaxed)
+        }));
         assert_eq!(ae.cluster_size(), 3, "an empty member list is not a size");
         members.store(1000, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(ae.cluster_size(), 1000);

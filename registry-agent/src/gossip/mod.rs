@@ -288,8 +288,7 @@ impl Gossip {
             };
             let now = Instant::now();
             match last {
-                Some((fp, at))
-                    if *fp == fingerprint && now.duration_since(*at) < FULL_REFRESH => {
+                Some((fp, at)) if *fp == fingerprint && now.duration_since(*at) < FULL_REFRESH => {
                     return;
                 }
                 _ => *last = Some((fingerprint, now)),

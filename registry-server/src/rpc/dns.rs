@@ -196,7 +196,11 @@ pub async fn serve_client(
     Ok(addr)
 }
 
-async fn tcp_accept(listener: tokio::net::TcpListener, pool: Arc<ServerPool>, cache: Arc<Mutex<Cache>>) {
+async fn tcp_accept(
+    listener: tokio::net::TcpListener,
+    pool: Arc<ServerPool>,
+    cache: Arc<Mutex<Cache>>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(TCP_MAX_CONNECTIONS));
     loop {
         let (stream, _) = match listener.accept().await {
