@@ -6,7 +6,10 @@
 # With COMPARE=1 (the default) every size runs twice in the same run: "after" (the agent as
 # it is) and "before" (the member list recomputed on every poll and polled by copying every
 # member's list, as before the change check; REGISTRY_GOSSIP_ALWAYS_RECOMPUTE=1 and
-# --copying-polls). EXTRA="--phi 24" or DIGEST=v0 try other settings on the "after" run.
+# --copying-polls). EXTRA="--phi 24" or DIGEST=v0 try other settings on the "after" run;
+# THREADS (default 2) sets the worker threads of both runs: on a machine whose run queue is
+# long, one process with 2 threads gets 2 threads' share of the CPU for all its members
+# (a real deployment has one process, with its own share, per member).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEADY=${1:-60}
@@ -22,12 +25,12 @@ port=24000
 for n in $MEMBERS; do
     echo "== $n members: after" >&2
     REGISTRY_GOSSIP_DIGEST=${DIGEST:-v1} "$BIN" --members "$n" --steady-secs "$STEADY" \
-        --base-port "$port" --label after ${EXTRA:-} | tee -a "$out" || true
+        --base-port "$port" --threads "${THREADS:-2}" --label after ${EXTRA:-} | tee -a "$out" || true
     port=$((port + n + 10))
     if [ "$COMPARE" = 1 ]; then
         echo "== $n members: before" >&2
         REGISTRY_GOSSIP_ALWAYS_RECOMPUTE=1 "$BIN" --members "$n" --steady-secs "$STEADY" \
-            --base-port "$port" --copying-polls --label before | tee -a "$out" || true
+            --base-port "$port" --threads "${THREADS:-2}" --copying-polls --label before | tee -a "$out" || true
         port=$((port + n + 10))
     fi
     echo "load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
