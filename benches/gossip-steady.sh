@@ -14,7 +14,8 @@
 #
 # A benchmark, not a test: it prints figures and asserts nothing. Every process it starts
 # is stopped by PID on exit. Knobs: BENCH_CLIENTS=5, BENCH_WRITERS=16, BENCH_NO_BUILD=1,
-# BENCH_KEEP=1 (keep logs), BENCH_NET=127.200.1.
+# BENCH_KEEP=1 (keep logs), BENCH_NET=127.200.1, BENCH_PROFILE=release (debug: use the debug
+# binaries; without a registry-bench binary the load is a curl write loop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -40,11 +41,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+PROFILE=${BENCH_PROFILE:-release}
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
-    cargo build --release -q -p registry-agent -p registry-bench
+    if [ "$PROFILE" = release ]; then
+        cargo build --release -q -p registry-agent -p registry-bench
+    else
+        cargo build -q -p registry-agent -p registry-bench
+    fi
 fi
-BIN=$TARGET_DIR/release/registry
-BENCH=$TARGET_DIR/release/registry-bench
+BIN=$TARGET_DIR/$PROFILE/registry
+BENCH=$TARGET_DIR/$PROFILE/registry-bench
 
 AGENTS=()
 for i in 1 2 3; do
@@ -80,9 +86,19 @@ done
 echo "nproc $(nproc), load $(cut -d' ' -f1-3 /proc/loadavg); $TOTAL agents converged; window ${WINDOW}s, $WRITERS writers" >&2
 
 # Write load through the first client agent for the whole window.
-"$BENCH" kv-put --addr "$NET.11:8500" --clients "$WRITERS" --duration "$WINDOW" --warmup 0 \
-    --label steady >"$WORK/load.jsonl" 2>"$WORK/load.err" &
-LOAD_PID=$!
+if [ -x "$BENCH" ]; then
+    "$BENCH" kv-put --addr "$NET.11:8500" --clients "$WRITERS" --duration "$WINDOW" --warmup 0 \
+        --label steady >"$WORK/load.jsonl" 2>"$WORK/load.err" &
+    LOAD_PID=$!
+else
+    ( end=$((SECONDS + ${WINDOW%.*})); n=0
+      while [ $SECONDS -lt $end ]; do
+          curl -sf -X PUT -d "v$n" "http://$NET.11:8500/v1/kv/steady/$((n % 100))" >/dev/null || true
+          n=$((n + 1))
+      done
+      echo "{\"writes\": $n}" >"$WORK/load.jsonl" ) &
+    LOAD_PID=$!
+fi
 PIDS+=("$LOAD_PID")
 
 python3 - "$WINDOW" "$NET.1" "${AGENTS[@]}" <<'EOF'
