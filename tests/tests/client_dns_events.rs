@@ -52,7 +52,10 @@ async fn client_dns_over_udp_and_tcp_and_events_from_its_own_buffer() -> Result<
         return Ok(());
     }
     let c = TestCluster::start(1).await?;
-    let servers = vec![c.server(0).raft_addr()];
+    // The server port (how the client finds a server before gossip converges) and the
+    // server's serf port (a join address without a port means the client's own serf port,
+    // as in Consul, and this client's is not the default).
+    let servers = vec![c.server(0).raft_addr(), format!("{}:8301", c.server(0).ip)];
     let c1 = ClientAgent::start("client-1", &servers).await?;
     let c2 = ClientAgent::start("client-2", &servers).await?;
 
@@ -98,16 +101,17 @@ async fn client_dns_over_udp_and_tcp_and_events_from_its_own_buffer() -> Result<
     let udp = c2.dig_with(
         "big.service.consul",
         "SRV",
-        &["+noshort", "+bufsize=1232", "+ignore"],
+        &["+noshort", "+comments", "+bufsize=1232", "+ignore"],
     )?;
-    // `+short` is before `+noshort` on dig's command line: the full output (with flags).
+    // `+short` is before `+noshort +comments` on dig's command line: the full output, with
+    // the header flags.
     assert!(udp.contains(" tc"), "UDP answer should be truncated: {udp}");
     let tcp = c2.dig_with("big.service.consul", "SRV", &["+tcp"])?;
     assert_eq!(sorted_lines(&tcp).len(), 200, "{tcp}");
     let tcp_a = c2.dig_with("big.service.consul", "A", &["+tcp"])?;
     assert_eq!(sorted_lines(&tcp_a).len(), 200, "{tcp_a}");
     // Unknown names: NXDOMAIN over TCP too (dig prints nothing with +short).
-    let none = c2.dig_with("nothing.service.consul", "SRV", &["+tcp", "+noshort"])?;
+    let none = c2.dig_with("nothing.service.consul", "SRV", &["+tcp", "+noshort", "+comments"])?;
     assert!(none.contains("NXDOMAIN"), "{none}");
 
     // --- Events ---
