@@ -8,7 +8,8 @@
 #
 # One server and BENCH_CLIENTS (5) client agents, each on its own loopback address
 # 127.201.1.x with the default ports; the writer always writes to the server. Knobs:
-# BENCH_WATCHERS=1000, BENCH_WRITES=200, BENCH_RATE=20, BENCH_NO_BUILD=1, BENCH_KEEP=1.
+# BENCH_WATCHERS=1000, BENCH_WRITES=200, BENCH_RATE=20, BENCH_NO_BUILD=1, BENCH_KEEP=1,
+# BENCH_PROFILE=release (debug: the debug binaries).
 # A benchmark, not a test: it asserts nothing. Processes are stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,11 +37,16 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || true
 
+PROFILE=${BENCH_PROFILE:-release}
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
-    cargo build --release -q -p registry-agent -p registry-bench
+    if [ "$PROFILE" = release ]; then
+        cargo build --release -q -p registry-agent -p registry-bench
+    else
+        cargo build -q -p registry-agent -p registry-bench
+    fi
 fi
-BIN=$TARGET_DIR/release/registry
-BENCH=$TARGET_DIR/release/registry-bench
+BIN=$TARGET_DIR/$PROFILE/registry
+BENCH=$TARGET_DIR/$PROFILE/registry-bench
 
 mkdir -p "$WORK/s1"
 "$BIN" agent -server -bootstrap-expect 1 -node s1 -data-dir "$WORK/s1" -bind "$NET.1" \
