@@ -111,7 +111,11 @@ async fn client_dns_over_udp_and_tcp_and_events_from_its_own_buffer() -> Result<
     let tcp_a = c2.dig_with("big.service.consul", "A", &["+tcp"])?;
     assert_eq!(sorted_lines(&tcp_a).len(), 200, "{tcp_a}");
     // Unknown names: NXDOMAIN over TCP too (dig prints nothing with +short).
-    let none = c2.dig_with("nothing.service.consul", "SRV", &["+tcp", "+noshort", "+comments"])?;
+    let none = c2.dig_with(
+        "nothing.service.consul",
+        "SRV",
+        &["+tcp", "+noshort", "+comments"],
+    )?;
     assert!(none.contains("NXDOMAIN"), "{none}");
 
     // --- Events ---

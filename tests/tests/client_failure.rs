@@ -46,10 +46,16 @@ fn statuses(members: &Value) -> Vec<(String, i64)> {
 
 /// Waits until server `via` lists `node` with `status`.
 async fn wait_member(c: &TestCluster, via: usize, node: &str, status: i64) -> Result<()> {
-    eventually(DETECT, &format!("{node} status {status} on server {via}"), || async {
-        let m = statuses(&c.get_json(via, "/v1/agent/members").await?);
-        Ok(m.iter().any(|(n, s)| n == node && *s == status).then_some(()))
-    })
+    eventually(
+        DETECT,
+        &format!("{node} status {status} on server {via}"),
+        || async {
+            let m = statuses(&c.get_json(via, "/v1/agent/members").await?);
+            Ok(m.iter()
+                .any(|(n, s)| n == node && *s == status)
+                .then_some(()))
+        },
+    )
     .await
 }
 
