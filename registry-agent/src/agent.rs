@@ -367,8 +367,25 @@ impl LocalAgent {
         self
     }
 
-    /// Replaces the membership view (the gossip layer plugs in here).
+    /// Alias checks of other nodes read the servers' catalog through `forward` (a client
+    /// agent, which has no store of its own).
+    pub fn with_remote_alias(
+        mut self,
+        forward: Arc<dyn registry_server::http::ForwardApi>,
+    ) -> Self {
+        let source =
+            crate::checks::AgentAliasSource::new(self.local.clone(), None).with_remote(forward);
+        self.runners = self.runners.with_alias_source(Arc::new(source));
+        self
+    }
+
+    /// Replaces the membership view (the gossip layer plugs in here). Anti-entropy's
+    /// full-sync interval then scales with its LAN member count, as Consul's `aeScale`.
     pub fn with_membership(mut self, members: Arc<dyn Membership>) -> Self {
+        let view = Arc::downgrade(&members);
+        self.ae.set_cluster_size(Arc::new(move || {
+            view.upgrade().map_or(0, |m| m.lan_members().len())
+        }));
         self.members = members;
         self
     }

@@ -208,7 +208,7 @@ pub async fn start_client(
         crate::agent::members::local_tags(&config, &config.node_id, &version, &opts.revision);
     gc.tags = tags.clone();
     let events = Arc::new(registry_server::http::UserEvents::new());
-    let lan = Gossip::start(gc, events).await?;
+    let lan = Gossip::start(gc, events.clone()).await?;
     let dir = Arc::new(GossipDirectory {
         lan: lan.clone(),
         seeded,
@@ -217,9 +217,11 @@ pub async fn start_client(
     let catalog = Arc::new(crate::ae::RemoteServers::new(pool.clone()));
     let addr = opts.advertise_addr.unwrap_or(config.bind_addr);
     let local = Arc::new(crate::agent::LocalMembership::new(&config, addr, tags));
+    let forward = Arc::new(ClientForward::new(pool.clone(), &config.node_name));
     let agent = Arc::new(
         crate::agent::LocalAgent::with_catalog(config.clone(), catalog, opts)
-            .with_membership(Arc::new(GossipMembership::new(lan.clone(), local, None))),
+            .with_membership(Arc::new(GossipMembership::new(lan.clone(), local, None)))
+            .with_remote_alias(forward.clone()),
     );
     let leave_on = (gossip.leave_on_terminate, !gossip.skip_leave_on_interrupt);
     publish_local_services(&lan, &agent);
@@ -235,12 +237,9 @@ pub async fn start_client(
     if config.dns_port != 0 {
         let bind = std::net::SocketAddr::new(config.client_addr, config.dns_port);
         let addr = registry_server::rpc::dns::serve_client(bind, pool.clone()).await?;
-        tracing::info!(%addr, "DNS listening (UDP, answers from the servers)");
+        tracing::info!(%addr, "DNS listening (UDP and TCP, answers from the servers)");
     }
-    let app = registry_server::http::client_router(
-        state,
-        Arc::new(ClientForward::new(pool, &config.node_name)),
-    );
+    let app = registry_server::http::client_router(state, forward, events);
     let addr = config.http_addr();
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -42,6 +42,17 @@ struct Args {
     /// Tokio worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Phi threshold (default: the agent's).
+    #[arg(long, default_value_t = DEFAULT_PHI_THRESHOLD)]
+    phi: f64,
+    /// Poll the member lists the way the first version of this benchmark did (a full copy
+    /// of every member's list each time), to compare with runs made before the cheap
+    /// accessors existed.
+    #[arg(long)]
+    copying_polls: bool,
+    /// Label printed with the figures (e.g. `before`/`after`).
+    #[arg(long, default_value = "")]
+    label: String,
 }
 
 #[derive(Default)]
@@ -143,27 +154,60 @@ fn config(i: usize, args: &Args) -> GossipConfig {
         join: seeds,
         retry_interval: Duration::from_secs(30),
         interval: Duration::from_millis(args.interval_ms),
-        phi_threshold: DEFAULT_PHI_THRESHOLD,
+        phi_threshold: args.phi,
         reconnect_timeout: Duration::from_secs(72 * 3600),
     }
 }
 
-fn alive_count(g: &Gossip) -> usize {
+fn alive_count(g: &Gossip, copying: bool) -> usize {
+    if !copying {
+        return g.count_with_status(MemberStatus::Alive);
+    }
     g.members()
         .iter()
         .filter(|m| m.status == MemberStatus::Alive)
         .count()
 }
 
-fn failures(g: &Gossip, except: &str) -> usize {
+fn failures(g: &Gossip, copying: bool) -> usize {
+    if !copying {
+        return g.count_with_status(MemberStatus::Failed);
+    }
     g.members()
         .iter()
-        .filter(|m| m.name != except && m.status != MemberStatus::Alive)
+        .filter(|m| m.status != MemberStatus::Alive)
         .count()
+}
+
+fn is_failed(g: &Gossip, name: &str, copying: bool) -> bool {
+    if !copying {
+        return g.member_status(name) == Some(MemberStatus::Failed);
+    }
+    g.members()
+        .iter()
+        .any(|m| m.name == name && m.status == MemberStatus::Failed)
+}
+
+/// `Udp: RcvbufErrors` of this machine (datagrams dropped because a socket's receive
+/// buffer was full).
+fn rcvbuf_errors() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 async fn run(args: Args) -> Result<()> {
     let n = args.members;
+    let copying = args.copying_polls;
+    let drops0 = rcvbuf_errors();
     let counters = Arc::new(Counters::default());
     let transport = Counting {
         counters: counters.clone(),
@@ -179,10 +223,33 @@ async fn run(args: Args) -> Result<()> {
     }
     // Convergence: every member lists every member alive.
     let deadline = t0 + Duration::from_secs(120);
-    while !pool.iter().all(|g| alive_count(g) == n) {
+    while !pool.iter().all(|g| alive_count(g, copying) == n) {
         if Instant::now() > deadline {
-            let worst = pool.iter().map(|g| alive_count(g)).min().unwrap_or(0);
-            anyhow::bail!("no convergence after 120 s (worst member sees {worst}/{n} alive)");
+            let worst = pool
+                .iter()
+                .map(|g| alive_count(g, copying))
+                .min()
+                .unwrap_or(0);
+            eprintln!(
+                "{n} members: no convergence after 120 s (worst member sees {worst}/{n} alive)"
+            );
+            println!(
+                "{}",
+                serde_json::json!({
+                    "bench": "gossip",
+                    "label": args.label,
+                    "members": n,
+                    "phi": args.phi,
+                    "copying_polls": copying,
+                    "converge_s": null,
+                    "worst_alive_after_120s": worst,
+                    "rcvbuf_errors": rcvbuf_errors().saturating_sub(drops0),
+                })
+            );
+            for g in &pool {
+                g.shutdown();
+            }
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -199,7 +266,7 @@ async fn run(args: Args) -> Result<()> {
     let mut false_failures = 0usize;
     let end = w0 + Duration::from_secs(args.steady_secs);
     while Instant::now() < end {
-        false_failures = false_failures.max(pool.iter().map(|g| failures(g, "")).sum());
+        false_failures = false_failures.max(pool.iter().map(|g| failures(g, copying)).sum());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let window = w0.elapsed().as_secs_f64();
@@ -224,11 +291,7 @@ async fn run(args: Args) -> Result<()> {
     let deadline = killed + Duration::from_secs(60);
     while seen.iter().any(Option::is_none) && Instant::now() < deadline {
         for (i, g) in pool.iter().enumerate() {
-            if seen[i].is_none()
-                && g.members()
-                    .iter()
-                    .any(|m| m.name == name && m.status == MemberStatus::Failed)
-            {
+            if seen[i].is_none() && is_failed(g, &name, copying) {
                 seen[i] = Some(killed.elapsed());
             }
         }
@@ -251,7 +314,13 @@ async fn run(args: Args) -> Result<()> {
         "{}",
         serde_json::json!({
             "bench": "gossip",
+            "label": args.label,
             "members": n,
+            "phi": args.phi,
+            "copying_polls": copying,
+            "recompute_always": std::env::var("REGISTRY_GOSSIP_ALWAYS_RECOMPUTE").is_ok_and(|v| v == "1"),
+            "digest": std::env::var("REGISTRY_GOSSIP_DIGEST").unwrap_or_else(|_| "v1".into()),
+            "rcvbuf_errors": rcvbuf_errors().saturating_sub(drops0),
             "interval_ms": args.interval_ms,
             "converge_s": converge.as_secs_f64(),
             "steady_s": window,

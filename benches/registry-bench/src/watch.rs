@@ -27,6 +27,10 @@ pub struct WatchArgs {
     /// Registry HTTP address.
     #[arg(long, default_value = "127.0.0.1:8500")]
     pub addr: String,
+    /// Where the watchers connect, comma-separated (default: `--addr`): watcher i uses
+    /// address i mod n, e.g. client agents while the writer writes to a server.
+    #[arg(long)]
+    pub watch_addrs: Option<String>,
     /// Watchers of the written key (one connection each).
     #[arg(long, default_value_t = 100)]
     pub watchers: usize,
@@ -207,6 +211,17 @@ async fn watcher(
 
 pub async fn watch(a: WatchArgs) -> Result<()> {
     let addr = parse_addr(&a.addr)?;
+    let watch_addrs: Vec<SocketAddr> = match &a.watch_addrs {
+        Some(list) => list
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| parse_addr(s.trim()))
+            .collect::<Result<_>>()?,
+        None => vec![addr],
+    };
+    if watch_addrs.is_empty() {
+        bail!("--watch-addrs lists no address");
+    }
     let epoch = Instant::now();
     let setup = Pool::new(addr, 16);
     put(&setup, &a.key, Bytes::from_static(b"init")).await?;
@@ -247,7 +262,7 @@ pub async fn watch(a: WatchArgs) -> Result<()> {
             )
         };
         let h = tokio::spawn(watcher(
-            addr,
+            watch_addrs[i % watch_addrs.len()],
             key,
             a.wait.clone(),
             epoch,
@@ -308,6 +323,7 @@ pub async fn watch(a: WatchArgs) -> Result<()> {
     let mut out = Map::new();
     watch_summary("watch", &a.label, a.watchers, a.writes, &records, &mut out)?;
     out.insert("rate".into(), json!(a.rate));
+    out.insert("watch_addrs".into(), json!(watch_addrs.len()));
     out.insert("parked".into(), json!(a.parked));
     out.insert("parked_returns".into(), json!(parked_during));
     out.insert(

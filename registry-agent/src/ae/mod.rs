@@ -8,8 +8,9 @@
 //! - A *full sync* ([`AntiEntropy::sync_full`]) first compares the local state with the
 //!   catalog (this node's records in the store), so drift from direct catalog writes is
 //!   reverted, then writes. It runs at startup (registering the node and its `serfHealth`
-//!   check), then every `interval` (60s) plus a random stagger scaled by cluster size, and
-//!   is retried with backoff (up to `retry_interval`, 15s) after a failure.
+//!   check), then every `interval` (60s) plus a random stagger scaled by the cluster size
+//!   (the LAN gossip members once the agent has a member list, as Consul's `aeScale`;
+//!   otherwise the catalog's node count), and is retried with backoff (up to `retry_interval`, 15s) after a failure.
 //!
 //! Every read and write goes through the agent's [`CatalogDelegate`] (the local server, or
 //! the servers over RPC on a client agent); several pending writes go as one
@@ -73,12 +74,16 @@ pub struct SyncReport {
     pub rejected: usize,
 }
 
+/// The number of LAN members (every status), as the gossip layer knows it.
+pub type ClusterSize = Arc<dyn Fn() -> usize + Send + Sync>;
+
 /// Pushes the local state to the catalog.
 pub struct AntiEntropy {
     local: Arc<LocalState>,
     catalog: Arc<dyn CatalogDelegate>,
     opts: AeOptions,
     lock: tokio::sync::Mutex<()>,
+    cluster_size: std::sync::OnceLock<ClusterSize>,
 }
 
 impl std::fmt::Debug for AntiEntropy {
@@ -97,7 +102,23 @@ impl AntiEntropy {
             catalog,
             opts,
             lock: tokio::sync::Mutex::new(()),
+            cluster_size: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Scales the full-sync interval by `size` (the LAN members) from now on rather than
+    /// by the catalog's node count. Later calls are ignored.
+    pub fn set_cluster_size(&self, size: ClusterSize) {
+        let _ = self.cluster_size.set(size);
+    }
+
+    /// The cluster size the full-sync interval scales with.
+    pub fn cluster_size(&self) -> usize {
+        self.cluster_size
+            .get()
+            .map(|f| f())
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| self.catalog.node_count())
     }
 
     /// Writes everything the local state marks out of sync.
@@ -195,7 +216,7 @@ impl AntiEntropy {
     }
 
     fn next_full_sync(&self) -> Duration {
-        let nodes = self.catalog.node_count();
+        let nodes = self.cluster_size();
         let scaled = self.opts.interval * scale_factor(nodes);
         self.opts.interval + random_stagger(scaled)
     }
@@ -266,6 +287,58 @@ fn log_failure(what: &str, e: &ServerError, backoff: Duration, max: Duration) {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// A catalog that holds `0` nodes and answers nothing.
+    struct Catalog(usize);
+
+    impl CatalogDelegate for Catalog {
+        fn node_records<'a>(
+            &'a self,
+            _node: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<Remote, ServerError>> {
+            Box::pin(async { Err(ServerError::NoLeader) })
+        }
+
+        fn apply<'a>(
+            &'a self,
+            _node: &'a str,
+            _cmd: Command,
+        ) -> futures::future::BoxFuture<'a, Result<CommandResponse, ServerError>> {
+            Box::pin(async { Err(ServerError::NoLeader) })
+        }
+
+        fn node_count(&self) -> usize {
+            self.0
+        }
+    }
+
+    #[test]
+    fn full_syncs_scale_with_the_gossip_members_once_known() {
+        let local = LocalState::new(
+            crate::local::NodeInfo::default(),
+            crate::local::LocalOptions::default(),
+        );
+        let ae = AntiEntropy::new(local, Arc::new(Catalog(3)), AeOptions::default());
+        assert_eq!(
+            ae.cluster_size(),
+            3,
+            "the catalog's count until gossip is known"
+        );
+        let members = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let m = members.clone();
+        ae.set_cluster_size(Arc::new(move || {
+            m.load(std::sync::atomic::Ordering::Relaxed)
+        }));
+        assert_eq!(ae.cluster_size(), 3, "an empty member list is not a size");
+        members.store(1000, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(ae.cluster_size(), 1000);
+        // 1,000 members: scale factor 4, so the next full sync is 60 s plus up to 240 s.
+        for _ in 0..50 {
+            let next = ae.next_full_sync();
+            assert!(next >= Duration::from_secs(60) && next < Duration::from_secs(300));
+        }
+        assert!((0..200).any(|_| ae.next_full_sync() > Duration::from_secs(120)));
+    }
 
     #[test]
     fn scale() {

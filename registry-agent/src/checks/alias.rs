@@ -5,7 +5,8 @@
 //! - `AliasNode` empty: the target is a service of this agent, read from the local state,
 //!   re-read on every local change and at least once a minute.
 //! - `AliasNode` set: the node's checks are read from the catalog with blocking queries
-//!   (stale reads, 1 minute wait), so a change of the target is seen as soon as this agent's
+//!   (stale reads, 1 minute wait; on a client agent through the servers, in
+//!   `alias_remote`), so a change of the target is seen as soon as this agent's
 //!   store applies it. Failures are reported after the second attempt and retried with
 //!   backoff (from the fourth attempt on, doubling from 1s up to 1 minute).
 
@@ -186,17 +187,28 @@ async fn run_query(
     }
 }
 
-/// The agent's [`AliasSource`]: its local state and the catalog in this server's store (a
-/// client agent has no store: its alias checks follow local services only).
+/// The agent's [`AliasSource`]: its local state and the catalog, in this server's store or,
+/// on a client agent, on the servers (through its forwarding).
 pub struct AgentAliasSource {
     local: Arc<crate::local::LocalState>,
     reader: Option<Reader>,
+    remote: Option<Arc<dyn registry_server::http::ForwardApi>>,
 }
 
 impl AgentAliasSource {
     /// Reads `local` and, through `reader`, the catalog.
     pub fn new(local: Arc<crate::local::LocalState>, reader: Option<Reader>) -> Self {
-        AgentAliasSource { local, reader }
+        AgentAliasSource {
+            local,
+            reader,
+            remote: None,
+        }
+    }
+
+    /// Without a local store, reads other nodes' checks from the servers through `forward`.
+    pub fn with_remote(mut self, forward: Arc<dyn registry_server::http::ForwardApi>) -> Self {
+        self.remote = Some(forward);
+        self
     }
 }
 
@@ -222,10 +234,11 @@ impl AliasSource for AgentAliasSource {
     ) -> BoxFuture<'a, Result<NodeView, String>> {
         Box::pin(async move {
             let Some(reader) = &self.reader else {
-                return Err(
-                    "aliasing another node's checks needs a server agent (not yet on clients)"
-                        .to_string(),
-                );
+                let Some(fwd) = &self.remote else {
+                    return Err("no catalog to read another node's checks from".to_string());
+                };
+                return super::alias_remote::node_checks(&**fwd, node, service, min_index, wait)
+                    .await;
             };
             let mut opts = QueryOptions::default();
             opts.index = min_index;

@@ -13,6 +13,7 @@
 //! Runners never write to Raft: the local state decides what to sync.
 
 mod alias;
+mod alias_remote;
 mod grpc;
 mod h2ping;
 mod http;

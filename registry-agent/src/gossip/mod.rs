@@ -74,6 +74,9 @@ pub const DEFAULT_PHI_THRESHOLD: f64 = 32.0;
 const DISCOVER_GRACE: Duration = Duration::from_secs(10);
 /// Gossip counts as settled (absence from the list means something) after this long.
 const SETTLE_AFTER: Duration = Duration::from_secs(30);
+/// The member list is recomputed at least this often even when chitchat's state is
+/// unchanged (the discovery grace and reaping depend on time alone).
+const FULL_REFRESH: Duration = Duration::from_secs(1);
 /// Gossip rounds spent pushing a leave to every live member before stopping.
 const LEAVE_ROUNDS: u32 = 3;
 
@@ -170,8 +173,7 @@ impl Gossip {
             marked_for_deletion_grace_period: Duration::from_secs(600),
             catchup_callback: None,
             extra_liveness_predicate: None,
-            // Every member runs this code: the compressed digest format is safe.
-            protocol_version: ProtocolVersion::V1,
+            protocol_version: digest_format(),
         };
         let tags = serde_json::to_string(&cfg.tags)?;
         let handle = spawn_chitchat(config, vec![(TAGS_KEY.to_string(), tags)], transport)
@@ -247,16 +249,50 @@ impl Gossip {
         self.view.lock().members.clone()
     }
 
+    /// The status of member `name`, without copying the list.
+    pub fn member_status(&self, name: &str) -> Option<MemberStatus> {
+        let v = self.view.lock();
+        v.members.iter().find(|m| m.name == name).map(|m| m.status)
+    }
+
+    /// How many members have `status`, without copying the list.
+    pub fn count_with_status(&self, status: MemberStatus) -> usize {
+        let v = self.view.lock();
+        v.members.iter().filter(|m| m.status == status).count()
+    }
+
     /// This node's gossip address.
     pub fn advertise(&self) -> SocketAddr {
         self.cfg.advertise
     }
 
-    /// Recomputes the member list from chitchat's state.
-    async fn refresh(&self, tracker: &mut Tracker) {
+    /// Recomputes the member list from chitchat's state when that state changed (an
+    /// instance appeared or went, its liveness flipped, or one of its keys changed) or
+    /// [`FULL_REFRESH`] passed (for the time-based transitions: discovery grace, reaping).
+    /// Checking costs one pass over the instances without allocating; the recompute
+    /// (which parses every member's tags) runs only then, so a pool of hundreds of members
+    /// in steady state costs next to nothing here.
+    async fn refresh(&self, tracker: &mut Tracker, last: &mut Option<(u64, Instant)>) {
         let (observed, force_left) = {
             let cc = self.chitchat.lock().await;
             let live: std::collections::HashSet<&ChitchatId> = cc.live_nodes().collect();
+            let fingerprint = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                for (id, st) in cc.node_states() {
+                    id.hash(&mut h);
+                    live.contains(id).hash(&mut h);
+                    st.max_version().hash(&mut h);
+                }
+                h.finish()
+            };
+            let now = Instant::now();
+            match last {
+                Some((fp, at)) if *fp == fingerprint && now.duration_since(*at) < FULL_REFRESH => {
+                    return;
+                }
+                _ => *last = Some((fingerprint, now)),
+            }
             let mut force_left = HashMap::new();
             let observed: Vec<Observed> = cc
                 .node_states()
@@ -449,11 +485,32 @@ fn member_event_metric(status: MemberStatus) {
     registry_server::metrics::increment(name);
 }
 
+/// The digest format: compressed (V1) unless `REGISTRY_GOSSIP_DIGEST=v0` (the benchmark
+/// compares both). Every member runs this code and answers in the format it was asked in,
+/// so members with either setting understand each other.
+fn digest_format() -> ProtocolVersion {
+    match std::env::var("REGISTRY_GOSSIP_DIGEST").as_deref() {
+        Ok("v0") => ProtocolVersion::V0,
+        _ => ProtocolVersion::V1,
+    }
+}
+
+/// `REGISTRY_GOSSIP_ALWAYS_RECOMPUTE=1` recomputes the member list on every poll, as
+/// before the change check existed: the gossip benchmark's baseline.
+fn always_recompute() -> bool {
+    std::env::var("REGISTRY_GOSSIP_ALWAYS_RECOMPUTE").is_ok_and(|v| v == "1")
+}
+
 async fn refresh_loop(me: std::sync::Weak<Gossip>) {
     let mut tracker = Tracker::default();
+    let mut last = None;
+    let always = always_recompute();
     loop {
         let Some(g) = me.upgrade() else { return };
-        g.refresh(&mut tracker).await;
+        if always {
+            last = None;
+        }
+        g.refresh(&mut tracker, &mut last).await;
         let every = g.cfg.interval / 2;
         drop(g);
         tokio::time::sleep(every).await;

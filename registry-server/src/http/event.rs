@@ -330,15 +330,35 @@ pub(super) async fn fire(
 /// `GET /v1/event/list` (`?name`): blocks while the newest event's index equals `?index`.
 pub(super) async fn list(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
     let opts = s.options(q.as_deref())?;
+    let meta = (s.raft.known_leader(), s.raft.last_contact_ms());
+    list_from(&s.events, opts, meta).await
+}
+
+/// `GET /v1/event/list` on a client agent: from the events this agent received over gossip
+/// (its own buffer, as Consul's agents answer it), not from a server's.
+pub(super) async fn list_local(
+    State((agent, events)): State<(super::AgentState, std::sync::Arc<UserEvents>)>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let opts = agent.options(q.as_deref())?;
+    list_from(&events, opts, (true, 0)).await
+}
+
+/// The list answer from `events`, with `(known_leader, last_contact_ms)` as meta headers.
+async fn list_from(
+    events: &UserEvents,
+    opts: crate::query::QueryOptions,
+    (known_leader, last_contact_ms): (bool, u64),
+) -> ApiResult {
     let name = opts
         .get("name")
         .filter(|n| !n.is_empty())
         .map(str::to_string);
     let deadline = tokio::time::Instant::now() + opts.wait.min(Duration::from_secs(600));
-    let mut rx = s.events.subscribe();
+    let mut rx = events.subscribe();
     let (events, index) = loop {
         rx.borrow_and_update();
-        let events = s.events.list(name.as_deref());
+        let events = events.list(name.as_deref());
         let index = events.last().map_or(1, |e| uuid_to_index(&e.id)).max(1);
         // The index is not monotonic: block only while it equals the one asked for.
         if opts.index == 0 || index != opts.index {
@@ -357,8 +377,8 @@ pub(super) async fn list(State(s): State<AppState>, RawQuery(q): RawQuery) -> Ap
     );
     let meta = QueryMeta {
         index,
-        known_leader: s.raft.known_leader(),
-        last_contact_ms: s.raft.last_contact_ms(),
+        known_leader,
+        last_contact_ms,
         consistency: Consistency::Default,
     };
     add_meta(resp.headers_mut(), &meta);

@@ -229,11 +229,21 @@ fn agent_routes() -> Router<AgentState> {
 
 /// The HTTP API of a client agent: its own `/v1/agent/*` endpoints, and everything else
 /// forwarded to a server by `forward` (which answers as the server did).
-pub fn client_router(agent: AgentState, forward: Arc<dyn ForwardApi>) -> Router {
+pub fn client_router(
+    agent: AgentState,
+    forward: Arc<dyn ForwardApi>,
+    events: Arc<super::UserEvents>,
+) -> Router {
+    // Events are listed from what this agent received over gossip; firing one goes to a
+    // server (which broadcasts it), as Consul's agents do.
+    let local_events = Router::new()
+        .route("/v1/event/list", get(event::list_local))
+        .with_state((agent.clone(), events));
     let routes = agent_routes()
         .route("/v1/agent/self", get(agent::self_info))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(agent)
+        .merge(local_events)
         .fallback(move |req: Request| {
             let forward = forward.clone();
             async move { forward.forward(req).await }

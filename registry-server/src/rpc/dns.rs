@@ -1,7 +1,9 @@
 //! DNS for client agents: a client's DNS port sends each query it cannot answer from its
 //! short-lived cache (as Consul's `dns_config.use_cache`) to a server over the RPC layer
 //! ([`DNS_PATH`](super::DNS_PATH)); the server answers it with its own DNS engine, from its
-//! catalog, exactly as its own DNS port would.
+//! catalog, exactly as its own DNS port would. The port answers over UDP and TCP, as a
+//! server's does: a UDP answer too large for the query's EDNS size (or 512 bytes) comes
+//! back truncated with TC set, and the resolver retries over TCP for the whole answer.
 
 use super::client::ServerPool;
 use super::forward::{ForwardReply, CONTENT_TYPE};
@@ -23,6 +25,12 @@ use std::time::{Duration, Instant};
 pub const CACHE_TTL: Duration = Duration::from_secs(2);
 /// Most answers a client agent keeps.
 const CACHE_MAX: usize = 4096;
+/// A DNS-over-TCP connection idle this long is closed.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Most DNS-over-TCP connections served at once.
+const TCP_MAX_CONNECTIONS: usize = 256;
+/// How long a query through a server may take.
+const QUERY_LIMIT: Duration = Duration::from_secs(5);
 
 /// One DNS query as it arrived.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,8 +120,44 @@ impl Cache {
     }
 }
 
-/// Serves DNS over UDP on `bind` for a client agent until the process ends; returns the
-/// bound address.
+/// The reply to one query packet: from the cache, or from a server (then cached). The
+/// cache key is the packet without its ID, and the transport (a UDP answer may be truncated).
+async fn resolve(
+    pool: &ServerPool,
+    cache: &Mutex<Cache>,
+    packet: Vec<u8>,
+    tcp: bool,
+) -> Option<Vec<u8>> {
+    if packet.len() < 12 {
+        return None;
+    }
+    let id = [packet[0], packet[1]];
+    let mut key = Vec::with_capacity(packet.len() - 1);
+    key.push(u8::from(tcp));
+    key.extend_from_slice(&packet[2..]);
+    if let Some(reply) = cache.lock().get(&key, id) {
+        return Some(reply);
+    }
+    let q = DnsQuery {
+        packet: Bytes::from(packet),
+        tcp,
+    };
+    let res: Result<Bytes, ServerError> = pool.call(super::DNS_PATH, &q, QUERY_LIMIT, true).await;
+    match res {
+        Ok(reply) if reply.len() >= 12 => {
+            cache.lock().put(key, &reply);
+            Some(reply.to_vec())
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "DNS query through a server failed");
+            None
+        }
+    }
+}
+
+/// Serves DNS over UDP and TCP on `bind` (one port) for a client agent until the process
+/// ends; returns the bound address.
 pub async fn serve_client(
     bind: SocketAddr,
     pool: Arc<ServerPool>,
@@ -124,8 +168,12 @@ pub async fn serve_client(
     let addr = sock
         .local_addr()
         .map_err(|e| ServerError::Internal(e.to_string()))?;
+    let tcp = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServerError::Internal(format!("binding DNS {addr}/tcp: {e}")))?;
     let sock = Arc::new(sock);
     let cache = Arc::new(Mutex::new(Cache::default()));
+    tokio::spawn(tcp_accept(tcp, pool.clone(), cache.clone()));
     tokio::spawn(async move {
         let mut buf = vec![0u8; 4096];
         loop {
@@ -136,35 +184,72 @@ pub async fn serve_client(
                     continue;
                 }
             };
-            if n < 12 {
-                continue;
-            }
             let packet = buf[..n].to_vec();
-            let id = [packet[0], packet[1]];
-            let hit = cache.lock().get(&packet[2..], id);
-            if let Some(reply) = hit {
-                let _ = sock.send_to(&reply, from).await;
-                continue;
-            }
             let (sock, cache, pool) = (sock.clone(), cache.clone(), pool.clone());
             tokio::spawn(async move {
-                let q = DnsQuery {
-                    packet: Bytes::from(packet),
-                    tcp: false,
-                };
-                let res: Result<Bytes, ServerError> = pool
-                    .call(super::DNS_PATH, &q, Duration::from_secs(5), true)
-                    .await;
-                match res {
-                    Ok(reply) if reply.len() >= 12 => {
-                        cache.lock().put(q.packet[2..].to_vec(), &reply);
-                        let _ = sock.send_to(&reply, from).await;
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!(error = %e, "DNS query through a server failed"),
+                if let Some(reply) = resolve(&pool, &cache, packet, false).await {
+                    let _ = sock.send_to(&reply, from).await;
                 }
             });
         }
     });
     Ok(addr)
+}
+
+async fn tcp_accept(
+    listener: tokio::net::TcpListener,
+    pool: Arc<ServerPool>,
+    cache: Arc<Mutex<Cache>>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(TCP_MAX_CONNECTIONS));
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "DNS: TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue; // over the limit: the connection is dropped
+        };
+        let (pool, cache) = (pool.clone(), cache.clone());
+        tokio::spawn(async move {
+            let _ = tcp_conn(stream, &pool, &cache).await;
+            drop(permit);
+        });
+    }
+}
+
+/// One DNS-over-TCP connection: length-prefixed queries, answered in order, until the
+/// client closes it or it stays idle for [`TCP_IDLE`].
+async fn tcp_conn(
+    mut s: tokio::net::TcpStream,
+    pool: &ServerPool,
+    cache: &Mutex<Cache>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(TCP_IDLE, s.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            _ => return Ok(()),
+        }
+        let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        match tokio::time::timeout(TCP_IDLE, s.read_exact(&mut msg)).await {
+            Ok(Ok(_)) => {}
+            _ => return Ok(()),
+        }
+        let Some(reply) = resolve(pool, cache, msg, true).await else {
+            return Ok(());
+        };
+        let Ok(n) = u16::try_from(reply.len()) else {
+            return Ok(());
+        };
+        let mut out = Vec::with_capacity(reply.len() + 2);
+        out.extend_from_slice(&n.to_be_bytes());
+        out.extend_from_slice(&reply);
+        s.write_all(&out).await?;
+    }
 }

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# benches/client-watch.sh — a write woken to 1,000 blocking-query watchers of one key spread
+# over client agents (issue 10, "Performance"), next to the same watchers directly on the
+# server (the anchor, same run). Latency is PUT issued -> watcher has the new value; p50/p99
+# over BENCH_WRITES paced writes, and the server's CPU per write.
+#
+#   bash benches/client-watch.sh
+#
+# One server and BENCH_CLIENTS (5) client agents, each on its own loopback address
+# 127.201.1.x with the default ports; the writer always writes to the server. Knobs:
+# BENCH_WATCHERS=1000, BENCH_WRITES=200, BENCH_RATE=20, BENCH_NO_BUILD=1, BENCH_KEEP=1,
+# BENCH_PROFILE=release (debug: the debug binaries).
+# A benchmark, not a test: it asserts nothing. Processes are stopped by PID on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source benches/lib.sh
+
+CLIENTS=${BENCH_CLIENTS:-5}
+WATCHERS=${BENCH_WATCHERS:-1000}
+WRITES=${BENCH_WRITES:-200}
+RATE=${BENCH_RATE:-20}
+NET=${BENCH_NET:-127.201.1}
+TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/registry-target}
+export CARGO_TARGET_DIR=$TARGET_DIR
+
+WORK=$(mktemp -d /tmp/registry-client-watch.XXXXXX)
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$p" 2>/dev/null || true
+    done
+    if [ -n "${BENCH_KEEP:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+ulimit -n 65536 2>/dev/null || true
+
+PROFILE=${BENCH_PROFILE:-release}
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+    if [ "$PROFILE" = release ]; then
+        cargo build --release -q -p registry-agent -p registry-bench
+    else
+        cargo build -q -p registry-agent -p registry-bench
+    fi
+fi
+BIN=$TARGET_DIR/$PROFILE/registry
+BENCH=$TARGET_DIR/$PROFILE/registry-bench
+
+mkdir -p "$WORK/s1"
+"$BIN" agent -server -bootstrap-expect 1 -node s1 -data-dir "$WORK/s1" -bind "$NET.1" \
+    -client "$NET.1" >"$WORK/s1.log" 2>&1 &
+SERVER_PID=$!
+PIDS+=("$SERVER_PID")
+wait_http "http://$NET.1:8500/v1/status/leader" 60
+ADDRS=()
+for k in $(seq 1 "$CLIENTS"); do
+    ip=$NET.$((10 + k))
+    mkdir -p "$WORK/c$k"
+    "$BIN" agent -node "c$k" -data-dir "$WORK/c$k" -bind "$ip" -client "$ip" \
+        -retry-join "$NET.1" >"$WORK/c$k.log" 2>&1 &
+    PIDS+=("$!")
+    wait_http "http://$ip:8500/v1/status/leader" 60
+    ADDRS+=("$ip:8500")
+done
+CLIENT_ADDRS=$(IFS=,; echo "${ADDRS[*]}")
+echo "nproc $(nproc), load $(cut -d' ' -f1-3 /proc/loadavg); $WATCHERS watchers, $WRITES writes at $RATE/s" >&2
+
+"$BENCH" watch --addr "$NET.1:8500" --watchers "$WATCHERS" --writes "$WRITES" --rate "$RATE" \
+    --key w/direct --pid "$SERVER_PID" --label "server (anchor)" | tee "$WORK/direct.jsonl"
+"$BENCH" watch --addr "$NET.1:8500" --watch-addrs "$CLIENT_ADDRS" --watchers "$WATCHERS" \
+    --writes "$WRITES" --rate "$RATE" --key w/clients --pid "$SERVER_PID" \
+    --label "via $CLIENTS client agents" | tee "$WORK/clients.jsonl"
+python3 - "$WORK/direct.jsonl" "$WORK/clients.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(open(p).read().strip().splitlines()[-1]) for p in sys.argv[1:]]
+keys = [k for k in rows[0] if "p50" in k or "p99" in k or "cpu" in k]
+for r in rows:
+    print(f"{r.get('label',''):>24}: " + ", ".join(f"{k}={r[k]}" for k in keys if k in r), file=sys.stderr)
+PY
