@@ -144,6 +144,9 @@ impl ConsulAgentFlags {
     /// Adds these flags to a configuration source: supported keys as values, the others as
     /// accepted-and-ignored keys.
     pub fn apply(&self, p: &mut PartialConfig) {
+        if self.https_port.is_some() {
+            p.ports.https = self.https_port;
+        }
         if self.enable_script_checks.is_some() {
             p.enable_script_checks = self.enable_script_checks;
         }
@@ -168,7 +171,6 @@ impl ConsulAgentFlags {
             ("disable_host_node_id", self.disable_host_node_id.is_some()),
             ("disable_keyring_file", self.disable_keyring_file.is_some()),
             ("ports.grpc_tls", self.grpc_tls_port.is_some()),
-            ("ports.https", self.https_port.is_some()),
             ("start_join_wan", !self.join_wan.is_empty()),
             ("log_file", self.log_file.is_some()),
             ("log_rotate_bytes", self.log_rotate_bytes.is_some()),
@@ -236,7 +238,8 @@ mod tests {
         };
         let p = a.to_partial();
         assert_eq!(p.enable_script_checks, Some(true));
-        for key in ["ports.https", "log_file", "serf_lan", "ui_dir"] {
+        assert_eq!(p.ports.https, Some(-1));
+        for key in ["log_file", "serf_lan", "ui_dir"] {
             assert!(
                 p.ignored.iter().any(|k| k == key),
                 "{key} in {:?}",

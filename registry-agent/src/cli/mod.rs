@@ -20,6 +20,7 @@ pub mod ops;
 pub mod services;
 pub mod snapshot;
 pub mod table;
+pub mod tls;
 pub mod ui;
 pub mod validate;
 
@@ -117,6 +118,12 @@ pub enum Command {
         #[command(subcommand)]
         command: acl::AclCommand,
     },
+    /// Creates a certificate authority and agent certificates for TLS.
+    Tls {
+        /// The TLS area.
+        #[command(subcommand)]
+        command: tls::TlsCommand,
+    },
     /// Prints the registry version.
     Version,
 }
@@ -156,6 +163,11 @@ pub fn run(args: &[String]) -> i32 {
             println!("{}", ops::version_text());
             0
         }
+        Command::Tls { command } => {
+            let mut out = std::io::stdout().lock();
+            let mut err = std::io::stderr().lock();
+            tls::run(command, &mut ui::Ui::new(&mut out, &mut err))
+        }
         other => run_client(other),
     }
 }
@@ -193,7 +205,7 @@ fn run_client(command: Command) -> i32 {
             Command::Maint(args) => maint::run(args, &mut ui).await,
             Command::Reload(args) => ops::reload(args, &mut ui).await,
             Command::Acl { command } => acl::run(command, &mut ui).await,
-            Command::Agent(_) | Command::Version | Command::Validate(_) => 1,
+            Command::Agent(_) | Command::Version | Command::Validate(_) | Command::Tls { .. } => 1,
         }
     })
 }
