@@ -59,7 +59,7 @@ pub struct CaCreateArgs {
     #[arg(long = "common-name")]
     pub common_name: Option<String>,
     /// Accepted as Consul's; name constraints are not added.
-    #[arg(long = "name-constraint", num_args = 0..=1, default_missing_value = "true", value_parser = super::go_bool)]
+    #[arg(long = "name-constraint", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = super::go_bool)]
     pub name_constraint: Option<bool>,
     /// Accepted as Consul's; name constraints are not added.
     #[arg(long = "additional-name-constraint")]
@@ -70,13 +70,13 @@ pub struct CaCreateArgs {
 #[derive(Args, Debug, Clone)]
 pub struct CertCreateArgs {
     /// A server certificate (`server.<dc>.<domain>`).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = super::go_bool)]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = super::go_bool)]
     pub server: Option<bool>,
     /// A client agent certificate (`client.<dc>.<domain>`).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = super::go_bool)]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = super::go_bool)]
     pub client: Option<bool>,
     /// A command-line client certificate (`cli.client.<dc>.<domain>`).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = super::go_bool)]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = super::go_bool)]
     pub cli: Option<bool>,
     /// Datacenter.
     #[arg(long, default_value = "dc1")]

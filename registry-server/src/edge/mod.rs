@@ -48,18 +48,19 @@ pub struct Edge {
     pub header_timeout: Duration,
 }
 
-/// Per-client connection counts, shared by a listener's connections.
+/// Per-client connection counts, shared by a listener's connections (also the DNS TCP port's).
 #[derive(Debug, Default)]
-struct Counts(Mutex<HashMap<IpAddr, usize>>);
+pub(crate) struct Counts(Mutex<HashMap<IpAddr, usize>>);
 
 /// One counted connection; dropping it releases the slot.
-struct Permit {
+pub(crate) struct Permit {
     counts: Arc<Counts>,
     ip: IpAddr,
 }
 
 impl Counts {
-    fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<Permit> {
+    /// A slot for `ip`, unless it holds `max` already (0: unlimited).
+    pub(crate) fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<Permit> {
         let mut m = self.0.lock();
         let n = m.entry(ip).or_insert(0);
         if max != 0 && *n >= max {

@@ -39,8 +39,11 @@ impl Material {
                 })
                 .collect();
             files.sort();
+            // Key files may sit next to the certificates: files without one are skipped.
             for f in files {
-                add_roots(&mut store, &f)?;
+                if read_certs(&f).is_ok_and(|c| !c.is_empty()) {
+                    add_roots(&mut store, &f)?;
+                }
             }
             any_ca = true;
         }
