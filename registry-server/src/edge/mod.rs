@@ -94,6 +94,7 @@ pub async fn serve(
     edge: Edge,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let app = app.layer(axum::middleware::from_fn(limit_headers));
     let counts = Arc::new(Counts::default());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let edge = Arc::new(edge);
@@ -135,12 +136,35 @@ pub async fn serve(
     Ok(())
 }
 
+/// Refuses a request whose headers exceed [`MAX_HEADER_BYTES`] in total with `431` and a
+/// message (hyper's own buffer limit closes only requests larger than its read buffer).
+async fn limit_headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + req.uri().to_string().len();
+    if size > MAX_HEADER_BYTES {
+        return (
+            axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("Request headers too large: {size} bytes, max size: {MAX_HEADER_BYTES} bytes"),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
 fn builder(edge: &Edge) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(edge.header_timeout)
-        .max_buf_size(MAX_HEADER_BYTES)
+        .max_buf_size(MAX_HEADER_BYTES * 4)
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
