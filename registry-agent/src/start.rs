@@ -143,7 +143,9 @@ fn reload_on_sighup(agent: std::sync::Arc<crate::agent::LocalAgent>) {
             tracing::info!("caught SIGHUP, reloading configuration");
             match registry_server::tls::reload_all() {
                 Ok(()) => tracing::info!("TLS certificates reloaded"),
-                Err(e) => tracing::error!(error = %e, "TLS reload failed; the previous certificates stay"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS reload failed; the previous certificates stay")
+                }
             }
             if let Err(e) = agent.reload_config().await {
                 tracing::error!(error = %e, "reload failed");
@@ -241,12 +243,9 @@ pub async fn start_client(
         state,
         Arc::new(ClientForward::new(pool, &config.node_name)),
     );
-    let result = registry_server::server::serve_api(
-        &config,
-        app,
-        shutdown_signal(agent.clone(), leave_on),
-    )
-    .await;
+    let result =
+        registry_server::server::serve_api(&config, app, shutdown_signal(agent.clone(), leave_on))
+            .await;
     agent.shutdown();
     result.map_err(Into::into)
 }

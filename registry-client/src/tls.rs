@@ -13,10 +13,7 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(|e| Error::Config(format!("Error loading {what} {path:?}: {e}")))
 }
 
-fn add_cas(
-    mut b: reqwest::ClientBuilder,
-    path: &Path,
-) -> Result<reqwest::ClientBuilder, Error> {
+fn add_cas(mut b: reqwest::ClientBuilder, path: &Path) -> Result<reqwest::ClientBuilder, Error> {
     let pem = read(path, "CA file")?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem)
         .map_err(|e| Error::Config(format!("Error loading CA file {path:?}: {e}")))?;

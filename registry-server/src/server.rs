@@ -339,7 +339,12 @@ pub async fn serve_api(
             handshake_timeout: config.limits.https_handshake_timeout,
             header_timeout: config.limits.header_timeout,
         };
-        tasks.push(tokio::spawn(crate::edge::serve(listener, app, edge, stopped())));
+        tasks.push(tokio::spawn(crate::edge::serve(
+            listener,
+            app,
+            edge,
+            stopped(),
+        )));
     }
     if tasks.is_empty() {
         // Neither port is on: nothing to serve, wait for the end.

@@ -103,7 +103,10 @@ async fn slow_and_greedy_clients_do_not_stop_others() -> Result<()> {
         .await
         .unwrap_or_default();
     assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
-    assert!(answer.contains("too many concurrent connections"), "{answer}");
+    assert!(
+        answer.contains("too many concurrent connections"),
+        "{answer}"
+    );
     let r = other.get(&url).send().await?;
     assert_eq!(r.status(), 200);
     // Once the greedy client lets go, it is served again.
@@ -138,7 +141,11 @@ async fn slow_and_greedy_clients_do_not_stop_others() -> Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut over = connect_from(greedy, dns).await?;
     let closed = read_until_close(&mut over, Duration::from_secs(3)).await;
-    assert_eq!(closed.as_deref(), Some(""), "the 65th DNS connection stayed open");
+    assert_eq!(
+        closed.as_deref(),
+        Some(""),
+        "the 65th DNS connection stayed open"
+    );
     let mut q = connect_from(peer_ip(&c, 53), dns).await?;
     // SOA query for `consul.`, length-prefixed.
     let msg: &[u8] = &[
@@ -184,9 +191,16 @@ async fn request_limits_enforcing_answers_429() -> Result<()> {
     // A write on the leader: 503, Consul's "only the leader" message.
     let mut saw_503 = false;
     for i in 0..20 {
-        let r = http.put(format!("{base}/v1/kv/w{i}")).body("x").send().await?;
+        let r = http
+            .put(format!("{base}/v1/kv/w{i}"))
+            .body("x")
+            .send()
+            .await?;
         if r.status() == 503 {
-            assert!(r.text().await?.contains("can only be performed by the leader"));
+            assert!(r
+                .text()
+                .await?
+                .contains("can only be performed by the leader"));
             saw_503 = true;
         }
     }

@@ -49,7 +49,10 @@ impl Pki {
         server.extend_from_slice(extra_server_args);
         let out = tls_cli(dir.path(), &server)?;
         assert!(out.contains("==> Saved dc1-server-consul-0.pem"), "{out}");
-        assert!(out.contains("==> Saved dc1-server-consul-0-key.pem"), "{out}");
+        assert!(
+            out.contains("==> Saved dc1-server-consul-0-key.pem"),
+            "{out}"
+        );
         tls_cli(dir.path(), &["cert", "create", "-client"])?;
         tls_cli(dir.path(), &["cert", "create", "-cli"])?;
         // A second server certificate gets the next number, as in Consul.
@@ -129,7 +132,9 @@ struct Agent {
 
 impl Agent {
     fn spawn(ip: &str, extra: &[String], http_port: u16) -> Result<Agent> {
-        let dir = tempfile::Builder::new().prefix("registry-tls-agent").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("registry-tls-agent")
+            .tempdir()?;
         let log = dir.path().join("agent.log");
         let out = std::fs::File::create(&log)?;
         let mut args: Vec<String> = vec![
@@ -206,7 +211,9 @@ async fn tls_cluster_forms_forwards_and_refuses_strangers() -> Result<()> {
     let ip = c.server(leader).ip;
     // Plain HTTP to the server port is refused, and does nothing.
     let r = plain()
-        .post(format!("http://{ip}:{SERVER_PORT}/v1/internal/cluster/join"))
+        .post(format!(
+            "http://{ip}:{SERVER_PORT}/v1/internal/cluster/join"
+        ))
         .body("{}")
         .send()
         .await?;
@@ -231,7 +238,9 @@ async fn tls_cluster_forms_forwards_and_refuses_strangers() -> Result<()> {
     assert_eq!(servers.as_array().map(Vec::len), Some(3), "{servers}");
 
     // A client agent with a client certificate of the CA forwards through the TLS cluster.
-    let joins: Vec<String> = (0..3).flat_map(|i| ["-retry-join".to_string(), c.server(i).raft_addr()]).collect();
+    let joins: Vec<String> = (0..3)
+        .flat_map(|i| ["-retry-join".to_string(), c.server(i).raft_addr()])
+        .collect();
     let mut extra = joins.clone();
     extra.extend([
         "-node".to_string(),
@@ -246,17 +255,26 @@ async fn tls_cluster_forms_forwards_and_refuses_strangers() -> Result<()> {
     let client = Agent::spawn("127.0.0.1", &extra, free_tcp_port())?;
     let http = plain();
     let base = client.http.clone();
-    eventually(Duration::from_secs(30), "client agent forwards a write", || {
-        let (http, base) = (http.clone(), base.clone());
-        async move {
-            let r = http.put(format!("{base}/v1/kv/tls/via-client")).body("2").send().await;
-            Ok(r.ok().filter(|r| r.status() == 200).map(|_| ()))
-        }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "client agent forwards a write",
+        || {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                let r = http
+                    .put(format!("{base}/v1/kv/tls/via-client"))
+                    .body("2")
+                    .send()
+                    .await;
+                Ok(r.ok().filter(|r| r.status() == 200).map(|_| ()))
+            }
+        },
+    )
     .await
     .with_context(|| client.log_text())?;
     assert_eq!(
-        api.kv_get(leader, "tls/via-client", Consistency::Default).await?,
+        api.kv_get(leader, "tls/via-client", Consistency::Default)
+            .await?,
         Some(b"2".to_vec())
     );
 
@@ -274,12 +292,21 @@ async fn tls_cluster_forms_forwards_and_refuses_strangers() -> Result<()> {
     ]);
     let bad_client = Agent::spawn("127.0.0.1", &extra, free_tcp_port())?;
     let base = bad_client.http.clone();
-    eventually(Duration::from_secs(20), "the rogue client agent's HTTP API", || {
-        let (http, base) = (http.clone(), base.clone());
-        async move {
-            Ok(http.get(format!("{base}/v1/agent/self")).send().await.ok().map(|_| ()))
-        }
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the rogue client agent's HTTP API",
+        || {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                Ok(http
+                    .get(format!("{base}/v1/agent/self"))
+                    .send()
+                    .await
+                    .ok()
+                    .map(|_| ()))
+            }
+        },
+    )
     .await?;
     let r = http
         .put(format!("{base}/v1/kv/tls/rogue"))
@@ -287,7 +314,11 @@ async fn tls_cluster_forms_forwards_and_refuses_strangers() -> Result<()> {
         .send()
         .await?;
     assert_ne!(r.status(), 200, "a write through a foreign-CA client agent");
-    assert_eq!(api.kv_get(leader, "tls/rogue", Consistency::Default).await?, None);
+    assert_eq!(
+        api.kv_get(leader, "tls/rogue", Consistency::Default)
+            .await?,
+        None
+    );
 
     // A server whose certificate comes from another CA cannot join.
     let rogue_ip = format!("{}", {
@@ -348,7 +379,10 @@ tls {{
             .no_proxy()
             .timeout(Duration::from_secs(5))
             .add_root_certificate(pki.ca_pem())
-            .resolve("server.dc1.consul", std::net::SocketAddr::from((ip, https_port)));
+            .resolve(
+                "server.dc1.consul",
+                std::net::SocketAddr::from((ip, https_port)),
+            );
         if let Some(id) = id {
             b = b.identity(id);
         }
@@ -366,7 +400,15 @@ tls {{
     let resolve = format!("server.dc1.consul:{https_port}:{ip}");
     let curl = |with_cert: bool| -> Result<(bool, String)> {
         let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "--max-time", "5", "--resolve", &resolve, "--cacert", &pki.ca()]);
+        cmd.args([
+            "-sS",
+            "--max-time",
+            "5",
+            "--resolve",
+            &resolve,
+            "--cacert",
+            &pki.ca(),
+        ]);
         if with_cert {
             cmd.args([
                 "--cert",
@@ -406,7 +448,11 @@ tls {{
         .env("CONSUL_CLIENT_KEY", pki.path("dc1-cli-consul-0-key.pem"))
         .env("CONSUL_TLS_SERVER_NAME", "server.dc1.consul")
         .output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Without the client certificate the CLI is refused.
     let (ok, _, _) = c.cli(&[
         "members",

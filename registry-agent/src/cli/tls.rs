@@ -159,7 +159,9 @@ pub fn ca_create(a: &CaCreateArgs, dir: &Path, ui: &mut Ui<'_>) -> Result<(), St
         .clone()
         .unwrap_or_else(|| format!("Consul Agent CA {serial}"));
     params.distinguished_name.push(DnType::CommonName, cn);
-    params.distinguished_name.push(DnType::OrganizationName, "HashiCorp Inc.");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "HashiCorp Inc.");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -182,7 +184,11 @@ pub fn cert_create(a: &CertCreateArgs, dir: &Path, ui: &mut Ui<'_>) -> Result<()
         (a.client.unwrap_or(false), "client"),
         (a.cli.unwrap_or(false), "cli"),
     ];
-    let chosen: Vec<&str> = kinds.iter().filter(|(on, _)| *on).map(|(_, k)| *k).collect();
+    let chosen: Vec<&str> = kinds
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, k)| *k)
+        .collect();
     let kind = match chosen.as_slice() {
         [one] => *one,
         _ => return Err("Please provide either -server, -client, or -cli".to_string()),
@@ -205,8 +211,8 @@ pub fn cert_create(a: &CertCreateArgs, dir: &Path, ui: &mut Ui<'_>) -> Result<()
         .map_err(|e| format!("Error reading CA key: {}: {e}", ca_key_path.display()))?;
     let ca_key =
         KeyPair::from_pem(&ca_key_pem).map_err(|e| format!("Error reading CA key: {e}"))?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
-        .map_err(|e| format!("Error reading CA: {e}"))?;
+    let issuer =
+        Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|e| format!("Error reading CA: {e}"))?;
 
     let (dc, domain) = (a.dc.as_str(), a.domain.as_str());
     let (name, mut dns) = match kind {
@@ -249,7 +255,10 @@ pub fn cert_create(a: &CertCreateArgs, dir: &Path, ui: &mut Ui<'_>) -> Result<()
     }
     ui.output(&format!(
         "==> Using {} and {}",
-        ca_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        ca_path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         ca_key_path
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())

@@ -108,7 +108,8 @@ impl PartialLimits {
                 .count("rpc_max_conns_per_client", d.rpc_max_conns_per_client)?,
             https_handshake_timeout: self
                 .duration("https_handshake_timeout", d.https_handshake_timeout)?,
-            rpc_handshake_timeout: self.duration("rpc_handshake_timeout", d.rpc_handshake_timeout)?,
+            rpc_handshake_timeout: self
+                .duration("rpc_handshake_timeout", d.rpc_handshake_timeout)?,
             header_timeout: d.header_timeout,
             request_limits: RequestLimits {
                 mode,
@@ -133,7 +134,9 @@ mod tests {
         assert_eq!(d.request_limits.mode, Mode::Disabled);
         let v = json!({"limits": {"http_max_conns_per_client": 5,
             "request_limits": {"mode": "enforcing", "read_rate": 10, "write_rate": -1}}});
-        let l = PartialLimits::from_map(v.as_object().unwrap()).build().unwrap();
+        let l = PartialLimits::from_map(v.as_object().unwrap())
+            .build()
+            .unwrap();
         assert_eq!(l.http_max_conns_per_client, 5);
         assert_eq!(l.request_limits.mode, Mode::Enforcing);
         assert_eq!(l.request_limits.read_rate, 10.0);

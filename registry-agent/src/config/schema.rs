@@ -403,14 +403,7 @@ mod tests {
         let (map, ignored) = normalize(value, "x").expect("normalize");
         assert_eq!(map["ports"], json!({"http": 1, "https": -1}));
         assert!(map.get("audit").is_none());
-        assert_eq!(
-            ignored,
-            [
-                "ports.grpc_tls",
-                "audit.enabled",
-                "log_file"
-            ]
-        );
+        assert_eq!(ignored, ["ports.grpc_tls", "audit.enabled", "log_file"]);
         let err = normalize(json!({"audit": {"enabled": "yes"}}), "f.json").expect_err("type");
         assert_eq!(
             err.to_string(),

@@ -25,9 +25,12 @@ const LEGACY: &[(&str, &str, &str)] = &[
     ("verify_outgoing", "*", "verify_outgoing"),
     ("verify_incoming_rpc", "internal_rpc", "verify_incoming"),
     ("verify_incoming_https", "https", "verify_incoming"),
-    ("verify_server_hostname", "internal_rpc", "verify_server_hostname"),
+    (
+        "verify_server_hostname",
+        "internal_rpc",
+        "verify_server_hostname",
+    ),
 ];
-
 
 /// The TLS keys as written, flattened (`legacy.<key>`, `<block>.<key>`), last file wins.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -46,7 +49,9 @@ impl PartialTls {
         }
         if let Some(tls) = map.get("tls") {
             let Value::Object(tls) = tls else {
-                return Err(ConfigError::invalid(format!("{origin}: tls must be a block")));
+                return Err(ConfigError::invalid(format!(
+                    "{origin}: tls must be a block"
+                )));
             };
             for (block, inner) in tls {
                 if let Value::Object(inner) = inner {
@@ -171,14 +176,21 @@ mod tests {
 
     #[test]
     fn legacy_defaults_and_blocks_layer_as_consul() {
-        let mut t = read(json!({"ca_file": "/ca.pem", "cert_file": "/c.pem", "key_file": "/k.pem",
-            "verify_incoming_rpc": true, "verify_server_hostname": true}));
-        t.merge(read(json!({"tls": {"defaults": {"tls_min_version": "TLSv1_3"},
-            "https": {"cert_file": "/h.pem", "key_file": "/hk.pem", "verify_incoming": false}}})));
+        let mut t = read(
+            json!({"ca_file": "/ca.pem", "cert_file": "/c.pem", "key_file": "/k.pem",
+            "verify_incoming_rpc": true, "verify_server_hostname": true}),
+        );
+        t.merge(read(
+            json!({"tls": {"defaults": {"tls_min_version": "TLSv1_3"},
+            "https": {"cert_file": "/h.pem", "key_file": "/hk.pem", "verify_incoming": false}}}),
+        ));
         let c = t.build("dc1", "consul.").unwrap();
         assert_eq!(c.server_name, "server.dc1.consul");
         assert!(c.internal_rpc.verify_incoming && c.internal_rpc.verify_server_hostname);
-        assert!(c.internal_rpc.verify_outgoing, "implied by verify_server_hostname");
+        assert!(
+            c.internal_rpc.verify_outgoing,
+            "implied by verify_server_hostname"
+        );
         assert!(!c.https.verify_incoming && !c.https.verify_server_hostname);
         assert_eq!(c.https.cert_file, Some(PathBuf::from("/h.pem")));
         assert_eq!(c.internal_rpc.cert_file, Some(PathBuf::from("/c.pem")));

@@ -217,7 +217,10 @@ impl Cluster {
         let mine = self.hello(None);
         let resp = self
             .client
-            .post(format!("{}://{target}{HELLO_PATH}", crate::tls::rpc::scheme()))
+            .post(format!(
+                "{}://{target}{HELLO_PATH}",
+                crate::tls::rpc::scheme()
+            ))
             .json(&mine)
             .timeout(Duration::from_secs(3))
             .send()

@@ -276,8 +276,10 @@ async fn tcp_accept(listener: TcpListener, shared: Arc<Shared>, worker: Arc<Mute
                 continue;
             }
         };
-        let Some(client) = per_client.acquire(peer.ip(), shared.settings.cfg.max_tcp_connections_per_client)
-        else {
+        let Some(client) = per_client.acquire(
+            peer.ip(),
+            shared.settings.cfg.max_tcp_connections_per_client,
+        ) else {
             // Over its own limit: closed at once, the slot stays free for other clients.
             metrics::counter!("registry_conn_limited", "listener" => "DNS TCP").increment(1);
             drop(stream);

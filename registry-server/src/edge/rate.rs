@@ -142,7 +142,11 @@ pub async fn limit(State(l): State<Arc<Limiter>>, req: Request, next: Next) -> R
         return next.run(req).await;
     }
     let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let allowed = if write { l.write.allow() } else { l.read.allow() };
+    let allowed = if write {
+        l.write.allow()
+    } else {
+        l.read.allow()
+    };
     if allowed {
         return next.run(req).await;
     }

@@ -48,7 +48,9 @@ impl Material {
             any_ca = true;
         }
         if any_ca && store.is_empty() {
-            return Err(TlsError::File("no CA certificate found in ca_file/ca_path".into()));
+            return Err(TlsError::File(
+                "no CA certificate found in ca_file/ca_path".into(),
+            ));
         }
         let mut certs = Vec::new();
         let mut key = None;
@@ -60,9 +62,10 @@ impl Material {
                     cf.display()
                 )));
             }
-            key = Some(PrivateKeyDer::from_pem_file(kf).map_err(|e| {
-                TlsError::File(format!("reading key_file {}: {e}", kf.display()))
-            })?);
+            key =
+                Some(PrivateKeyDer::from_pem_file(kf).map_err(|e| {
+                    TlsError::File(format!("reading key_file {}: {e}", kf.display()))
+                })?);
         }
         Ok(Material {
             roots: any_ca.then(|| Arc::new(store)),

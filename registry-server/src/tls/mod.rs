@@ -178,8 +178,7 @@ pub(crate) fn provider(l: &ListenerTls) -> Result<Arc<CryptoProvider>, TlsError>
         }
         // The list names TLS 1.2 suites; TLS 1.3 suites are not configurable, as in Go.
         p.cipher_suites.retain(|cs| {
-            cs.version() == &rustls::version::TLS13
-                || wanted.contains(&format!("{:?}", cs.suite()))
+            cs.version() == &rustls::version::TLS13 || wanted.contains(&format!("{:?}", cs.suite()))
         });
     }
     Ok(Arc::new(p))

@@ -50,26 +50,25 @@ impl ServerCertVerifier for PeerVerifier {
         let verifier = self.state.read().verifier.clone();
         let Some(verifier) = verifier else {
             return if self.require {
-                Err(Error::General("no CA configured to verify the server".into()))
+                Err(Error::General(
+                    "no CA configured to verify the server".into(),
+                ))
             } else {
                 Ok(ServerCertVerified::assertion())
             };
         };
         match &self.expect_name {
             Some(name) => verifier.verify_server_cert(end_entity, intermediates, name, ocsp, now),
-            None => match verifier.verify_server_cert(
-                end_entity,
-                intermediates,
-                server_name,
-                ocsp,
-                now,
-            ) {
-                Err(Error::InvalidCertificate(
-                    CertificateError::NotValidForName
-                    | CertificateError::NotValidForNameContext { .. },
-                )) => Ok(ServerCertVerified::assertion()),
-                other => other,
-            },
+            None => {
+                match verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+                {
+                    Err(Error::InvalidCertificate(
+                        CertificateError::NotValidForName
+                        | CertificateError::NotValidForNameContext { .. },
+                    )) => Ok(ServerCertVerified::assertion()),
+                    other => other,
+                }
+            }
         }
     }
 
