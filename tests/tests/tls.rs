@@ -472,6 +472,40 @@ tls {{
         .send()
         .await?;
     assert_eq!(r.status(), 400);
+
+    // Certificate rotation on SIGHUP: a new CA and server certificate replace the files the
+    // configuration names; after the signal, clients of the new CA are served.
+    let next = Pki::create(&[])?;
+    for f in [
+        "consul-agent-ca.pem",
+        "dc1-server-consul-0.pem",
+        "dc1-server-consul-0-key.pem",
+    ] {
+        std::fs::copy(next.path(f), pki.path(f))?;
+    }
+    let with_next = || {
+        reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .add_root_certificate(next.ca_pem())
+            .identity(next.identity("cli"))
+            .resolve("server.dc1.consul", std::net::SocketAddr::from((ip, https_port)))
+            .build()
+            .unwrap()
+    };
+    assert!(
+        with_next().get(&url).send().await.is_err(),
+        "new certificates served before the reload"
+    );
+    let pid = c.server(0).pid().expect("server pid");
+    let status = Command::new("kill").args(["-HUP", &pid.to_string()]).status()?;
+    assert!(status.success());
+    eventually(Duration::from_secs(10), "the reloaded certificate", || {
+        let client = with_next();
+        let url = url.clone();
+        async move { Ok(client.get(&url).send().await.ok().filter(|r| r.status() == 200)) }
+    })
+    .await?;
     let _ = Method::GET;
     Ok(())
 }
