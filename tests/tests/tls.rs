@@ -489,7 +489,10 @@ tls {{
             .timeout(Duration::from_secs(5))
             .add_root_certificate(next.ca_pem())
             .identity(next.identity("cli"))
-            .resolve("server.dc1.consul", std::net::SocketAddr::from((ip, https_port)))
+            .resolve(
+                "server.dc1.consul",
+                std::net::SocketAddr::from((ip, https_port)),
+            )
             .build()
             .unwrap()
     };
@@ -498,12 +501,21 @@ tls {{
         "new certificates served before the reload"
     );
     let pid = c.server(0).pid().expect("server pid");
-    let status = Command::new("kill").args(["-HUP", &pid.to_string()]).status()?;
+    let status = Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()?;
     assert!(status.success());
     eventually(Duration::from_secs(10), "the reloaded certificate", || {
         let client = with_next();
         let url = url.clone();
-        async move { Ok(client.get(&url).send().await.ok().filter(|r| r.status() == 200)) }
+        async move {
+            Ok(client
+                .get(&url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status() == 200))
+        }
     })
     .await?;
     let _ = Method::GET;

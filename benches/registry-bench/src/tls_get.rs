@@ -85,7 +85,12 @@ pub async fn tls_get(a: TlsGetArgs) -> Result<()> {
         "errors": errors.load(Ordering::Relaxed),
         "ops_per_s": (n as f64 / secs).round(),
     });
-    eprintln!("{}: {:.0} GET/s ({} errors)", a.label, n as f64 / secs, errors.load(Ordering::Relaxed));
+    eprintln!(
+        "{}: {:.0} GET/s ({} errors)",
+        a.label,
+        n as f64 / secs,
+        errors.load(Ordering::Relaxed)
+    );
     println!("{line}");
     Ok(())
 }
