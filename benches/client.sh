@@ -56,6 +56,7 @@ mkdir -p "$WORK/client"
 "$BIN" agent -node c1 -data-dir "$WORK/client" -bind 127.0.0.1 -client 127.0.0.1 \
     -http-port "$CL_HTTP" -server-port "$CL_RPC" -serf-lan-port $((CL_RPC + 1)) \
     -serf-wan-port $((CL_RPC + 2)) -dns-port "$CL_DNS" -retry-join "127.0.0.1:$SRV_RPC" \
+    -hcl $'limits {\n  http_max_conns_per_client = 0\n  rpc_max_conns_per_client = 0\n}' \
     >"$WORK/client.log" 2>&1 &
 CLIENT_PID=$!
 PIDS+=("$CLIENT_PID")

@@ -114,7 +114,9 @@ start_registry_server() { # i, extra args...
     port_free "$ip" 8500 || { echo "$ip:8500 is busy" >&2; exit 1; }
     mkdir -p "$WORK/reg$i"
     NO_COLOR=1 "$REG" agent -server -data-dir "$WORK/reg$i" -node "bench-$i" -bind "$ip" -client "$ip" \
-        -dns-port 0 -log-level info "$@" >"$WORK/reg$i.log" 2>&1 &
+        -dns-port 0 -log-level info \
+        -hcl $'limits {\n  http_max_conns_per_client = 0\n  rpc_max_conns_per_client = 0\n}' \
+        "$@" >"$WORK/reg$i.log" 2>&1 &
     REG_PIDS[$i]=$!
     PIDS+=("$!")
 }

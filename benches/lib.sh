@@ -51,7 +51,9 @@ start_single() { # binary, data dir, http port, server port, extra agent args...
     mkdir -p "$dir"
     "$bin" agent -server -bootstrap-expect 1 -data-dir "$dir" -node n1 -bind 127.0.0.1 \
         -client 127.0.0.1 -http-port "$http" -server-port "$srv" -serf-lan-port $((srv + 1)) \
-        -serf-wan-port $((srv + 2)) -dns-port 0 "$@" >"$dir.log" 2>&1 &
+        -serf-wan-port $((srv + 2)) -dns-port 0 \
+        -hcl $'limits {\n  http_max_conns_per_client = 0\n  rpc_max_conns_per_client = 0\n}' \
+        "$@" >"$dir.log" 2>&1 &
     PID=$!
     local leader=
     for _ in $(seq 100); do

@@ -141,7 +141,9 @@ start_registry() { # data dir (or "-dev" for the in-memory dev agent), extra age
     fi
     "$REG" agent "${mode[@]}" -node n1 -bind 127.0.0.1 \
         -client 127.0.0.1 -http-port $REG_HTTP -server-port $REG_SERVER -serf-lan-port $((REG_SERVER + 1)) \
-        -serf-wan-port $((REG_SERVER + 2)) -dns-port 0 -log-level warn ${extra[@]+"${extra[@]}"} \
+        -serf-wan-port $((REG_SERVER + 2)) -dns-port 0 -log-level warn \
+        -hcl $'limits {\n  http_max_conns_per_client = 0\n  rpc_max_conns_per_client = 0\n}' \
+        ${extra[@]+"${extra[@]}"} \
         >"$logf" 2>&1 &
     REG_PID=$!
     PIDS+=("$REG_PID")

@@ -67,6 +67,8 @@ pub async fn run_agent(
         );
     }
     let server_config = to_server_config(&cfg);
+    // Before any client of the server port is built: they all take TLS from here.
+    registry_server::tls::rpc::install(&server_config.tls)?;
     let opts = crate::agent::AgentOptions {
         enable_script_checks: cfg.enable_script_checks,
         grpc_port: if cfg.ports.grpc == 0 {
@@ -145,6 +147,12 @@ fn reload_on_sighup(agent: std::sync::Arc<crate::agent::LocalAgent>) {
         };
         while sig.recv().await.is_some() {
             tracing::info!("caught SIGHUP, reloading configuration");
+            match registry_server::tls::reload_all() {
+                Ok(()) => tracing::info!("TLS certificates reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS reload failed; the previous certificates stay")
+                }
+            }
             if let Err(e) = agent.reload_config().await {
                 tracing::error!(error = %e, "reload failed");
             }
@@ -240,20 +248,9 @@ pub async fn start_client(
         tracing::info!(%addr, "DNS listening (UDP and TCP, answers from the servers)");
     }
     let app = registry_server::http::client_router(state, forward, events);
-    let addr = config.http_addr();
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding HTTP listener {addr}: {e}"))?;
-    tracing::info!(%addr, "HTTP API listening (client agent)");
-    // Answers go out as soon as they are written (no Nagle delay), as on a server.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |s: &mut tokio::net::TcpStream| {
-        if let Err(e) = s.set_nodelay(true) {
-            tracing::debug!(error = %e, "setting TCP_NODELAY");
-        }
-    });
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal(agent.clone(), leave_on))
-        .await;
+    let result =
+        registry_server::server::serve_api(&config, app, shutdown_signal(agent.clone(), leave_on))
+            .await;
     agent.shutdown();
     result.map_err(Into::into)
 }
@@ -277,9 +274,10 @@ fn print_banner(cfg: &RuntimeConfig) {
         cfg.server, cfg.bootstrap
     );
     println!(
-        "          Client Addr: [{}] (HTTP: {}, DNS: {}, gRPC: {})",
+        "          Client Addr: [{}] (HTTP: {}, HTTPS: {}, DNS: {}, gRPC: {})",
         cfg.client_addr,
-        cfg.ports.http,
+        port(cfg.ports.http),
+        port(cfg.ports.https),
         port(cfg.ports.dns),
         port(cfg.ports.grpc)
     );

@@ -1,6 +1,8 @@
 //! Where the agent is and how to talk to it: Consul's addressing (`host:port`, a scheme, the
 //! default `127.0.0.1:8500`) and environment variables (`CONSUL_HTTP_ADDR`,
-//! `CONSUL_HTTP_TOKEN`, `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_CACERT`, `CONSUL_HTTP_SSL`), each
+//! `CONSUL_HTTP_TOKEN`, `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_HTTP_SSL`, and for TLS
+//! `CONSUL_CACERT`, `CONSUL_CAPATH`, `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`,
+//! `CONSUL_TLS_SERVER_NAME`, `CONSUL_HTTP_SSL_VERIFY`), each
 //! also readable under a `REGISTRY_` name (`REGISTRY_HTTP_ADDR`, ...), which wins when both
 //! are set.
 
@@ -23,6 +25,16 @@ pub mod env {
     pub const CACERT: [&str; 2] = ["REGISTRY_CACERT", "CONSUL_CACERT"];
     /// `true`: `https` for an address without a scheme.
     pub const HTTP_SSL: [&str; 2] = ["REGISTRY_HTTP_SSL", "CONSUL_HTTP_SSL"];
+    /// Directory of PEM CA certificates to trust.
+    pub const CAPATH: [&str; 2] = ["REGISTRY_CAPATH", "CONSUL_CAPATH"];
+    /// Client certificate (PEM) presented to an agent that verifies incoming connections.
+    pub const CLIENT_CERT: [&str; 2] = ["REGISTRY_CLIENT_CERT", "CONSUL_CLIENT_CERT"];
+    /// Its private key (PEM).
+    pub const CLIENT_KEY: [&str; 2] = ["REGISTRY_CLIENT_KEY", "CONSUL_CLIENT_KEY"];
+    /// The name the agent's certificate is checked against instead of the address's host.
+    pub const TLS_SERVER_NAME: [&str; 2] = ["REGISTRY_TLS_SERVER_NAME", "CONSUL_TLS_SERVER_NAME"];
+    /// `false`: do not verify the agent's certificate.
+    pub const HTTP_SSL_VERIFY: [&str; 2] = ["REGISTRY_HTTP_SSL_VERIFY", "CONSUL_HTTP_SSL_VERIFY"];
 }
 
 /// How to reach one agent.
@@ -38,6 +50,16 @@ pub struct Config {
     pub token_file: Option<PathBuf>,
     /// PEM file of an extra CA to trust.
     pub ca_file: Option<PathBuf>,
+    /// Directory of PEM CA certificates to trust.
+    pub ca_path: Option<PathBuf>,
+    /// Client certificate (PEM).
+    pub client_cert: Option<PathBuf>,
+    /// Client key (PEM).
+    pub client_key: Option<PathBuf>,
+    /// Name to verify the agent's certificate against.
+    pub tls_server_name: Option<String>,
+    /// `false` (`CONSUL_HTTP_SSL_VERIFY=false`): accept any certificate.
+    pub insecure_skip_verify: bool,
     /// `?dc=` added to every request.
     pub datacenter: Option<String>,
     /// End-to-end limit of a request (`None`: none; blocking queries set their own).
@@ -75,6 +97,14 @@ impl Config {
             token: get(env::HTTP_TOKEN),
             token_file: get(env::HTTP_TOKEN_FILE).map(PathBuf::from),
             ca_file: get(env::CACERT).map(PathBuf::from),
+            ca_path: get(env::CAPATH).map(PathBuf::from),
+            client_cert: get(env::CLIENT_CERT).map(PathBuf::from),
+            client_key: get(env::CLIENT_KEY).map(PathBuf::from),
+            tls_server_name: get(env::TLS_SERVER_NAME),
+            insecure_skip_verify: get(env::HTTP_SSL_VERIFY)
+                .and_then(|v| parse_bool(&v))
+                .map(|verify| !verify)
+                .unwrap_or(false),
             datacenter: None,
             timeout: None,
         }
@@ -188,6 +218,19 @@ mod tests {
         assert_eq!(c.token.as_deref(), Some("registry-token"));
         assert_eq!(c.ca_file, Some(PathBuf::from("/etc/ca.pem")));
         assert_eq!(c.token_file, Some(PathBuf::from("/t")));
+        assert!(!c.insecure_skip_verify);
+        let c = cfg(&[
+            ("CONSUL_CAPATH", "/etc/cas"),
+            ("CONSUL_CLIENT_CERT", "/c.pem"),
+            ("CONSUL_CLIENT_KEY", "/k.pem"),
+            ("CONSUL_TLS_SERVER_NAME", "server.dc1.consul"),
+            ("CONSUL_HTTP_SSL_VERIFY", "false"),
+        ]);
+        assert_eq!(c.ca_path, Some(PathBuf::from("/etc/cas")));
+        assert_eq!(c.client_cert, Some(PathBuf::from("/c.pem")));
+        assert_eq!(c.client_key, Some(PathBuf::from("/k.pem")));
+        assert_eq!(c.tls_server_name.as_deref(), Some("server.dc1.consul"));
+        assert!(c.insecure_skip_verify);
         let c = cfg(&[
             ("REGISTRY_HTTP_ADDR", "http://a:1"),
             ("CONSUL_HTTP_SSL", "no"),

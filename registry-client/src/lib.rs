@@ -4,6 +4,7 @@
 //! headers ([`QueryMeta`]) and blocking queries ([`Client::blocking_get`]).
 
 pub mod config;
+pub mod tls;
 
 pub use config::{base_url, encode_path, encode_query, Config, DEFAULT_ADDRESS};
 pub use reqwest::header::HeaderMap;
@@ -147,16 +148,14 @@ pub struct Client {
 impl Client {
     /// A client for `cfg` with its own connection pool.
     pub fn new(cfg: &Config) -> Result<Client, Error> {
-        let mut b = reqwest::Client::builder().no_proxy().tcp_nodelay(true);
-        if let Some(path) = &cfg.ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| Error::Config(format!("Error loading CA file {path:?}: {e}")))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| Error::Config(format!("Error loading CA file {path:?}: {e}")))?;
-            b = b.add_root_certificate(cert);
-        }
+        let b = reqwest::Client::builder().no_proxy().tcp_nodelay(true);
+        let (b, base) = tls::apply(cfg, b)?;
         let http = b.build().map_err(|e| Error::Config(e.to_string()))?;
-        Self::with_http(cfg, http)
+        let mut client = Self::with_http(cfg, http)?;
+        if let Some(base) = base {
+            client.base = base;
+        }
+        Ok(client)
     }
 
     /// A client for `cfg` on an existing `reqwest` client (its pool and settings).

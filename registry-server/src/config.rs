@@ -26,8 +26,10 @@ pub struct ServerConfig {
     pub bind_addr: IpAddr,
     /// Address the HTTP and DNS listeners bind to.
     pub client_addr: IpAddr,
-    /// HTTP API port (8500).
+    /// HTTP API port (8500; 0: no plain-HTTP listener).
     pub http_port: u16,
+    /// HTTPS API port (0: off; Consul's 8501 when set).
+    pub https_port: u16,
     /// DNS port (8600; 0 disables DNS).
     pub dns_port: u16,
     /// Server RPC port (8300).
@@ -58,6 +60,10 @@ pub struct ServerConfig {
     pub ui: UiConfig,
     /// `acl { }` (disabled by default).
     pub acl: crate::acl::AclConfig,
+    /// `tls { }` and the legacy top-level TLS keys.
+    pub tls: crate::tls::TlsConfig,
+    /// `limits { }`.
+    pub limits: crate::edge::Limits,
 }
 
 /// Where and whether the web UI is served.
@@ -106,6 +112,7 @@ impl ServerConfig {
             bind_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
             client_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
             http_port: 8500,
+            https_port: 0,
             dns_port: 8600,
             server_port: 8300,
             serf_lan_port: 8301,
@@ -120,6 +127,8 @@ impl ServerConfig {
             autopilot: registry_proto::command::AutopilotConfig::default(),
             ui: UiConfig::default(),
             acl: crate::acl::AclConfig::default(),
+            tls: crate::tls::TlsConfig::default(),
+            limits: crate::edge::Limits::default(),
         }
     }
 

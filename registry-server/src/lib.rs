@@ -11,6 +11,7 @@ pub mod agent_api;
 pub mod cluster;
 pub mod config;
 pub mod dns;
+pub mod edge;
 pub mod error;
 pub mod fsm;
 pub mod http;
@@ -23,6 +24,7 @@ pub mod rpc;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod tls;
 
 pub use error::ServerError;
 pub use server::Server;

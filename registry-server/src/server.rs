@@ -15,7 +15,6 @@ use crate::query::Reader;
 use crate::raft::RaftHandle;
 use crate::state::Store;
 use crate::ServerError;
-use axum::serve::ListenerExt;
 use futures::future::BoxFuture;
 use registry_proto::{Command, CommandResponse};
 use std::future::Future;
@@ -230,15 +229,20 @@ impl Server {
             crate::rpc::api::to_leader,
         ));
         self.api.install(app.clone());
-        let addr = self.config.http_addr();
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| ServerError::Internal(format!("binding HTTP listener {addr}: {e}")))?;
-        tracing::info!(%addr, "HTTP API listening");
-        axum::serve(listener.tap_io(no_delay), app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| ServerError::Internal(format!("HTTP server: {e}")))?;
+        let raft = self.raft.clone();
+        let limiter = crate::edge::rate::Limiter::new(
+            self.config.limits.request_limits,
+            Box::new(move || raft.is_leader()),
+        );
+        let app = if limiter.active() {
+            app.layer(axum::middleware::from_fn_with_state(
+                limiter,
+                crate::edge::rate::limit,
+            ))
+        } else {
+            app
+        };
+        serve_api(&self.config, app, shutdown).await?;
         if let Some(dns) = dns {
             dns.shutdown().await;
         }
@@ -264,9 +268,17 @@ impl Server {
             },
             dns: self.dns.clone(),
         });
-        tracing::info!(%addr, "server RPC listening");
+        let tls = crate::tls::rpc::server();
+        tracing::info!(%addr, tls = tls.is_some(), "server RPC listening");
+        let edge = crate::edge::Edge {
+            name: "server RPC",
+            max_conns_per_client: self.config.limits.rpc_max_conns_per_client,
+            tls,
+            handshake_timeout: self.config.limits.rpc_handshake_timeout,
+            header_timeout: self.config.limits.header_timeout,
+        };
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener.tap_io(no_delay), app).await {
+            if let Err(e) = crate::edge::serve(listener, app, edge, std::future::pending()).await {
                 tracing::error!(error = %e, "server RPC listener stopped");
             }
         });
@@ -274,11 +286,78 @@ impl Server {
     }
 }
 
-/// Answers go out as soon as they are written (no Nagle delay), as Go's servers do.
-fn no_delay(stream: &mut tokio::net::TcpStream) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "setting TCP_NODELAY");
+/// Serves the v1 API on the HTTP and HTTPS ports that are on (`0`: off) until `shutdown`
+/// resolves. Also used by client agents.
+pub async fn serve_api(
+    config: &ServerConfig,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    };
+    let mut tasks = Vec::new();
+    if config.http_port != 0 {
+        let addr = config.http_addr();
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| ServerError::Internal(format!("binding HTTP listener {addr}: {e}")))?;
+        tracing::info!(%addr, "HTTP API listening");
+        let edge = crate::edge::Edge {
+            name: "HTTP",
+            max_conns_per_client: config.limits.http_max_conns_per_client,
+            tls: None,
+            handshake_timeout: config.limits.https_handshake_timeout,
+            header_timeout: config.limits.header_timeout,
+        };
+        tasks.push(tokio::spawn(crate::edge::serve(
+            listener,
+            app.clone(),
+            edge,
+            stopped(),
+        )));
     }
+    if config.https_port != 0 {
+        let addr = std::net::SocketAddr::new(config.client_addr, config.https_port);
+        let tls = crate::tls::TlsServer::new(config.tls.https.clone(), "https")?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| ServerError::Internal(format!("binding HTTPS listener {addr}: {e}")))?;
+        tracing::info!(%addr, "HTTPS API listening");
+        let edge = crate::edge::Edge {
+            name: "HTTPS",
+            max_conns_per_client: config.limits.http_max_conns_per_client,
+            tls: Some(tls),
+            handshake_timeout: config.limits.https_handshake_timeout,
+            header_timeout: config.limits.header_timeout,
+        };
+        tasks.push(tokio::spawn(crate::edge::serve(
+            listener,
+            app,
+            edge,
+            stopped(),
+        )));
+    }
+    if tasks.is_empty() {
+        // Neither port is on: nothing to serve, wait for the end.
+        stopped().await;
+    }
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ServerError::Internal(format!("API listener: {e}"))),
+            Err(e) => return Err(ServerError::Internal(format!("API listener task: {e}"))),
+        }
+    }
+    Ok(())
 }
 
 /// Environment variable that lowers the session TTL minimum, for tests only: a Go duration

@@ -56,9 +56,66 @@ impl Drop for Agent {
     }
 }
 
+/// The TLS files the corpus's configurations name, by role: they are made with
+/// `registry tls` and the paths rewritten in a copy of the directory (the agent loads them at
+/// start, as Consul does).
+const TLS_FILES: &[(&str, &str)] = &[
+    ("/etc/consul.d/consul-agent-ca.pem", "consul-agent-ca.pem"),
+    (
+        "/etc/consul.d/dc1-server-consul-0-key.pem",
+        "dc1-server-consul-0-key.pem",
+    ),
+    (
+        "/etc/consul.d/dc1-server-consul-0.pem",
+        "dc1-server-consul-0.pem",
+    ),
+    ("/consul/tls/ca/tls.crt", "consul-agent-ca.pem"),
+    ("/consul/tls/server/tls.crt", "dc1-server-consul-0.pem"),
+    ("/consul/tls/server/tls.key", "dc1-server-consul-0-key.pem"),
+];
+
+/// A copy of `dir` whose TLS file paths point at certificates made by `registry tls` in
+/// `pki` (the directory itself when it names none).
+fn with_tls_files(dir: &Path, pki: &Path, scratch: &Path) -> Result<PathBuf> {
+    let mut mentions = false;
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        mentions |= TLS_FILES.iter().any(|(from, _)| text.contains(from));
+        files.push((p, text));
+    }
+    if !mentions {
+        return Ok(dir.to_path_buf());
+    }
+    if !pki.join("consul-agent-ca.pem").exists() {
+        for args in [
+            &["tls", "ca", "create"][..],
+            &["tls", "cert", "create", "-server"],
+        ] {
+            let ok = Command::new(registry_bin()?)
+                .args(args)
+                .current_dir(pki)
+                .output()?
+                .status
+                .success();
+            assert!(ok, "registry {args:?}");
+        }
+    }
+    let copy = scratch.join(dir.file_name().unwrap_or_default());
+    std::fs::create_dir_all(&copy)?;
+    for (p, mut text) in files {
+        for (from, to) in TLS_FILES {
+            text = text.replace(from, &pki.join(to).display().to_string());
+        }
+        std::fs::write(copy.join(p.file_name().unwrap_or_default()), text)?;
+    }
+    Ok(copy)
+}
+
 /// Starts the agent on `dir` with the deployment's flags, then loopback, free ports and a
 /// temporary data directory (flags override files).
-fn start(dir: &Path) -> Result<(Agent, u16)> {
+fn start(dir: &Path, https: bool) -> Result<(Agent, u16)> {
     let tmp = tempfile::tempdir()?;
     let log = tmp.path().join("agent.log");
     let http = free_tcp_port();
@@ -92,6 +149,10 @@ fn start(dir: &Path) -> Result<(Agent, u16)> {
         "-grpc-port".into(),
         "-1".into(),
     ]);
+    if https {
+        // The files' HTTPS port (8501) moved to a free one, as the other ports.
+        args.extend(["-https-port".into(), free_tcp_port().to_string()]);
+    }
     let out = std::fs::File::create(&log)?;
     let child = Command::new(registry_bin()?)
         .args(&args)
@@ -130,8 +191,13 @@ fn log_of(a: &Agent) -> String {
 #[tokio::test]
 async fn every_valid_config_starts_the_agent_and_validates() -> Result<()> {
     let client = reqwest::Client::builder().no_proxy().build()?;
+    let pki = tempfile::tempdir()?;
+    let scratch = tempfile::tempdir()?;
     for dir in corpus("valid") {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let original = dir.clone();
+        let dir = with_tls_files(&dir, pki.path(), scratch.path())?;
+        let tls = dir != original;
         let v = validate(&dir)?;
         assert!(
             v.status.success(),
@@ -140,7 +206,7 @@ async fn every_valid_config_starts_the_agent_and_validates() -> Result<()> {
         );
         assert!(String::from_utf8_lossy(&v.stdout).contains("Configuration is valid!"));
 
-        let (mut agent, http) = start(&dir)?;
+        let (mut agent, http) = start(&dir, tls)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut token: Option<String> = None;
         let me: Value = loop {
@@ -214,7 +280,7 @@ async fn every_invalid_config_fails_to_start_and_to_validate() -> Result<()> {
             .strip_prefix("Config validation failed: ")
             .unwrap_or_else(|| panic!("{name}: {msg}"))
             .to_string();
-        let (mut agent, _) = start(&dir)?;
+        let (mut agent, _) = start(&dir, false)?;
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
             if let Some(s) = agent.child.try_wait()? {

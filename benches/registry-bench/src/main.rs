@@ -11,6 +11,7 @@ mod load;
 mod register;
 mod stall;
 mod stats;
+mod tls_get;
 mod watch;
 
 use anyhow::{Context, Result};
@@ -49,6 +50,8 @@ enum Cmd {
     EtcdGet(etcd::EtcdGetArgs),
     /// etcd v3 Watch fan-out on one key with paced puts.
     EtcdWatch(etcd::EtcdWatchArgs),
+    /// GET/s over HTTP or HTTPS with one client stack; `--reconnect` for handshakes/s.
+    TlsGet(tls_get::TlsGetArgs),
 }
 
 fn main() -> Result<()> {
@@ -69,6 +72,7 @@ fn main() -> Result<()> {
             Cmd::EtcdPut(a) => etcd::etcd_put(a).await,
             Cmd::EtcdGet(a) => etcd::etcd_get(a).await,
             Cmd::EtcdWatch(a) => etcd::etcd_watch(a).await,
+            Cmd::TlsGet(a) => tls_get::tls_get(a).await,
         }
     })
 }

@@ -145,6 +145,9 @@ impl ConsulAgentFlags {
     /// Adds these flags to a configuration source: supported keys as values, the others as
     /// accepted-and-ignored keys.
     pub fn apply(&self, p: &mut PartialConfig) {
+        if self.https_port.is_some() {
+            p.ports.https = self.https_port;
+        }
         if self.enable_script_checks.is_some() {
             p.enable_script_checks = self.enable_script_checks;
         }
@@ -169,7 +172,6 @@ impl ConsulAgentFlags {
             ("disable_host_node_id", self.disable_host_node_id.is_some()),
             ("disable_keyring_file", self.disable_keyring_file.is_some()),
             ("ports.grpc_tls", self.grpc_tls_port.is_some()),
-            ("ports.https", self.https_port.is_some()),
             ("start_join_wan", !self.join_wan.is_empty()),
             ("read_replica", self.read_replica.is_some()),
             ("non_voting_server", self.non_voting_server.is_some()),
@@ -239,7 +241,8 @@ mod tests {
         assert_eq!(p.enable_script_checks, Some(true));
         assert_eq!(p.log_file.as_deref(), Some("/tmp/l"));
         assert_eq!(p.enable_syslog, Some(true));
-        for key in ["ports.https", "serf_lan", "ui_dir"] {
+        assert_eq!(p.ports.https, Some(-1));
+        for key in ["serf_lan", "ui_dir"] {
             assert!(
                 p.ignored.iter().any(|k| k == key),
                 "{key} in {:?}",

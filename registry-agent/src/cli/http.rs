@@ -25,6 +25,20 @@ pub struct HttpFlags {
     /// CA file to verify the agent's TLS certificate with [env: CONSUL_CACERT].
     #[arg(long = "ca-file", value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
+    /// Directory of CA certificates to verify the agent's TLS certificate with
+    /// [env: CONSUL_CAPATH].
+    #[arg(long = "ca-path", value_name = "PATH")]
+    pub ca_path: Option<PathBuf>,
+    /// Client certificate for agents that verify incoming connections
+    /// [env: CONSUL_CLIENT_CERT].
+    #[arg(long = "client-cert", value_name = "PATH")]
+    pub client_cert: Option<PathBuf>,
+    /// Client key [env: CONSUL_CLIENT_KEY].
+    #[arg(long = "client-key", value_name = "PATH")]
+    pub client_key: Option<PathBuf>,
+    /// Name the agent's certificate is checked against (SNI) [env: CONSUL_TLS_SERVER_NAME].
+    #[arg(long = "tls-server-name", value_name = "NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 /// Flags of commands that read server state (Consul's `ServerFlags`).
@@ -78,6 +92,18 @@ pub fn client_config(flags: &HttpFlags, server: Option<&ServerFlags>) -> registr
     }
     if let Some(ca) = &flags.ca_file {
         cfg.ca_file = Some(ca.clone());
+    }
+    if let Some(p) = &flags.ca_path {
+        cfg.ca_path = Some(p.clone());
+    }
+    if let Some(c) = &flags.client_cert {
+        cfg.client_cert = Some(c.clone());
+    }
+    if let Some(k) = &flags.client_key {
+        cfg.client_key = Some(k.clone());
+    }
+    if let Some(n) = flags.tls_server_name.clone().filter(|n| !n.is_empty()) {
+        cfg.tls_server_name = Some(n);
     }
     cfg.datacenter = server.and_then(|s| s.datacenter.clone());
     cfg

@@ -25,6 +25,7 @@ pub mod ops;
 pub mod services;
 pub mod snapshot;
 pub mod table;
+pub mod tls;
 pub mod ui;
 pub mod validate;
 pub mod watch;
@@ -134,6 +135,12 @@ pub enum Command {
         #[command(subcommand)]
         command: acl::AclCommand,
     },
+    /// Creates a certificate authority and agent certificates for TLS.
+    Tls {
+        /// The TLS area.
+        #[command(subcommand)]
+        command: tls::TlsCommand,
+    },
     /// Prints the registry version.
     Version(ops::VersionArgs),
 }
@@ -173,6 +180,11 @@ pub fn run(args: &[String]) -> i32 {
         Command::Agent(args) => agent::run(&args, matches.subcommand_matches("agent")),
         Command::Validate(args) => validate::run(&args),
         Command::Version(args) => ops::version(&args),
+        Command::Tls { command } => {
+            let mut out = std::io::stdout().lock();
+            let mut err = std::io::stderr().lock();
+            tls::run(command, &mut ui::Ui::new(&mut out, &mut err))
+        }
         other => run_client(other),
     }
 }
@@ -213,7 +225,7 @@ fn run_client(command: Command) -> i32 {
             Command::Maint(args) => maint::run(args, &mut ui).await,
             Command::Reload(args) => ops::reload(args, &mut ui).await,
             Command::Acl { command } => acl::run(command, &mut ui).await,
-            Command::Agent(_) | Command::Version(_) | Command::Validate(_) => 1,
+            Command::Agent(_) | Command::Version(_) | Command::Validate(_) | Command::Tls { .. } => 1,
         }
     })
 }

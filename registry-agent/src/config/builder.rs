@@ -205,7 +205,8 @@ pub fn build(
     };
 
     let ports = Ports {
-        http: port("http", c.ports.http, 8500, false)?,
+        http: port("http", c.ports.http, 8500, true)?,
+        https: port("https", c.ports.https, -1, true)?,
         dns: port("dns", c.ports.dns, 8600, true)?,
         server: port("server", c.ports.server, 8300, false)?,
         serf_lan: port("serf_lan", c.ports.serf_lan, 8301, false)?,
@@ -328,6 +329,7 @@ pub fn build(
         );
     }
 
+    let tls = c.tls.build(&datacenter, &dns.domain)?;
     let config = RuntimeConfig {
         dev,
         node_name,
@@ -370,6 +372,8 @@ pub fn build(
         },
         autopilot,
         acl: c.acl.build()?,
+        tls,
+        limits: c.limits.build()?,
         gossip,
         services: c.services,
         checks: c.checks,

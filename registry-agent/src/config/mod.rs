@@ -13,12 +13,14 @@ pub mod duration;
 pub mod environment;
 pub mod error;
 pub mod hcl;
+pub mod limits;
 pub mod partial;
 pub mod reference;
 pub mod runtime;
 pub(crate) mod schema;
 pub mod server;
 pub mod source;
+pub mod tls;
 
 #[cfg(test)]
 mod tests;

@@ -24,6 +24,8 @@ pub struct PartialPorts {
     pub serf_wan: Option<i64>,
     /// gRPC port (`-1` disables; accepted, not served).
     pub grpc: Option<i64>,
+    /// `ports.https`.
+    pub https: Option<i64>,
 }
 
 /// `dns_config { }`.
@@ -164,6 +166,10 @@ pub struct PartialConfig {
     pub autopilot: PartialAutopilot,
     /// `acl { }` and `primary_datacenter`.
     pub acl: super::acl::PartialAcl,
+    /// `tls { }` and the legacy top-level TLS keys.
+    pub tls: super::tls::PartialTls,
+    /// `limits { }`.
+    pub limits: super::limits::PartialLimits,
     /// `reconnect_timeout`.
     pub reconnect_timeout: Option<Duration>,
     /// `leave_on_terminate`.
@@ -243,6 +249,7 @@ impl PartialConfig {
                 serf_lan: ports.int("serf_lan")?,
                 serf_wan: ports.int("serf_wan")?,
                 grpc: ports.int("grpc")?,
+                https: ports.int("https")?,
             };
         }
         if let Some(dns) = top.block("dns_config") {
@@ -276,6 +283,8 @@ impl PartialConfig {
             };
         }
         cfg.acl = super::acl::PartialAcl::from_map(map, origin)?;
+        cfg.tls = super::tls::PartialTls::from_map(map, origin)?;
+        cfg.limits = super::limits::PartialLimits::from_map(map);
         if let Some(telemetry) = top.block("telemetry") {
             cfg.telemetry = PartialTelemetry {
                 prometheus_retention_time: telemetry.duration("prometheus_retention_time")?,
@@ -308,6 +317,7 @@ impl PartialConfig {
         set(&mut self.ports.serf_lan, other.ports.serf_lan);
         set(&mut self.ports.serf_wan, other.ports.serf_wan);
         set(&mut self.ports.grpc, other.ports.grpc);
+        set(&mut self.ports.https, other.ports.https);
         set(&mut self.server, other.server);
         set(&mut self.bootstrap, other.bootstrap);
         set(&mut self.bootstrap_expect, other.bootstrap_expect);
@@ -377,6 +387,8 @@ impl PartialConfig {
             .prefix_filter
             .extend(other.telemetry.prefix_filter);
         self.acl.merge(other.acl);
+        self.tls.merge(other.tls);
+        self.limits.merge(other.limits);
         let (a, b) = (&mut self.autopilot, other.autopilot);
         set(&mut a.cleanup_dead_servers, b.cleanup_dead_servers);
         set(&mut a.last_contact_threshold, b.last_contact_threshold);

@@ -69,8 +69,10 @@ impl LogLevel {
 /// Listener ports. `dns` and `grpc` are 0 when disabled (`-1` in Consul's files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ports {
-    /// HTTP API (8500).
+    /// HTTP API (8500; 0: off, `-1` in Consul's files).
     pub http: u16,
+    /// HTTPS API (0: off; Consul's 8501 when set).
+    pub https: u16,
     /// DNS (8600; 0: disabled).
     pub dns: u16,
     /// Server RPC (8300).
@@ -226,6 +228,10 @@ pub struct RuntimeConfig {
     pub autopilot: AutopilotConfig,
     /// `acl { }`.
     pub acl: registry_server::acl::AclConfig,
+    /// `tls { }` and the legacy top-level TLS keys.
+    pub tls: registry_server::tls::TlsConfig,
+    /// `limits { }`.
+    pub limits: registry_server::edge::Limits,
     /// LAN gossip and leave behaviour.
     pub gossip: GossipSettings,
     /// Service definitions from `service { }` / `services [ ]`, in file order, exactly as

@@ -27,6 +27,40 @@ const PORTS: &[(&str, Shape)] = &[
     ("serf_lan", Shape::Scalar),
     ("serf_wan", Shape::Scalar),
     ("grpc", Shape::Scalar),
+    ("https", Shape::Scalar),
+];
+
+const TLS_LISTENER: &[(&str, Shape)] = &[
+    ("ca_file", Shape::Scalar),
+    ("ca_path", Shape::Scalar),
+    ("cert_file", Shape::Scalar),
+    ("key_file", Shape::Scalar),
+    ("tls_min_version", Shape::Scalar),
+    ("tls_cipher_suites", Shape::Scalar),
+    ("verify_incoming", Shape::Scalar),
+    ("verify_outgoing", Shape::Scalar),
+    ("verify_server_hostname", Shape::Scalar),
+];
+
+const TLS: &[(&str, Shape)] = &[
+    ("defaults", Shape::Block(TLS_LISTENER)),
+    ("internal_rpc", Shape::Block(TLS_LISTENER)),
+    ("https", Shape::Block(TLS_LISTENER)),
+    ("grpc", Shape::Block(TLS_LISTENER)),
+];
+
+const REQUEST_LIMITS: &[(&str, Shape)] = &[
+    ("mode", Shape::Scalar),
+    ("read_rate", Shape::Scalar),
+    ("write_rate", Shape::Scalar),
+];
+
+const LIMITS: &[(&str, Shape)] = &[
+    ("http_max_conns_per_client", Shape::Scalar),
+    ("rpc_max_conns_per_client", Shape::Scalar),
+    ("https_handshake_timeout", Shape::Scalar),
+    ("rpc_handshake_timeout", Shape::Scalar),
+    ("request_limits", Shape::Block(REQUEST_LIMITS)),
 ];
 
 const DNS_CONFIG: &[(&str, Shape)] = &[
@@ -141,6 +175,19 @@ pub(crate) const TOP_LEVEL: &[(&str, Shape)] = &[
     ("acl", Shape::Block(ACL)),
     ("primary_datacenter", Shape::Scalar),
     ("telemetry", Shape::Block(TELEMETRY)),
+    ("tls", Shape::Block(TLS)),
+    ("limits", Shape::Block(LIMITS)),
+    ("ca_file", Shape::Scalar),
+    ("ca_path", Shape::Scalar),
+    ("cert_file", Shape::Scalar),
+    ("key_file", Shape::Scalar),
+    ("tls_cipher_suites", Shape::Scalar),
+    ("tls_min_version", Shape::Scalar),
+    ("verify_incoming", Shape::Scalar),
+    ("verify_incoming_https", Shape::Scalar),
+    ("verify_incoming_rpc", Shape::Scalar),
+    ("verify_outgoing", Shape::Scalar),
+    ("verify_server_hostname", Shape::Scalar),
     ("service", Shape::List),
     ("services", Shape::List),
     ("check", Shape::List),
@@ -359,21 +406,13 @@ mod tests {
             "ports": {"http": 1, "https": -1, "grpc_tls": -1},
             "audit": {"enabled": true},
             "limits": {"http_max_conns_per_client": 200},
-            "log_sublevels": {"raft": "warn"}
+            "log_sublevels": {"raft": "warn"},
+            "tls": {"https": {"verify_incoming": true}}
         });
         let (map, ignored) = normalize(value, "x").expect("normalize");
-        assert_eq!(map["ports"], json!({"http": 1}));
+        assert_eq!(map["ports"], json!({"http": 1, "https": -1}));
         assert!(map.get("audit").is_none());
-        assert_eq!(
-            ignored,
-            [
-                "ports.https",
-                "ports.grpc_tls",
-                "audit.enabled",
-                "limits.http_max_conns_per_client",
-                "log_sublevels"
-            ]
-        );
+        assert_eq!(ignored, ["ports.grpc_tls", "audit.enabled", "log_sublevels"]);
         let err = normalize(json!({"audit": {"enabled": "yes"}}), "f.json").expect_err("type");
         assert_eq!(
             err.to_string(),

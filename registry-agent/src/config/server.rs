@@ -23,6 +23,7 @@ pub fn to_server_config(cfg: &RuntimeConfig) -> ServerConfig {
     out.bind_addr = cfg.advertise_addr;
     out.client_addr = cfg.client_addr;
     out.http_port = cfg.ports.http;
+    out.https_port = cfg.ports.https;
     out.dns_port = cfg.ports.dns;
     out.server_port = cfg.ports.server;
     out.serf_lan_port = cfg.ports.serf_lan;
@@ -44,6 +45,8 @@ pub fn to_server_config(cfg: &RuntimeConfig) -> ServerConfig {
         content_path: cfg.ui_content_path.clone(),
     };
     out.acl = cfg.acl.clone();
+    out.tls = cfg.tls.clone();
+    out.limits = cfg.limits.clone();
     let d = &cfg.dns;
     out.dns.domain = d.domain.clone();
     out.dns.recursors = d.recursors.clone();

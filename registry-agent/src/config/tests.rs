@@ -79,7 +79,8 @@ fn golden_json_sets_every_key() {
             server: 18300,
             serf_lan: 18301,
             serf_wan: 18302,
-            grpc: 18502
+            grpc: 18502,
+            https: 0
         }
     );
     assert!(c.server);

@@ -105,7 +105,7 @@ impl Cluster {
         store: Arc<Store>,
         sessions: Arc<SessionTimers>,
     ) -> Result<Arc<Self>, ServerError> {
-        let client = reqwest::Client::builder()
+        let client = crate::tls::rpc::client_builder()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(2))
             .timeout(MEMBERSHIP_TIMEOUT + Duration::from_secs(5))
@@ -217,7 +217,10 @@ impl Cluster {
         let mine = self.hello(None);
         let resp = self
             .client
-            .post(format!("http://{target}{HELLO_PATH}"))
+            .post(format!(
+                "{}://{target}{HELLO_PATH}",
+                crate::tls::rpc::scheme()
+            ))
             .json(&mine)
             .timeout(Duration::from_secs(3))
             .send()
@@ -332,7 +335,7 @@ impl Cluster {
     ) -> Result<(), ServerError> {
         let resp = self
             .client
-            .post(format!("http://{addr}{path}"))
+            .post(format!("{}://{addr}{path}", crate::tls::rpc::scheme()))
             .json(req)
             .send()
             .await

@@ -92,6 +92,9 @@ pub struct DnsConfig {
     pub max_tcp_connections: usize,
     /// A TCP connection idle this long is closed (Consul: 8s).
     pub tcp_idle_timeout: Duration,
+    /// Concurrent TCP connections one client IP may hold (0: no per-client limit), so that
+    /// one client cannot take every slot of `max_tcp_connections`.
+    pub max_tcp_connections_per_client: usize,
 }
 
 impl Default for DnsConfig {
@@ -118,6 +121,7 @@ impl Default for DnsConfig {
             cache_entries: 0,
             max_tcp_connections: 1024,
             tcp_idle_timeout: Duration::from_secs(8),
+            max_tcp_connections_per_client: 64,
         }
     }
 }

@@ -263,11 +263,12 @@ async fn tcp_accept(listener: TcpListener, shared: Arc<Shared>, worker: Arc<Mute
     let limit = Arc::new(tokio::sync::Semaphore::new(
         shared.settings.cfg.max_tcp_connections.max(1),
     ));
+    let per_client = Arc::new(crate::edge::Counts::default());
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return;
         };
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 tracing::debug!(error = %e, "DNS: TCP accept failed");
@@ -275,9 +276,19 @@ async fn tcp_accept(listener: TcpListener, shared: Arc<Shared>, worker: Arc<Mute
                 continue;
             }
         };
+        let Some(client) = per_client.acquire(
+            peer.ip(),
+            shared.settings.cfg.max_tcp_connections_per_client,
+        ) else {
+            // Over its own limit: closed at once, the slot stays free for other clients.
+            metrics::counter!("registry_conn_limited", "listener" => "DNS TCP").increment(1);
+            drop(stream);
+            continue;
+        };
         let (shared, worker) = (shared.clone(), worker.clone());
         tokio::spawn(async move {
             let _ = tcp_conn(stream, &shared, &worker).await;
+            drop(client);
             drop(permit);
         });
     }
@@ -289,13 +300,15 @@ async fn tcp_conn(mut s: TcpStream, shared: &Shared, worker: &Mutex<Worker>) -> 
     let mut msg = Vec::new();
     let mut reply = Vec::new();
     loop {
-        let mut len = [0u8; 2];
-        match tokio::time::timeout(idle, s.read_exact(&mut len)).await {
-            Ok(Ok(_)) => {}
-            _ => return Ok(()),
-        }
-        msg.resize(usize::from(u16::from_be_bytes(len)), 0);
-        match tokio::time::timeout(idle, s.read_exact(&mut msg)).await {
+        // The whole message (length and body) must arrive within the idle time: a client
+        // trickling bytes cannot hold the connection open.
+        let read = async {
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).await?;
+            msg.resize(usize::from(u16::from_be_bytes(len)), 0);
+            s.read_exact(&mut msg).await
+        };
+        match tokio::time::timeout(idle, read).await {
             Ok(Ok(_)) => {}
             _ => return Ok(()),
         }

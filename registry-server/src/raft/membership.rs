@@ -213,7 +213,7 @@ fn client() -> Result<&'static reqwest::Client, ServerError> {
     static CLIENT: OnceLock<Option<reqwest::Client>> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
-            reqwest::Client::builder()
+            crate::tls::rpc::client_builder()
                 .tcp_nodelay(true)
                 .no_proxy()
                 .connect_timeout(Duration::from_secs(2))
@@ -232,7 +232,7 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
     req: Option<&Req>,
     timeout: Duration,
 ) -> Result<Resp, ServerError> {
-    let url = format!("http://{raft_addr}{path}");
+    let url = format!("{}://{raft_addr}{path}", crate::tls::rpc::scheme());
     let builder = match req {
         Some(body) => client()?.post(&url).json(body),
         None => client()?.get(&url),

@@ -48,7 +48,7 @@ pub struct HttpNetwork {
 impl HttpNetwork {
     /// A network with a fresh HTTP client.
     pub fn new() -> Result<Self, ServerError> {
-        let client = reqwest::Client::builder()
+        let client = crate::tls::rpc::client_builder()
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
             .connect_timeout(Duration::from_secs(2))
@@ -93,7 +93,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
             client: self.client.clone(),
             target,
             node: node.clone(),
-            base: format!("http://{}", node.raft_addr),
+            base: format!("{}://{}", crate::tls::rpc::scheme(), node.raft_addr),
             append_url,
             spec,
         }

@@ -519,7 +519,7 @@ fn encode_request(vote: &Vote, offer: &Offer<'_>) -> Result<Vec<u8>, postcard::E
 
 /// The URL of `path` on `node`'s server RPC address.
 pub fn rpc_url(node: &RegistryNode, path: &str) -> Result<reqwest::Url, crate::ServerError> {
-    let url = format!("http://{}{path}", node.raft_addr);
+    let url = format!("{}://{}{path}", crate::tls::rpc::scheme(), node.raft_addr);
     reqwest::Url::parse(&url)
         .map_err(|e| crate::ServerError::Raft(format!("bad address {url}: {e}")))
 }

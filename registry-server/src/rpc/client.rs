@@ -66,7 +66,7 @@ impl SeededDirectory {
     /// A directory seeded with `seeds` (`host`, `ip`, `host:port`; the port defaults to
     /// `server_port`).
     pub fn new(seeds: Vec<String>, server_port: u16) -> Result<Arc<Self>, ServerError> {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::rpc::client_builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(3))
@@ -109,7 +109,7 @@ impl SeededDirectory {
             }
         }
         for addr in targets {
-            let url = format!("http://{addr}{SERVERS_PATH}");
+            let url = format!("{}://{addr}{SERVERS_PATH}", crate::tls::rpc::scheme());
             let Ok(resp) = self.http.get(&url).send().await else {
                 continue;
             };
@@ -161,7 +161,7 @@ impl std::fmt::Debug for ServerPool {
 impl ServerPool {
     /// A pool over the servers of `dir`.
     pub fn new(dir: Arc<dyn ServerDirectory>) -> Result<Arc<Self>, ServerError> {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::rpc::client_builder()
             .no_proxy()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(1))

@@ -93,7 +93,7 @@ impl Forwarder {
         let body = postcard::to_stdvec(req).map_err(|e| ForwardError::NotSent(e.to_string()))?;
         let resp = self
             .client
-            .post(format!("http://{addr}{path}"))
+            .post(format!("{}://{addr}{path}", crate::tls::rpc::scheme()))
             .header(header::CONTENT_TYPE, CONTENT_TYPE)
             .timeout(timeout)
             .body(body)
