@@ -382,6 +382,13 @@ pub async fn start_server(
             Some(w) if server.config.server => start_wan(w, tags.clone(), &server).await,
             _ => None,
         };
+        if let Some(w) = &wan {
+            tokio::spawn(crate::gossip::wan::flood_join(
+                Arc::downgrade(&lan),
+                Arc::downgrade(w),
+                server.config.datacenter.clone(),
+            ));
+        }
         let addr = advertise.unwrap_or(server.config.bind_addr);
         let local = Arc::new(crate::agent::LocalMembership::new(
             &server.config,

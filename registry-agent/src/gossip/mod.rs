@@ -272,6 +272,11 @@ impl Gossip {
         self.cfg.advertise
     }
 
+    /// Sends one gossip round to `addr` (a flood join: see [`wan::flood_join`]).
+    pub fn gossip_to(&self, addr: SocketAddr) {
+        let _ = self.handle.gossip(addr);
+    }
+
     /// Whether a member of this name was ever seen (for `force-leave` on the right pool).
     pub fn knows(&self, node: &str) -> bool {
         self.view.lock().generations.contains_key(node)

@@ -55,6 +55,40 @@ impl WanSettings {
     }
 }
 
+/// How often the servers of this datacenter are checked for WAN membership.
+const FLOOD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Consul's flood join: every server of the LAN pool (role `consul`, `wan_join_port` tag)
+/// that is not an alive member of the WAN pool is sent a WAN gossip round at its LAN address
+/// and WAN port, so joining one server of a datacenter to the WAN joins them all, and a
+/// server added later follows.
+pub async fn flood_join(lan: std::sync::Weak<Gossip>, wan: std::sync::Weak<Gossip>, dc: String) {
+    loop {
+        let (Some(lan), Some(wan)) = (lan.upgrade(), wan.upgrade()) else {
+            return;
+        };
+        let alive: BTreeSet<String> = wan
+            .members()
+            .into_iter()
+            .filter(|m| m.status == MemberStatus::Alive)
+            .map(|m| m.name)
+            .collect();
+        for m in lan.members() {
+            if m.status != MemberStatus::Alive || !m.is_server() {
+                continue;
+            }
+            if alive.contains(&format!("{}.{dc}", m.name)) {
+                continue;
+            }
+            if let Some(port) = m.tags.get("wan_join_port").and_then(|p| p.parse().ok()) {
+                wan.gossip_to(SocketAddr::new(m.addr, port));
+            }
+        }
+        drop((lan, wan));
+        tokio::time::sleep(FLOOD_INTERVAL).await;
+    }
+}
+
 /// The datacenters and their alive servers, from the WAN member list.
 #[derive(Debug, Clone)]
 pub struct WanDirectory {
