@@ -104,19 +104,23 @@ for d in 1 2 3 4 5; do
 done
 python3 - "$RESULTS" "${ADDRS[@]}" <<'EOF'
 import json, sys, time, urllib.request
+from concurrent.futures import ThreadPoolExecutor
 results, addrs = sys.argv[1], sys.argv[2:]
+pool = ThreadPoolExecutor(max_workers=len(addrs))
 start = time.monotonic()
 def get(ip, path):
     try:
-        with urllib.request.urlopen(f"http://{ip}:8500{path}", timeout=2) as r:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"http://{ip}:8500{path}", timeout=2) as r:
             return json.load(r)
     except Exception:
         return None
 lan_done = wan_done = dcs_done = None
 while time.monotonic() - start < 180 and wan_done is None:
+    lan = list(pool.map(lambda ip: get(ip, "/v1/agent/members"), addrs))
+    wan = list(pool.map(lambda ip: get(ip, "/v1/agent/members?wan=1"), addrs))
+    # A condition counts from the end of the poll that saw it (an upper bound).
     now = time.monotonic() - start
-    lan = [get(ip, "/v1/agent/members") for ip in addrs]
-    wan = [get(ip, "/v1/agent/members?wan=1") for ip in addrs]
     alive = lambda ms: sum(1 for m in (ms or []) if m.get("Status") == 1)
     if lan_done is None and all(alive(m) == 3 for m in lan):
         lan_done = now
