@@ -480,7 +480,7 @@ pub(crate) fn reason(path: &str) -> &'static str {
         | "advertise_addr_wan_ipv4"
         | "advertise_addr_wan_ipv6"
         | "retry_interval_wan"
-        | "retry_max_wan" => "only advertise_addr_wan (one address), start_join_wan and retry_join_wan are used",
+        | "retry_max_wan" => "this WAN setting is not implemented (docs/multi-dc.md)",
         _ => "accepted for compatibility; the feature is not implemented yet",
     }
 }
