@@ -183,8 +183,7 @@ async fn wan_members(c: &TestCluster, i: usize) -> Result<Vec<(String, u64)>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_datacenters_forward_http_and_dns_and_fail_cleanly() -> Result<()> {
-    let dc1 = TestCluster::start_with(ClusterOptions::new(3).hcl(r#"datacenter = "dc1""#))
-        .await?;
+    let dc1 = TestCluster::start_with(ClusterOptions::new(3).hcl(r#"datacenter = "dc1""#)).await?;
     let dc1_ips: Vec<String> = (0..3).map(|i| dc1.server(i).ip.to_string()).collect();
     // dc2's servers join the WAN pool through one dc1 server (resolved on every attempt).
     let mut dc2 = TestCluster::start_with(ClusterOptions::new(3).hcl(&format!(
@@ -219,7 +218,11 @@ retry_join_wan = ["{}"]"#,
     for name in &expected {
         assert!(out.contains(name.as_str()), "{name} missing:\n{out}");
     }
-    assert_eq!(out.lines().filter(|l| l.contains("alive")).count(), 6, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains("alive")).count(),
+        6,
+        "{out}"
+    );
     // `registry join -wan` against a member already in the pool succeeds.
     let (ok, out, err) = dc1.cli(&[
         "join",
@@ -266,7 +269,9 @@ retry_join_wan = ["{}"]"#,
     let local = c1.get_json("/v1/health/service/web").await?;
     assert_eq!(local, json!([]));
     // The same through a dc1 server directly, and the catalog form with a tag.
-    let v = dc1.get_json(0, "/v1/catalog/service/web?dc=dc2&tag=v1").await?;
+    let v = dc1
+        .get_json(0, "/v1/catalog/service/web?dc=dc2&tag=v1")
+        .await?;
     assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
     assert_eq!(v[0]["Datacenter"], "dc2");
 
@@ -315,7 +320,10 @@ retry_join_wan = ["{}"]"#,
     assert_eq!((r.status, r.text().trim()), (200, "true"), "{}", r.text());
     assert_eq!(c2.get("/v1/kv/mdc/only-dc2?raw").await?.text(), "two");
     assert_eq!(c1.get("/v1/kv/mdc/only-dc2").await?.status, 404);
-    assert_eq!(c1.get("/v1/kv/mdc/only-dc2?dc=dc2&raw").await?.text(), "two");
+    assert_eq!(
+        c1.get("/v1/kv/mdc/only-dc2?dc=dc2&raw").await?.text(),
+        "two"
+    );
 
     // An unknown datacenter: Consul's error at once.
     let t = Instant::now();
@@ -358,14 +366,18 @@ retry_join_wan = ["{}"]"#,
     assert_eq!((r.status, r.text().trim()), (200, "true"));
     assert_eq!(c1.get("/v1/kv/mdc/after?raw").await?.text(), "still");
     // The failed servers show as failed members of the WAN pool.
-    eventually(Duration::from_secs(20), "dc2 servers failed in WAN", || async {
-        let m = wan_members(&dc1, 0).await?;
-        let failed = m
-            .iter()
-            .filter(|(n, s)| n.ends_with(".dc2") && *s == 4)
-            .count();
-        Ok((failed == 3).then_some(()))
-    })
+    eventually(
+        Duration::from_secs(20),
+        "dc2 servers failed in WAN",
+        || async {
+            let m = wan_members(&dc1, 0).await?;
+            let failed = m
+                .iter()
+                .filter(|(n, s)| n.ends_with(".dc2") && *s == 4)
+                .count();
+            Ok((failed == 3).then_some(()))
+        },
+    )
     .await?;
     dc1.finish();
     dc2.finish();

@@ -78,7 +78,9 @@ impl Relay {
         let (d, t) = (delay.clone(), target.clone());
         tasks.push(tokio::spawn(async move {
             while let Ok((client, _)) = tcp.accept().await {
-                let Some(ip) = *t.lock().unwrap() else { continue };
+                let Some(ip) = *t.lock().unwrap() else {
+                    continue;
+                };
                 let d = d.clone();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(SocketAddr::new(ip, 8300)).await else {
@@ -101,7 +103,9 @@ impl Relay {
                 Arc::default();
             let mut buf = vec![0u8; 65_536];
             while let Ok((n, from)) = udp.recv_from(&mut buf).await {
-                let Some(ip) = *t.lock().unwrap() else { continue };
+                let Some(ip) = *t.lock().unwrap() else {
+                    continue;
+                };
                 let packet = buf[..n].to_vec();
                 let existing = peers.lock().unwrap().get(&from).cloned();
                 let sock = match existing {

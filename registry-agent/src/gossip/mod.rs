@@ -196,7 +196,9 @@ impl Gossip {
         let tags = serde_json::to_string(&cfg.tags)?;
         let handle = spawn_chitchat(config, vec![(TAGS_KEY.to_string(), tags)], transport)
             .await
-            .map_err(|e| anyhow::anyhow!("starting {} gossip on {}: {e:#}", cfg.pool(), cfg.bind))?;
+            .map_err(|e| {
+                anyhow::anyhow!("starting {} gossip on {}: {e:#}", cfg.pool(), cfg.bind)
+            })?;
         let chitchat = handle.chitchat();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let listener = chitchat
@@ -488,7 +490,11 @@ async fn retry_join(me: std::sync::Weak<Gossip>) {
             .iter()
             .any(|m| m.name != g.cfg.node_name && m.status == MemberStatus::Alive);
         if joined {
-            tracing::info!(pool = g.cfg.pool(), attempts = attempt, "joined the gossip pool");
+            tracing::info!(
+                pool = g.cfg.pool(),
+                attempts = attempt,
+                "joined the gossip pool"
+            );
             return;
         }
         attempt += 1;

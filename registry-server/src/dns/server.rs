@@ -259,9 +259,7 @@ fn udp_loop(sock: Arc<UdpSocket>, mut worker: Worker, rt: tokio::runtime::Handle
                 let shared = shared.clone();
                 let sock = sock.clone();
                 rt.spawn(async move {
-                    let reply = shared
-                        .answer_remote(dc, &req, packet, Transport::Udp)
-                        .await;
+                    let reply = shared.answer_remote(dc, &req, packet, Transport::Udp).await;
                     let _ = sock.send_to(&reply, src);
                 });
             }

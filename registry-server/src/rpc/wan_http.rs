@@ -118,7 +118,10 @@ pub fn translate_addresses(v: &mut Value) {
         Value::Object(map) => {
             // A node (catalog) or a service entry (agent shape): TaggedAddresses.wan is a
             // string for nodes, an {Address, Port} object for services.
-            let wan = map.get("TaggedAddresses").and_then(|t| t.get("wan")).cloned();
+            let wan = map
+                .get("TaggedAddresses")
+                .and_then(|t| t.get("wan"))
+                .cloned();
             match wan {
                 Some(Value::String(a)) if !a.is_empty() && map.contains_key("Address") => {
                     map.insert("Address".into(), Value::String(a));
