@@ -29,7 +29,12 @@ struct ClientAgent {
 }
 
 impl ClientAgent {
-    async fn start(name: &str, dc: &str, servers: &[String]) -> Result<ClientAgent> {
+    async fn start(
+        name: &str,
+        dc: &str,
+        servers: &[String],
+        extra: &[&str],
+    ) -> Result<ClientAgent> {
         let dir = tempfile::Builder::new()
             .prefix("registry-mdc-client")
             .tempdir()?;
@@ -60,6 +65,7 @@ impl ClientAgent {
             args.push("-retry-join".into());
             args.push(s.clone());
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         let log = dir.path().join("agent.log");
         let out = std::fs::File::create(&log)?;
         let child = Command::new(registry_bin()?)
@@ -183,7 +189,11 @@ async fn wan_members(c: &TestCluster, i: usize) -> Result<Vec<(String, u64)>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_datacenters_forward_http_and_dns_and_fail_cleanly() -> Result<()> {
-    let dc1 = TestCluster::start_with(ClusterOptions::new(3).hcl(r#"datacenter = "dc1""#)).await?;
+    let dc1 = TestCluster::start_with(ClusterOptions::new(3).hcl(
+        r#"datacenter = "dc1"
+translate_wan_addrs = true"#,
+    ))
+    .await?;
     let dc1_ips: Vec<String> = (0..3).map(|i| dc1.server(i).ip.to_string()).collect();
     // dc2's servers join the WAN pool through one dc1 server (resolved on every attempt).
     let mut dc2 = TestCluster::start_with(ClusterOptions::new(3).hcl(&format!(
@@ -233,8 +243,15 @@ retry_join_wan = ["{}"]"#,
     assert!(ok, "join -wan: {out} {err}");
 
     // One client agent per datacenter.
-    let c1 = ClientAgent::start("mdc-client-1", "dc1", &[dc1.server(0).raft_addr()]).await?;
-    let c2 = ClientAgent::start("mdc-client-2", "dc2", &[dc2.server(1).raft_addr()]).await?;
+    let c1 = ClientAgent::start("mdc-client-1", "dc1", &[dc1.server(0).raft_addr()], &[]).await?;
+    // dc2's client advertises a WAN address of its own (its node's `wan` tagged address).
+    let c2 = ClientAgent::start(
+        "mdc-client-2",
+        "dc2",
+        &[dc2.server(1).raft_addr()],
+        &["-advertise-wan", "127.0.0.99"],
+    )
+    .await?;
 
     // Both datacenters are listed, this one first.
     let dcs = c1.get_json("/v1/catalog/datacenters").await?;
@@ -274,6 +291,20 @@ retry_join_wan = ["{}"]"#,
         .await?;
     assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
     assert_eq!(v[0]["Datacenter"], "dc2");
+
+    // translate_wan_addrs (on dc1's servers): dc2's answers carry WAN addresses, and the
+    // header says so; dc2 answering for itself does not translate.
+    let r = dc1.get(0, "/v1/health/service/web?dc=dc2").await?;
+    assert_eq!(
+        r.header("x-consul-translate-addresses").as_deref(),
+        Some("true")
+    );
+    assert_eq!(r.json()[0]["Node"]["Address"], "127.0.0.99", "{}", r.text());
+    let r = c1.get("/v1/catalog/service/web?dc=dc2").await?;
+    assert_eq!(r.json::<Value>()?[0]["Address"], "127.0.0.99");
+    let r = dc2.get(0, "/v1/health/service/web").await?;
+    assert_eq!(r.header("x-consul-translate-addresses"), None);
+    assert_eq!(r.json()[0]["Node"]["Address"], "127.0.0.1");
 
     // A blocking query on dc2, asked in dc1, woken by a change in dc2.
     let path = format!("/v1/health/service/web?dc=dc2&index={index}&wait=30s");
@@ -376,6 +407,25 @@ retry_join_wan = ["{}"]"#,
                 .filter(|(n, s)| n.ends_with(".dc2") && *s == 4)
                 .count();
             Ok((failed == 3).then_some(()))
+        },
+    )
+    .await?;
+    // `force-leave -prune` of a failed WAN member removes it from the WAN pool.
+    let gone = format!("{}.dc2", dc2.server(0).node);
+    let (ok, out, err) = dc1.cli(&[
+        "force-leave",
+        "-prune",
+        "-wan",
+        &format!("-http-addr={}", dc1.server(0).http_addr()),
+        &gone,
+    ])?;
+    assert!(ok, "force-leave -wan: {out} {err}");
+    eventually(
+        Duration::from_secs(20),
+        "pruned WAN member gone",
+        || async {
+            let m = wan_members(&dc1, 1).await?;
+            Ok((!m.iter().any(|(n, _)| *n == gone)).then_some(()))
         },
     )
     .await?;
