@@ -245,6 +245,16 @@ impl LocalAgent {
             &config.node_meta,
             &opts.version,
         );
+        if let Some(wan) = config.advertise_addr_wan {
+            // `advertise_addr_wan`: the address other datacenters see (`translate_wan_addrs`).
+            let family = if wan.is_ipv4() {
+                "wan_ipv4"
+            } else {
+                "wan_ipv6"
+            };
+            node.tagged_addresses.insert("wan".into(), wan.to_string());
+            node.tagged_addresses.insert(family.into(), wan.to_string());
+        }
         if config.server {
             node = node.with_consul_service(config.server_port, &opts.version);
         }

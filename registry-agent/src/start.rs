@@ -4,6 +4,7 @@
 
 use crate::config::duration::format_duration;
 use crate::config::{to_server_config, RuntimeConfig};
+use crate::gossip::wan::{WanDirectory, WanSettings};
 use crate::gossip::{Gossip, GossipConfig, GossipMembership};
 use registry_server::config::ServerConfig;
 use std::net::SocketAddr;
@@ -14,6 +15,8 @@ use std::sync::Arc;
 pub struct GossipStart {
     /// LAN gossip settings (tags are filled in at start).
     pub config: GossipConfig,
+    /// The WAN pool (servers).
+    pub wan: Option<WanSettings>,
     /// Leave gracefully on SIGTERM.
     pub leave_on_terminate: bool,
     /// Stay a member on SIGINT.
@@ -41,8 +44,52 @@ pub fn gossip_start(cfg: &RuntimeConfig) -> GossipStart {
             phi_threshold: crate::gossip::DEFAULT_PHI_THRESHOLD,
             reconnect_timeout: cfg.gossip.reconnect_timeout,
         },
+        wan: cfg.server.then(|| {
+            let mut join = cfg.join.start_join_wan.clone();
+            for a in &cfg.join.retry_join_wan {
+                if !join.contains(a) {
+                    join.push(a.clone());
+                }
+            }
+            WanSettings {
+                node_name: cfg.node_name.clone(),
+                datacenter: cfg.datacenter.clone(),
+                bind: cfg.bind_addr,
+                advertise: cfg.advertise_addr_wan.unwrap_or(cfg.advertise_addr),
+                port: cfg.ports.serf_wan,
+                join,
+                retry_interval: cfg.join.retry_interval,
+                interval: cfg.gossip.interval,
+                reconnect_timeout: cfg.gossip.reconnect_timeout,
+            }
+        }),
         leave_on_terminate: cfg.gossip.leave_on_terminate,
         skip_leave_on_interrupt: cfg.gossip.skip_leave_on_interrupt,
+    }
+}
+
+/// Starts the WAN pool of a server and hands its datacenter directory to the server's
+/// cross-datacenter forwarding. A WAN socket that cannot be bound is logged and the server
+/// runs without other datacenters.
+async fn start_wan(
+    settings: &WanSettings,
+    tags: std::collections::BTreeMap<String, String>,
+    server: &registry_server::Server,
+) -> Option<Arc<Gossip>> {
+    let cfg = settings.gossip_config(tags);
+    // WAN members carry no user events: the pool gets a sink of its own.
+    let events = Arc::new(registry_server::http::UserEvents::new());
+    match Gossip::start(cfg, events).await {
+        Ok(wan) => {
+            server
+                .datacenters
+                .install(Arc::new(WanDirectory::new(wan.clone())));
+            Some(wan)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "WAN gossip not started: other datacenters are unreachable");
+            None
+        }
     }
 }
 
@@ -323,6 +370,7 @@ pub async fn start_server(
     .with_cluster(server.cluster.clone());
     let mut leave_on = (false, false);
     let mut pool: Option<Arc<Gossip>> = None;
+    let mut wan_pool: Option<Arc<Gossip>> = None;
     if let Some(g) = gossip {
         let mut gc = g.config;
         let tags = crate::agent::members::local_tags(
@@ -333,6 +381,17 @@ pub async fn start_server(
         );
         gc.tags = tags.clone();
         let lan = Gossip::start(gc, server.events.clone()).await?;
+        let wan = match &g.wan {
+            Some(w) if server.config.server => start_wan(w, tags.clone(), &server).await,
+            _ => None,
+        };
+        if let Some(w) = &wan {
+            tokio::spawn(crate::gossip::wan::flood_join(
+                Arc::downgrade(&lan),
+                Arc::downgrade(w),
+                server.config.datacenter.clone(),
+            ));
+        }
         let addr = advertise.unwrap_or(server.config.bind_addr);
         let local = Arc::new(crate::agent::LocalMembership::new(
             &server.config,
@@ -340,12 +399,15 @@ pub async fn start_server(
             tags,
         ));
         let cluster = server.config.server.then(|| server.cluster.clone());
-        agent = agent.with_membership(Arc::new(GossipMembership::new(lan.clone(), local, cluster)));
+        agent = agent.with_membership(Arc::new(
+            GossipMembership::new(lan.clone(), local, cluster).with_wan(wan.clone()),
+        ));
         if server.config.server {
             server.reconcile_members(lan.clone());
         }
         leave_on = (g.leave_on_terminate, !g.skip_leave_on_interrupt);
         pool = Some(lan);
+        wan_pool = wan;
     }
     let agent = Arc::new(agent);
     if let Some(lan) = &pool {
@@ -362,6 +424,9 @@ pub async fn start_server(
     agent.shutdown();
     if let Some(lan) = pool {
         lan.shutdown();
+    }
+    if let Some(wan) = wan_pool {
+        wan.shutdown();
     }
     result.map_err(Into::into)
 }

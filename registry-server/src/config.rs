@@ -38,6 +38,11 @@ pub struct ServerConfig {
     pub serf_lan_port: u16,
     /// Gossip WAN port (8302).
     pub serf_wan_port: u16,
+    /// `advertise_addr_wan`: the address other datacenters reach this server at (the
+    /// node's `wan` tagged address); `None`: the advertised LAN address.
+    pub advertise_addr_wan: Option<IpAddr>,
+    /// `translate_wan_addrs`: answers from other datacenters carry `wan` tagged addresses.
+    pub translate_wan_addrs: bool,
     /// Addresses to join, retried until one answers.
     pub retry_join: Vec<String>,
     /// Take a snapshot after this many applied entries since the last one.
@@ -117,6 +122,8 @@ impl ServerConfig {
             server_port: 8300,
             serf_lan_port: 8301,
             serf_wan_port: 8302,
+            advertise_addr_wan: None,
+            translate_wan_addrs: false,
             retry_join: Vec::new(),
             raft_snapshot_threshold: 16384,
             raft_snapshot_interval: Duration::from_secs(30),

@@ -81,6 +81,8 @@ pub struct Server {
     pub api: Arc<crate::rpc::api::ApiSlot>,
     /// DNS answers for client agents.
     pub dns: Arc<crate::rpc::dns::DnsSlot>,
+    /// Other datacenters (the WAN pool installs their directory).
+    pub datacenters: Arc<crate::rpc::wan::Datacenters>,
 }
 
 impl std::fmt::Debug for Server {
@@ -133,6 +135,8 @@ impl Server {
             store.clone(),
             sessions.clone(),
         )?;
+        let api: Arc<crate::rpc::api::ApiSlot> = Arc::default();
+        let datacenters = crate::rpc::wan::Datacenters::new(&config.datacenter, api.clone())?;
         let server = Server {
             reader: Reader::new(store.clone(), status),
             writer,
@@ -143,15 +147,20 @@ impl Server {
             events: Arc::new(UserEvents::new()),
             cluster,
             autopilot,
-            api: Arc::default(),
+            api,
             dns: Arc::default(),
+            datacenters,
         };
-        server.dns.install(crate::dns::engine_state(
+        let shared = crate::dns::engine_state(
             server.config.dns.clone(),
             server.store.clone(),
             crate::dns::NodeInfo::from_server_config(&server.config),
             None,
-        ));
+        );
+        let _ = shared
+            .remote
+            .set(crate::rpc::dns::WanDns::new(server.datacenters.clone()));
+        server.dns.install(shared);
         if !server.config.dev {
             // Peers must reach this server while it forms or joins a cluster, before the
             // HTTP API is up.
@@ -194,6 +203,7 @@ impl Server {
             cluster: self.cluster.clone(),
             autopilot: self.autopilot.clone(),
             acl: Arc::new(crate::acl::AclRuntime::new(self.config.acl.clone())),
+            datacenters: self.datacenters.clone(),
         };
         let acl_view = state
             .acl
@@ -203,8 +213,11 @@ impl Server {
             let mut cfg = self.config.dns.clone();
             cfg.bind = std::net::SocketAddr::new(self.config.client_addr, self.config.dns_port);
             let node = crate::dns::NodeInfo::from_server_config(&self.config);
-            let handle =
-                crate::dns::serve_with_acl(cfg, self.store.clone(), node, acl_view).await?;
+            let shared = crate::dns::engine_state(cfg, self.store.clone(), node, acl_view);
+            let _ = shared
+                .remote
+                .set(crate::rpc::dns::WanDns::new(self.datacenters.clone()));
+            let handle = crate::dns::serve_state(shared).await?;
             tracing::info!(addr = %handle.local_addr(), "DNS listening");
             Some(handle)
         } else {
@@ -224,10 +237,20 @@ impl Server {
             });
         }
         let node: Arc<str> = self.config.node_name.as_str().into();
-        let app = http::router(state).layer(axum::middleware::from_fn_with_state(
-            (self.raft.clone(), node),
-            crate::rpc::api::to_leader,
-        ));
+        let wan = crate::rpc::wan_http::WanState {
+            dcs: self.datacenters.clone(),
+            node: node.clone(),
+            translate: self.config.translate_wan_addrs,
+        };
+        let app = http::router(state)
+            .layer(axum::middleware::from_fn_with_state(
+                (self.raft.clone(), node),
+                crate::rpc::api::to_leader,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                wan,
+                crate::rpc::wan_http::to_datacenter,
+            ));
         self.api.install(app.clone());
         let raft = self.raft.clone();
         let limiter = crate::edge::rate::Limiter::new(

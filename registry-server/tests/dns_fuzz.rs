@@ -53,6 +53,7 @@ fn worker() -> Worker {
         gen: AtomicU64::new(1),
         stop: AtomicBool::new(false),
         recursing: Default::default(),
+        remote: Default::default(),
     });
     Worker::new(shared)
 }
@@ -111,7 +112,7 @@ fn check(
                 prop_assert_eq!(&w.out[12..12 + req.qname_wire().len()], req.qname_wire());
             }
         }
-        Outcome::Recurse(_) => prop_assert!(parsed.is_ok()),
+        Outcome::Recurse(_) | Outcome::Remote(..) => prop_assert!(parsed.is_ok()),
         Outcome::Drop => prop_assert!(!well_formed, "dropped a well-formed query {:?}", packet),
     }
     Ok(())

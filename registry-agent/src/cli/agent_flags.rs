@@ -23,7 +23,7 @@ pub struct ConsulAgentFlags {
     #[arg(long = "enable-local-script-checks", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = go_bool, value_name = "BOOL")]
     pub enable_local_script_checks: Option<bool>,
-    /// Address to advertise on the WAN (accepted).
+    /// Address to advertise on the WAN (servers).
     #[arg(long = "advertise-wan", value_name = "IP")]
     pub advertise_wan: Option<String>,
     /// Alternate DNS domain (accepted).
@@ -67,7 +67,7 @@ pub struct ConsulAgentFlags {
     /// HTTPS port (accepted; -1 disables).
     #[arg(long = "https-port", value_name = "PORT", allow_hyphen_values = true)]
     pub https_port: Option<i64>,
-    /// WAN address to join at start (accepted).
+    /// WAN pool member to join at start (servers).
     #[arg(long = "join-wan", value_name = "ADDR")]
     pub join_wan: Vec<String>,
     /// Also write the log to this file (a path ending in `/`: `consul.log` in that
@@ -151,12 +151,15 @@ impl ConsulAgentFlags {
         if self.enable_script_checks.is_some() {
             p.enable_script_checks = self.enable_script_checks;
         }
+        if self.advertise_wan.is_some() {
+            p.advertise_addr_wan = self.advertise_wan.clone();
+        }
+        p.start_join_wan.extend(self.join_wan.iter().cloned());
         let set = [
             (
                 "enable_local_script_checks",
                 self.enable_local_script_checks.is_some(),
             ),
-            ("advertise_addr_wan", self.advertise_wan.is_some()),
             ("alt_domain", self.alt_domain.is_some()),
             (
                 "http_config.allow_write_http_from",
@@ -172,7 +175,6 @@ impl ConsulAgentFlags {
             ("disable_host_node_id", self.disable_host_node_id.is_some()),
             ("disable_keyring_file", self.disable_keyring_file.is_some()),
             ("ports.grpc_tls", self.grpc_tls_port.is_some()),
-            ("start_join_wan", !self.join_wan.is_empty()),
             ("read_replica", self.read_replica.is_some()),
             ("non_voting_server", self.non_voting_server.is_some()),
             ("pid_file", self.pid_file.is_some()),

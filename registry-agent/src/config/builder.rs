@@ -219,6 +219,7 @@ pub fn build(
         start_join: c.start_join,
         retry_join: c.retry_join,
         retry_join_wan: c.retry_join_wan,
+        start_join_wan: c.start_join_wan,
         retry_interval: c.retry_interval.unwrap_or(Duration::from_secs(30)),
         retry_max: u32::try_from(retry_max).map_err(|_| {
             ConfigError::invalid(format!(
@@ -341,6 +342,13 @@ pub fn build(
         bootstrap_expect,
         bind_addr,
         advertise_addr,
+        advertise_addr_wan: c
+            .advertise_addr_wan
+            .as_deref()
+            .filter(|a| !a.trim().is_empty())
+            .map(|a| parse_ip("advertise_addr_wan", a))
+            .transpose()?,
+        translate_wan_addrs: c.translate_wan_addrs.unwrap_or(false),
         client_addr,
         ports,
         join,

@@ -99,7 +99,6 @@ pub(crate) const IGNORED: &[(&str, Kind)] = &[
     // Top level.
     ("advertise_addr_ipv4", Str),
     ("advertise_addr_ipv6", Str),
-    ("advertise_addr_wan", Str),
     ("advertise_addr_wan_ipv4", Str),
     ("advertise_addr_wan_ipv6", Str),
     ("advertise_reconnect_timeout", Dur),
@@ -141,9 +140,7 @@ pub(crate) const IGNORED: &[(&str, Kind)] = &[
     ("server_name", Str),
     ("session_ttl_min", Dur),
     ("snapshot_agent", Map),
-    ("start_join_wan", StrList),
     ("tagged_addresses", Map),
-    ("translate_wan_addrs", Bool),
     ("ui_content_path", Str),
     ("ui_dir", Str),
     ("use_streaming_backend", Bool),
@@ -410,13 +407,10 @@ pub(crate) fn reason(path: &str) -> &'static str {
         "watches" => "watch handlers are not run; use blocking queries",
         "snapshot_agent" => "the snapshot agent is a separate Consul Enterprise program",
         "tagged_addresses"
-        | "advertise_addr_wan"
         | "advertise_addr_wan_ipv4"
         | "advertise_addr_wan_ipv6"
-        | "translate_wan_addrs"
-        | "start_join_wan"
         | "retry_interval_wan"
-        | "retry_max_wan" => "WAN federation is not implemented",
+        | "retry_max_wan" => "this WAN setting is not implemented (docs/multi-dc.md)",
         _ => "accepted for compatibility; the feature is not implemented yet",
     }
 }

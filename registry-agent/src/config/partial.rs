@@ -114,6 +114,12 @@ pub struct PartialConfig {
     pub retry_join: Vec<String>,
     /// `retry_join_wan` / `-retry-join-wan`.
     pub retry_join_wan: Vec<String>,
+    /// `start_join_wan` / `-join-wan`.
+    pub start_join_wan: Vec<String>,
+    /// `advertise_addr_wan` / `-advertise-wan`.
+    pub advertise_addr_wan: Option<String>,
+    /// `translate_wan_addrs`.
+    pub translate_wan_addrs: Option<bool>,
     /// `start_join` / `-join`.
     pub start_join: Vec<String>,
     /// `retry_interval` / `-retry-interval`.
@@ -205,6 +211,9 @@ impl PartialConfig {
             bootstrap_expect: top.int("bootstrap_expect")?,
             retry_join: top.strings("retry_join")?,
             retry_join_wan: top.strings("retry_join_wan")?,
+            start_join_wan: top.strings("start_join_wan")?,
+            advertise_addr_wan: top.string("advertise_addr_wan")?,
+            translate_wan_addrs: top.bool("translate_wan_addrs")?,
             start_join: top.strings("start_join")?,
             retry_interval: top.duration("retry_interval")?,
             retry_max: top.int("retry_max")?,
@@ -323,6 +332,9 @@ impl PartialConfig {
         set(&mut self.bootstrap_expect, other.bootstrap_expect);
         self.retry_join.extend(other.retry_join);
         self.retry_join_wan.extend(other.retry_join_wan);
+        self.start_join_wan.extend(other.start_join_wan);
+        set(&mut self.advertise_addr_wan, other.advertise_addr_wan);
+        set(&mut self.translate_wan_addrs, other.translate_wan_addrs);
         self.start_join.extend(other.start_join);
         set(&mut self.retry_interval, other.retry_interval);
         set(&mut self.retry_max, other.retry_max);

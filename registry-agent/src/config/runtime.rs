@@ -92,8 +92,11 @@ pub struct JoinConfig {
     pub start_join: Vec<String>,
     /// `retry_join` / `-retry-join`: retried until one answers.
     pub retry_join: Vec<String>,
-    /// `retry_join_wan` / `-retry-join-wan` (accepted; no WAN pool yet).
+    /// `retry_join_wan` / `-retry-join-wan`: WAN pool members retried until one answers
+    /// (servers).
     pub retry_join_wan: Vec<String>,
+    /// `start_join_wan` / `-join-wan`: WAN pool members joined at startup (servers).
+    pub start_join_wan: Vec<String>,
     /// Pause between join attempts (30s).
     pub retry_interval: Duration,
     /// Attempts before giving up (0: forever).
@@ -196,6 +199,11 @@ pub struct RuntimeConfig {
     /// Address advertised to other nodes (`advertise_addr`, else `bind_addr`, else the one
     /// private IPv4 address of the host).
     pub advertise_addr: IpAddr,
+    /// `advertise_addr_wan` / `-advertise-wan`: the address other datacenters reach this
+    /// server at (`None`: `advertise_addr`).
+    pub advertise_addr_wan: Option<IpAddr>,
+    /// `translate_wan_addrs`.
+    pub translate_wan_addrs: bool,
     /// Address the HTTP and DNS listeners bind to.
     pub client_addr: IpAddr,
     /// Listener ports.

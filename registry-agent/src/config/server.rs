@@ -28,6 +28,8 @@ pub fn to_server_config(cfg: &RuntimeConfig) -> ServerConfig {
     out.server_port = cfg.ports.server;
     out.serf_lan_port = cfg.ports.serf_lan;
     out.serf_wan_port = cfg.ports.serf_wan;
+    out.advertise_addr_wan = cfg.advertise_addr_wan;
+    out.translate_wan_addrs = cfg.translate_wan_addrs;
     let mut join: Vec<String> = Vec::new();
     for addr in cfg.join.start_join.iter().chain(&cfg.join.retry_join) {
         if !join.contains(addr) {

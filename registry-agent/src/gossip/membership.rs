@@ -14,8 +14,10 @@ use std::sync::Arc;
 /// Membership from LAN gossip.
 pub struct GossipMembership {
     gossip: Arc<Gossip>,
-    /// This node's own members (the WAN pool is this server alone).
+    /// This node's own members (the WAN pool when this server has none).
     local: Arc<dyn Membership>,
+    /// The WAN pool (servers).
+    wan: Option<Arc<Gossip>>,
     /// The Raft cluster, on a server.
     cluster: Option<Arc<registry_server::cluster::Cluster>>,
 }
@@ -32,7 +34,14 @@ impl GossipMembership {
             gossip,
             local,
             cluster,
+            wan: None,
         }
+    }
+
+    /// Adds the server's WAN pool (`members -wan`, `join -wan`, `force-leave` of `node.dc`).
+    pub fn with_wan(mut self, wan: Option<Arc<Gossip>>) -> Self {
+        self.wan = wan;
+        self
     }
 }
 
@@ -59,13 +68,37 @@ impl Membership for GossipMembership {
     }
 
     fn wan_members(&self) -> Vec<Member> {
-        self.local.wan_members()
+        let Some(wan) = &self.wan else {
+            return self.local.wan_members();
+        };
+        let mut out: Vec<Member> = wan
+            .members()
+            .into_iter()
+            .filter(|m| m.status != MemberStatus::Reaped)
+            .map(|m| {
+                let mut out = alive_member(m.name, m.addr, m.port, m.tags);
+                out.status = m.status.code();
+                out
+            })
+            .collect();
+        for me in self.local.wan_members() {
+            if !out.iter().any(|m| m.name == me.name) {
+                out.insert(0, me);
+            }
+        }
+        out
     }
 
     fn join<'a>(&'a self, addr: &'a str, wan: bool) -> BoxFuture<'a, Result<usize, String>> {
         Box::pin(async move {
             if wan {
-                return self.local.join(addr, wan).await;
+                return match &self.wan {
+                    Some(pool) => pool
+                        .join(addr)
+                        .await
+                        .map_err(|e| format!("1 error occurred:\n\t* {e}\n\n")),
+                    None => self.local.join(addr, wan).await,
+                };
             }
             let Some(cluster) = &self.cluster else {
                 return self
@@ -94,12 +127,23 @@ impl Membership for GossipMembership {
             if let Some(cluster) = &self.cluster {
                 cluster.leave().await.map_err(|e| e.to_string())?;
             }
+            if let Some(wan) = &self.wan {
+                wan.leave().await;
+            }
             self.gossip.leave().await;
             Ok(())
         })
     }
 
     fn force_leave<'a>(&'a self, node: &'a str, prune: bool) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move { self.gossip.force_leave(node, prune).await })
+        Box::pin(async move {
+            // WAN members are named `node.dc`: a name only the WAN pool knows is left there.
+            match &self.wan {
+                Some(wan) if wan.knows(node) && !self.gossip.knows(node) => {
+                    wan.force_leave(node, prune).await
+                }
+                _ => self.gossip.force_leave(node, prune).await,
+            }
+        })
     }
 }

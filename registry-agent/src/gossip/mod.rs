@@ -13,10 +13,16 @@
 //! ([`view`]); it serves `/v1/agent/members` (through [`GossipMembership`]) and the leader's
 //! reconciliation of members into the catalog (as a
 //! [`MemberSource`](registry_server::leader::members::MemberSource)).
+//!
+//! The same code runs the WAN pool of the servers (`serf_wan`, UDP 8302): a second
+//! [`Gossip`] whose cluster ID is [`WAN_CLUSTER_ID`] and whose members are named
+//! `<node>.<dc>` ([`wan`] builds its configuration and turns its members into the
+//! datacenter directory that cross-datacenter forwarding uses).
 
 pub mod events;
 mod membership;
 pub mod view;
+pub mod wan;
 
 pub use membership::GossipMembership;
 
@@ -37,7 +43,8 @@ use view::{Observed, Timing, Tracker, FORCE_LEAVE_PREFIX, STATUS_KEY, TAGS_KEY};
 pub struct GossipConfig {
     /// Node name (the chitchat node ID).
     pub node_name: String,
-    /// Datacenter: the chitchat cluster ID, so pools of different datacenters never mix.
+    /// The chitchat cluster ID: the datacenter for a LAN pool, so pools of different
+    /// datacenters never mix; [`WAN_CLUSTER_ID`] for the WAN pool.
     pub datacenter: String,
     /// Where the UDP socket binds (`bind_addr:serf_lan`).
     pub bind: SocketAddr,
@@ -62,7 +69,20 @@ impl GossipConfig {
     pub fn default_port(&self) -> u16 {
         self.advertise.port()
     }
+
+    /// "LAN" or "WAN", for messages.
+    pub fn pool(&self) -> &'static str {
+        if self.datacenter == WAN_CLUSTER_ID {
+            "WAN"
+        } else {
+            "LAN"
+        }
+    }
 }
+
+/// The chitchat cluster ID of the WAN pool (not a valid datacenter name, so it never
+/// collides with a LAN pool).
+pub const WAN_CLUSTER_ID: &str = "wan:servers";
 
 /// Default phi threshold. Chitchat's phi is the time since the last heartbeat over the mean
 /// interval between heartbeats; members learn each other's heartbeats several times per
@@ -178,7 +198,9 @@ impl Gossip {
         let tags = serde_json::to_string(&cfg.tags)?;
         let handle = spawn_chitchat(config, vec![(TAGS_KEY.to_string(), tags)], transport)
             .await
-            .map_err(|e| anyhow::anyhow!("starting LAN gossip on {}: {e:#}", cfg.bind))?;
+            .map_err(|e| {
+                anyhow::anyhow!("starting {} gossip on {}: {e:#}", cfg.pool(), cfg.bind)
+            })?;
         let chitchat = handle.chitchat();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let listener = chitchat
@@ -198,7 +220,7 @@ impl Gossip {
             _events: listener,
             cfg,
         });
-        tracing::info!(bind = %gossip.cfg.bind, advertise = %gossip.cfg.advertise, "LAN gossip listening");
+        tracing::info!(pool = gossip.cfg.pool(), bind = %gossip.cfg.bind, advertise = %gossip.cfg.advertise, "gossip listening");
 
         // Events from other agents.
         let me = Arc::downgrade(&gossip);
@@ -264,6 +286,16 @@ impl Gossip {
     /// This node's gossip address.
     pub fn advertise(&self) -> SocketAddr {
         self.cfg.advertise
+    }
+
+    /// Sends one gossip round to `addr` (a flood join: see [`wan::flood_join`]).
+    pub fn gossip_to(&self, addr: SocketAddr) {
+        let _ = self.handle.gossip(addr);
+    }
+
+    /// Whether a member of this name was ever seen (for `force-leave` on the right pool).
+    pub fn knows(&self, node: &str) -> bool {
+        self.view.lock().generations.contains_key(node)
     }
 
     /// Recomputes the member list from chitchat's state when that state changed (an
@@ -429,7 +461,7 @@ impl Gossip {
             tokio::time::sleep(self.cfg.interval).await;
         }
         let _ = self.handle.initiate_shutdown();
-        tracing::info!("left the LAN gossip pool");
+        tracing::info!(pool = self.cfg.pool(), "left the gossip pool");
     }
 
     /// Marks a member that is not alive as left (`prune`: removed from the list), for
@@ -528,7 +560,11 @@ async fn retry_join(me: std::sync::Weak<Gossip>) {
             .iter()
             .any(|m| m.name != g.cfg.node_name && m.status == MemberStatus::Alive);
         if joined {
-            tracing::info!(attempts = attempt, "joined the LAN gossip pool");
+            tracing::info!(
+                pool = g.cfg.pool(),
+                attempts = attempt,
+                "joined the gossip pool"
+            );
             return;
         }
         attempt += 1;

@@ -123,6 +123,9 @@ pub enum Action {
     Answer,
     /// Forward to the recursors.
     Recurse,
+    /// Ask the datacenter the name is in (the answer is the NXDOMAIN sent when no other
+    /// datacenter can be asked).
+    Remote,
 }
 
 /// A ready-to-send answer (everything but header, question and OPT).
@@ -314,17 +317,26 @@ impl Builder<'_> {
                 locality,
             } => {
                 if locality != Locality::Local {
-                    return (self.negative(rcode::NXDOMAIN, alt), Dep::Static);
+                    return (self.elsewhere(&locality, alt), Dep::Static);
                 }
                 self.service(&name, tag.as_deref(), alt)
             }
             Lookup::Node { name, locality } => {
                 if locality != Locality::Local {
-                    return (self.negative(rcode::NXDOMAIN, alt), Dep::Static);
+                    return (self.elsewhere(&locality, alt), Dep::Static);
                 }
                 self.node(&name, alt)
             }
         }
+    }
+
+    /// A name in another datacenter: asked there ([`Action::Remote`]); a peer: NXDOMAIN.
+    fn elsewhere(&self, locality: &Locality, alt: bool) -> Answer {
+        let mut a = self.negative(rcode::NXDOMAIN, alt);
+        if matches!(locality, Locality::Remote(_)) {
+            a.action = Action::Remote;
+        }
+        a
     }
 
     /// NXDOMAIN or NODATA: the SOA in the authority section.

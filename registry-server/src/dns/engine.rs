@@ -32,6 +32,43 @@ pub struct Shared {
     pub recursing: std::sync::atomic::AtomicUsize,
     /// With ACLs enabled: the catalog as the agent's default token sees it.
     pub acl_view: Option<crate::acl::DnsView>,
+    /// Where questions about other datacenters go (none: NXDOMAIN).
+    pub remote: std::sync::OnceLock<Arc<dyn RemoteDns>>,
+}
+
+/// Answers DNS questions about another datacenter (that datacenter's servers).
+pub trait RemoteDns: Send + Sync + std::fmt::Debug + 'static {
+    /// The reply to `packet` from datacenter `dc`; `Err(())`: the datacenter cannot be
+    /// reached (answered NXDOMAIN).
+    fn answer(
+        &self,
+        dc: String,
+        packet: Vec<u8>,
+        tcp: bool,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, ()>>;
+}
+
+impl Shared {
+    /// Asks the datacenter of `req` for its answer to `packet`: the reply, or the reply
+    /// with `rcode` (no path to that datacenter).
+    pub async fn answer_remote(
+        &self,
+        dc: String,
+        req: &Request,
+        packet: Vec<u8>,
+        transport: Transport,
+    ) -> Vec<u8> {
+        let Some(remote) = self.remote.get() else {
+            return rcode_reply(self, req, transport, rcode::NXDOMAIN);
+        };
+        match remote
+            .answer(dc, packet, matches!(transport, Transport::Tcp))
+            .await
+        {
+            Ok(reply) => reply,
+            Err(()) => rcode_reply(self, req, transport, rcode::NXDOMAIN),
+        }
+    }
 }
 
 /// Forwarded queries in flight at most; past this, SERVFAIL at once.
@@ -121,6 +158,8 @@ pub enum Outcome {
     Reply,
     /// Forward the packet to the recursors (the parsed query is for the SERVFAIL reply).
     Recurse(Box<Request>),
+    /// Ask datacenter `.0` (see [`Shared::answer_remote`]).
+    Remote(String, Box<Request>),
     /// Send nothing.
     Drop,
 }
@@ -278,7 +317,19 @@ impl Worker {
                 self.stats.recursed.fetch_add(1, Ordering::Relaxed);
                 Outcome::Recurse(Box::new(req))
             }
-            Action::Answer => {
+            Action::Remote if self.shared.remote.get().is_some() => {
+                let dc = super::names::remote_datacenter(
+                    req.qname_lower(),
+                    req.qtype,
+                    &self.shared.settings.domains,
+                    &self.shared.settings.dc,
+                );
+                match dc {
+                    Some(dc) => Outcome::Remote(dc, Box::new(req)),
+                    None => Outcome::Drop,
+                }
+            }
+            Action::Answer | Action::Remote => {
                 self.renderer
                     .render(&mut self.out, &req, &entry.answer, &opts);
                 Outcome::Reply
@@ -319,9 +370,14 @@ impl Worker {
 
 /// The reply to `req` when every recursor failed: SERVFAIL with RA.
 pub fn servfail(shared: &Shared, req: &Request, transport: Transport) -> Vec<u8> {
+    rcode_reply(shared, req, transport, rcode::SERVFAIL)
+}
+
+/// A reply to `req` with only a response code.
+pub fn rcode_reply(shared: &Shared, req: &Request, transport: Transport, rc: u8) -> Vec<u8> {
     let opts = shared.render_opts(transport);
     let mut out = Vec::with_capacity(64);
-    Renderer::new(1).render(&mut out, req, &Answer::rcode_only(rcode::SERVFAIL), &opts);
+    Renderer::new(1).render(&mut out, req, &Answer::rcode_only(rc), &opts);
     out
 }
 

@@ -58,6 +58,12 @@ pub async fn serve_with_acl(
     server::start(engine_state(cfg, store, node, acl_view)).await
 }
 
+/// Starts the DNS server for an engine state made by [`engine_state`] (so that its
+/// [`engine::Shared::remote`] can be set first).
+pub async fn serve_state(shared: Arc<engine::Shared>) -> Result<DnsHandle, ServerError> {
+    server::start(shared).await
+}
+
 /// The state DNS answers are built from, without a listener (answers for client agents).
 pub fn engine_state(
     cfg: DnsConfig,
@@ -72,5 +78,6 @@ pub fn engine_state(
         gen: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         recursing: std::sync::atomic::AtomicUsize::new(0),
+        remote: std::sync::OnceLock::new(),
     })
 }

@@ -156,6 +156,31 @@ pub fn route(labels: &[&str], qtype: u16, domains: &Domains, local_dc: &str) -> 
     Route::Domain { alt, lookup }
 }
 
+/// The other datacenter a query name (lower-case wire format) asks about, if any.
+pub fn remote_datacenter(
+    qname_lower: &[u8],
+    qtype: u16,
+    domains: &Domains,
+    local_dc: &str,
+) -> Option<String> {
+    let labels = super::wire::labels_of(qname_lower)?;
+    match route(&labels, qtype, domains, local_dc) {
+        Route::Domain {
+            lookup:
+                Lookup::Service {
+                    locality: Locality::Remote(dc),
+                    ..
+                }
+                | Lookup::Node {
+                    locality: Locality::Remote(dc),
+                    ..
+                },
+            ..
+        } => Some(dc),
+        _ => None,
+    }
+}
+
 /// Parses the labels in front of the domain.
 pub fn parse_lookup(labels: &[&str], qtype: u16, local_dc: &str) -> Lookup {
     if labels.is_empty() {

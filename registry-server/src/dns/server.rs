@@ -254,6 +254,15 @@ fn udp_loop(sock: Arc<UdpSocket>, mut worker: Worker, rt: tokio::runtime::Handle
                     let _ = sock.send_to(&reply, src);
                 });
             }
+            Outcome::Remote(dc, req) => {
+                let packet = buf[..n].to_vec();
+                let shared = shared.clone();
+                let sock = sock.clone();
+                rt.spawn(async move {
+                    let reply = shared.answer_remote(dc, &req, packet, Transport::Udp).await;
+                    let _ = sock.send_to(&reply, src);
+                });
+            }
             Outcome::Drop => {}
         }
     }
@@ -329,6 +338,11 @@ async fn tcp_conn(mut s: TcpStream, shared: &Shared, worker: &Mutex<Worker>) -> 
                     None => None,
                 };
                 reply = forwarded.unwrap_or_else(|| engine::servfail(shared, &req, Transport::Tcp));
+            }
+            Outcome::Remote(dc, req) => {
+                reply = shared
+                    .answer_remote(dc, &req, msg.clone(), Transport::Tcp)
+                    .await;
             }
             Outcome::Drop => return Ok(()),
         }

@@ -64,7 +64,7 @@ pub(super) fn tags_ok(tags: &[String], want: &[&str]) -> bool {
 /// `GET /v1/catalog/datacenters`.
 pub(super) async fn datacenters(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
     let opts = s.options(q.as_deref())?;
-    json(&[s.config.datacenter.as_str()], None, opts.pretty)
+    json(&s.datacenters.by_distance(), None, opts.pretty)
 }
 
 /// `GET /v1/catalog/nodes`.

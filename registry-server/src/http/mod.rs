@@ -67,6 +67,8 @@ pub struct AppState {
     pub autopilot: Arc<crate::leader::autopilot::Autopilot>,
     /// ACL settings and the agent's tokens.
     pub acl: Arc<crate::acl::AclRuntime>,
+    /// Other datacenters: the list and their distance.
+    pub datacenters: Arc<crate::rpc::wan::Datacenters>,
 }
 
 impl std::fmt::Debug for AppState {

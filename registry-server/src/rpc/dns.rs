@@ -53,8 +53,14 @@ impl DnsSlot {
         let _ = self.shared.set(shared);
     }
 
+    /// The engine state, once installed (to point its questions about other datacenters
+    /// somewhere).
+    pub fn shared(&self) -> Option<Arc<Shared>> {
+        self.shared.get().cloned()
+    }
+
     /// The reply to `q` (empty: send nothing).
-    pub fn answer(&self, q: &DnsQuery) -> Result<Vec<u8>, ServerError> {
+    pub async fn answer(&self, q: &DnsQuery) -> Result<Vec<u8>, ServerError> {
         let shared = self.shared.get().ok_or(ServerError::NoLeader)?.clone();
         let transport = if q.tcp {
             Transport::Tcp
@@ -64,10 +70,16 @@ impl DnsSlot {
         // A worker per query: its answer cache would go stale without the DNS listener's
         // invalidation task; the client agent caches instead.
         let mut worker = Worker::new(shared.clone());
-        Ok(match worker.handle(&q.packet, transport) {
+        let outcome = worker.handle(&q.packet, transport);
+        Ok(match outcome {
             Outcome::Reply => std::mem::take(&mut worker.out),
             // Names outside the domain: the client's resolver has its own recursors.
             Outcome::Recurse(req) => servfail(&shared, &req, transport),
+            Outcome::Remote(dc, req) => {
+                shared
+                    .answer_remote(dc, &req, q.packet.to_vec(), transport)
+                    .await
+            }
             Outcome::Drop => Vec::new(),
         })
     }
@@ -76,7 +88,7 @@ impl DnsSlot {
 /// `POST /v1/internal/rpc/dns`: a [`DnsQuery`] in, the reply packet out.
 pub(crate) async fn serve(State(slot): State<Arc<DnsSlot>>, body: Bytes) -> Response {
     let reply = match postcard::from_bytes::<DnsQuery>(&body) {
-        Ok(q) => match slot.answer(&q) {
+        Ok(q) => match slot.answer(&q).await {
             Ok(bytes) => ForwardReply::Ok(Bytes::from(bytes)),
             Err(ServerError::NoLeader) => ForwardReply::NotLeader,
             Err(e) => ForwardReply::Failed(e.to_string()),
@@ -88,6 +100,62 @@ pub(crate) async fn serve(State(slot): State<Arc<DnsSlot>>, body: Bytes) -> Resp
     match postcard::to_stdvec(&reply) {
         Ok(bytes) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], bytes).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// DNS questions about other datacenters, asked of their servers through
+/// [`Datacenters`](super::wan::Datacenters) and cached for [`CACHE_TTL`] as a client agent
+/// caches (a remote catalog change cannot invalidate the answer here).
+#[derive(Debug)]
+pub struct WanDns {
+    dcs: Arc<super::wan::Datacenters>,
+    cache: Arc<Mutex<Cache>>,
+}
+
+impl WanDns {
+    /// Asks through `dcs`.
+    pub fn new(dcs: Arc<super::wan::Datacenters>) -> Arc<Self> {
+        Arc::new(WanDns {
+            dcs,
+            cache: Arc::default(),
+        })
+    }
+}
+
+impl crate::dns::engine::RemoteDns for WanDns {
+    fn answer(
+        &self,
+        dc: String,
+        packet: Vec<u8>,
+        tcp: bool,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, ()>> {
+        let (dcs, cache) = (self.dcs.clone(), self.cache.clone());
+        Box::pin(async move {
+            if packet.len() < 12 {
+                return Err(());
+            }
+            let id = [packet[0], packet[1]];
+            let mut key = packet[2..].to_vec();
+            key.push(u8::from(tcp));
+            if let Some(hit) = cache.lock().get(&key, id) {
+                return Ok(hit);
+            }
+            let q = DnsQuery {
+                packet: Bytes::from(packet),
+                tcp,
+            };
+            match dcs.dns_in_datacenter(&dc, &q).await {
+                Ok(reply) if reply.len() >= 12 => {
+                    cache.lock().put(key, &reply);
+                    Ok(reply)
+                }
+                Ok(_) => Err(()),
+                Err(e) => {
+                    tracing::debug!(%dc, error = %e, "DNS question for another datacenter failed");
+                    Err(())
+                }
+            }
+        })
     }
 }
 

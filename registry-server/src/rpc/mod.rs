@@ -12,6 +12,11 @@
 //! | `/v1/internal/rpc/servers` | the voters, for client agents ([`client`]) | JSON |
 //! | `/v1/internal/rpc/dns` | client agents' DNS queries ([`dns`]) | postcard |
 //! | `/v1/internal/rpc/{node-records,catalog-sync}` | client agents' anti-entropy ([`catalog`]) | postcard |
+//! | `/v1/internal/rpc/ping` | round-trip measurements between datacenters ([`wan`]) | none |
+//!
+//! Requests for another datacenter (`?dc=`, DNS names with a datacenter) reach that
+//! datacenter's servers through the same `/v1/internal/rpc/api` and `/v1/internal/rpc/dns`
+//! routes, sent by [`wan::Datacenters`]; [`wan_http`] is the `?dc=` middleware.
 //!
 //! Requests, not commands, travel: a follower that receives a write forwards the *request*
 //! to the leader, which builds the command and runs the checks that need the latest state
@@ -24,6 +29,8 @@ pub mod client;
 pub mod cluster;
 pub mod dns;
 pub mod forward;
+pub mod wan;
+pub mod wan_http;
 
 use crate::leader::autopilot::Autopilot;
 use crate::raft::RaftHandle;
@@ -73,6 +80,8 @@ pub const SERVERS_PATH: &str = "/v1/internal/rpc/servers";
 pub const NODE_RECORDS_PATH: &str = "/v1/internal/rpc/node-records";
 /// A DNS query of a client agent: a [`dns::DnsQuery`] in, the reply packet out.
 pub const DNS_PATH: &str = "/v1/internal/rpc/dns";
+/// An empty answer, for round-trip measurements between datacenters.
+pub const PING_PATH: &str = "/v1/internal/rpc/ping";
 /// A client agent's registrations of its node: a [`catalog::CatalogSync`] in, the command's
 /// response out.
 pub const CATALOG_SYNC_PATH: &str = "/v1/internal/rpc/catalog-sync";
@@ -113,6 +122,7 @@ pub fn router(parts: Parts) -> Router {
                 .route(DNS_PATH, post(dns::serve))
                 .with_state(parts.dns.clone()),
         )
+        .route(PING_PATH, get(wan::ping))
 }
 
 /// Client agents' anti-entropy.
