@@ -195,6 +195,8 @@ impl Server {
             cluster: self.cluster.clone(),
             autopilot: self.autopilot.clone(),
             acl: Arc::new(crate::acl::AclRuntime::new(self.config.acl.clone())),
+            remote_queries: Arc::new(crate::prepared::failover::SingleDatacenter),
+            coordinates: Default::default(),
         };
         let acl_view = state
             .acl
