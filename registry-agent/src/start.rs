@@ -392,8 +392,12 @@ impl registry_server::rpc::client::ServerDirectory for GossipDirectory {
 /// This agent's own HTTP API, as its coordinate loop reaches it.
 fn local_http(cfg: &ServerConfig) -> String {
     let ip = match cfg.client_addr {
-        std::net::IpAddr::V4(v) if v.is_unspecified() => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-        std::net::IpAddr::V6(v) if v.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        std::net::IpAddr::V4(v) if v.is_unspecified() => {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V6(v) if v.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
         ip => ip,
     };
     format!("http://{}", std::net::SocketAddr::new(ip, cfg.http_port))

@@ -224,7 +224,12 @@ impl Client {
     /// Takes one measured round trip `rtt` (seconds) to `node`, whose coordinate is `other`,
     /// and returns the updated coordinate. Bogus input (a negative or huge RTT, an invalid or
     /// incompatible coordinate) is refused and changes nothing.
-    pub fn update(&mut self, node: &str, other: &Coordinate, rtt: f64) -> Result<&Coordinate, String> {
+    pub fn update(
+        &mut self,
+        node: &str,
+        other: &Coordinate,
+        rtt: f64,
+    ) -> Result<&Coordinate, String> {
         if !other.is_valid() || !other.is_compatible_with(&self.coord) {
             return Err("invalid or incompatible peer coordinate".into());
         }
@@ -249,7 +254,8 @@ impl Client {
         let wrongness = (dist - rtt).abs() / rtt;
         let total = (self.coord.error + other.error).max(ZERO);
         let weight = self.coord.error / total;
-        self.coord.error = (CE * weight * wrongness + self.coord.error * (1.0 - CE * weight)).min(ERROR_MAX);
+        self.coord.error =
+            (CE * weight * wrongness + self.coord.error * (1.0 - CE * weight)).min(ERROR_MAX);
         let force = CC * weight * (rtt - dist);
         let mut rng = self.seed;
         let mut jitter = || {
@@ -295,7 +301,10 @@ mod tests {
         a.adjustment = 0.001;
         assert!((a.distance_to(&b) - (base + 0.001)).abs() < 1e-12);
         a.adjustment = -1.0;
-        assert!((a.distance_to(&b) - base).abs() < 1e-12, "negative sums are ignored");
+        assert!(
+            (a.distance_to(&b) - base).abs() < 1e-12,
+            "negative sums are ignored"
+        );
     }
 
     #[test]

@@ -150,9 +150,7 @@ impl Gossip {
 
     /// The round-trip samples of gossip rounds (once; `None` afterwards, or when started
     /// over another transport).
-    pub fn take_rtt_samples(
-        &self,
-    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<rtt::RttSample>> {
+    pub fn take_rtt_samples(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<rtt::RttSample>> {
         self.rtt.lock().take()
     }
 

@@ -72,7 +72,8 @@ impl Socket for RttSocket {
         if matches!(envelope.message, ChitchatMessage::Syn { .. }) {
             let now = Instant::now();
             if self.pending.len() > 1024 {
-                self.pending.retain(|_, t| now.duration_since(*t) < PENDING_TTL);
+                self.pending
+                    .retain(|_, t| now.duration_since(*t) < PENDING_TTL);
             }
             self.pending.insert(to, now);
         }

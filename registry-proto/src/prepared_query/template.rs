@@ -34,10 +34,7 @@ fn parse_expr(expr: &str) -> Result<Var, String> {
         "name.suffix" => Var::Suffix,
         "agent.segment" => Var::Segment,
         _ => {
-            let Some(arg) = e
-                .strip_prefix("match(")
-                .and_then(|r| r.strip_suffix(')'))
-            else {
+            let Some(arg) = e.strip_prefix("match(").and_then(|r| r.strip_suffix(')')) else {
                 return Err(format!("unknown variable accessed: {e}"));
             };
             let n = arg
@@ -99,7 +96,10 @@ fn walk(
         f(&format!(".Failover.Datacenters[{i}]"), s)?;
     }
     for (i, t) in svc.failover.targets.iter_mut().flatten().enumerate() {
-        f(&format!(".Failover.Targets[{i}].Datacenter"), &mut t.datacenter)?;
+        f(
+            &format!(".Failover.Targets[{i}].Datacenter"),
+            &mut t.datacenter,
+        )?;
         f(&format!(".Failover.Targets[{i}].Peer"), &mut t.peer)?;
     }
     for (k, v) in svc.node_meta.iter_mut().flatten() {

@@ -80,8 +80,11 @@ pub(super) async fn nodes(
     let (items, meta) = s
         .reader
         .blocking(&opts, &[WatchKey::Table(Table::Nodes)], |db| {
-            let mut nodes: Vec<&registry_proto::model::Node> =
-                db.nodes.values().filter(|n| node_meta_ok(n, &want)).collect();
+            let mut nodes: Vec<&registry_proto::model::Node> = db
+                .nodes
+                .values()
+                .filter(|n| node_meta_ok(n, &want))
+                .collect();
             if let Some(src) = &near {
                 crate::prepared::near::sort(db, src, &mut nodes, |n| n.node.as_str());
             }

@@ -147,9 +147,9 @@ impl AppState {
     ) -> Option<String> {
         match opts.get("near") {
             None | Some("") => None,
-            Some("_agent") => Some(
-                origin.map_or_else(|| self.config.node_name.clone(), |o| o.0 .0.clone()),
-            ),
+            Some("_agent") => {
+                Some(origin.map_or_else(|| self.config.node_name.clone(), |o| o.0 .0.clone()))
+            }
             Some(n) => Some(n.to_string()),
         }
     }

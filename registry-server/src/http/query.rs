@@ -96,9 +96,7 @@ pub(super) async fn delete(
             "Cannot modify non-existent prepared query: '{id}'"
         )));
     }
-    s.writer
-        .apply(Command::PreparedQueryDelete { id })
-        .await?;
+    s.writer.apply(Command::PreparedQueryDelete { id }).await?;
     Ok(axum::http::StatusCode::OK.into_response())
 }
 
@@ -145,10 +143,7 @@ pub(super) async fn explain(
     let (found, meta) = s
         .reader
         .once(&opts, |db| {
-            (
-                prepared::resolve(db, &id, ""),
-                db.queries.queries_index,
-            )
+            (prepared::resolve(db, &id, ""), db.queries.queries_index)
         })
         .await?;
     let query = found.map_err(ApiError::bad)?.ok_or_else(not_found)?;

@@ -53,8 +53,7 @@ pub fn targets(local: &str, by_rtt: &[String], f: &QueryFailover) -> Vec<String>
     if let Some(targets) = f.targets.as_ref().filter(|t| !t.is_empty()) {
         for t in targets {
             // Peers are not reachable from here; only datacenters are tried.
-            if !t.datacenter.is_empty() && known(&t.datacenter) && !out.contains(&t.datacenter)
-            {
+            if !t.datacenter.is_empty() && known(&t.datacenter) && !out.contains(&t.datacenter) {
                 out.push(t.datacenter.clone());
             }
         }
@@ -106,7 +105,9 @@ pub async fn run(
                 break;
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(datacenter = %dc, error = %e, "prepared query failover failed"),
+            Err(e) => {
+                tracing::warn!(datacenter = %dc, error = %e, "prepared query failover failed")
+            }
         }
     }
     out
@@ -140,7 +141,9 @@ mod tests {
         ) -> BoxFuture<'a, Result<Vec<Value>, String>> {
             self.asked.lock().push(dc.to_string());
             let a = self.answers.get(dc).cloned().unwrap_or(Ok(0));
-            Box::pin(async move { a.map(|n| (0..n).map(|i| json!({"Node": {"Node": i}})).collect()) })
+            Box::pin(
+                async move { a.map(|n| (0..n).map(|i| json!({"Node": {"Node": i}})).collect()) },
+            )
         }
     }
 
@@ -159,13 +162,22 @@ mod tests {
     #[test]
     fn order_nearest_then_listed_without_repeats_or_unknowns() {
         let by_rtt = s(&["dc1", "dc3", "dc2", "dc4"]);
-        assert_eq!(targets("dc1", &by_rtt, &failover(2, &[])), s(&["dc3", "dc2"]));
+        assert_eq!(
+            targets("dc1", &by_rtt, &failover(2, &[])),
+            s(&["dc3", "dc2"])
+        );
         assert_eq!(
             targets("dc1", &by_rtt, &failover(1, &["dc2", "dc3", "dc9", "dc4"])),
             s(&["dc3", "dc2", "dc4"])
         );
-        assert_eq!(targets("dc1", &by_rtt, &failover(0, &["dc1", "dc4"])), s(&["dc4"]));
-        assert_eq!(targets("dc1", &[], &failover(3, &["dc2"])), Vec::<String>::new());
+        assert_eq!(
+            targets("dc1", &by_rtt, &failover(0, &["dc1", "dc4"])),
+            s(&["dc4"])
+        );
+        assert_eq!(
+            targets("dc1", &[], &failover(3, &["dc2"])),
+            Vec::<String>::new()
+        );
         let t = QueryFailover {
             nearest_n: 3,
             datacenters: Some(s(&["dc2"])),
@@ -184,7 +196,11 @@ mod tests {
                 },
             ]),
         };
-        assert_eq!(targets("dc1", &by_rtt, &t), s(&["dc4", "dc3"]), "targets replace the rest");
+        assert_eq!(
+            targets("dc1", &by_rtt, &t),
+            s(&["dc4", "dc3"]),
+            "targets replace the rest"
+        );
     }
 
     #[tokio::test]

@@ -62,7 +62,11 @@ mod tests {
         assert_eq!(items, vec!["src", "near", "mid", "far", "nocoord"]);
         let mut items = vec!["far", "near"];
         sort(&db, "unknown", &mut items, |s| s);
-        assert_eq!(items, vec!["far", "near"], "no source coordinate: unchanged");
+        assert_eq!(
+            items,
+            vec!["far", "near"],
+            "no source coordinate: unchanged"
+        );
     }
 
     #[test]
