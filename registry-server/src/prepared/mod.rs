@@ -172,13 +172,13 @@ mod tests {
         add("t1", "", true, "any-${name.full}");
         add("t2", "geo-", true, "geo-${name.suffix}");
         add("t3", "geo-db-", true, "db-${name.suffix}");
-        let r = |n: &str| resolve(&db, n, "").unwrap().map(|q| q.service.service);
-        assert_eq!(r(id).as_deref(), Some("web"));
-        assert_eq!(r("plain").as_deref(), Some("web"));
-        assert_eq!(r("geo-db-eu").as_deref(), Some("db-eu"));
-        assert_eq!(r("geo-x").as_deref(), Some("geo-x"));
-        assert_eq!(r("other").as_deref(), Some("any-other"));
+        let r = |db: &Db, n: &str| resolve(db, n, "").unwrap().map(|q| q.service.service);
+        assert_eq!(r(&db, id).as_deref(), Some("web"));
+        assert_eq!(r(&db, "plain").as_deref(), Some("web"));
+        assert_eq!(r(&db, "geo-db-eu").as_deref(), Some("db-eu"));
+        assert_eq!(r(&db, "geo-x").as_deref(), Some("geo-x"));
+        assert_eq!(r(&db, "other").as_deref(), Some("any-other"));
         db.queries.queries.remove("t1");
-        assert_eq!(r("other"), None);
+        assert_eq!(r(&db, "other"), None);
     }
 }
