@@ -52,6 +52,8 @@ pub enum BodyKind {
     Txn,
     /// `POST /v1/query`.
     PreparedQuery,
+    /// `PUT /v1/coordinate/update`.
+    CoordinateUpdate,
 }
 
 /// Field paths inside one element of an answer, each with the resource it names.
@@ -186,7 +188,7 @@ pub fn decision(method: &Method, template: &str) -> Option<Decision> {
         "/v1/query/{id}/execute" | "/v1/query/{id}/explain" => d(Open, f),
         "/v1/coordinate/nodes" => d(Open, Filter::Array(COORD)),
         "/v1/coordinate/node/{node}" => d(Path(Node, Read), f),
-        "/v1/coordinate/update" => d(Agent(Node, Write), f),
+        "/v1/coordinate/update" => d(Body(BodyKind::CoordinateUpdate), f),
         "/v1/session/create" => d(Body(BodyKind::SessionCreate), f),
         "/v1/session/destroy/"
         | "/v1/session/info/"

@@ -384,6 +384,7 @@ fn body_needs(
             }
             need(Resource::Node, Access::Write, node)
         }
+        BodyKind::CoordinateUpdate => need(Resource::Node, Access::Write, field_str(v, "Node")),
         BodyKind::PreparedQuery => {
             let name = field_str(v, "Name");
             let template = field(v, "Template").map_or("", |t| field_str(t, "Type"));
