@@ -198,6 +198,8 @@ pub(super) async fn execute(
     let agent = origin.map_or_else(|| s.config.node_name.clone(), |o| o.0 .0.clone());
     let near_param = opts.get("near").unwrap_or("").to_string();
     let dc = s.config.datacenter.clone();
+    let store = s.reader.store().clone();
+    let cache = s.cache.clone();
     let (local, meta) = s
         .reader
         .once(&opts, |db| {
@@ -207,12 +209,31 @@ pub(super) async fn execute(
                 Err(e) => return (Local::Answer(Err(ApiError::bad(e))), 0),
             };
             let index = db.service_name_index(&query.service.service);
-            let mut items = prepared::select(db, &query);
             let near = if near_param.is_empty() {
                 query.service.near.as_str()
             } else {
                 near_param.as_str()
             };
+            if near.is_empty() && !opts.pretty {
+                // Unsorted answers are a shuffle of the same instances: their encodings are
+                // kept while the queries and the service are unchanged.
+                let key = format!("query\0{id}\0{}", db.queries.queries_index);
+                let generation = store.generation();
+                let frags = match cache.get(&key, generation, index) {
+                    Some(hit) => hit,
+                    None => {
+                        let items = prepared::select(db, &query);
+                        let enc = encode_fragments(&items);
+                        cache.put(key, generation, index, enc.clone());
+                        enc
+                    }
+                };
+                if !frags.is_empty() || !has_failover(&query) {
+                    return (Local::Answer(assemble(&query, &frags, &dc, limit)), index);
+                }
+                return (Local::Failover(query), index);
+            }
+            let mut items = prepared::select(db, &query);
             let near = prepared::near_node(db, near, &agent, None);
             prepared::order(db, &mut items, &near, limit);
             if items.is_empty() && has_failover(&query) {
@@ -254,4 +275,64 @@ fn has_failover(q: &PreparedQuery) -> bool {
     f.nearest_n > 0
         || f.datacenters.as_ref().is_some_and(|d| !d.is_empty())
         || f.targets.as_ref().is_some_and(|t| !t.is_empty())
+}
+
+/// The instances' encodings, one per line (compact JSON never holds a raw newline).
+fn encode_fragments(items: &[prepared::Instance<'_>]) -> Bytes {
+    let mut out = Vec::new();
+    for (n, svc, checks) in items {
+        if !out.is_empty() {
+            out.push(b'\n');
+        }
+        if serde_json::to_writer(&mut out, &CheckServiceNodeOut::new(n, svc, checks)).is_err() {
+            return Bytes::new();
+        }
+    }
+    Bytes::from(out)
+}
+
+/// An execute answer from cached instance encodings, shuffled, at most `limit` (0: all).
+fn assemble(q: &PreparedQuery, frags: &Bytes, dc: &str, limit: usize) -> Result<Vec<u8>, ApiError> {
+    use rand::seq::SliceRandom;
+    let mut parts: Vec<&[u8]> = if frags.is_empty() {
+        Vec::new()
+    } else {
+        frags.split(|b| *b == b'\n').collect()
+    };
+    parts.shuffle(&mut rand::thread_rng());
+    if limit > 0 && parts.len() > limit {
+        parts.truncate(limit);
+    }
+    let enc = |v: &dyn erased::Json| v.to_json();
+    let mut out = Vec::with_capacity(frags.len() + 128);
+    out.extend_from_slice(b"{\"Service\":");
+    out.extend(enc(&q.service.service)?);
+    out.extend_from_slice(b",\"Nodes\":[");
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(p);
+    }
+    out.extend_from_slice(b"],\"DNS\":");
+    out.extend(enc(&q.dns)?);
+    out.extend_from_slice(b",\"Datacenter\":");
+    out.extend(enc(&dc)?);
+    out.extend_from_slice(b",\"Failovers\":0}");
+    Ok(out)
+}
+
+mod erased {
+    use super::ApiError;
+
+    /// A value encoded as compact JSON.
+    pub(super) trait Json {
+        fn to_json(&self) -> Result<Vec<u8>, ApiError>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> Result<Vec<u8>, ApiError> {
+            serde_json::to_vec(self).map_err(|e| ApiError::bad(e.to_string()))
+        }
+    }
 }
