@@ -310,7 +310,7 @@ mod tests {
     #[test]
     fn converges_on_a_line_of_nodes() {
         // Four nodes on a line, 10 ms apart; each measures every other one repeatedly.
-        let pos = [0.0, 0.010, 0.020, 0.030];
+        let pos: [f64; 4] = [0.0, 0.010, 0.020, 0.030];
         let mut clients: Vec<Client> = (0..4).map(|i| Client::new(i as u64 + 7)).collect();
         for _ in 0..400 {
             for i in 0..4 {
@@ -319,7 +319,7 @@ mod tests {
                         continue;
                     }
                     let other = clients[j].coordinate().clone();
-                    let rtt: f64 = (pos[i] - pos[j] as f64).abs();
+                    let rtt: f64 = (pos[i] - pos[j]).abs();
                     clients[i].update(&format!("n{j}"), &other, rtt).unwrap();
                 }
             }

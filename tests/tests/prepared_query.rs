@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use std::process::Command;
 
 /// Registers `svc` (id `<svc>-<node>`) on `node` at `addr` with one check of `status`.
+#[allow(clippy::too_many_arguments)]
 async fn instance(
     a: &TestAgent,
     node: &str,
@@ -205,7 +206,7 @@ async fn crud_validation_and_execute_filters() -> Result<()> {
     assert_eq!(by_id["DNS"]["TTL"], "10s");
     let first = &by_id["Nodes"][0];
     assert!(first["Service"]["ID"].as_str().unwrap().starts_with("db-"));
-    assert!(first["Checks"].as_array().unwrap().len() >= 1);
+    assert!(!first["Checks"].as_array().unwrap().is_empty());
     let by_name = a.get_json("/v1/query/db-all/execute").await?;
     assert_eq!(nodes(&by_name), ["n1", "n2", "n3"]);
     let limited = a.get_json("/v1/query/db-all/execute?limit=2").await?;

@@ -178,7 +178,7 @@ struct ExecuteOut<'a> {
 /// with.
 enum Local {
     Answer(Result<Vec<u8>, ApiError>),
-    Failover(PreparedQuery),
+    Failover(Box<PreparedQuery>),
 }
 
 /// `GET /v1/query/:id_or_name/execute`.
@@ -231,13 +231,13 @@ pub(super) async fn execute(
                 if !frags.is_empty() || !has_failover(&query) {
                     return (Local::Answer(assemble(&query, &frags, &dc, limit)), index);
                 }
-                return (Local::Failover(query), index);
+                return (Local::Failover(Box::new(query)), index);
             }
             let mut items = prepared::select(db, &query);
             let near = prepared::near_node(db, near, &agent, None);
             prepared::order(db, &mut items, &near, limit);
             if items.is_empty() && has_failover(&query) {
-                return (Local::Failover(query), index);
+                return (Local::Failover(Box::new(query)), index);
             }
             let nodes = items
                 .iter()
