@@ -6,6 +6,7 @@ pub mod agent;
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod coordinate;
 pub mod gossip;
 pub mod local;
 pub mod log_sinks;

@@ -264,6 +264,7 @@ pub async fn start_client(
     gc.tags = tags.clone();
     let events = Arc::new(registry_server::http::UserEvents::new());
     let lan = Gossip::start(gc, events.clone()).await?;
+    crate::coordinate::spawn(lan.clone(), local_http(&config), agent_token(&config));
     let dir = Arc::new(GossipDirectory {
         lan: lan.clone(),
         seeded,
@@ -392,6 +393,11 @@ pub async fn start_server(
                 server.config.datacenter.clone(),
             ));
         }
+        crate::coordinate::spawn(
+            lan.clone(),
+            local_http(&server.config),
+            agent_token(&server.config),
+        );
         let addr = advertise.unwrap_or(server.config.bind_addr);
         let local = Arc::new(crate::agent::LocalMembership::new(
             &server.config,
@@ -448,5 +454,29 @@ impl registry_server::rpc::client::ServerDirectory for GossipDirectory {
             .into_iter()
             .map(|(_, addr)| addr.to_string())
             .collect()
+    }
+}
+
+/// This agent's own HTTP API, as its coordinate loop reaches it.
+fn local_http(cfg: &ServerConfig) -> String {
+    let ip = match cfg.client_addr {
+        std::net::IpAddr::V4(v) if v.is_unspecified() => {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V6(v) if v.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+        ip => ip,
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, cfg.http_port))
+}
+
+/// The token the agent's own requests carry.
+fn agent_token(cfg: &ServerConfig) -> String {
+    let t = &cfg.acl.tokens;
+    if !t.agent.is_empty() {
+        t.agent.clone()
+    } else {
+        t.default.clone()
     }
 }

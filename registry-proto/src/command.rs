@@ -133,6 +133,18 @@ pub enum Command {
     },
     /// A change to the ACL tables.
     Acl(crate::acl::AclCommand),
+    /// Creates or replaces a prepared query (its ID chosen by the leader). Rejected, with
+    /// Consul's message, when its name is taken, names another query's ID, its session does
+    /// not exist or its template does not compile.
+    PreparedQuerySet(crate::prepared_query::PreparedQuery),
+    /// Deletes a prepared query by ID (a missing one is not an error).
+    PreparedQueryDelete {
+        /// Query ID.
+        id: String,
+    },
+    /// Stores a batch of node coordinates: one entry per batch period, as Consul's
+    /// `Coordinate.Update` batching does. Updates for unknown nodes are skipped.
+    CoordinateBatchUpdate(Vec<crate::coordinate::NodeCoordinate>),
 }
 
 /// Consul's autopilot configuration, replicated through Raft. The Enterprise-only fields are

@@ -18,6 +18,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod monitor;
+pub mod prepared;
 pub mod query;
 pub mod raft;
 pub mod rpc;

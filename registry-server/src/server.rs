@@ -204,6 +204,8 @@ impl Server {
             autopilot: self.autopilot.clone(),
             acl: Arc::new(crate::acl::AclRuntime::new(self.config.acl.clone())),
             datacenters: self.datacenters.clone(),
+            remote_queries: Arc::new(crate::prepared::failover::SingleDatacenter),
+            coordinates: Default::default(),
         };
         let acl_view = state
             .acl

@@ -597,6 +597,13 @@ const OPEN: &[&str] = &[
     "/v1/agent/version",
     "/v1/internal/ui/services",
     "/v1/internal/ui/nodes",
+    // Prepared queries: lists filtered by `query` rules; an unnamed or unknown query needs
+    // nothing (its ID is its secret); execute and explain are open, as in Consul.
+    "/v1/query",
+    "/v1/query/{id}",
+    "/v1/query/{id}/execute",
+    "/v1/query/{id}/explain",
+    "/v1/coordinate/nodes",
 ];
 
 /// Routes whose effect would end the test (or the agent) when they succeed.

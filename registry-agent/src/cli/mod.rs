@@ -22,6 +22,7 @@ pub mod members;
 pub mod monitor;
 pub mod operator;
 pub mod ops;
+pub mod rtt;
 pub mod services;
 pub mod snapshot;
 pub mod table;
@@ -63,6 +64,8 @@ pub enum Command {
     Agent(Box<agent::AgentArgs>),
     /// Lists the members of the cluster.
     Members(members::MembersArgs),
+    /// Estimates the network round-trip time between two nodes.
+    Rtt(rtt::RttArgs),
     /// Reads and writes the key-value store.
     Kv {
         /// The KV operation.
@@ -207,6 +210,7 @@ fn run_client(command: Command) -> i32 {
     runtime.block_on(async {
         match command {
             Command::Members(args) => members::run(args, &mut ui).await,
+            Command::Rtt(args) => rtt::run(args, &mut ui).await,
             Command::Join(args) => ops::join(args, &mut ui).await,
             Command::Kv { command } => kv::run(command, &mut ui).await,
             Command::Lock(args) => lock::run(args, &mut ui).await,

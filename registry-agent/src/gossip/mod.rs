@@ -21,6 +21,7 @@
 
 pub mod events;
 mod membership;
+pub mod rtt;
 pub mod view;
 pub mod wan;
 
@@ -119,6 +120,7 @@ pub struct Gossip {
     started: Instant,
     services: OnceLock<LocalServices>,
     left: std::sync::atomic::AtomicBool,
+    rtt: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<rtt::RttSample>>>,
     _events: ListenerHandle,
 }
 
@@ -159,8 +161,44 @@ fn unix_ms() -> u64 {
 impl Gossip {
     /// Binds the gossip socket, starts chitchat, the member list refresh, the join attempts
     /// and event delivery into `events`.
+    /// Round trips of gossip rounds are measured (see [`rtt`]) and available from
+    /// [`Gossip::take_rtt_samples`].
     pub async fn start(cfg: GossipConfig, events: Arc<UserEvents>) -> anyhow::Result<Arc<Gossip>> {
-        Self::start_with_transport(cfg, events, &UdpTransport).await
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let transport = rtt::RttTransport::new(UdpTransport, tx);
+        let g = Self::start_with_transport(cfg, events, &transport).await?;
+        *g.rtt.lock() = Some(rx);
+        Ok(g)
+    }
+
+    /// The round-trip samples of gossip rounds (once; `None` afterwards, or when started
+    /// over another transport).
+    pub fn take_rtt_samples(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<rtt::RttSample>> {
+        self.rtt.lock().take()
+    }
+
+    /// Publishes `key` = `value` in this node's gossip state.
+    pub async fn set_key(&self, key: &str, value: String) {
+        self.chitchat
+            .lock()
+            .await
+            .self_node_state()
+            .set(key.to_string(), value);
+    }
+
+    /// The name of the member at gossip address `addr` and its value of `key`.
+    pub async fn peer_key(&self, addr: SocketAddr, key: &str) -> Option<(String, Option<String>)> {
+        let cc = self.chitchat.lock().await;
+        cc.node_states()
+            .iter()
+            .filter(|(id, _)| id.gossip_advertise_addr == addr)
+            .max_by_key(|(id, _)| id.generation_id)
+            .map(|(id, st)| (id.node_id.to_string(), st.get(key).map(str::to_string)))
+    }
+
+    /// This node's name.
+    pub fn node_name(&self) -> &str {
+        &self.cfg.node_name
     }
 
     /// [`Gossip::start`] over another chitchat transport (the benchmark counts bytes with a
@@ -217,6 +255,7 @@ impl Gossip {
             started: Instant::now(),
             services: OnceLock::new(),
             left: std::sync::atomic::AtomicBool::new(false),
+            rtt: parking_lot::Mutex::new(None),
             _events: listener,
             cfg,
         });

@@ -26,6 +26,9 @@ pub enum Need {
     CheckId,
     /// `session:<access>` on the node of the session whose ID ends the path.
     SessionId(Access),
+    /// `query:<access>` on the name of the prepared query whose ID ends the path (a query
+    /// without a name needs nothing: its ID is its secret, as in Consul).
+    QueryId(Access),
     /// Decided from the request body.
     Body(BodyKind),
     /// The `/v1/acl` and `/v1/agent/token` handlers decide.
@@ -47,6 +50,10 @@ pub enum BodyKind {
     SessionCreate,
     /// `PUT /v1/txn`.
     Txn,
+    /// `POST /v1/query`.
+    PreparedQuery,
+    /// `PUT /v1/coordinate/update`.
+    CoordinateUpdate,
 }
 
 /// Field paths inside one element of an answer, each with the resource it names.
@@ -97,6 +104,8 @@ const AGENT_SERVICE: Fields = &[(Service, &["Service"])];
 const EVENT: Fields = &[(Event, &["Name"])];
 const KV: Fields = &[(Resource::Key, &["Key"])];
 const SESSION: Fields = &[(Session, &["Node"])];
+const QUERY: Fields = &[(Resource::Query, &["Name"])];
+const COORD: Fields = &[(Node, &["Node"])];
 
 /// The decision for a route, by method and route template as written in `http/routes.rs`.
 pub fn decision(method: &Method, template: &str) -> Option<Decision> {
@@ -170,6 +179,16 @@ pub fn decision(method: &Method, template: &str) -> Option<Decision> {
         | "/v1/operator/raft/transfer-leader" => {
             d(Global(Global::Operator, if get { Read } else { Write }), f)
         }
+        // Prepared queries: writes need `query:write` on the name; listings show the
+        // queries whose name the token may read; execute and explain are open, as in Consul.
+        "/v1/query" if get => d(Open, Filter::Array(QUERY)),
+        "/v1/query" => d(Body(BodyKind::PreparedQuery), f),
+        "/v1/query/{id}" if get => d(Open, Filter::Array(QUERY)),
+        "/v1/query/{id}" => d(QueryId(Write), f),
+        "/v1/query/{id}/execute" | "/v1/query/{id}/explain" => d(Open, f),
+        "/v1/coordinate/nodes" => d(Open, Filter::Array(COORD)),
+        "/v1/coordinate/node/{node}" => d(Path(Node, Read), f),
+        "/v1/coordinate/update" => d(Body(BodyKind::CoordinateUpdate), f),
         "/v1/session/create" => d(Body(BodyKind::SessionCreate), f),
         "/v1/session/destroy/"
         | "/v1/session/info/"

@@ -206,6 +206,11 @@ pub enum Dep {
     },
     /// Every node and service address (reverse lookups).
     Addresses,
+    /// A prepared query: any change to the queries, or to the service it names.
+    Query {
+        /// The service the query resolved to (empty: it resolved to nothing).
+        service: String,
+    },
 }
 
 impl Dep {
@@ -222,6 +227,13 @@ impl Dep {
                 if *exact { 0 } else { db.table_index.nodes },
             ],
             Dep::Addresses => [db.table_index.nodes, db.table_index.services],
+            Dep::Query { service } => [
+                db.queries.queries_index,
+                db.service_index
+                    .get(service)
+                    .copied()
+                    .unwrap_or(db.table_index.services),
+            ],
         }
     }
 }
@@ -282,6 +294,8 @@ fn unix_now() -> u32 {
         .unwrap_or(0)
 }
 
+mod query;
+
 struct Builder<'a> {
     s: &'a Settings,
     db: &'a Db,
@@ -326,6 +340,12 @@ impl Builder<'_> {
                     return (self.elsewhere(&locality, alt), Dep::Static);
                 }
                 self.node(&name, alt)
+            }
+            Lookup::Query { name, locality } => {
+                if locality != Locality::Local {
+                    return (self.negative(rcode::NXDOMAIN, alt), Dep::Static);
+                }
+                self.query(&name, alt)
             }
         }
     }

@@ -52,6 +52,13 @@ pub enum Lookup {
         /// Datacenter.
         locality: Locality,
     },
+    /// A prepared query by ID or name (lower-case).
+    Query {
+        /// Query ID or name.
+        name: String,
+        /// Datacenter.
+        locality: Locality,
+    },
     /// An address spelled in the name.
     Addr(IpAddr),
     /// A form this server parses but does not serve yet (prepared query, connect, ingress,
@@ -240,7 +247,10 @@ pub fn parse_lookup(labels: &[&str], qtype: u16, local_dc: &str) -> Lookup {
             name: parts.join("."),
             locality,
         },
-        "query" => Lookup::Unsupported("query"),
+        "query" => Lookup::Query {
+            name: parts.join("."),
+            locality,
+        },
         "connect" => Lookup::Unsupported("connect"),
         "ingress" => Lookup::Unsupported("ingress"),
         _ => Lookup::Unsupported("virtual"),
@@ -514,7 +524,13 @@ mod tests {
         );
         assert_eq!(r("zz00020a.addr.consul", A), dom(Lookup::Invalid));
         assert_eq!(r("c00002.addr.consul", A), dom(Lookup::Invalid));
-        assert_eq!(r("q.query.consul", A), dom(Lookup::Unsupported("query")));
+        assert_eq!(
+            r("q.query.consul", A),
+            dom(Lookup::Query {
+                name: "q".into(),
+                locality: Locality::Local
+            })
+        );
         assert_eq!(
             r("web.connect.consul", A),
             dom(Lookup::Unsupported("connect"))

@@ -298,6 +298,7 @@ pub(super) fn deregister(txn: &mut WriteTxn<'_>, req: &DeregisterRequest) -> Com
             touch_node(txn, &req.node, false);
         }
         super::session::invalidate_node(txn, &req.node);
+        super::prepared_query::forget_node(txn, &req.node);
     }
     CommandResponse::Ok
 }

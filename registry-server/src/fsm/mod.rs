@@ -9,6 +9,7 @@ mod autopilot;
 mod catalog;
 mod config_entry;
 mod kv;
+pub mod prepared_query;
 mod restore;
 pub mod session;
 pub mod txn;
@@ -59,5 +60,8 @@ pub fn apply_txn(txn: &mut WriteTxn<'_>, cmd: &Command) -> CommandResponse {
             config_entry::delete(txn, kind, name, *cas)
         }
         Command::Acl(cmd) => acl::apply(txn, cmd),
+        Command::PreparedQuerySet(q) => prepared_query::set(txn, q),
+        Command::PreparedQueryDelete { id } => prepared_query::delete(txn, id),
+        Command::CoordinateBatchUpdate(batch) => prepared_query::coordinates(txn, batch),
     }
 }

@@ -104,6 +104,7 @@ pub(crate) fn invalidate(txn: &mut WriteTxn<'_>, id: &str, from_unix_ms: Option<
         }
     }
     touch_session(txn, id, &sess.node);
+    super::prepared_query::delete_for_session(txn, id);
 
     let delay = Duration::from_nanos(sess.lock_delay_ns).min(MAX_LOCK_DELAY);
     let keys = txn.db.session_locks.remove(id).unwrap_or_default();

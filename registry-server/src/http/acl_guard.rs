@@ -263,6 +263,10 @@ fn pre_check(
             Some(sess) => named(Resource::Session, a, &sess.node),
             None => Ok(()),
         },
+        Need::QueryId(a) => match db.queries.queries.get(name).and_then(|q| q.acl_prefix()) {
+            Some(prefix) => named(Resource::Query, a, prefix),
+            None => Ok(()),
+        },
         Need::Body(_) => Err(None),
     }
 }
@@ -379,6 +383,16 @@ fn body_needs(
                 }
             }
             need(Resource::Node, Access::Write, node)
+        }
+        BodyKind::CoordinateUpdate => need(Resource::Node, Access::Write, field_str(v, "Node")),
+        BodyKind::PreparedQuery => {
+            let name = field_str(v, "Name");
+            let template = field(v, "Template").map_or("", |t| field_str(t, "Type"));
+            if name.is_empty() && template.is_empty() {
+                Ok(())
+            } else {
+                need(Resource::Query, Access::Write, name)
+            }
         }
         BodyKind::Txn => {
             for op in v.as_array().map(Vec::as_slice).unwrap_or_default() {

@@ -68,19 +68,27 @@ pub(super) async fn datacenters(State(s): State<AppState>, RawQuery(q): RawQuery
 }
 
 /// `GET /v1/catalog/nodes`.
-pub(super) async fn nodes(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
+pub(super) async fn nodes(
+    State(s): State<AppState>,
+    origin: Option<axum::extract::Extension<crate::rpc::api::OriginNode>>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
     let opts = s.options(q.as_deref())?;
+    let near = s.near(&opts, origin);
     let want = opts.node_meta();
     let filter = compile(opts.filter.as_deref())?;
     let (items, meta) = s
         .reader
         .blocking(&opts, &[WatchKey::Table(Table::Nodes)], |db| {
-            let items: Vec<NodeOut<'_>> = db
+            let mut nodes: Vec<&registry_proto::model::Node> = db
                 .nodes
                 .values()
                 .filter(|n| node_meta_ok(n, &want))
-                .map(NodeOut::from)
                 .collect();
+            if let Some(src) = &near {
+                crate::prepared::near::sort(db, src, &mut nodes, |n| n.node.as_str());
+            }
+            let items: Vec<NodeOut<'_>> = nodes.into_iter().map(NodeOut::from).collect();
             (filter_list(items, &filter), db.table(Table::Nodes))
         })
         .await?;
@@ -128,10 +136,12 @@ pub(super) async fn services(State(s): State<AppState>, RawQuery(q): RawQuery) -
 /// `GET /v1/catalog/service/:name` (`?tag`, `?node-meta`, `?filter`).
 pub(super) async fn service(
     State(s): State<AppState>,
+    origin: Option<axum::extract::Extension<crate::rpc::api::OriginNode>>,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let opts = s.options(q.as_deref())?;
+    let near = s.near(&opts, origin);
     if opts.get("peer").is_some_and(|p| !p.is_empty()) {
         return super::connect::empty(s, name, q).await;
     }
@@ -142,10 +152,16 @@ pub(super) async fn service(
     let (body, meta) = s
         .reader
         .blocking(&opts, &[WatchKey::Service(name.clone())], |db| {
-            let items: Vec<ServiceNodeOut<'_>> = db
+            let mut found: Vec<_> = db
                 .service_instances(&name)
                 .into_iter()
                 .filter(|(n, svc)| node_meta_ok(n, &want_meta) && tags_ok(&svc.tags, &tag_refs))
+                .collect();
+            if let Some(src) = &near {
+                crate::prepared::near::sort(db, src, &mut found, |(n, _)| n.node.as_str());
+            }
+            let items: Vec<ServiceNodeOut<'_>> = found
+                .into_iter()
                 .map(|(n, svc)| ServiceNodeOut::new(n, svc))
                 .collect();
             let body = match &filter {

@@ -23,10 +23,12 @@ fn encode<T: serde::Serialize>(
 /// `GET /v1/health/service/:name` (`?passing`, `?tag`, `?node-meta`, `?filter`).
 pub(super) async fn service(
     State(s): State<AppState>,
+    origin: Option<axum::extract::Extension<crate::rpc::api::OriginNode>>,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let opts = s.options(q.as_deref())?;
+    let near = s.near(&opts, origin);
     if opts.get("peer").is_some_and(|p| !p.is_empty()) {
         return super::connect::empty(s, name, q).await;
     }
@@ -37,7 +39,7 @@ pub(super) async fn service(
     let filter = compile(opts.filter.as_deref())?;
     // Everything that shapes the answer besides the service's own index.
     let key = format!(
-        "{name}\0{passing}\0{tags:?}\0{want_meta:?}\0{:?}\0{}",
+        "{name}\0{passing}\0{tags:?}\0{want_meta:?}\0{:?}\0{}\0{near:?}",
         opts.filter, opts.pretty
     );
     let store = s.reader.store().clone();
@@ -50,7 +52,7 @@ pub(super) async fn service(
             if let Some(hit) = cache.get(&key, generation, index) {
                 return (Ok(hit), index);
             }
-            let mut items = Vec::new();
+            let mut found = Vec::new();
             for (n, svc) in db.service_instances(&name) {
                 if !node_meta_ok(n, &want_meta) || !tags_ok(&svc.tags, &tag_refs) {
                     continue;
@@ -59,8 +61,15 @@ pub(super) async fn service(
                 if passing && checks.iter().any(|c| c.status != status::PASSING) {
                     continue;
                 }
-                items.push(CheckServiceNodeOut::new(n, svc, &checks));
+                found.push((n, svc, checks));
             }
+            if let Some(src) = &near {
+                crate::prepared::near::sort(db, src, &mut found, |(n, _, _)| n.node.as_str());
+            }
+            let items: Vec<_> = found
+                .iter()
+                .map(|(n, svc, checks)| CheckServiceNodeOut::new(n, svc, checks))
+                .collect();
             let body = encode(items, &filter, opts.pretty).map(Bytes::from);
             if let Ok(b) = &body {
                 cache.put(key.clone(), generation, index, b.clone());

@@ -15,11 +15,13 @@ mod cache;
 mod catalog;
 mod config_entries;
 mod connect;
+pub mod coordinate;
 pub mod event;
 mod health;
 mod host;
 mod kv;
 mod operator;
+mod query;
 pub mod respond;
 mod routes;
 mod session;
@@ -69,6 +71,10 @@ pub struct AppState {
     pub acl: Arc<crate::acl::AclRuntime>,
     /// Other datacenters: the list and their distance.
     pub datacenters: Arc<crate::rpc::wan::Datacenters>,
+    /// Other datacenters, for prepared query failover.
+    pub remote_queries: Arc<dyn crate::prepared::failover::RemoteQueryExecutor>,
+    /// Coordinate updates waiting for their batch write.
+    pub coordinates: Arc<coordinate::CoordinateBatcher>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -135,6 +141,21 @@ impl axum::extract::FromRef<AppState> for AgentState {
 }
 
 impl AppState {
+    /// The node `?near=` names (`_agent`: the agent that received the request), if any.
+    pub(crate) fn near(
+        &self,
+        opts: &QueryOptions,
+        origin: Option<axum::extract::Extension<crate::rpc::api::OriginNode>>,
+    ) -> Option<String> {
+        match opts.get("near") {
+            None | Some("") => None,
+            Some("_agent") => {
+                Some(origin.map_or_else(|| self.config.node_name.clone(), |o| o.0 .0.clone()))
+            }
+            Some(n) => Some(n.to_string()),
+        }
+    }
+
     /// A datacenter named by a request (`?dc`, a body's `Datacenter`): "" or this one, else
     /// Consul's "No path to datacenter".
     pub(crate) fn check_datacenter(&self, dc: &str) -> Result<(), ServerError> {

@@ -2,8 +2,8 @@
 //! 404 with Consul's text; a known path with the wrong method answers 405 with `Allow`.
 
 use super::{
-    acl, acl_role, agent, agent_ops, catalog, config_entries, connect, event, health, kv, operator,
-    session, snapshot, status, txn, ui, ui_api, AgentState, AppState,
+    acl, acl_role, agent, agent_ops, catalog, config_entries, connect, coordinate, event, health,
+    kv, operator, query, session, snapshot, status, txn, ui, ui_api, AgentState, AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::extract::FromRef;
@@ -108,6 +108,9 @@ fn routes(state: AppState) -> Router {
             "/v1/config/{kind}/{name}",
             get(config_entries::get).delete(config_entries::delete),
         )
+        .route("/v1/coordinate/node/{node}", get(coordinate::node))
+        .route("/v1/coordinate/nodes", get(coordinate::nodes))
+        .route("/v1/coordinate/update", put(coordinate::update))
         .route("/v1/event/fire/", put(event::fire))
         .route("/v1/event/fire/{name}", put(event::fire))
         .route("/v1/event/list", get(event::list))
@@ -125,6 +128,13 @@ fn routes(state: AppState) -> Router {
             "/v1/kv/{*key}",
             get(kv::get).put(kv::put).delete(kv::delete),
         )
+        .route("/v1/query", get(query::list).post(query::create))
+        .route(
+            "/v1/query/{id}",
+            get(query::get).put(query::update).delete(query::delete),
+        )
+        .route("/v1/query/{id}/execute", get(query::execute))
+        .route("/v1/query/{id}/explain", get(query::explain))
         .route(
             "/v1/operator/autopilot/configuration",
             get(operator::autopilot_get_config).put(operator::autopilot_set_config),

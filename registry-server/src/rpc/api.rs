@@ -318,6 +318,9 @@ pub fn needs_leader(method: &Method, path: &str) -> bool {
         || path == "/v1/catalog/deregister"
         || path == "/v1/txn"
         || path == "/v1/operator/autopilot/configuration"
+        || path == "/v1/query"
+        || path.starts_with("/v1/query/")
+        || path == "/v1/coordinate/update"
 }
 
 /// The v1 middleware: a write that arrives at a follower is forwarded to the leader as a

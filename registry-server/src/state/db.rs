@@ -126,8 +126,38 @@ pub struct Db {
     pub autopilot: Option<AutopilotConfig>,
     /// Config entries by (kind, name) (snapshot version 3).
     pub config_entries: Shared<BTreeMap<(String, String), ConfigEntry>>,
-    /// ACL tokens, policies and roles. Keep this field last (see `state/snapshot.rs`).
+    /// ACL tokens, policies and roles (snapshot version 3).
     pub acl: Shared<AclTables>,
+    /// Prepared queries and network coordinates (snapshot version 4). Keep this field last
+    /// (see `state/snapshot.rs`).
+    pub queries: Shared<QueryTables>,
+}
+
+/// Prepared queries and node coordinates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryTables {
+    /// Prepared queries by ID.
+    pub queries: BTreeMap<String, registry_proto::prepared_query::PreparedQuery>,
+    /// Last index at which a prepared query was written or deleted.
+    pub queries_index: u64,
+    /// LAN coordinates by (node, segment).
+    pub coordinates: BTreeMap<(String, String), registry_proto::coordinate::Coordinate>,
+    /// Last index at which coordinates changed.
+    pub coordinates_index: u64,
+}
+
+impl QueryTables {
+    /// The query named `name` (names are unique, compared without case as Consul's index).
+    pub fn by_name(&self, name: &str) -> Option<&registry_proto::prepared_query::PreparedQuery> {
+        self.queries
+            .values()
+            .find(|q| !q.name.is_empty() && q.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The coordinate of `node` (default segment).
+    pub fn coordinate(&self, node: &str) -> Option<&registry_proto::coordinate::Coordinate> {
+        self.coordinates.get(&(node.to_string(), String::new()))
+    }
 }
 
 /// The ACL tables.

@@ -15,7 +15,7 @@ mod shared;
 mod snapshot;
 mod watch;
 
-pub use db::{AclTables, Db, InstanceRefs, NodeChecks, NodeServices, Table};
+pub use db::{AclTables, Db, InstanceRefs, NodeChecks, NodeServices, QueryTables, Table};
 pub use shared::Shared;
 pub use watch::{WatchKey, WatchSet};
 

@@ -1,12 +1,13 @@
 //! Snapshot encoding of the whole state: a versioned header, the postcard-encoded tables
 //! and a CRC-free length check (the archive layer adds checksums).
 //!
-//! Versions: `REGSNAP3` (current) carries [`Db::config_entries`] and [`Db::acl`]; `REGSNAP2`
-//! predates them, `REGSNAP1` also [`Db::autopilot`]; both are still decoded. Postcard is
+//! Versions: `REGSNAP4` (current) carries [`Db::queries`] (prepared queries and
+//! coordinates); `REGSNAP3` predates it, `REGSNAP2` also [`Db::config_entries`] and
+//! [`Db::acl`], `REGSNAP1` also [`Db::autopilot`]; all are still decoded. Postcard is
 //! positional, so an older body is the current one without its last fields: decoding appends
 //! the encoding of those fields' defaults.
 
-use super::db::AclTables;
+use super::db::{AclTables, QueryTables};
 use super::Db;
 use super::Shared;
 use crate::ServerError;
@@ -15,7 +16,8 @@ use registry_proto::command::AutopilotConfig;
 use registry_proto::config_entry::ConfigEntry;
 use std::collections::BTreeMap;
 
-const MAGIC: &[u8; 8] = b"REGSNAP3";
+const MAGIC: &[u8; 8] = b"REGSNAP4";
+const MAGIC_V3: &[u8; 8] = b"REGSNAP3";
 const MAGIC_V2: &[u8; 8] = b"REGSNAP2";
 const MAGIC_V1: &[u8; 8] = b"REGSNAP1";
 
@@ -50,7 +52,8 @@ impl Db {
             return Err(bad("not a registry state snapshot"));
         }
         let version = match &bytes[..8] {
-            m if m == MAGIC => 3,
+            m if m == MAGIC => 4,
+            m if m == MAGIC_V3 => 3,
             m if m == MAGIC_V2 => 2,
             m if m == MAGIC_V1 => 1,
             _ => return Err(bad("not a registry state snapshot")),
@@ -62,14 +65,17 @@ impl Db {
             return Err(bad("snapshot is truncated or has trailing data"));
         }
         let snap = |e: postcard::Error| ServerError::Snapshot(e.to_string());
-        if version < 3 {
+        if version < 4 {
             let mut body = bytes[16..].to_vec();
             if version < 2 {
                 body.extend(postcard::to_stdvec(&None::<AutopilotConfig>).map_err(snap)?);
             }
-            let none = Shared::<BTreeMap<(String, String), ConfigEntry>>::default();
-            body.extend(postcard::to_stdvec(&none).map_err(snap)?);
-            body.extend(postcard::to_stdvec(&AclTables::default()).map_err(snap)?);
+            if version < 3 {
+                let none = Shared::<BTreeMap<(String, String), ConfigEntry>>::default();
+                body.extend(postcard::to_stdvec(&none).map_err(snap)?);
+                body.extend(postcard::to_stdvec(&AclTables::default()).map_err(snap)?);
+            }
+            body.extend(postcard::to_stdvec(&QueryTables::default()).map_err(snap)?);
             return postcard::from_bytes(&body).map_err(snap);
         }
         postcard::from_bytes(&bytes[16..]).map_err(snap)
@@ -108,28 +114,31 @@ mod tests {
             ..AutopilotConfig::default()
         });
         let bytes = db.encode().unwrap();
-        assert_eq!(&bytes[..8], b"REGSNAP3");
+        assert_eq!(&bytes[..8], b"REGSNAP4");
         assert_eq!(Db::decode(&bytes).unwrap(), db);
     }
 
     #[test]
-    fn version_one_snapshots_still_decode() {
+    fn older_snapshots_still_decode() {
         // A version-1 body is the current encoding without the trailing `autopilot` (`None`
-        // is one byte 0), `config_entries` (one byte 0 when empty) and ACL tables (six zero
-        // bytes when empty) fields; a version-2 body keeps `autopilot`.
+        // is one byte 0), `config_entries` (one byte 0 when empty), ACL tables (six zero
+        // bytes when empty) and query tables (four zero bytes when empty) fields; a
+        // version-2 body keeps `autopilot`, a version-3 body everything but the query tables.
         let db = sample();
         let current = postcard::to_stdvec(&db).unwrap();
-        assert_eq!(current[current.len() - 8..], [0u8; 8]);
-        let body = &current[..current.len() - 8];
-        let mut v1 = b"REGSNAP1".to_vec();
-        v1.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        v1.extend_from_slice(body);
+        assert_eq!(current[current.len() - 12..], [0u8; 12]);
+        let framed = |magic: &[u8], body: &[u8]| {
+            let mut v = magic.to_vec();
+            v.extend_from_slice(&(body.len() as u64).to_le_bytes());
+            v.extend_from_slice(body);
+            v
+        };
+        let v1 = framed(b"REGSNAP1", &current[..current.len() - 12]);
         assert_eq!(Db::decode(&v1).unwrap(), db);
-        let mut v2 = b"REGSNAP2".to_vec();
-        let body2 = &current[..current.len() - 7];
-        v2.extend_from_slice(&(body2.len() as u64).to_le_bytes());
-        v2.extend_from_slice(body2);
+        let v2 = framed(b"REGSNAP2", &current[..current.len() - 11]);
         assert_eq!(Db::decode(&v2).unwrap(), db);
+        let v3 = framed(b"REGSNAP3", &current[..current.len() - 4]);
+        assert_eq!(Db::decode(&v3).unwrap(), db);
         assert!(Db::decode(b"REGSNAP9\0\0\0\0\0\0\0\0").is_err());
         assert!(Db::decode(&v1[..v1.len() - 1]).is_err());
     }

@@ -28,6 +28,10 @@ pub enum WatchKey {
     NodeSessions(String),
     /// The config entries of one kind.
     ConfigEntries(String),
+    /// Prepared queries.
+    PreparedQueries,
+    /// Network coordinates.
+    Coordinates,
 }
 
 /// Channels by key; senders carry the index of the last write that touched the key. KV
