@@ -20,15 +20,22 @@ pub struct GossipStart {
     pub skip_leave_on_interrupt: bool,
 }
 
-/// The gossip settings of `cfg`.
-pub fn gossip_start(cfg: &RuntimeConfig) -> GossipStart {
+/// The gossip settings of `cfg`, with its keyring loaded (`<data_dir>/serf/local.keyring`,
+/// else `encrypt`).
+pub fn gossip_start(cfg: &RuntimeConfig) -> anyhow::Result<GossipStart> {
+    let keyring = crate::gossip::keyring::Keyring::load(
+        cfg.storage.data_dir().map(|p| p.as_path()),
+        &cfg.encrypt,
+    )
+    .map_err(|e| anyhow::anyhow!("Failed to configure keyring: {e}"))?
+    .map(Arc::new);
     let mut join = cfg.join.start_join.clone();
     for a in &cfg.join.retry_join {
         if !join.contains(a) {
             join.push(a.clone());
         }
     }
-    GossipStart {
+    Ok(GossipStart {
         config: GossipConfig {
             node_name: cfg.node_name.clone(),
             datacenter: cfg.datacenter.clone(),
@@ -40,10 +47,11 @@ pub fn gossip_start(cfg: &RuntimeConfig) -> GossipStart {
             interval: cfg.gossip.interval,
             phi_threshold: crate::gossip::DEFAULT_PHI_THRESHOLD,
             reconnect_timeout: cfg.gossip.reconnect_timeout,
+            keyring,
         },
         leave_on_terminate: cfg.gossip.leave_on_terminate,
         skip_leave_on_interrupt: cfg.gossip.skip_leave_on_interrupt,
-    }
+    })
 }
 
 /// Runs the agent until it is shut down.
@@ -79,7 +87,7 @@ pub async fn run_agent(
             cfg.services.clone(),
             cfg.checks.clone(),
             reload,
-            gossip_start(&cfg),
+            gossip_start(&cfg)?,
         )
         .await;
     }
@@ -89,7 +97,7 @@ pub async fn run_agent(
         cfg.services.clone(),
         cfg.checks.clone(),
         reload,
-        Some(gossip_start(&cfg)),
+        Some(gossip_start(&cfg)?),
     )
     .await
 }

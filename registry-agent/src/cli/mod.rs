@@ -11,6 +11,7 @@ pub mod config_entry;
 pub mod dash;
 pub mod gossip;
 pub mod http;
+pub mod keyring;
 pub mod kv;
 pub mod lock;
 pub mod maint;
@@ -109,6 +110,10 @@ pub enum Command {
     /// Forces a failed member out of the cluster (left; with -prune, forgotten).
     #[command(name = "force-leave")]
     ForceLeave(gossip::ForceLeaveArgs),
+    /// Generates a new gossip encryption key (32 bytes, base64).
+    Keygen,
+    /// Manages gossip layer encryption keys.
+    Keyring(keyring::KeyringArgs),
     /// Prints debugging information about the agent.
     Info(ops::InfoArgs),
     /// Manages ACL tokens, policies and roles, and bootstraps the ACL system.
@@ -156,6 +161,7 @@ pub fn run(args: &[String]) -> i32 {
             println!("{}", ops::version_text());
             0
         }
+        Command::Keygen => keyring::keygen(),
         other => run_client(other),
     }
 }
@@ -193,7 +199,8 @@ fn run_client(command: Command) -> i32 {
             Command::Maint(args) => maint::run(args, &mut ui).await,
             Command::Reload(args) => ops::reload(args, &mut ui).await,
             Command::Acl { command } => acl::run(command, &mut ui).await,
-            Command::Agent(_) | Command::Version | Command::Validate(_) => 1,
+            Command::Keyring(args) => keyring::run(args, &mut ui).await,
+            Command::Agent(_) | Command::Version | Command::Validate(_) | Command::Keygen => 1,
         }
     })
 }

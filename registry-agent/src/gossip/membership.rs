@@ -5,7 +5,9 @@
 //! server to the cluster it reaches, `registry leave` removes it from the voters first), as
 //! a Consul server's leader does when a server member joins or leaves.
 
+use super::keyring::Op;
 use super::Gossip;
+use registry_server::agent_api::KeyringOp;
 use crate::agent::members::{alive_member, Member, Membership};
 use futures::future::BoxFuture;
 use registry_server::leader::members::MemberStatus;
@@ -101,5 +103,31 @@ impl Membership for GossipMembership {
 
     fn force_leave<'a>(&'a self, node: &'a str, prune: bool) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move { self.gossip.force_leave(node, prune).await })
+    }
+
+    fn keyring(
+        &self,
+        op: KeyringOp,
+    ) -> BoxFuture<'_, Result<serde_json::Value, registry_server::ServerError>> {
+        Box::pin(async move {
+            match op {
+                KeyringOp::List { local_only } => self.gossip.keyring_list(local_only).await,
+                KeyringOp::Install(k) => self
+                    .gossip
+                    .keyring_change(Op::Install, &k)
+                    .await
+                    .map(|_| serde_json::Value::Null),
+                KeyringOp::Use(k) => self
+                    .gossip
+                    .keyring_change(Op::Use, &k)
+                    .await
+                    .map(|_| serde_json::Value::Null),
+                KeyringOp::Remove(k) => self
+                    .gossip
+                    .keyring_change(Op::Remove, &k)
+                    .await
+                    .map(|_| serde_json::Value::Null),
+            }
+        })
     }
 }

@@ -14,8 +14,12 @@
 //! reconciliation of members into the catalog (as a
 //! [`MemberSource`](registry_server::leader::members::MemberSource)).
 
+pub mod crypto;
 pub mod events;
+pub mod keyring;
+mod keyring_ops;
 mod membership;
+pub mod transport;
 pub mod view;
 
 pub use membership::GossipMembership;
@@ -55,6 +59,9 @@ pub struct GossipConfig {
     pub phi_threshold: f64,
     /// A failed member is reaped (and deregistered) after this long.
     pub reconnect_timeout: Duration,
+    /// The gossip keyring when `encrypt` is set or a keyring file exists: every datagram
+    /// is then encrypted ([`transport::SecureTransport`]).
+    pub keyring: Option<Arc<keyring::Keyring>>,
 }
 
 impl GossipConfig {
@@ -96,7 +103,10 @@ pub struct Gossip {
     started: Instant,
     services: OnceLock<LocalServices>,
     left: std::sync::atomic::AtomicBool,
+    /// Keyring change requests applied already (by ID).
+    applied: parking_lot::Mutex<std::collections::HashSet<String>>,
     _events: ListenerHandle,
+    _keyring_requests: Option<ListenerHandle>,
 }
 
 impl std::fmt::Debug for Gossip {
@@ -136,8 +146,15 @@ fn unix_ms() -> u64 {
 impl Gossip {
     /// Binds the gossip socket, starts chitchat, the member list refresh, the join attempts
     /// and event delivery into `events`.
+    /// With a keyring every datagram is encrypted.
     pub async fn start(cfg: GossipConfig, events: Arc<UserEvents>) -> anyhow::Result<Arc<Gossip>> {
-        Self::start_with_transport(cfg, events, &UdpTransport).await
+        match cfg.keyring.clone() {
+            Some(ring) => {
+                let transport = transport::SecureTransport::new(ring.keys());
+                Self::start_with_transport(cfg, events, &transport).await
+            }
+            None => Self::start_with_transport(cfg, events, &UdpTransport).await,
+        }
     }
 
     /// [`Gossip::start`] over another chitchat transport (the benchmark counts bytes with a
@@ -174,7 +191,16 @@ impl Gossip {
             protocol_version: ProtocolVersion::V1,
         };
         let tags = serde_json::to_string(&cfg.tags)?;
-        let handle = spawn_chitchat(config, vec![(TAGS_KEY.to_string(), tags)], transport)
+        let mut initial = vec![(TAGS_KEY.to_string(), tags)];
+        if let Some(ring) = &cfg.keyring {
+            initial.push((keyring::KEYRING_KEY.to_string(), ring.published()));
+            tracing::info!(
+                verify_incoming = ring.keys().verify_incoming(),
+                verify_outgoing = ring.keys().verify_outgoing(),
+                "gossip encryption enabled"
+            );
+        }
+        let handle = spawn_chitchat(config, initial, transport)
             .await
             .map_err(|e| anyhow::anyhow!("starting LAN gossip on {}: {e:#}", cfg.bind))?;
         let chitchat = handle.chitchat();
@@ -185,6 +211,16 @@ impl Gossip {
             .subscribe_event(events::EVENT_PREFIX, move |ev| {
                 let _ = tx.send(ev.value.to_string());
             });
+        let (ktx, krx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+        let keyring_requests = match cfg.keyring.is_some() {
+            true => Some(chitchat.lock().await.subscribe_event(
+                keyring::REQUEST_PREFIX,
+                move |ev| {
+                    let _ = ktx.send((ev.key.to_string(), ev.value.to_string()));
+                },
+            )),
+            false => None,
+        };
         let gossip = Arc::new(Gossip {
             handle,
             chitchat,
@@ -193,9 +229,12 @@ impl Gossip {
             started: Instant::now(),
             services: OnceLock::new(),
             left: std::sync::atomic::AtomicBool::new(false),
+            applied: parking_lot::Mutex::new(Default::default()),
             _events: listener,
+            _keyring_requests: keyring_requests,
             cfg,
         });
+        tokio::spawn(keyring_ops::apply_requests(Arc::downgrade(&gossip), krx));
         tracing::info!(bind = %gossip.cfg.bind, advertise = %gossip.cfg.advertise, "LAN gossip listening");
 
         // Events from other agents.

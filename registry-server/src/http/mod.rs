@@ -18,6 +18,7 @@ mod connect;
 pub mod event;
 mod health;
 mod host;
+mod keyring;
 mod kv;
 mod operator;
 pub mod respond;

@@ -2,7 +2,8 @@
 //! 404 with Consul's text; a known path with the wrong method answers 405 with `Allow`.
 
 use super::{
-    acl, acl_role, agent, agent_ops, catalog, config_entries, connect, event, health, kv, operator,
+    acl, acl_role, agent, agent_ops, catalog, config_entries, connect, event, health, keyring, kv,
+    operator,
     session, snapshot, status, txn, ui, ui_api, AgentState, AppState,
 };
 use axum::extract::DefaultBodyLimit;
@@ -209,6 +210,13 @@ fn agent_routes() -> Router<AgentState> {
         .route("/v1/agent/force-leave/{node}", put(agent::force_leave))
         .route("/v1/agent/maintenance", put(agent::node_maintenance))
         .route("/v1/agent/members", get(agent::members))
+        .route(
+            "/v1/operator/keyring",
+            get(keyring::list)
+                .post(keyring::install)
+                .put(keyring::use_key)
+                .delete(keyring::remove),
+        )
         .route("/v1/agent/metrics", get(agent::metrics))
         .route("/v1/agent/host", get(agent_ops::host))
         .route("/v1/agent/version", get(agent_ops::version))
