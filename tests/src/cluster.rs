@@ -280,7 +280,12 @@ impl ClusterServer {
             &log,
             "=== harness: {} {}",
             bin.display(),
-            self.args.iter().chain(&self.extra).cloned().collect::<Vec<_>>().join(" ")
+            self.args
+                .iter()
+                .chain(&self.extra)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ")
         )?;
         let mut cmd = match &self.cgroup {
             // The shell moves itself into the cgroup, then becomes the server: every socket
@@ -654,7 +659,12 @@ impl TestCluster {
             node,
             data_dir,
             args,
-            extra: self.opts.server_args.get(&index).cloned().unwrap_or_default(),
+            extra: self
+                .opts
+                .server_args
+                .get(&index)
+                .cloned()
+                .unwrap_or_default(),
             child: None,
             cgroup,
         });

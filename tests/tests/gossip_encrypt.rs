@@ -19,7 +19,6 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use registry_tests::cluster::{ClusterOptions, TestCluster};
 use registry_tests::{eventually, registry_bin};
-use serde_json::Value;
 use tokio::net::UdpSocket;
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -55,9 +54,11 @@ async fn converged(c: &TestCluster, servers: &[usize], want: &[String]) -> Resul
     let mut want = want.to_vec();
     want.sort();
     for &i in servers {
-        eventually(WAIT, &format!("server {i} to list {want:?} alive"), || async {
-            Ok((alive(c, i).await? == want).then_some(()))
-        })
+        eventually(
+            WAIT,
+            &format!("server {i} to list {want:?} alive"),
+            || async { Ok((alive(c, i).await? == want).then_some(())) },
+        )
         .await?;
     }
     Ok(())
@@ -73,8 +74,16 @@ struct Client {
 }
 
 impl Client {
-    fn start(name: &str, ip: Ipv4Addr, advertise: Option<Ipv4Addr>, join: Ipv4Addr, extra: &[&str]) -> Result<Client> {
-        let dir = tempfile::Builder::new().prefix("registry-gossip-client").tempdir()?;
+    fn start(
+        name: &str,
+        ip: Ipv4Addr,
+        advertise: Option<Ipv4Addr>,
+        join: Ipv4Addr,
+        extra: &[&str],
+    ) -> Result<Client> {
+        let dir = tempfile::Builder::new()
+            .prefix("registry-gossip-client")
+            .tempdir()?;
         let mut args: Vec<String> = vec![
             "agent".into(),
             "-node".into(),
@@ -137,13 +146,19 @@ impl Drop for Client {
 
 /// A UDP proxy on `listen` to `target`: each sender gets an upstream socket of its own so
 /// replies go back to it. Every datagram in either direction is appended to the capture.
-async fn udp_proxy(listen: SocketAddr, target: SocketAddr, capture: Arc<Mutex<Vec<u8>>>) -> Result<()> {
+async fn udp_proxy(
+    listen: SocketAddr,
+    target: SocketAddr,
+    capture: Arc<Mutex<Vec<u8>>>,
+) -> Result<()> {
     let front = Arc::new(UdpSocket::bind(listen).await?);
     tokio::spawn(async move {
         let mut upstreams: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
         let mut buf = vec![0u8; 65_536];
         loop {
-            let Ok((n, peer)) = front.recv_from(&mut buf).await else { return };
+            let Ok((n, peer)) = front.recv_from(&mut buf).await else {
+                return;
+            };
             capture.lock().unwrap().extend_from_slice(&buf[..n]);
             let up = match upstreams.get(&peer) {
                 Some(u) => u.clone(),
@@ -192,7 +207,13 @@ async fn capture_gossip(encrypt: Option<&str>) -> Result<(String, String, Vec<u8
     )
     .await?;
     let extra: Vec<&str> = encrypt.map(|k| vec!["-encrypt", k]).unwrap_or_default();
-    let client = Client::start("canary-member-name", bind, Some(front), c.server(0).ip, &extra)?;
+    let client = Client::start(
+        "canary-member-name",
+        bind,
+        Some(front),
+        c.server(0).ip,
+        &extra,
+    )?;
     converged(&c, &[0], &[c.server(0).node.clone(), client.name.clone()]).await?;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let seen = capture.lock().unwrap().clone();
@@ -213,11 +234,24 @@ async fn a_proxy_sees_node_names_only_without_encryption() -> Result<()> {
         "plaintext gossip shows a node name ({} bytes captured)",
         bytes.len()
     );
-    assert!(contains(&bytes, "dc1"), "plaintext gossip shows the datacenter");
+    assert!(
+        contains(&bytes, "dc1"),
+        "plaintext gossip shows the datacenter"
+    );
 
     let (server, client, bytes) = capture_gossip(Some(K1)).await?;
-    for needle in [server.as_str(), client.as_str(), "canary", "dc1", "consul", "role"] {
-        assert!(!contains(&bytes, needle), "{needle:?} in clear in encrypted gossip");
+    for needle in [
+        server.as_str(),
+        client.as_str(),
+        "canary",
+        "dc1",
+        "consul",
+        "role",
+    ] {
+        assert!(
+            !contains(&bytes, needle),
+            "{needle:?} in clear in encrypted gossip"
+        );
     }
     // Every datagram starts with the format version.
     assert_eq!(bytes.first(), Some(&1u8));
@@ -228,34 +262,61 @@ async fn a_proxy_sees_node_names_only_without_encryption() -> Result<()> {
 async fn a_member_with_another_key_is_not_admitted() -> Result<()> {
     let opts = ClusterOptions::new(2)
         .server_args(0, &["-encrypt", K1])
-        .server_args(1, &["-encrypt", K1])
-        .server_args(2, &["-encrypt", K3]);
+        .server_args(1, &["-encrypt", K1]);
     let mut c = TestCluster::start_with(opts).await?;
     c.wait_for_leader(WAIT).await?;
     let pool = vec![c.server(0).node.clone(), c.server(1).node.clone()];
     converged(&c, &[0, 1], &pool).await?;
-    // A third server with another key, joined explicitly.
-    let odd = c.add_server().await?;
-    let (ok, _out, err) = c.cli(&[
-        "join",
-        &format!("-http-addr={}", c.server(odd).http_addr()),
-        &c.server(0).ip.to_string(),
-    ])?;
+    // A client agent with another key (a 24-byte one) that keeps trying to join.
+    let ip = block_ip(&c, 3);
+    let odd = Client::start(
+        "odd-key-client",
+        ip,
+        None,
+        c.server(0).ip,
+        &["-encrypt", K3],
+    )?;
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let url = format!("http://{ip}:8500/v1/agent/members");
+    eventually(WAIT, "the odd client to answer", || async {
+        Ok(http
+            .get(&url)
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+            .map(|_| ()))
+    })
+    .await?;
+    // An explicit join fails too.
+    let (ok, _out, err) = c.cli(&["join", &odd.http(), &c.server(1).ip.to_string()])?;
     assert!(!ok, "join with a wrong key must fail");
     assert!(err.contains("Failed to join"), "{err}");
     for _ in 0..10 {
         assert_eq!(alive(&c, 0).await?, pool);
         assert_eq!(alive(&c, 1).await?, pool);
-        assert_eq!(alive(&c, odd).await?, vec![c.server(odd).node.clone()]);
         let members = c.api().get_json(0, "/v1/agent/members").await?;
         assert!(
-            !members.to_string().contains(&c.server(odd).node),
+            !members.to_string().contains(&odd.name),
             "the odd member is listed: {members}"
         );
+        // And it sees nobody but itself.
+        let seen: serde_json::Value = http.get(&url).send().await?.json().await?;
+        let names: Vec<&str> = seen
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["Name"].as_str())
+            .collect();
+        assert_eq!(names, vec![odd.name.as_str()], "{seen}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // The refused packets were counted.
-    let metrics = c.api().get(0, "/v1/agent/metrics?format=prometheus").await?.text();
+    let metrics = c
+        .api()
+        .get(0, "/v1/agent/metrics?format=prometheus")
+        .await?
+        .text();
     let dropped: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("registry_gossip_packets_dropped") && l.contains("auth"))
@@ -282,7 +343,9 @@ fn keyring_list(c: &TestCluster, http: &str) -> Result<HashMap<String, (u64, u64
         if in_lan {
             if let Some((key, count)) = line.trim().split_once(' ') {
                 let count = count.trim_matches(|ch| ch == '[' || ch == ']');
-                let (a, b) = count.split_once('/').ok_or_else(|| anyhow!("line {line:?}"))?;
+                let (a, b) = count
+                    .split_once('/')
+                    .ok_or_else(|| anyhow!("line {line:?}"))?;
                 keys.insert(key.to_string(), (a.parse()?, b.parse()?));
             }
         }
@@ -301,7 +364,13 @@ async fn rotation_keeps_every_member_alive_and_survives_a_restart() -> Result<()
     }
     let mut c = TestCluster::start_with(opts).await?;
     c.wait_for_leader(WAIT).await?;
-    let client = Client::start("gossip-client", block_ip(&c, 4), None, c.server(0).ip, &["-encrypt", K1])?;
+    let client = Client::start(
+        "gossip-client",
+        block_ip(&c, 4),
+        None,
+        c.server(0).ip,
+        &["-encrypt", K1],
+    )?;
     let mut pool: Vec<String> = (0..3).map(|i| c.server(i).node.clone()).collect();
     pool.push(client.name.clone());
     converged(&c, &[0, 1, 2], &pool).await?;
@@ -330,7 +399,10 @@ async fn rotation_keeps_every_member_alive_and_survives_a_restart() -> Result<()
     };
     let s0 = format!("-http-addr={}", c.server(0).http_addr());
     let s2 = format!("-http-addr={}", c.server(2).http_addr());
-    assert_eq!(keyring_list(&c, &s0)?, HashMap::from([(K1.to_string(), (4, 4))]));
+    assert_eq!(
+        keyring_list(&c, &s0)?,
+        HashMap::from([(K1.to_string(), (4, 4))])
+    );
 
     let (ok, out, err) = c.cli(&["keyring", "-install", K2, &s0])?;
     assert!(ok, "install: {out} {err}");
@@ -351,16 +423,25 @@ async fn rotation_keeps_every_member_alive_and_survives_a_restart() -> Result<()
     // The primary key cannot be removed.
     let (ok, _, err) = c.cli(&["keyring", "-remove", K2, &s0])?;
     assert!(!ok);
-    assert!(err.contains("Removing the primary key is not allowed"), "{err}");
+    assert!(
+        err.contains("Removing the primary key is not allowed"),
+        "{err}"
+    );
 
     let (ok, out, err) = c.cli(&["keyring", "-remove", K1, &s2])?;
     assert!(ok, "remove: {out} {err}");
-    assert_eq!(keyring_list(&c, &s0)?, HashMap::from([(K2.to_string(), (4, 4))]));
+    assert_eq!(
+        keyring_list(&c, &s0)?,
+        HashMap::from([(K2.to_string(), (4, 4))])
+    );
     converged(&c, &[0, 1, 2], &pool).await?;
 
     stop.store(true, Ordering::Relaxed);
     let bad = watcher.await?;
-    assert!(bad.is_empty(), "members not alive during the rotation: {bad:?}");
+    assert!(
+        bad.is_empty(),
+        "members not alive during the rotation: {bad:?}"
+    );
 
     // The old key no longer opens anything: the keyring file of every server holds K2 only.
     for i in 0..3 {
@@ -371,16 +452,27 @@ async fn rotation_keeps_every_member_alive_and_survives_a_restart() -> Result<()
     // A restart (still given -encrypt K1) keeps the rotated keyring and rejoins.
     c.restart(1).await?;
     converged(&c, &[0, 1, 2], &pool).await?;
-    assert_eq!(keyring_list(&c, &s0)?, HashMap::from([(K2.to_string(), (4, 4))]));
+    assert_eq!(
+        keyring_list(&c, &s0)?,
+        HashMap::from([(K2.to_string(), (4, 4))])
+    );
     assert!(c.server(1).log().contains("a keyring file exists"));
 
     // Bad input is refused with 400.
     let r = c
         .api()
-        .request(1, registry_tests::Method::POST, "/v1/operator/keyring", Some(br#"{"Key":"c2hvcnQ="}"#.to_vec()))
+        .request(
+            1,
+            registry_tests::Method::POST,
+            "/v1/operator/keyring",
+            Some(br#"{"Key":"c2hvcnQ="}"#.to_vec()),
+        )
         .await?;
     assert_eq!(r.status, 400, "{}", r.text());
-    let r = c.api().get(1, "/v1/operator/keyring?relay-factor=9").await?;
+    let r = c
+        .api()
+        .get(1, "/v1/operator/keyring?relay-factor=9")
+        .await?;
     assert_eq!(r.status, 400);
     c.finish();
     Ok(())
@@ -394,7 +486,14 @@ async fn a_plaintext_pool_turns_encrypted_one_server_at_a_time() -> Result<()> {
     converged(&c, &[0, 1, 2], &pool).await?;
     let stages: [&[&str]; 3] = [
         // 1: keys everywhere, still sending plaintext and accepting both.
-        &["-encrypt", K1, "-hcl", "encrypt_verify_incoming = false", "-hcl", "encrypt_verify_outgoing = false"],
+        &[
+            "-encrypt",
+            K1,
+            "-hcl",
+            "encrypt_verify_incoming = false",
+            "-hcl",
+            "encrypt_verify_outgoing = false",
+        ],
         // 2: sending encrypted, still accepting plaintext.
         &["-encrypt", K1, "-hcl", "encrypt_verify_incoming = false"],
         // 3: encrypted only.
@@ -404,10 +503,18 @@ async fn a_plaintext_pool_turns_encrypted_one_server_at_a_time() -> Result<()> {
         for i in 0..3 {
             c.set_server_args(i, args);
             c.restart(i).await?;
-            converged(&c, &[0, 1, 2], &pool)
+            // The restarted server (a fresh process that knows only itself) lists every
+            // member alive, and so does every other server.
+            let order = [i, (i + 1) % 3, (i + 2) % 3];
+            converged(&c, &order, &pool)
                 .await
                 .with_context(|| format!("stage {} after restarting server {i}", stage + 1))?;
         }
+        // Longer than failure detection: nobody was declared failed meanwhile.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        converged(&c, &[0, 1, 2], &pool)
+            .await
+            .with_context(|| format!("stage {} settled", stage + 1))?;
         c.wait_for_leader(WAIT).await?;
     }
     // The pool is encrypted: a plaintext agent is not admitted.

@@ -181,7 +181,11 @@ async fn run(args: Args) -> Result<()> {
     let counters = Arc::new(Counters::default());
     let inner: Box<dyn Transport> = if args.encrypt {
         let key = GossipKey::from_bytes(&[7u8; 32])?;
-        Box::new(SecureTransport::new(Arc::new(Keys::new(vec![key], true, true))))
+        Box::new(SecureTransport::new(Arc::new(Keys::new(
+            vec![key],
+            true,
+            true,
+        ))))
     } else {
         Box::new(UdpTransport)
     };

@@ -73,9 +73,7 @@ pub async fn run(args: KeyringArgs, ui: &mut Ui<'_>) -> i32 {
         return ui.fail(USAGE);
     }
     if args.relay_factor > 5 {
-        return ui.fail(
-            "Error parsing relay factor: Relay factor must be in range: [0, 5]",
-        );
+        return ui.fail("Error parsing relay factor: Relay factor must be in range: [0, 5]");
     }
     let client = match Client::new(&args.http, None) {
         Ok(client) => client,
@@ -103,9 +101,17 @@ pub async fn run(args: KeyringArgs, ui: &mut Ui<'_>) -> i32 {
         return 0;
     }
     let (method, key, banner) = if let Some(k) = args.install.as_deref().filter(|k| !k.is_empty()) {
-        (Method::POST, k, "==> Installing new gossip encryption key...")
+        (
+            Method::POST,
+            k,
+            "==> Installing new gossip encryption key...",
+        )
     } else if let Some(k) = args.use_key.as_deref().filter(|k| !k.is_empty()) {
-        (Method::PUT, k, "==> Changing primary gossip encryption key...")
+        (
+            Method::PUT,
+            k,
+            "==> Changing primary gossip encryption key...",
+        )
     } else if let Some(k) = args.remove.as_deref().filter(|k| !k.is_empty()) {
         (Method::DELETE, k, "==> Removing gossip encryption key...")
     } else {
@@ -162,7 +168,15 @@ mod tests {
         .unwrap();
         assert_eq!(
             list_lines(&v),
-            vec!["", "WAN:", "  a= [2/2]", "", "dc1 (LAN):", "  a= [3/3]", "  b= [1/3]"]
+            vec![
+                "",
+                "WAN:",
+                "  a= [2/2]",
+                "",
+                "dc1 (LAN):",
+                "  a= [3/3]",
+                "  b= [1/3]"
+            ]
         );
     }
 }

@@ -416,6 +416,9 @@ mod tests {
             ring.by_fingerprint(&new.fingerprint()).unwrap(),
             new.clone()
         );
-        assert_eq!(format!("{new:?}"), format!("GossipKey({})", new.fingerprint()));
+        assert_eq!(
+            format!("{new:?}"),
+            format!("GossipKey({})", new.fingerprint())
+        );
     }
 }

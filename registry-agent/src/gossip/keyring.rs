@@ -284,7 +284,9 @@ mod tests {
     #[test]
     fn file_is_created_from_encrypt_then_wins_over_it() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(Keyring::load(Some(dir.path()), &cfg(None)).unwrap().is_none());
+        assert!(Keyring::load(Some(dir.path()), &cfg(None))
+            .unwrap()
+            .is_none());
         let k1 = GossipKey::generate();
         let k2 = GossipKey::generate();
         let ring = Keyring::load(Some(dir.path()), &cfg(Some(&k1.to_base64())))
@@ -321,14 +323,17 @@ mod tests {
             "Requested key is not in the keyring"
         );
         // An install sealed with a key this member lacks cannot be applied.
-        let other = Keyring::in_memory(Arc::new(Keys::new(vec![GossipKey::generate()], true, true)));
+        let other =
+            Keyring::in_memory(Arc::new(Keys::new(vec![GossipKey::generate()], true, true)));
         let req = other.request(Op::Install, &GossipKey::generate()).unwrap();
         assert!(ring.apply(&req).is_err());
         // The sealed key is not the key in clear.
         let k = GossipKey::generate();
         let req = ring.request(Op::Install, &k).unwrap();
         assert!(!req.sealed.as_deref().unwrap().contains(&k.to_base64()));
-        assert!(!serde_json::to_string(&req).unwrap().contains(&k.to_base64()));
+        assert!(!serde_json::to_string(&req)
+            .unwrap()
+            .contains(&k.to_base64()));
     }
 
     #[test]

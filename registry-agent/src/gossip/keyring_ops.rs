@@ -40,9 +40,7 @@ impl Gossip {
         let cc = self.chitchat.lock().await;
         let mut newest: HashMap<String, (u64, Option<String>)> = HashMap::new();
         for (id, st) in cc.node_states() {
-            let e = newest
-                .entry(id.node_id.to_string())
-                .or_insert((0, None));
+            let e = newest.entry(id.node_id.to_string()).or_insert((0, None));
             if id.generation_id >= e.0 {
                 *e = (id.generation_id, st.get(KEYRING_KEY).map(str::to_string));
             }
@@ -103,12 +101,14 @@ impl Gossip {
         let Some(ring) = self.cfg.keyring.clone() else {
             return Err(self.pool_error(NO_KEYRING_CHANGE));
         };
-        let key = GossipKey::from_base64(key).map_err(|e| ServerError::BadRequest(e.to_string()))?;
+        let key =
+            GossipKey::from_base64(key).map_err(|e| ServerError::BadRequest(e.to_string()))?;
         let req = ring.request(op, &key).map_err(|e| self.pool_error(&e))?;
         let id = format!("{REQUEST_PREFIX}{}", uuid::Uuid::new_v4());
         self.applied.lock().insert(id.clone());
         ring.apply(&req).map_err(|e| self.pool_error(&e))?;
-        let value = serde_json::to_string(&req).map_err(|e| ServerError::Internal(e.to_string()))?;
+        let value =
+            serde_json::to_string(&req).map_err(|e| ServerError::Internal(e.to_string()))?;
         {
             let mut cc = self.chitchat.lock().await;
             let me = cc.self_node_state();

@@ -7,9 +7,9 @@
 
 use super::keyring::Op;
 use super::Gossip;
-use registry_server::agent_api::KeyringOp;
 use crate::agent::members::{alive_member, Member, Membership};
 use futures::future::BoxFuture;
+use registry_server::agent_api::KeyringOp;
 use registry_server::leader::members::MemberStatus;
 use std::sync::Arc;
 

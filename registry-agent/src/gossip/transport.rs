@@ -83,9 +83,9 @@ fn loopback_like(addr: &SocketAddr) -> SocketAddr {
 #[async_trait]
 impl Transport for SecureTransport {
     async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        let public = UdpSocket::bind(listen_addr).await.map_err(|e| {
-            anyhow::anyhow!("failed to bind to {listen_addr}/UDP for gossip: {e}")
-        })?;
+        let public = UdpSocket::bind(listen_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("failed to bind to {listen_addr}/UDP for gossip: {e}"))?;
         let local = loopback_like(&listen_addr);
         let inner = self.inner.open(local).await?;
         let inner_addr = inner.local_addr()?;
@@ -163,7 +163,11 @@ impl Socket for SecureSocket {
         Ok(self.public.local_addr()?)
     }
 
-    async fn send(&mut self, to: SocketAddr, envelope: ChitchatEnvelope) -> anyhow::Result<SendOutcome> {
+    async fn send(
+        &mut self,
+        to: SocketAddr,
+        envelope: ChitchatEnvelope,
+    ) -> anyhow::Result<SendOutcome> {
         let Some(n) = self.encode(envelope).await? else {
             return Ok(SendOutcome { num_bytes_sent: 0 });
         };
@@ -266,7 +270,10 @@ mod tests {
     /// A chitchat datagram: what a plaintext peer sends (a Syn from a one-node cluster).
     async fn plain_syn() -> Vec<u8> {
         let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let mut s = UdpTransport.open("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let mut s = UdpTransport
+            .open("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
         s.send(a.local_addr().unwrap(), syn()).await.unwrap();
         let mut buf = vec![0u8; 65_536];
         let (n, _) = a.recv_from(&mut buf).await.unwrap();

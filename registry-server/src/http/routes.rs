@@ -3,8 +3,7 @@
 
 use super::{
     acl, acl_role, agent, agent_ops, catalog, config_entries, connect, event, health, keyring, kv,
-    operator,
-    session, snapshot, status, txn, ui, ui_api, AgentState, AppState,
+    operator, session, snapshot, status, txn, ui, ui_api, AgentState, AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::extract::FromRef;
