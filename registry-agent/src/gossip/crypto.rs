@@ -135,7 +135,7 @@ impl GossipKey {
         digest[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    fn seal_in_place(&self, nonce: &[u8], buf: &mut Vec<u8>) -> Result<Tag, aes_gcm::Error> {
+    fn seal_in_place(&self, nonce: &[u8], buf: &mut [u8]) -> Result<Tag, aes_gcm::Error> {
         let nonce = Nonce::from_slice(nonce);
         let aad = [VERSION];
         match &self.cipher {
