@@ -4,11 +4,11 @@
 //! it passed `&UdpTransport`.
 //!
 //! Chitchat encodes its messages inside its own socket, so the wrapper relays: chitchat's
-//! UDP socket is bound to an ephemeral loopback port and talks only to a second loopback
-//! socket of this wrapper (the tap). Sending, chitchat's datagram arrives at the tap, is
-//! sealed and leaves from the public gossip socket; receiving, a datagram of the public
-//! socket is opened and handed to chitchat's socket through the tap, and the answer names the
-//! real sender. Datagrams on the loopback relay from anyone but the other end are ignored.
+//! UDP socket is bound to an ephemeral loopback port. Sending, chitchat sends to the wrapper's
+//! encoder socket, whose datagram is sealed and leaves from the public gossip socket;
+//! receiving, a datagram of the public socket is opened and handed to chitchat's socket from
+//! a loopback tap socket of that peer, so the envelope chitchat decodes names the tap, which
+//! names the peer. Datagrams that reach chitchat's socket from anything but a tap are ignored.
 //!
 //! A datagram that fails authentication, or a plaintext one while `encrypt_verify_incoming`
 //! is on, is dropped, counted (`registry_gossip_packets_dropped{reason}`) and logged at debug.
@@ -17,17 +17,14 @@ use super::crypto::{Keys, VERSION};
 use async_trait::async_trait;
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpTransport};
 use chitchat::ChitchatEnvelope;
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::UdpSocket;
 
 /// Largest UDP payload (IPv4).
 const MAX_DATAGRAM: usize = 65_507;
-/// How long the relay waits for chitchat to take a datagram it was handed; a datagram chitchat
-/// cannot decode is dropped by it, and the relay moves on after this.
-const RELAY_WAIT: Duration = Duration::from_millis(250);
 
 /// Counters of one transport (shared by the sockets it opens).
 #[derive(Debug, Default)]
@@ -89,21 +86,31 @@ impl Transport for SecureTransport {
         let local = loopback_like(&listen_addr);
         let inner = self.inner.open(local).await?;
         let inner_addr = inner.local_addr()?;
-        let tap = UdpSocket::bind(local).await?;
-        let tap_addr = tap.local_addr()?;
+        let encoder = std::net::UdpSocket::bind(local)?;
+        encoder.set_nonblocking(true)?;
+        let encoder_addr = encoder.local_addr()?;
         Ok(Box::new(SecureSocket {
             keys: self.keys.clone(),
             stats: self.stats.clone(),
             public,
             inner,
             inner_addr,
-            tap,
-            tap_addr,
-            pending: None,
+            local,
+            encoder,
+            encoder_addr,
+            taps: HashMap::new(),
+            peers: HashMap::new(),
             buf: vec![0u8; MAX_DATAGRAM + 1],
             out: Vec::with_capacity(MAX_DATAGRAM),
         }))
     }
+}
+
+/// A loopback socket that hands chitchat the datagrams of one peer, so that chitchat's
+/// answer names the tap and the tap names the peer.
+struct Tap {
+    socket: std::net::UdpSocket,
+    wire: usize,
 }
 
 struct SecureSocket {
@@ -112,10 +119,14 @@ struct SecureSocket {
     public: UdpSocket,
     inner: Box<dyn Socket>,
     inner_addr: SocketAddr,
-    tap: UdpSocket,
-    tap_addr: SocketAddr,
-    /// A datagram handed to chitchat's socket and not yet taken: (sender, bytes on the wire).
-    pending: Option<(SocketAddr, usize)>,
+    local: SocketAddr,
+    /// Where chitchat's encoded datagrams are read back. Loopback delivery is synchronous,
+    /// so a plain non-blocking read right after chitchat's send finds the datagram.
+    encoder: std::net::UdpSocket,
+    encoder_addr: SocketAddr,
+    /// Peer -> its tap; tap address -> peer.
+    taps: HashMap<SocketAddr, Tap>,
+    peers: HashMap<SocketAddr, SocketAddr>,
     buf: Vec<u8>,
     out: Vec<u8>,
 }
@@ -127,35 +138,85 @@ fn transient(e: &std::io::Error) -> bool {
             | std::io::ErrorKind::ConnectionReset
             | std::io::ErrorKind::OutOfMemory
             | std::io::ErrorKind::Interrupted
+            | std::io::ErrorKind::WouldBlock
     )
 }
 
 impl SecureSocket {
-    /// Drops whatever is left on the tap (a datagram of an interrupted exchange).
-    fn drain_tap(&mut self) {
-        while self.tap.try_recv_from(&mut self.buf).is_ok() {}
+    /// Chitchat's encoding of `envelope`, read back from the encoder socket.
+    async fn encode(&mut self, envelope: ChitchatEnvelope) -> anyhow::Result<Option<usize>> {
+        // Whatever an interrupted exchange left behind.
+        while self.encoder.recv_from(&mut self.buf).is_ok() {}
+        self.inner.send(self.encoder_addr, envelope).await?;
+        for _ in 0..100 {
+            match self.encoder.recv_from(&mut self.buf) {
+                Ok((n, from)) if from == self.inner_addr => return Ok(Some(n)),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    tokio::task::yield_now().await;
+                }
+                Err(e) if transient(&e) => return Ok(None),
+                Err(e) => return Err(anyhow::anyhow!("gossip relay: {e}")),
+            }
+        }
+        Ok(None)
     }
 
-    /// Chitchat's encoding of `envelope`, read back from the tap.
-    async fn encode(&mut self, envelope: ChitchatEnvelope) -> anyhow::Result<Option<usize>> {
-        self.drain_tap();
-        self.inner.send(self.tap_addr, envelope).await?;
-        let read = async {
-            loop {
-                let (n, from) = self.tap.recv_from(&mut self.buf).await?;
-                if from == self.inner_addr {
-                    return Ok::<usize, std::io::Error>(n);
+    /// Hands an opened datagram of `from` to chitchat through that peer's tap.
+    fn forward(&mut self, from: SocketAddr, plaintext: &[u8], wire: usize) -> anyhow::Result<()> {
+        if !self.taps.contains_key(&from) {
+            if self.taps.len() >= MAX_TAPS {
+                self.taps.clear();
+                self.peers.clear();
+            }
+            let socket = std::net::UdpSocket::bind(self.local)?;
+            socket.set_nonblocking(true)?;
+            self.peers.insert(socket.local_addr()?, from);
+            self.taps.insert(from, Tap { socket, wire });
+        }
+        if let Some(tap) = self.taps.get_mut(&from) {
+            tap.wire = wire;
+            if let Err(e) = tap.socket.send_to(plaintext, self.inner_addr) {
+                if !transient(&e) {
+                    return Err(anyhow::anyhow!("gossip relay: {e}"));
                 }
             }
-        };
-        match tokio::time::timeout(RELAY_WAIT, read).await {
-            Ok(Ok(n)) => Ok(Some(n)),
-            Ok(Err(e)) if transient(&e) => Ok(None),
-            Ok(Err(e)) => Err(anyhow::anyhow!("gossip relay: {e}")),
-            Err(_) => Ok(None),
+        }
+        Ok(())
+    }
+
+    /// Opens a datagram of the gossip port; `None` when it is dropped.
+    fn open_packet(&self, n: usize, from: SocketAddr) -> Option<Vec<u8>> {
+        let packet = &self.buf[..n];
+        if packet.first() == Some(&VERSION) {
+            match self.keys.open(packet) {
+                Ok(p) => {
+                    self.stats.opened.fetch_add(1, Ordering::Relaxed);
+                    Some(p)
+                }
+                Err(_) if !self.keys.verify_incoming() => Some(packet.to_vec()),
+                Err(e) => {
+                    self.stats.auth_failed.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("registry_gossip_packets_dropped", "reason" => "auth")
+                        .increment(1);
+                    tracing::debug!(%from, bytes = n, error = %e, "gossip packet dropped");
+                    None
+                }
+            }
+        } else if self.keys.verify_incoming() {
+            self.stats.plaintext_refused.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("registry_gossip_packets_dropped", "reason" => "plaintext")
+                .increment(1);
+            tracing::debug!(%from, bytes = n, "plaintext gossip packet dropped (encrypt_verify_incoming)");
+            None
+        } else {
+            Some(packet.to_vec())
         }
     }
 }
+
+/// Taps kept at most (one per peer heard from); beyond, they are all replaced.
+const MAX_TAPS: usize = 4096;
 
 #[async_trait]
 impl Socket for SecureSocket {
@@ -192,62 +253,31 @@ impl Socket for SecureSocket {
         }
     }
 
+    /// Cancel-safe: both branches only wait on a socket read.
     async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
         loop {
-            if let Some((from, wire)) = self.pending {
-                match tokio::time::timeout(RELAY_WAIT, self.inner.recv()).await {
-                    Ok(Ok(mut outcome)) => {
-                        if outcome.from_addr != self.tap_addr {
-                            // Not from the relay: ignored, ours is still queued.
-                            continue;
-                        }
-                        self.pending = None;
-                        outcome.from_addr = from;
-                        outcome.num_bytes_received = wire;
-                        return Ok(outcome);
-                    }
-                    Ok(Err(e)) => return Err(e),
-                    Err(_) => {
-                        // Chitchat dropped what it was handed (not a chitchat datagram).
-                        self.pending = None;
-                        continue;
+            tokio::select! {
+                r = self.public.recv_from(&mut self.buf) => {
+                    let (n, from) = match r {
+                        Ok(r) => r,
+                        Err(e) if transient(&e) => continue,
+                        Err(e) => return Err(anyhow::anyhow!("fatal UDP recv error: {e}")),
+                    };
+                    if let Some(plaintext) = self.open_packet(n, from) {
+                        self.forward(from, &plaintext, n)?;
                     }
                 }
-            }
-            let (n, from) = match self.public.recv_from(&mut self.buf).await {
-                Ok(r) => r,
-                Err(e) if transient(&e) => continue,
-                Err(e) => return Err(anyhow::anyhow!("fatal UDP recv error: {e}")),
-            };
-            let packet = &self.buf[..n];
-            let plaintext: Vec<u8> = if packet.first() == Some(&VERSION) {
-                match self.keys.open(packet) {
-                    Ok(p) => {
-                        self.stats.opened.fetch_add(1, Ordering::Relaxed);
-                        p
-                    }
-                    Err(_) if !self.keys.verify_incoming() => packet.to_vec(),
-                    Err(e) => {
-                        self.stats.auth_failed.fetch_add(1, Ordering::Relaxed);
-                        metrics::counter!("registry_gossip_packets_dropped", "reason" => "auth")
-                            .increment(1);
-                        tracing::debug!(%from, bytes = n, error = %e, "gossip packet dropped");
+                r = self.inner.recv() => {
+                    let mut outcome = r?;
+                    // Only the taps talk to chitchat's socket.
+                    let Some(peer) = self.peers.get(&outcome.from_addr).copied() else {
                         continue;
-                    }
+                    };
+                    outcome.num_bytes_received =
+                        self.taps.get(&peer).map(|t| t.wire).unwrap_or(outcome.num_bytes_received);
+                    outcome.from_addr = peer;
+                    return Ok(outcome);
                 }
-            } else if self.keys.verify_incoming() {
-                self.stats.plaintext_refused.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("registry_gossip_packets_dropped", "reason" => "plaintext")
-                    .increment(1);
-                tracing::debug!(%from, bytes = n, "plaintext gossip packet dropped (encrypt_verify_incoming)");
-                continue;
-            } else {
-                packet.to_vec()
-            };
-            match self.tap.send_to(&plaintext, self.inner_addr).await {
-                Ok(_) => self.pending = Some((from, n)),
-                Err(e) if transient(&e) => continue,
-                Err(e) => return Err(anyhow::anyhow!("gossip relay: {e}")),
             }
         }
     }
@@ -258,6 +288,7 @@ impl Socket for SecureSocket {
 mod tests {
     use super::*;
     use crate::gossip::crypto::GossipKey;
+    use std::time::Duration;
 
     fn keys(fill: u8, incoming: bool, outgoing: bool) -> Arc<Keys> {
         Arc::new(Keys::new(
