@@ -20,8 +20,10 @@ use std::sync::Arc;
 pub const KEYRING_KEY: &str = "keyring";
 /// Gossip state key prefix of keyring change requests.
 pub const REQUEST_PREFIX: &str = "kr:";
-/// The keyring file under the data directory.
+/// The LAN keyring file under the data directory.
 pub const LOCAL_KEYRING: &str = "serf/local.keyring";
+/// The WAN keyring file under the data directory (Consul's name, for a WAN pool).
+pub const REMOTE_KEYRING: &str = "serf/remote.keyring";
 
 /// A keyring change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,8 +86,18 @@ impl Keyring {
     /// `encrypt` is not used, as in Consul), else from `encrypt` (saved to that file). `None`
     /// when there is neither: gossip is not encrypted.
     pub fn load(data_dir: Option<&Path>, cfg: &EncryptConfig) -> Result<Option<Keyring>, String> {
+        Keyring::load_file(data_dir, LOCAL_KEYRING, cfg)
+    }
+
+    /// [`Keyring::load`] from another file of the data directory (`REMOTE_KEYRING` for a
+    /// WAN pool).
+    pub fn load_file(
+        data_dir: Option<&Path>,
+        name: &str,
+        cfg: &EncryptConfig,
+    ) -> Result<Option<Keyring>, String> {
         let file = match (data_dir, cfg.disable_keyring_file) {
-            (Some(dir), false) => Some(dir.join(LOCAL_KEYRING)),
+            (Some(dir), false) => Some(dir.join(name)),
             _ => None,
         };
         let mut keys = None;
