@@ -972,6 +972,13 @@ impl AgentApi for LocalAgent {
         Box::pin(self.reload_config())
     }
 
+    fn keyring(
+        &self,
+        op: registry_server::agent_api::KeyringOp,
+    ) -> BoxFuture<'_, Result<serde_json::Value, ServerError>> {
+        self.members.keyring(op)
+    }
+
     fn force_leave<'a>(
         &'a self,
         node: &'a str,

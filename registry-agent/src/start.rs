@@ -23,15 +23,33 @@ pub struct GossipStart {
     pub skip_leave_on_interrupt: bool,
 }
 
-/// The gossip settings of `cfg`.
-pub fn gossip_start(cfg: &RuntimeConfig) -> GossipStart {
+/// The gossip settings of `cfg`, with its keyring loaded (`<data_dir>/serf/local.keyring`,
+/// else `encrypt`).
+pub fn gossip_start(cfg: &RuntimeConfig) -> anyhow::Result<GossipStart> {
+    let keyring = crate::gossip::keyring::Keyring::load(
+        cfg.storage.data_dir().map(|p| p.as_path()),
+        &cfg.encrypt,
+    )
+    .map_err(|e| anyhow::anyhow!("Failed to configure keyring: {e}"))?
+    .map(Arc::new);
+    let wan_keyring = if cfg.server {
+        crate::gossip::keyring::Keyring::load_file(
+            cfg.storage.data_dir().map(|p| p.as_path()),
+            crate::gossip::keyring::REMOTE_KEYRING,
+            &cfg.encrypt,
+        )
+        .map_err(|e| anyhow::anyhow!("Failed to configure WAN keyring: {e}"))?
+        .map(Arc::new)
+    } else {
+        None
+    };
     let mut join = cfg.join.start_join.clone();
     for a in &cfg.join.retry_join {
         if !join.contains(a) {
             join.push(a.clone());
         }
     }
-    GossipStart {
+    Ok(GossipStart {
         config: GossipConfig {
             node_name: cfg.node_name.clone(),
             datacenter: cfg.datacenter.clone(),
@@ -43,6 +61,7 @@ pub fn gossip_start(cfg: &RuntimeConfig) -> GossipStart {
             interval: cfg.gossip.interval,
             phi_threshold: crate::gossip::DEFAULT_PHI_THRESHOLD,
             reconnect_timeout: cfg.gossip.reconnect_timeout,
+            keyring,
         },
         wan: cfg.server.then(|| {
             let mut join = cfg.join.start_join_wan.clone();
@@ -61,11 +80,12 @@ pub fn gossip_start(cfg: &RuntimeConfig) -> GossipStart {
                 retry_interval: cfg.join.retry_interval,
                 interval: cfg.gossip.interval,
                 reconnect_timeout: cfg.gossip.reconnect_timeout,
+                keyring: wan_keyring,
             }
         }),
         leave_on_terminate: cfg.gossip.leave_on_terminate,
         skip_leave_on_interrupt: cfg.gossip.skip_leave_on_interrupt,
-    }
+    })
 }
 
 /// Starts the WAN pool of a server and hands its datacenter directory to the server's
@@ -134,7 +154,7 @@ pub async fn run_agent(
             cfg.services.clone(),
             cfg.checks.clone(),
             reload,
-            gossip_start(&cfg),
+            gossip_start(&cfg)?,
         )
         .await;
     }
@@ -144,7 +164,7 @@ pub async fn run_agent(
         cfg.services.clone(),
         cfg.checks.clone(),
         reload,
-        Some(gossip_start(&cfg)),
+        Some(gossip_start(&cfg)?),
     )
     .await
 }

@@ -20,6 +20,22 @@ pub struct ServiceHealth {
     pub checks: Vec<Value>,
 }
 
+/// A `/v1/operator/keyring` request (keys in base64).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyringOp {
+    /// `GET`: the keys of the pool with the number of members holding each.
+    List {
+        /// `?local-only`: this agent's keyring only.
+        local_only: bool,
+    },
+    /// `POST`: install a key on every member.
+    Install(String),
+    /// `PUT`: make a key the primary one on every member.
+    Use(String),
+    /// `DELETE`: remove a key from every member.
+    Remove(String),
+}
+
 /// What the HTTP layer asks of the local agent.
 pub trait AgentApi: Send + Sync + 'static {
     /// `/v1/agent/self`.
@@ -74,6 +90,15 @@ pub trait AgentApi: Send + Sync + 'static {
     /// check definitions in them. An agent without configuration files has nothing to do.
     fn reload(&self) -> BoxFuture<'_, Result<(), ServerError>> {
         Box::pin(async { Ok(()) })
+    }
+    /// `/v1/operator/keyring`: lists or changes the gossip keyring of the pool. An agent
+    /// without gossip encryption has no keyring.
+    fn keyring(&self, _op: KeyringOp) -> BoxFuture<'_, Result<Value, ServerError>> {
+        Box::pin(async {
+            Err(ServerError::Internal(
+                "Keyring is empty (encryption not enabled)".to_string(),
+            ))
+        })
     }
     /// `PUT /v1/agent/force-leave/:node` (`?prune`).
     fn force_leave<'a>(

@@ -76,6 +76,8 @@ pub struct ClusterOptions {
     pub partitionable: bool,
     /// How long [`TestCluster::start`] waits for the servers to agree on a leader.
     pub leader_timeout: Duration,
+    /// Extra command-line arguments of one server, by index (also for servers added later).
+    pub server_args: std::collections::BTreeMap<usize, Vec<String>>,
 }
 
 impl ClusterOptions {
@@ -87,7 +89,15 @@ impl ClusterOptions {
             hcl: Vec::new(),
             partitionable: false,
             leader_timeout: Duration::from_secs(30),
+            server_args: Default::default(),
         }
+    }
+
+    /// Extra command-line arguments for server `i` (e.g. a flag only that server gets).
+    pub fn server_args(mut self, i: usize, args: &[&str]) -> Self {
+        self.server_args
+            .insert(i, args.iter().map(|s| s.to_string()).collect());
+        self
     }
 
     /// Adds an HCL configuration fragment for every server.
@@ -214,6 +224,7 @@ pub struct ClusterServer {
     pub data_dir: PathBuf,
     log_path: PathBuf,
     args: Vec<String>,
+    extra: Vec<String>,
     child: Option<Child>,
     cgroup: Option<PathBuf>,
 }
@@ -269,7 +280,12 @@ impl ClusterServer {
             &log,
             "=== harness: {} {}",
             bin.display(),
-            self.args.join(" ")
+            self.args
+                .iter()
+                .chain(&self.extra)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ")
         )?;
         let mut cmd = match &self.cgroup {
             // The shell moves itself into the cgroup, then becomes the server: every socket
@@ -286,6 +302,7 @@ impl ClusterServer {
         };
         let child = cmd
             .args(&self.args)
+            .args(&self.extra)
             .env("NO_COLOR", "1")
             .env_remove("CONSUL_HTTP_ADDR")
             .stdin(Stdio::null())
@@ -642,6 +659,12 @@ impl TestCluster {
             node,
             data_dir,
             args,
+            extra: self
+                .opts
+                .server_args
+                .get(&index)
+                .cloned()
+                .unwrap_or_default(),
             child: None,
             cgroup,
         });
@@ -837,6 +860,11 @@ impl TestCluster {
         }
         self.servers[i].spawn(&self.bin)?;
         self.wait_http(i, Duration::from_secs(20)).await
+    }
+
+    /// Replaces the extra arguments of server `i` for its next start ([`TestCluster::restart`]).
+    pub fn set_server_args(&mut self, i: usize, args: &[&str]) {
+        self.servers[i].extra = args.iter().map(|s| s.to_string()).collect();
     }
 
     /// Waits for the process of server `i` to exit on its own (after `registry leave`).

@@ -619,7 +619,7 @@ const DESTRUCTIVE: &[&str] = &[
 async fn every_route_gets_an_acl_decision() -> Result<()> {
     let a = deny_agent().await?;
     let node = a.node.clone();
-    let (read, _) = token_with_rules(&a, "reader", "key_prefix \"\" { policy = \"read\" }\nservice_prefix \"\" { policy = \"read\" }\nnode_prefix \"\" { policy = \"read\" }\nagent_prefix \"\" { policy = \"read\" }\nsession_prefix \"\" { policy = \"read\" }\nevent_prefix \"\" { policy = \"read\" }\nquery_prefix \"\" { policy = \"read\" }\noperator = \"read\"\nacl = \"read\"").await?;
+    let (read, _) = token_with_rules(&a, "reader", "key_prefix \"\" { policy = \"read\" }\nservice_prefix \"\" { policy = \"read\" }\nnode_prefix \"\" { policy = \"read\" }\nagent_prefix \"\" { policy = \"read\" }\nsession_prefix \"\" { policy = \"read\" }\nevent_prefix \"\" { policy = \"read\" }\nquery_prefix \"\" { policy = \"read\" }\noperator = \"read\"\nacl = \"read\"\nkeyring = \"read\"").await?;
     let (write, _) = token_with_rules(&a, "writer", "key_prefix \"\" { policy = \"write\" }\nservice_prefix \"\" { policy = \"write\" }\nnode_prefix \"\" { policy = \"write\" }\nagent_prefix \"\" { policy = \"write\" }\nsession_prefix \"\" { policy = \"write\" }\nevent_prefix \"\" { policy = \"write\" }\nquery_prefix \"\" { policy = \"write\" }\noperator = \"write\"\nacl = \"write\"\nkeyring = \"write\"").await?;
     call(&a, Method::PUT, "/v1/kv/app/k", Some("root"), Some("v")).await?;
     let routes = table_routes();

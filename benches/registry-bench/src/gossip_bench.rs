@@ -6,12 +6,18 @@
 //! window, then failure detection (one member stops gossiping; time until the first and the
 //! last of the others report it failed). Prints one JSON line on stdout and a summary on
 //! stderr. It measures; it asserts nothing.
+//!
+//! `--encrypt` runs the pool over the encrypting transport (AES-256-GCM, one key), and
+//! `--codec` first prints the cost of sealing and opening one packet per size next to a copy
+//! of the same bytes (the anchor, measured in the same run).
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpTransport};
 use chitchat::ChitchatEnvelope;
 use clap::Parser;
+use registry_agent::gossip::crypto::{GossipKey, Keys};
+use registry_agent::gossip::transport::SecureTransport;
 use registry_agent::gossip::{Gossip, GossipConfig, DEFAULT_PHI_THRESHOLD};
 use registry_server::http::UserEvents;
 use registry_server::leader::members::MemberStatus;
@@ -53,6 +59,12 @@ struct Args {
     /// Label printed with the figures (e.g. `before`/`after`).
     #[arg(long, default_value = "")]
     label: String,
+    /// Encrypt gossip (the agent's `encrypt`).
+    #[arg(long)]
+    encrypt: bool,
+    /// Measure the packet codec first.
+    #[arg(long)]
+    codec: bool,
 }
 
 #[derive(Default)]
@@ -63,6 +75,7 @@ struct Counters {
 
 struct Counting {
     counters: Arc<Counters>,
+    inner: Box<dyn Transport>,
 }
 
 struct CountingSocket {
@@ -73,7 +86,7 @@ struct CountingSocket {
 #[async_trait]
 impl Transport for Counting {
     async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        let inner = UdpTransport.open(listen_addr).await?;
+        let inner = self.inner.open(listen_addr).await?;
         Ok(Box::new(CountingSocket {
             inner,
             counters: self.counters.clone(),
@@ -156,6 +169,7 @@ fn config(i: usize, args: &Args) -> GossipConfig {
         interval: Duration::from_millis(args.interval_ms),
         phi_threshold: args.phi,
         reconnect_timeout: Duration::from_secs(72 * 3600),
+        keyring: None,
     }
 }
 
@@ -209,8 +223,19 @@ async fn run(args: Args) -> Result<()> {
     let copying = args.copying_polls;
     let drops0 = rcvbuf_errors();
     let counters = Arc::new(Counters::default());
+    let inner: Box<dyn Transport> = if args.encrypt {
+        let key = GossipKey::from_bytes(&[7u8; 32])?;
+        Box::new(SecureTransport::new(Arc::new(Keys::new(
+            vec![key],
+            true,
+            true,
+        ))))
+    } else {
+        Box::new(UdpTransport)
+    };
     let transport = Counting {
         counters: counters.clone(),
+        inner,
     };
     let t0 = Instant::now();
     let mut pool = Vec::with_capacity(n);
@@ -315,6 +340,7 @@ async fn run(args: Args) -> Result<()> {
         serde_json::json!({
             "bench": "gossip",
             "label": args.label,
+            "encrypt": args.encrypt,
             "members": n,
             "phi": args.phi,
             "copying_polls": copying,
@@ -338,8 +364,60 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Nanoseconds per call of `f`, over about 0.3 s.
+fn per_call(mut f: impl FnMut()) -> f64 {
+    let mut n = 0u64;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(300) {
+        for _ in 0..64 {
+            f();
+        }
+        n += 64;
+    }
+    t.elapsed().as_nanos() as f64 / n as f64
+}
+
+/// Seal and open cost per packet size, next to a plain copy of the same bytes.
+fn codec_bench() -> Result<()> {
+    let keys = Keys::new(vec![GossipKey::from_bytes(&[9u8; 32])?], true, true);
+    for size in [128usize, 512, 1_400, 8_192, 65_000] {
+        let plain = vec![0x5au8; size];
+        let mut sealed = Vec::new();
+        keys.seal(&plain, &mut sealed);
+        let copy_ns = per_call(|| {
+            std::hint::black_box(std::hint::black_box(&plain).clone());
+        });
+        let seal_ns = per_call(|| {
+            let mut out = Vec::new();
+            keys.seal(std::hint::black_box(&plain), &mut out);
+            std::hint::black_box(out);
+        });
+        let open_ns = per_call(|| {
+            std::hint::black_box(keys.open(std::hint::black_box(&sealed)).ok());
+        });
+        eprintln!(
+            "{size:>6} B: seal {:>8.0} ns, open {:>8.0} ns ({:.0} MB/s), copy (anchor) {:>6.0} ns",
+            seal_ns,
+            open_ns,
+            size as f64 / open_ns * 1e3,
+            copy_ns
+        );
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "gossip-codec", "bytes": size, "seal_ns": seal_ns,
+                "open_ns": open_ns, "copy_anchor_ns": copy_ns,
+            })
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.codec {
+        codec_bench()?;
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
         .enable_all()

@@ -60,6 +60,17 @@ pub trait Membership: Send + Sync + 'static {
     fn force_leave<'a>(&'a self, node: &'a str, _prune: bool) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move { Err(format!("agent: No node found with name '{node}'")) })
     }
+    /// Lists or changes the gossip keyring of the pool (`/v1/operator/keyring`).
+    fn keyring(
+        &self,
+        _op: registry_server::agent_api::KeyringOp,
+    ) -> BoxFuture<'_, Result<serde_json::Value, registry_server::ServerError>> {
+        Box::pin(async {
+            Err(registry_server::ServerError::Internal(
+                "Keyring is empty (encryption not enabled)".to_string(),
+            ))
+        })
+    }
 }
 
 /// This node's serf tags, as a Consul server (`role=consul`) or client (`role=node`)

@@ -14,6 +14,7 @@ pub mod debug;
 pub mod gossip;
 pub mod http;
 pub mod k8s_sync;
+pub mod keyring;
 pub mod kv;
 pub mod kv_transfer;
 pub mod lock;
@@ -121,6 +122,10 @@ pub enum Command {
     /// Forces a failed member out of the cluster (left; with -prune, forgotten).
     #[command(name = "force-leave")]
     ForceLeave(gossip::ForceLeaveArgs),
+    /// Generates a new gossip encryption key (32 bytes, base64).
+    Keygen,
+    /// Manages gossip layer encryption keys.
+    Keyring(keyring::KeyringArgs),
     /// Prints debugging information about the agent.
     Info(ops::InfoArgs),
     /// Watches a key, a key prefix, the services or nodes, one service's instances, checks
@@ -188,6 +193,7 @@ pub fn run(args: &[String]) -> i32 {
             let mut err = std::io::stderr().lock();
             tls::run(command, &mut ui::Ui::new(&mut out, &mut err))
         }
+        Command::Keygen => keyring::keygen(),
         other => run_client(other),
     }
 }
@@ -229,7 +235,12 @@ fn run_client(command: Command) -> i32 {
             Command::Maint(args) => maint::run(args, &mut ui).await,
             Command::Reload(args) => ops::reload(args, &mut ui).await,
             Command::Acl { command } => acl::run(command, &mut ui).await,
-            Command::Agent(_) | Command::Version(_) | Command::Validate(_) | Command::Tls { .. } => 1,
+            Command::Keyring(args) => keyring::run(args, &mut ui).await,
+            Command::Agent(_)
+            | Command::Version(_)
+            | Command::Validate(_)
+            | Command::Tls { .. }
+            | Command::Keygen => 1,
         }
     })
 }

@@ -323,12 +323,16 @@ pub fn build(
         None => env.stored_node_id(&storage)?,
     };
 
-    if c.encrypt.is_some() {
-        warnings.push(
-            "encrypt is accepted but gossip encryption is not implemented; ignoring the key"
-                .to_string(),
-        );
+    if let Some(key) = &c.encrypt {
+        crate::gossip::crypto::GossipKey::from_base64(key)
+            .map_err(|e| ConfigError::invalid(format!("encrypt has invalid key: {e}")))?;
     }
+    let encrypt = crate::gossip::keyring::EncryptConfig {
+        key: c.encrypt.clone(),
+        verify_incoming: c.encrypt_verify_incoming.unwrap_or(true),
+        verify_outgoing: c.encrypt_verify_outgoing.unwrap_or(true),
+        disable_keyring_file: c.disable_keyring_file.unwrap_or(false),
+    };
 
     let tls = c.tls.build(&datacenter, &dns.domain)?;
     let config = RuntimeConfig {
@@ -383,6 +387,7 @@ pub fn build(
         tls,
         limits: c.limits.build()?,
         gossip,
+        encrypt,
         services: c.services,
         checks: c.checks,
         config_files,

@@ -111,7 +111,6 @@ pub(crate) const IGNORED: &[(&str, Kind)] = &[
     ("disable_coordinates", Bool),
     ("disable_host_node_id", Bool),
     ("disable_http_unprintable_char_filter", Bool),
-    ("disable_keyring_file", Bool),
     ("disable_remote_exec", Bool),
     ("disable_update_check", Bool),
     ("discard_check_output", Bool),
@@ -120,8 +119,6 @@ pub(crate) const IGNORED: &[(&str, Kind)] = &[
     ("enable_central_service_config", Bool),
     ("enable_debug", Bool),
     ("enable_local_script_checks", Bool),
-    ("encrypt_verify_incoming", Bool),
-    ("encrypt_verify_outgoing", Bool),
     ("license_path", Str),
     ("log_sublevels", Map),
     ("max_query_time", Dur),
@@ -367,12 +364,9 @@ pub(crate) fn reason(path: &str) -> &'static str {
         | "serf_wan"
         | "serf_lan_allowed_cidrs"
         | "serf_wan_allowed_cidrs"
-        | "encrypt_verify_incoming"
-        | "encrypt_verify_outgoing"
         | "advertise_reconnect_timeout"
         | "reconnect_timeout"
-        | "reconnect_timeout_wan"
-        | "disable_keyring_file" => "gossip timing, encryption and reaping are not tunable",
+        | "reconnect_timeout_wan" => "gossip timing and reaping are not tunable",
         "limits" | "http_config" => "request rate, size and connection limits are not enforced",
         "log_sublevels" => "one level applies to every subsystem",
         "audit" | "reporting" | "non_voting_server" | "read_replica" | "segment" | "segments"

@@ -152,8 +152,14 @@ pub struct PartialConfig {
     pub ui_content_path: Option<String>,
     /// `enable_script_checks`.
     pub enable_script_checks: Option<bool>,
-    /// `encrypt` / `-encrypt` (accepted; gossip encryption is not implemented).
+    /// `encrypt` / `-encrypt`: the gossip encryption key (base64 of 16, 24 or 32 bytes).
     pub encrypt: Option<String>,
+    /// `encrypt_verify_incoming`: refuse plaintext gossip (default true).
+    pub encrypt_verify_incoming: Option<bool>,
+    /// `encrypt_verify_outgoing`: send gossip encrypted (default true).
+    pub encrypt_verify_outgoing: Option<bool>,
+    /// `disable_keyring_file`: keep the gossip keyring in memory only.
+    pub disable_keyring_file: Option<bool>,
     /// `dns_config { }`.
     pub dns: PartialDns,
     /// `recursors` / `-recursor`.
@@ -230,6 +236,9 @@ impl PartialConfig {
             ui: top.bool("ui")?,
             enable_script_checks: top.bool("enable_script_checks")?,
             encrypt: top.string("encrypt")?,
+            encrypt_verify_incoming: top.bool("encrypt_verify_incoming")?,
+            encrypt_verify_outgoing: top.bool("encrypt_verify_outgoing")?,
+            disable_keyring_file: top.bool("disable_keyring_file")?,
             recursors: top.strings("recursors")?,
             raft_snapshot_threshold: top.uint("raft_snapshot_threshold")?,
             raft_snapshot_interval: top.duration("raft_snapshot_interval")?,
@@ -352,6 +361,15 @@ impl PartialConfig {
         set(&mut self.ui_content_path, other.ui_content_path);
         set(&mut self.enable_script_checks, other.enable_script_checks);
         set(&mut self.encrypt, other.encrypt);
+        set(
+            &mut self.encrypt_verify_incoming,
+            other.encrypt_verify_incoming,
+        );
+        set(
+            &mut self.encrypt_verify_outgoing,
+            other.encrypt_verify_outgoing,
+        );
+        set(&mut self.disable_keyring_file, other.disable_keyring_file);
         set(&mut self.dns.allow_stale, other.dns.allow_stale);
         set(&mut self.dns.max_stale, other.dns.max_stale);
         set(&mut self.dns.node_ttl, other.dns.node_ttl);

@@ -242,6 +242,8 @@ pub struct RuntimeConfig {
     pub limits: registry_server::edge::Limits,
     /// LAN gossip and leave behaviour.
     pub gossip: GossipSettings,
+    /// Gossip encryption (`encrypt`, `encrypt_verify_*`, `disable_keyring_file`).
+    pub encrypt: crate::gossip::keyring::EncryptConfig,
     /// Service definitions from `service { }` / `services [ ]`, in file order, exactly as
     /// written (snake_case or CamelCase keys; `checks` always an array).
     pub services: Vec<Value>,

@@ -151,7 +151,29 @@ fn golden_json_sets_every_key() {
         ]
     );
     assert_eq!(c.config_files, vec![testdata("full.json")]);
-    assert!(built.warnings.iter().any(|w| w.contains("encrypt")));
+    // The gossip key is used now: no warning, and it is never printed.
+    assert!(!built.warnings.iter().any(|w| w.contains("encrypt")));
+    assert!(c.encrypt.key.is_some());
+    assert!(c.encrypt.verify_incoming && c.encrypt.verify_outgoing);
+    assert!(!format!("{:?}", c.encrypt).contains(c.encrypt.key.as_deref().unwrap_or("-")));
+}
+
+#[test]
+fn encrypt_keys_are_checked() {
+    let bad = PartialConfig {
+        encrypt: Some("c2hvcnQ=".to_string()),
+        ..PartialConfig::default()
+    };
+    let err = load_with(vec![], bad, true).expect_err("a 5-byte key");
+    assert!(err.to_string().contains("encrypt has invalid key"), "{err}");
+    let rolling = PartialConfig {
+        encrypt: Some("HH9f3S6PSg2gjCqWmR+DwA==".to_string()),
+        encrypt_verify_incoming: Some(false),
+        encrypt_verify_outgoing: Some(false),
+        ..PartialConfig::default()
+    };
+    let c = load_with(vec![], rolling, true).expect("config").config;
+    assert!(!c.encrypt.verify_incoming && !c.encrypt.verify_outgoing);
 }
 
 #[test]

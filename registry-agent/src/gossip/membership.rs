@@ -5,9 +5,11 @@
 //! server to the cluster it reaches, `registry leave` removes it from the voters first), as
 //! a Consul server's leader does when a server member joins or leaves.
 
+use super::keyring::Op;
 use super::Gossip;
 use crate::agent::members::{alive_member, Member, Membership};
 use futures::future::BoxFuture;
+use registry_server::agent_api::KeyringOp;
 use registry_server::leader::members::MemberStatus;
 use std::sync::Arc;
 
@@ -143,6 +145,32 @@ impl Membership for GossipMembership {
                     wan.force_leave(node, prune).await
                 }
                 _ => self.gossip.force_leave(node, prune).await,
+            }
+        })
+    }
+
+    fn keyring(
+        &self,
+        op: KeyringOp,
+    ) -> BoxFuture<'_, Result<serde_json::Value, registry_server::ServerError>> {
+        Box::pin(async move {
+            match op {
+                KeyringOp::List { local_only } => self.gossip.keyring_list(local_only).await,
+                KeyringOp::Install(k) => self
+                    .gossip
+                    .keyring_change(Op::Install, &k)
+                    .await
+                    .map(|_| serde_json::Value::Null),
+                KeyringOp::Use(k) => self
+                    .gossip
+                    .keyring_change(Op::Use, &k)
+                    .await
+                    .map(|_| serde_json::Value::Null),
+                KeyringOp::Remove(k) => self
+                    .gossip
+                    .keyring_change(Op::Remove, &k)
+                    .await
+                    .map(|_| serde_json::Value::Null),
             }
         })
     }

@@ -19,9 +19,13 @@
 //! `<node>.<dc>` ([`wan`] builds its configuration and turns its members into the
 //! datacenter directory that cross-datacenter forwarding uses).
 
+pub mod crypto;
 pub mod events;
+pub mod keyring;
+mod keyring_ops;
 mod membership;
 pub mod rtt;
+pub mod transport;
 pub mod view;
 pub mod wan;
 
@@ -63,6 +67,9 @@ pub struct GossipConfig {
     pub phi_threshold: f64,
     /// A failed member is reaped (and deregistered) after this long.
     pub reconnect_timeout: Duration,
+    /// The gossip keyring when `encrypt` is set or a keyring file exists: every datagram
+    /// is then encrypted ([`transport::SecureTransport`]).
+    pub keyring: Option<Arc<keyring::Keyring>>,
 }
 
 impl GossipConfig {
@@ -121,7 +128,10 @@ pub struct Gossip {
     services: OnceLock<LocalServices>,
     left: std::sync::atomic::AtomicBool,
     rtt: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<rtt::RttSample>>>,
+    /// Keyring change requests applied already (by ID).
+    applied: parking_lot::Mutex<std::collections::HashSet<String>>,
     _events: ListenerHandle,
+    _keyring_requests: Option<ListenerHandle>,
 }
 
 impl std::fmt::Debug for Gossip {
@@ -162,11 +172,21 @@ impl Gossip {
     /// Binds the gossip socket, starts chitchat, the member list refresh, the join attempts
     /// and event delivery into `events`.
     /// Round trips of gossip rounds are measured (see [`rtt`]) and available from
-    /// [`Gossip::take_rtt_samples`].
+    /// [`Gossip::take_rtt_samples`]; with a keyring every datagram is encrypted (see
+    /// [`transport`]).
     pub async fn start(cfg: GossipConfig, events: Arc<UserEvents>) -> anyhow::Result<Arc<Gossip>> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let transport = rtt::RttTransport::new(UdpTransport, tx);
-        let g = Self::start_with_transport(cfg, events, &transport).await?;
+        let g = match cfg.keyring.clone() {
+            Some(ring) => {
+                let secure = transport::SecureTransport::new(ring.keys());
+                let transport = rtt::RttTransport::new(secure, tx);
+                Self::start_with_transport(cfg, events, &transport).await?
+            }
+            None => {
+                let transport = rtt::RttTransport::new(UdpTransport, tx);
+                Self::start_with_transport(cfg, events, &transport).await?
+            }
+        };
         *g.rtt.lock() = Some(rx);
         Ok(g)
     }
@@ -234,7 +254,16 @@ impl Gossip {
             protocol_version: digest_format(),
         };
         let tags = serde_json::to_string(&cfg.tags)?;
-        let handle = spawn_chitchat(config, vec![(TAGS_KEY.to_string(), tags)], transport)
+        let mut initial = vec![(TAGS_KEY.to_string(), tags)];
+        if let Some(ring) = &cfg.keyring {
+            initial.push((keyring::KEYRING_KEY.to_string(), ring.published()));
+            tracing::info!(
+                verify_incoming = ring.keys().verify_incoming(),
+                verify_outgoing = ring.keys().verify_outgoing(),
+                "gossip encryption enabled"
+            );
+        }
+        let handle = spawn_chitchat(config, initial, transport)
             .await
             .map_err(|e| {
                 anyhow::anyhow!("starting {} gossip on {}: {e:#}", cfg.pool(), cfg.bind)
@@ -247,6 +276,16 @@ impl Gossip {
             .subscribe_event(events::EVENT_PREFIX, move |ev| {
                 let _ = tx.send(ev.value.to_string());
             });
+        let (ktx, krx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+        let keyring_requests = match cfg.keyring.is_some() {
+            true => Some(chitchat.lock().await.subscribe_event(
+                keyring::REQUEST_PREFIX,
+                move |ev| {
+                    let _ = ktx.send((ev.key.to_string(), ev.value.to_string()));
+                },
+            )),
+            false => None,
+        };
         let gossip = Arc::new(Gossip {
             handle,
             chitchat,
@@ -256,9 +295,12 @@ impl Gossip {
             services: OnceLock::new(),
             left: std::sync::atomic::AtomicBool::new(false),
             rtt: parking_lot::Mutex::new(None),
+            applied: parking_lot::Mutex::new(Default::default()),
             _events: listener,
+            _keyring_requests: keyring_requests,
             cfg,
         });
+        tokio::spawn(keyring_ops::apply_requests(Arc::downgrade(&gossip), krx));
         tracing::info!(pool = gossip.cfg.pool(), bind = %gossip.cfg.bind, advertise = %gossip.cfg.advertise, "gossip listening");
 
         // Events from other agents.

@@ -24,6 +24,7 @@ fn config(name: &str, port: u16, join: Vec<String>) -> GossipConfig {
         interval: Duration::from_millis(100),
         phi_threshold: DEFAULT_PHI_THRESHOLD,
         reconnect_timeout: Duration::from_secs(3),
+        keyring: None,
     }
 }
 

@@ -35,6 +35,9 @@ pub struct WanSettings {
     pub interval: Duration,
     /// A failed member is reaped after this long.
     pub reconnect_timeout: Duration,
+    /// The WAN keyring (`<data_dir>/serf/remote.keyring`, else `encrypt`), as Consul keeps
+    /// one per pool: every WAN datagram is then encrypted.
+    pub keyring: Option<Arc<super::keyring::Keyring>>,
 }
 
 impl WanSettings {
@@ -51,6 +54,7 @@ impl WanSettings {
             interval: self.interval,
             phi_threshold: super::DEFAULT_PHI_THRESHOLD,
             reconnect_timeout: self.reconnect_timeout,
+            keyring: self.keyring.clone(),
         }
     }
 }

@@ -147,6 +147,7 @@ pub fn decision(method: &Method, template: &str) -> Option<Decision> {
         "/v1/internal/ui/nodes" => d(Open, Filter::Array(NODE)),
         "/v1/internal/ui/node/{node}" => d(Path(Node, Read), f),
         "/v1/operator/usage" => d(Global(Global::Operator, Read), f),
+        "/v1/operator/keyring" => d(Global(Global::Keyring, if get { Read } else { Write }), f),
         "/v1/agent/members" => d(Open, Filter::Array(&[(Node, &["Name"])])),
         "/v1/agent/metrics" | "/v1/agent/self" => d(Agent(Resource::Agent, Read), f),
         "/v1/agent/service/register" => d(Body(BodyKind::AgentService), f),

@@ -19,6 +19,7 @@ pub mod coordinate;
 pub mod event;
 mod health;
 mod host;
+mod keyring;
 mod kv;
 mod operator;
 mod query;

@@ -3,7 +3,7 @@
 
 use super::{
     acl, acl_role, agent, agent_ops, catalog, config_entries, connect, coordinate, event, health,
-    kv, operator, query, session, snapshot, status, txn, ui, ui_api, AgentState, AppState,
+    keyring, kv, operator, query, session, snapshot, status, txn, ui, ui_api, AgentState, AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::extract::FromRef;
@@ -219,6 +219,13 @@ fn agent_routes() -> Router<AgentState> {
         .route("/v1/agent/force-leave/{node}", put(agent::force_leave))
         .route("/v1/agent/maintenance", put(agent::node_maintenance))
         .route("/v1/agent/members", get(agent::members))
+        .route(
+            "/v1/operator/keyring",
+            get(keyring::list)
+                .post(keyring::install)
+                .put(keyring::use_key)
+                .delete(keyring::remove),
+        )
         .route("/v1/agent/metrics", get(agent::metrics))
         .route("/v1/agent/host", get(agent_ops::host))
         .route("/v1/agent/version", get(agent_ops::version))
