@@ -228,12 +228,17 @@ pub async fn start_client(
     };
     if config.dns_port != 0 {
         let bind = std::net::SocketAddr::new(config.client_addr, config.dns_port);
-        let addr = registry_server::rpc::dns::serve_client(bind, pool.clone()).await?;
+        let addr = registry_server::rpc::dns::serve_client(
+            bind,
+            pool.clone(),
+            config.acl.tokens.default.clone(),
+        )
+        .await?;
         tracing::info!(%addr, "DNS listening (UDP, answers from the servers)");
     }
     let app = registry_server::http::client_router(
         state,
-        Arc::new(ClientForward::new(pool, &config.node_name)),
+        Arc::new(ClientForward::new(pool, &config.node_name).with_default_token(&config.acl.tokens.default)),
     );
     let addr = config.http_addr();
     let listener = tokio::net::TcpListener::bind(addr)

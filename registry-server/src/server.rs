@@ -212,6 +212,10 @@ impl Server {
             None
         };
         if state.acl.enabled() {
+            // Client agents' DNS queries are answered as their own default token sees the
+            // catalog.
+            self.dns
+                .install_acl(state.acl.clone(), self.config.datacenter.clone());
             // The leader creates the built-in ACL records and the `initial_management` token;
             // checked again after every leadership change.
             let acl_state = state.clone();
@@ -224,9 +228,13 @@ impl Server {
                 }
             });
         }
-        let node: Arc<str> = self.config.node_name.as_str().into();
+        let route = crate::rpc::api::LeaderRoute {
+            raft: self.raft.clone(),
+            node: self.config.node_name.as_str().into(),
+            acl: state.acl.clone(),
+        };
         let app = http::router(state).layer(axum::middleware::from_fn_with_state(
-            (self.raft.clone(), node),
+            route,
             crate::rpc::api::to_leader,
         ));
         self.api.install(app.clone());

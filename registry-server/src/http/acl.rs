@@ -17,8 +17,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use registry_proto::acl::rules::{Access, Global};
+use crate::state::Db;
 use registry_proto::acl::{
-    AclCommand, Link, NodeIdentity, Policy, ServiceIdentity, Token, GLOBAL_MANAGEMENT_ID,
+    AclCommand, Link, NodeIdentity, Policy, ServiceIdentity, TemplatedPolicy, Token,
+    GLOBAL_MANAGEMENT_ID,
 };
 use registry_proto::Command;
 use serde_json::{json, Value};
@@ -77,7 +79,7 @@ pub(super) async fn propose(s: &AppState, cmd: AclCommand) -> Result<(), Respons
     }
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -109,7 +111,7 @@ pub(super) fn fstr(v: &Value, key: &str) -> String {
         .to_string()
 }
 
-fn strings(v: Option<&Value>) -> Vec<String> {
+pub(super) fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
         .map(|a| {
             a.iter()
@@ -166,42 +168,134 @@ pub(super) fn resolve_links(
     Ok(out)
 }
 
-pub(super) fn identities(v: &Value) -> Result<(Vec<ServiceIdentity>, Vec<NodeIdentity>), Response> {
-    let mut sis = Vec::new();
-    for si in field(v, "ServiceIdentities")
+/// The identities and templated policies of a token or role body.
+pub(super) struct Identities {
+    pub(super) service: Vec<ServiceIdentity>,
+    pub(super) node: Vec<NodeIdentity>,
+    pub(super) templated: Vec<TemplatedPolicy>,
+}
+
+fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    field(v, key)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default()
-    {
+}
+
+pub(super) fn identities(v: &Value) -> Result<Identities, Response> {
+    let mut out = Identities {
+        service: Vec::new(),
+        node: Vec::new(),
+        templated: Vec::new(),
+    };
+    for si in items(v, "ServiceIdentities") {
         let name = fstr(si, "ServiceName");
         if name.is_empty() {
             return Err(bad(
                 "Service identity is missing the service name field on this token",
             ));
         }
-        sis.push(ServiceIdentity {
+        out.service.push(ServiceIdentity {
             service_name: name,
             datacenters: strings(field(si, "Datacenters")),
         });
     }
-    let mut nis = Vec::new();
-    for ni in field(v, "NodeIdentities")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
+    for ni in items(v, "NodeIdentities") {
         let (name, dc) = (fstr(ni, "NodeName"), fstr(ni, "Datacenter"));
         if name.is_empty() || dc.is_empty() {
             return Err(bad(
                 "Node identity is missing the node name or datacenter field on this token",
             ));
         }
-        nis.push(NodeIdentity {
+        out.node.push(NodeIdentity {
             node_name: name,
             datacenter: dc,
         });
     }
-    Ok((sis, nis))
+    for tp in items(v, "TemplatedPolicies") {
+        let vars = field(tp, "TemplateVariables").unwrap_or(&Value::Null);
+        let tp = TemplatedPolicy {
+            template_name: fstr(tp, "TemplateName"),
+            name: fstr(vars, "Name"),
+            datacenters: strings(field(tp, "Datacenters")),
+        };
+        crate::acl::templated::validate(&tp).map_err(bad)?;
+        if !out.templated.contains(&tp) {
+            out.templated.push(tp);
+        }
+    }
+    Ok(out)
+}
+
+/// Proposes `cmd`, then answers with the record `render` finds in the new state.
+pub(super) async fn store_then(
+    s: &AppState,
+    cmd: AclCommand,
+    render: impl FnOnce(&Db) -> Option<Value>,
+) -> Res {
+    propose(s, cmd).await?;
+    let db = s.reader.store().read();
+    let v = render(&db).ok_or_else(not_found)?;
+    Ok(Json(v).into_response())
+}
+
+/// After `acl:read`, answers with the record `find` finds (`ACL not found` otherwise).
+pub(super) fn read_one(
+    s: &AppState,
+    tok: &RequestToken,
+    find: impl FnOnce(&Db) -> Option<Value>,
+) -> Res {
+    authorize(s, tok, Access::Read)?;
+    let db = s.reader.store().read();
+    let v = find(&db).ok_or_else(not_found)?;
+    Ok(Json(v).into_response())
+}
+
+/// After `acl:write`, proposes a deletion and answers `true`.
+pub(super) async fn delete_one(s: &AppState, tok: &RequestToken, cmd: AclCommand) -> Res {
+    authorize(s, tok, Access::Write)?;
+    propose(s, cmd).await?;
+    Ok(Json(true).into_response())
+}
+
+/// After `acl:write`, the body of a create request, which may not name an ID.
+pub(super) fn create_body(
+    s: &AppState,
+    tok: &RequestToken,
+    body: &Bytes,
+    what: &str,
+) -> Result<Value, Response> {
+    authorize(s, tok, Access::Write)?;
+    let v = body_json(body)?;
+    if !fstr(&v, "ID").is_empty() {
+        return Err(bad(format!("Cannot specify an ID when creating a {what}")));
+    }
+    Ok(v)
+}
+
+/// After `acl:write`, the body of an update of the record `id`, which must exist and may
+/// repeat its ID only unchanged.
+pub(super) fn update_body(
+    s: &AppState,
+    tok: &RequestToken,
+    body: &Bytes,
+    (what, id): (&str, &str),
+    exists: impl FnOnce(&Db) -> bool,
+) -> Result<Value, Response> {
+    authorize(s, tok, Access::Write)?;
+    let v = body_json(body)?;
+    let given = fstr(&v, "ID");
+    if !given.is_empty() && given != id {
+        let mut title = what.to_string();
+        if let Some(c) = title.get_mut(..1) {
+            c.make_ascii_uppercase();
+        }
+        return Err(bad(format!("{title} ID in URL and payload do not match")));
+    }
+    if !exists(&s.reader.store().read()) {
+        return Err(bad(format!("Cannot find {what} {id:?}")));
+    }
+    Ok(v)
 }
 
 /// `PUT /v1/acl/bootstrap`.
@@ -232,7 +326,7 @@ pub(crate) async fn bootstrap(State(s): State<AppState>) -> Res {
 fn token_from(s: &AppState, v: &Value, existing: Option<&Token>) -> Result<Token, Response> {
     let policies = resolve_links(s, field(v, "Policies"), false)?;
     let roles = resolve_links(s, field(v, "Roles"), true)?;
-    let (service_identities, node_identities) = identities(v)?;
+    let ids = identities(v)?;
     let accessor = fstr(v, "AccessorID");
     let secret = fstr(v, "SecretID");
     let mut t = match existing {
@@ -278,8 +372,9 @@ fn token_from(s: &AppState, v: &Value, existing: Option<&Token>) -> Result<Token
     }
     t.policies = policies;
     t.roles = roles;
-    t.service_identities = service_identities;
-    t.node_identities = node_identities;
+    t.service_identities = ids.service;
+    t.node_identities = ids.node;
+    t.templated_policies = ids.templated;
     Ok(t)
 }
 
@@ -306,10 +401,10 @@ pub(crate) async fn token_create(
 
 async fn store_token(s: &AppState, t: Token) -> Res {
     let accessor = t.accessor_id.clone();
-    propose(s, AclCommand::TokenSet(t)).await?;
-    let db = s.reader.store().read();
-    let t = db.acl.tokens.get(&accessor).ok_or_else(not_found)?;
-    Ok(Json(token_json(t, true)).into_response())
+    store_then(s, AclCommand::TokenSet(t), |db| {
+        db.acl.tokens.get(&accessor).map(|t| token_json(t, true))
+    })
+    .await
 }
 
 /// `GET /v1/acl/token/:id` (and `self`).
@@ -363,9 +458,7 @@ pub(crate) async fn token_delete(
     Extension(tok): Extension<RequestToken>,
     Path(id): Path<String>,
 ) -> Res {
-    authorize(&s, &tok, Access::Write)?;
-    propose(&s, AclCommand::TokenDelete { accessor_id: id }).await?;
-    Ok(Json(true).into_response())
+    delete_one(&s, &tok, AclCommand::TokenDelete { accessor_id: id }).await
 }
 
 /// `PUT /v1/acl/token/:id/clone`.
@@ -467,10 +560,10 @@ fn policy_from(v: &Value, id: String) -> Result<Policy, Response> {
 
 async fn store_policy(s: &AppState, p: Policy) -> Res {
     let id = p.id.clone();
-    propose(s, AclCommand::PolicySet(p)).await?;
-    let db = s.reader.store().read();
-    let p = db.acl.policies.get(&id).ok_or_else(not_found)?;
-    Ok(Json(policy_json(p, false)).into_response())
+    store_then(s, AclCommand::PolicySet(p), |db| {
+        db.acl.policies.get(&id).map(|p| policy_json(p, false))
+    })
+    .await
 }
 
 /// `PUT /v1/acl/policy`.
@@ -479,11 +572,7 @@ pub(crate) async fn policy_create(
     Extension(tok): Extension<RequestToken>,
     body: Bytes,
 ) -> Res {
-    authorize(&s, &tok, Access::Write)?;
-    let v = body_json(&body)?;
-    if !fstr(&v, "ID").is_empty() {
-        return Err(bad("Cannot specify an ID when creating a policy"));
-    }
+    let v = create_body(&s, &tok, &body, "policy")?;
     store_policy(&s, policy_from(&v, uuid())?).await
 }
 
@@ -493,10 +582,9 @@ pub(crate) async fn policy_read(
     Extension(tok): Extension<RequestToken>,
     Path(id): Path<String>,
 ) -> Res {
-    authorize(&s, &tok, Access::Read)?;
-    let db = s.reader.store().read();
-    let p = db.acl.policies.get(&id).ok_or_else(not_found)?;
-    Ok(Json(policy_json(p, false)).into_response())
+    read_one(&s, &tok, |db| {
+        db.acl.policies.get(&id).map(|p| policy_json(p, false))
+    })
 }
 
 /// `GET /v1/acl/policy/name/:name`.
@@ -505,10 +593,9 @@ pub(crate) async fn policy_read_name(
     Extension(tok): Extension<RequestToken>,
     Path(name): Path<String>,
 ) -> Res {
-    authorize(&s, &tok, Access::Read)?;
-    let db = s.reader.store().read();
-    let p = db.acl.policy_by_name(&name).ok_or_else(not_found)?;
-    Ok(Json(policy_json(p, false)).into_response())
+    read_one(&s, &tok, |db| {
+        db.acl.policy_by_name(&name).map(|p| policy_json(p, false))
+    })
 }
 
 /// `PUT /v1/acl/policy/:id`.
@@ -518,15 +605,9 @@ pub(crate) async fn policy_update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Res {
-    authorize(&s, &tok, Access::Write)?;
-    let v = body_json(&body)?;
-    let given = fstr(&v, "ID");
-    if !given.is_empty() && given != id {
-        return Err(bad("Policy ID in URL and payload do not match"));
-    }
-    if !s.reader.store().read().acl.policies.contains_key(&id) {
-        return Err(bad(format!("Cannot find policy {id:?}")));
-    }
+    let v = update_body(&s, &tok, &body, ("policy", &id), |db| {
+        db.acl.policies.contains_key(&id)
+    })?;
     store_policy(&s, policy_from(&v, id)?).await
 }
 
@@ -536,9 +617,7 @@ pub(crate) async fn policy_delete(
     Extension(tok): Extension<RequestToken>,
     Path(id): Path<String>,
 ) -> Res {
-    authorize(&s, &tok, Access::Write)?;
-    propose(&s, AclCommand::PolicyDelete { id }).await?;
-    Ok(Json(true).into_response())
+    delete_one(&s, &tok, AclCommand::PolicyDelete { id }).await
 }
 
 /// `GET /v1/acl/policies`.

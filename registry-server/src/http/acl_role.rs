@@ -4,8 +4,8 @@
 #![allow(clippy::result_large_err)]
 
 use super::acl::{
-    authorize, bad, body_json, field, fstr, identities, not_found, propose, resolve_links, uuid,
-    Res,
+    authorize, bad, create_body, delete_one, field, fstr, identities, read_one, resolve_links,
+    store_then, update_body, uuid, Res,
 };
 use super::acl_guard::RequestToken;
 use super::acl_shapes::role_json;
@@ -23,24 +23,25 @@ fn role_from(s: &AppState, v: &Value, id: String) -> Result<Role, Response> {
     if name.is_empty() {
         return Err(bad("Invalid Role: no Name is set"));
     }
-    let (service_identities, node_identities) = identities(v)?;
+    let ids = identities(v)?;
     Ok(Role {
         id,
         name,
         description: fstr(v, "Description"),
         policies: resolve_links(s, field(v, "Policies"), false)?,
-        service_identities,
-        node_identities,
+        service_identities: ids.service,
+        node_identities: ids.node,
+        templated_policies: ids.templated,
         ..Role::default()
     })
 }
 
 async fn store_role(s: &AppState, r: Role) -> Res {
     let id = r.id.clone();
-    propose(s, AclCommand::RoleSet(r)).await?;
-    let db = s.reader.store().read();
-    let r = db.acl.roles.get(&id).ok_or_else(not_found)?;
-    Ok(Json(role_json(r)).into_response())
+    store_then(s, AclCommand::RoleSet(r), |db| {
+        db.acl.roles.get(&id).map(role_json)
+    })
+    .await
 }
 
 /// `PUT /v1/acl/role`.
@@ -49,11 +50,7 @@ pub(crate) async fn role_create(
     Extension(tok): Extension<RequestToken>,
     body: Bytes,
 ) -> Res {
-    authorize(&s, &tok, Access::Write)?;
-    let v = body_json(&body)?;
-    if !fstr(&v, "ID").is_empty() {
-        return Err(bad("Cannot specify an ID when creating a role"));
-    }
+    let v = create_body(&s, &tok, &body, "role")?;
     let r = role_from(&s, &v, uuid())?;
     store_role(&s, r).await
 }
@@ -64,10 +61,7 @@ pub(crate) async fn role_read(
     Extension(tok): Extension<RequestToken>,
     Path(id): Path<String>,
 ) -> Res {
-    authorize(&s, &tok, Access::Read)?;
-    let db = s.reader.store().read();
-    let r = db.acl.roles.get(&id).ok_or_else(not_found)?;
-    Ok(Json(role_json(r)).into_response())
+    read_one(&s, &tok, |db| db.acl.roles.get(&id).map(role_json))
 }
 
 /// `GET /v1/acl/role/name/:name`.
@@ -76,10 +70,7 @@ pub(crate) async fn role_read_name(
     Extension(tok): Extension<RequestToken>,
     Path(name): Path<String>,
 ) -> Res {
-    authorize(&s, &tok, Access::Read)?;
-    let db = s.reader.store().read();
-    let r = db.acl.role_by_name(&name).ok_or_else(not_found)?;
-    Ok(Json(role_json(r)).into_response())
+    read_one(&s, &tok, |db| db.acl.role_by_name(&name).map(role_json))
 }
 
 /// `PUT /v1/acl/role/:id`.
@@ -89,11 +80,9 @@ pub(crate) async fn role_update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Res {
-    authorize(&s, &tok, Access::Write)?;
-    let v = body_json(&body)?;
-    if !s.reader.store().read().acl.roles.contains_key(&id) {
-        return Err(bad(format!("Cannot find role {id:?}")));
-    }
+    let v = update_body(&s, &tok, &body, ("role", &id), |db| {
+        db.acl.roles.contains_key(&id)
+    })?;
     let r = role_from(&s, &v, id)?;
     store_role(&s, r).await
 }
@@ -104,9 +93,7 @@ pub(crate) async fn role_delete(
     Extension(tok): Extension<RequestToken>,
     Path(id): Path<String>,
 ) -> Res {
-    authorize(&s, &tok, Access::Write)?;
-    propose(&s, AclCommand::RoleDelete { id }).await?;
-    Ok(Json(true).into_response())
+    delete_one(&s, &tok, AclCommand::RoleDelete { id }).await
 }
 
 /// `GET /v1/acl/roles`.

@@ -31,12 +31,16 @@ pub struct DnsQuery {
     pub packet: Bytes,
     /// Whether it came over TCP (no UDP size limit).
     pub tcp: bool,
+    /// The client agent's `default` token (empty: the anonymous token): with ACLs enabled
+    /// the answer shows what it may read, as the client's own DNS would in Consul.
+    pub token: String,
 }
 
 /// The server's DNS engine state, once known.
 #[derive(Debug, Default)]
 pub struct DnsSlot {
     shared: OnceLock<Arc<Shared>>,
+    acl: OnceLock<(Arc<crate::acl::AclRuntime>, String)>,
 }
 
 impl DnsSlot {
@@ -45,9 +49,19 @@ impl DnsSlot {
         let _ = self.shared.set(shared);
     }
 
+    /// Installs the server's ACL settings (ACLs enabled): answers are then filtered to what
+    /// each query's token may read.
+    pub fn install_acl(&self, runtime: Arc<crate::acl::AclRuntime>, datacenter: String) {
+        let _ = self.acl.set((runtime, datacenter));
+    }
+
     /// The reply to `q` (empty: send nothing).
     pub fn answer(&self, q: &DnsQuery) -> Result<Vec<u8>, ServerError> {
-        let shared = self.shared.get().ok_or(ServerError::NoLeader)?.clone();
+        let mut shared = self.shared.get().ok_or(ServerError::NoLeader)?.clone();
+        if let Some((runtime, dc)) = self.acl.get() {
+            let view = crate::acl::DnsView::for_token(runtime.clone(), dc.clone(), &q.token);
+            shared = Arc::new(shared.with_acl_view(view));
+        }
         let transport = if q.tcp {
             Transport::Tcp
         } else {
@@ -117,7 +131,9 @@ impl Cache {
 pub async fn serve_client(
     bind: SocketAddr,
     pool: Arc<ServerPool>,
+    token: String,
 ) -> Result<SocketAddr, ServerError> {
+    let token: Arc<str> = token.into();
     let sock = tokio::net::UdpSocket::bind(bind)
         .await
         .map_err(|e| ServerError::Internal(format!("binding DNS {bind}: {e}")))?;
@@ -147,10 +163,12 @@ pub async fn serve_client(
                 continue;
             }
             let (sock, cache, pool) = (sock.clone(), cache.clone(), pool.clone());
+            let token = token.to_string();
             tokio::spawn(async move {
                 let q = DnsQuery {
                     packet: Bytes::from(packet),
                     tcp: false,
+                    token,
                 };
                 let res: Result<Bytes, ServerError> = pool
                     .call(super::DNS_PATH, &q, Duration::from_secs(5), true)

@@ -1,10 +1,12 @@
 //! Snapshot encoding of the whole state: a versioned header, the postcard-encoded tables
 //! and a CRC-free length check (the archive layer adds checksums).
 //!
-//! Versions: `REGSNAP3` (current) carries [`Db::config_entries`] and [`Db::acl`]; `REGSNAP2`
-//! predates them, `REGSNAP1` also [`Db::autopilot`]; both are still decoded. Postcard is
+//! Versions: `REGSNAP4` (current) adds auth methods and binding rules to the ACL tables and
+//! templated policies to tokens and roles; `REGSNAP3` carries [`Db::config_entries`] and
+//! [`Db::acl`]; `REGSNAP2` predates them, `REGSNAP1` also [`Db::autopilot`]. Postcard is
 //! positional, so an older body is the current one without its last fields: decoding appends
-//! the encoding of those fields' defaults.
+//! the encoding of those fields' defaults. A `REGSNAP3` body decodes that way while its ACL
+//! tables hold no token or role (whose records grew fields in the middle of the body).
 
 use super::db::AclTables;
 use super::Db;
@@ -15,7 +17,8 @@ use registry_proto::command::AutopilotConfig;
 use registry_proto::config_entry::ConfigEntry;
 use std::collections::BTreeMap;
 
-const MAGIC: &[u8; 8] = b"REGSNAP3";
+const MAGIC: &[u8; 8] = b"REGSNAP4";
+const MAGIC_V3: &[u8; 8] = b"REGSNAP3";
 const MAGIC_V2: &[u8; 8] = b"REGSNAP2";
 const MAGIC_V1: &[u8; 8] = b"REGSNAP1";
 
@@ -50,7 +53,8 @@ impl Db {
             return Err(bad("not a registry state snapshot"));
         }
         let version = match &bytes[..8] {
-            m if m == MAGIC => 3,
+            m if m == MAGIC => 4,
+            m if m == MAGIC_V3 => 3,
             m if m == MAGIC_V2 => 2,
             m if m == MAGIC_V1 => 1,
             _ => return Err(bad("not a registry state snapshot")),
@@ -70,6 +74,15 @@ impl Db {
             let none = Shared::<BTreeMap<(String, String), ConfigEntry>>::default();
             body.extend(postcard::to_stdvec(&none).map_err(snap)?);
             body.extend(postcard::to_stdvec(&AclTables::default()).map_err(snap)?);
+            return postcard::from_bytes(&body).map_err(snap);
+        }
+        if version == 3 {
+            // The ACL tables' trailing auth methods and binding rules, both empty.
+            let mut body = bytes[16..].to_vec();
+            let empty = BTreeMap::<String, ()>::new();
+            for _ in 0..2 {
+                body.extend(postcard::to_stdvec(&empty).map_err(snap)?);
+            }
             return postcard::from_bytes(&body).map_err(snap);
         }
         postcard::from_bytes(&bytes[16..]).map_err(snap)
