@@ -3,6 +3,7 @@
 //! (see [`dash`]).
 
 pub mod acl;
+pub mod acl_auth;
 pub mod agent;
 pub mod agent_flags;
 pub mod autopilot_state;
@@ -117,6 +118,10 @@ pub enum Command {
         #[command(subcommand)]
         command: acl::AclCommand,
     },
+    /// Exchanges a bearer token for an ACL token through an auth method.
+    Login(acl_auth::LoginArgs),
+    /// Destroys the ACL token a `login` created.
+    Logout(acl::Common),
     /// Prints the registry version.
     Version,
 }
@@ -193,6 +198,8 @@ fn run_client(command: Command) -> i32 {
             Command::Maint(args) => maint::run(args, &mut ui).await,
             Command::Reload(args) => ops::reload(args, &mut ui).await,
             Command::Acl { command } => acl::run(command, &mut ui).await,
+            Command::Login(args) => acl_auth::login(args, &mut ui).await,
+            Command::Logout(args) => acl_auth::logout(args, &mut ui).await,
             Command::Agent(_) | Command::Version | Command::Validate(_) => 1,
         }
     })

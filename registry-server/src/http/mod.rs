@@ -6,8 +6,10 @@
 //! store's internals directly.
 
 pub mod acl;
+pub mod acl_auth;
 pub mod acl_guard;
 pub mod acl_role;
+pub mod acl_templated;
 pub mod acl_shapes;
 mod agent;
 mod agent_ops;
