@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod acl;
+pub mod client;
 pub mod cluster;
 
 use std::io::{Read, Write};
