@@ -869,7 +869,7 @@ async fn cli_bootstraps_and_manages_policies_tokens_and_roles() -> Result<()> {
     )
     .await?;
     assert_eq!(code, 1);
-    assert!(err.contains("ACL not found"), "{err}");
+    assert!(err.contains("No such policy with name \"cli-kv\""), "{err}");
     Ok(())
 }
 

@@ -138,7 +138,7 @@ async fn jwt_login_binds_claims_through_rules_and_logout_deletes_the_token() -> 
     assert_eq!(t["Policies"][0]["Name"], "jwt-kv");
     assert!(t.get("Roles").is_none(), "{t}");
     assert_eq!(t["TemplatedPolicies"][0]["TemplateName"], "builtin/node");
-    assert_eq!(t["TemplatedPolicies"][0]["TemplateVariables"]["Name"], "node-web");
+    assert_eq!(t["TemplatedPolicies"][0]["TemplateVariables"]["name"], "node-web");
     assert_eq!(t["Local"], false);
     assert_eq!(t["ExpirationTTL"], "5m0s");
     assert!(t["ExpirationTime"].as_str().is_some());
@@ -227,7 +227,7 @@ async fn templated_policies_render_and_grant_their_rules() -> Result<()> {
     }
     let body = json!({"TemplatedPolicies": [{"TemplateName": "builtin/service", "TemplateVariables": {"Name": "api"}}]});
     let t = put_ok(&a, "/v1/acl/token", &body).await?;
-    assert_eq!(t["TemplatedPolicies"][0]["TemplateVariables"]["Name"], "api");
+    assert_eq!(t["TemplatedPolicies"][0]["TemplateVariables"]["name"], "api");
     let secret = t["SecretID"].as_str().unwrap();
     let api = json!({"Name": "api"}).to_string();
     let r = call(&a, Method::PUT, "/v1/agent/service/register", Some(secret), Some(&api)).await?;

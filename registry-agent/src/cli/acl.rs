@@ -399,7 +399,7 @@ fn identity_lines(v: &Value, out: &mut String) {
         out.push_str("Templated Policies:\n");
         for tp in items {
             out.push_str(&format!("   {}\n", s(tp, "TemplateName")));
-            if let Some(n) = tp["TemplateVariables"]["Name"].as_str() {
+            if let Some(n) = tp["TemplateVariables"]["name"].as_str() {
                 out.push_str(&format!("      Name: {n}\n"));
             }
         }
@@ -485,14 +485,15 @@ async fn select_id(sel: &Select, kind: &str) -> Result<String, String> {
     let Some(name) = sel.name.clone().filter(|n| !n.is_empty()) else {
         return Err("Must specify the -id or -name parameter".to_string());
     };
-    let v = call(
-        &sel.common,
-        Method::GET,
-        &format!("/v1/acl/{kind}/name/{}", encode_path(&name)),
-        None,
-    )
-    .await?;
-    Ok(s(&v, "ID"))
+    let path = format!("/v1/acl/{kind}/name/{}", encode_path(&name));
+    match call(&sel.common, Method::GET, &path, None).await {
+        Ok(v) => Ok(s(&v, "ID")),
+        // A missing policy or role answers 404 without a body.
+        Err(e) if e.contains("404") => Err(format!(
+            "Error determining {kind} ID: No such {kind} with name {name:?}"
+        )),
+        Err(e) => Err(e),
+    }
 }
 
 /// Lists the records at `path`.

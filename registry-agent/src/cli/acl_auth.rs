@@ -220,7 +220,7 @@ pub fn pretty_rule(v: &Value) -> String {
         s(v, "BindType"),
         s(v, "BindName")
     );
-    if let Some(n) = v["BindVars"]["Name"].as_str() {
+    if let Some(n) = v["BindVars"]["name"].as_str() {
         out.push_str(&format!("BindVars:     name={n}\n"));
     }
     out.push_str(&format!("Selector:     {}\n", s(v, "Selector")));
@@ -320,7 +320,7 @@ fn rule_fields(body: &mut Value, r: &RuleArgs) -> Result<(), String> {
         if !k.trim().eq_ignore_ascii_case("name") {
             return Err(format!("unknown bind variable {k:?}"));
         }
-        body["BindVars"] = json!({"Name": v});
+        body["BindVars"] = json!({"name": v});
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use registry_proto::acl::rules::{Access, Global};
 use crate::state::Db;
 use registry_proto::acl::{
@@ -239,7 +239,8 @@ pub(super) async fn store_then(
     Ok(Json(v).into_response())
 }
 
-/// After `acl:read`, answers with the record `find` finds (`ACL not found` otherwise).
+/// After `acl:read`, answers with the record `find` finds; a 404 with no body otherwise, as
+/// Consul answers for policies, roles, auth methods and binding rules.
 pub(super) fn read_one(
     s: &AppState,
     tok: &RequestToken,
@@ -247,7 +248,7 @@ pub(super) fn read_one(
 ) -> Res {
     authorize(s, tok, Access::Read)?;
     let db = s.reader.store().read();
-    let v = find(&db).ok_or_else(not_found)?;
+    let v = find(&db).ok_or_else(|| StatusCode::NOT_FOUND.into_response())?;
     Ok(Json(v).into_response())
 }
 
@@ -381,7 +382,7 @@ fn token_from(s: &AppState, v: &Value, existing: Option<&Token>) -> Result<Token
 /// `PUT /v1/acl/token`.
 pub(crate) async fn token_create(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     body: Bytes,
 ) -> Res {
     authorize(&s, &tok, Access::Write)?;
@@ -410,7 +411,7 @@ async fn store_token(s: &AppState, t: Token) -> Res {
 /// `GET /v1/acl/token/:id` (and `self`).
 pub(crate) async fn token_read(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
 ) -> Res {
     if id == "self" {
@@ -430,7 +431,7 @@ pub(crate) async fn token_read(
 /// `PUT /v1/acl/token/:id`.
 pub(crate) async fn token_update(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Res {
@@ -441,21 +442,17 @@ pub(crate) async fn token_update(
         return Err(bad("Token Accessor ID in URL and payload do not match"));
     }
     let existing = s.reader.store().read().acl.tokens.get(&id).cloned();
-    let t = match existing {
-        Some(e) => token_from(&s, &v, Some(&e))?,
-        None => {
-            let mut v = v;
-            v["AccessorID"] = json!(id);
-            token_from(&s, &v, None)?
-        }
+    let Some(e) = existing.filter(|e| !crate::acl::expired(e, now_ms())) else {
+        return Err(bad(format!("Cannot find token {id:?}")));
     };
+    let t = token_from(&s, &v, Some(&e))?;
     store_token(&s, t).await
 }
 
 /// `DELETE /v1/acl/token/:id`.
 pub(crate) async fn token_delete(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
 ) -> Res {
     delete_one(&s, &tok, AclCommand::TokenDelete { accessor_id: id }).await
@@ -464,7 +461,7 @@ pub(crate) async fn token_delete(
 /// `PUT /v1/acl/token/:id/clone`.
 pub(crate) async fn token_clone(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Res {
@@ -497,7 +494,7 @@ pub(crate) async fn token_clone(
 /// `GET /v1/acl/tokens` with `?policy`, `?role`, `?servicename`.
 pub(crate) async fn token_list(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     RawQuery(q): RawQuery,
 ) -> Res {
     let a = authorize(&s, &tok, Access::Read)?;
@@ -569,7 +566,7 @@ async fn store_policy(s: &AppState, p: Policy) -> Res {
 /// `PUT /v1/acl/policy`.
 pub(crate) async fn policy_create(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     body: Bytes,
 ) -> Res {
     let v = create_body(&s, &tok, &body, "policy")?;
@@ -579,9 +576,15 @@ pub(crate) async fn policy_create(
 /// `GET /v1/acl/policy/:id`.
 pub(crate) async fn policy_read(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
 ) -> Res {
+    // Consul refuses an ID that cannot be one ("ACL not found"); a policy that is gone
+    // answers 404.
+    if uuid::Uuid::parse_str(&id).is_err() {
+        authorize(&s, &tok, Access::Read)?;
+        return Err(not_found());
+    }
     read_one(&s, &tok, |db| {
         db.acl.policies.get(&id).map(|p| policy_json(p, false))
     })
@@ -590,7 +593,7 @@ pub(crate) async fn policy_read(
 /// `GET /v1/acl/policy/name/:name`.
 pub(crate) async fn policy_read_name(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(name): Path<String>,
 ) -> Res {
     read_one(&s, &tok, |db| {
@@ -601,7 +604,7 @@ pub(crate) async fn policy_read_name(
 /// `PUT /v1/acl/policy/:id`.
 pub(crate) async fn policy_update(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Res {
@@ -614,7 +617,7 @@ pub(crate) async fn policy_update(
 /// `DELETE /v1/acl/policy/:id`.
 pub(crate) async fn policy_delete(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
 ) -> Res {
     delete_one(&s, &tok, AclCommand::PolicyDelete { id }).await
@@ -623,7 +626,7 @@ pub(crate) async fn policy_delete(
 /// `GET /v1/acl/policies`.
 pub(crate) async fn policy_list(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
 ) -> Res {
     authorize(&s, &tok, Access::Read)?;
     let db = s.reader.store().read();
@@ -639,7 +642,7 @@ pub(crate) async fn policy_list(
 /// `PUT /v1/agent/token/:type`: `{"Token": "..."}`; needs `acl:write`.
 pub(crate) async fn agent_token(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(kind): Path<String>,
     body: Bytes,
 ) -> Res {

@@ -19,7 +19,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use registry_proto::acl::rules::Access;
 use registry_proto::acl::{AclCommand, AuthMethod, BindingRule, Link, Token, ANONYMOUS_SECRET};
 use registry_proto::duration::format_go_duration;
@@ -101,7 +101,7 @@ async fn store_method(s: &AppState, m: AuthMethod) -> Res {
 /// `PUT /v1/acl/auth-method`.
 pub(crate) async fn method_create(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     body: Bytes,
 ) -> Res {
     let v = create_body(&s, &tok, &body, "auth method")?;
@@ -112,7 +112,7 @@ pub(crate) async fn method_create(
 /// `GET /v1/acl/auth-method/:name`.
 pub(crate) async fn method_read(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(name): Path<String>,
 ) -> Res {
     read_one(&s, &tok, |db| {
@@ -126,7 +126,7 @@ pub(crate) async fn method_read(
 /// `PUT /v1/acl/auth-method/:name`.
 pub(crate) async fn method_update(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Res {
@@ -155,7 +155,7 @@ pub(crate) async fn method_update(
 /// `DELETE /v1/acl/auth-method/:name`.
 pub(crate) async fn method_delete(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(name): Path<String>,
 ) -> Res {
     delete_one(&s, &tok, AclCommand::AuthMethodDelete { name }).await
@@ -164,7 +164,7 @@ pub(crate) async fn method_delete(
 /// `GET /v1/acl/auth-methods`.
 pub(crate) async fn method_list(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
 ) -> Res {
     authorize(&s, &tok, Access::Read)?;
     let db = s.reader.store().read();
@@ -220,7 +220,7 @@ async fn store_rule(s: &AppState, r: BindingRule) -> Res {
 /// `PUT /v1/acl/binding-rule`.
 pub(crate) async fn rule_create(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     body: Bytes,
 ) -> Res {
     let v = create_body(&s, &tok, &body, "binding rule")?;
@@ -231,7 +231,7 @@ pub(crate) async fn rule_create(
 /// `GET /v1/acl/binding-rule/:id`.
 pub(crate) async fn rule_read(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
 ) -> Res {
     read_one(&s, &tok, |db| {
@@ -242,7 +242,7 @@ pub(crate) async fn rule_read(
 /// `PUT /v1/acl/binding-rule/:id`.
 pub(crate) async fn rule_update(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Res {
@@ -265,7 +265,7 @@ pub(crate) async fn rule_update(
 /// `DELETE /v1/acl/binding-rule/:id`.
 pub(crate) async fn rule_delete(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
 ) -> Res {
     delete_one(&s, &tok, AclCommand::BindingRuleDelete { id }).await
@@ -274,7 +274,7 @@ pub(crate) async fn rule_delete(
 /// `GET /v1/acl/binding-rules` with `?authmethod`.
 pub(crate) async fn rule_list(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     RawQuery(q): RawQuery,
 ) -> Res {
     authorize(&s, &tok, Access::Read)?;
@@ -398,7 +398,7 @@ pub(crate) async fn login(State(s): State<AppState>, body: Bytes) -> Res {
 /// `POST /v1/acl/logout`: deletes the request's own token, if a login created it.
 pub(crate) async fn logout(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
 ) -> Res {
     enabled(&s)?;
     if tok.0.is_empty() || tok.0 == ANONYMOUS_SECRET {

@@ -13,7 +13,7 @@ use super::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use registry_proto::acl::rules::Access;
 use registry_proto::acl::{AclCommand, Role};
 use serde_json::Value;
@@ -47,7 +47,7 @@ async fn store_role(s: &AppState, r: Role) -> Res {
 /// `PUT /v1/acl/role`.
 pub(crate) async fn role_create(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     body: Bytes,
 ) -> Res {
     let v = create_body(&s, &tok, &body, "role")?;
@@ -58,7 +58,7 @@ pub(crate) async fn role_create(
 /// `GET /v1/acl/role/:id`.
 pub(crate) async fn role_read(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
 ) -> Res {
     read_one(&s, &tok, |db| db.acl.roles.get(&id).map(role_json))
@@ -67,7 +67,7 @@ pub(crate) async fn role_read(
 /// `GET /v1/acl/role/name/:name`.
 pub(crate) async fn role_read_name(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(name): Path<String>,
 ) -> Res {
     read_one(&s, &tok, |db| db.acl.role_by_name(&name).map(role_json))
@@ -76,7 +76,7 @@ pub(crate) async fn role_read_name(
 /// `PUT /v1/acl/role/:id`.
 pub(crate) async fn role_update(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Res {
@@ -90,7 +90,7 @@ pub(crate) async fn role_update(
 /// `DELETE /v1/acl/role/:id`.
 pub(crate) async fn role_delete(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
 ) -> Res {
     delete_one(&s, &tok, AclCommand::RoleDelete { id }).await
@@ -99,7 +99,7 @@ pub(crate) async fn role_delete(
 /// `GET /v1/acl/roles`.
 pub(crate) async fn role_list(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     RawQuery(q): RawQuery,
 ) -> Res {
     authorize(&s, &tok, Access::Read)?;

@@ -68,7 +68,7 @@ pub fn templated_json(v: &[TemplatedPolicy]) -> Value {
             .map(|t| {
                 let mut o = json!({"TemplateName": t.template_name});
                 if !t.name.is_empty() {
-                    o["TemplateVariables"] = json!({"Name": t.name});
+                    o["TemplateVariables"] = json!({"name": t.name});
                 }
                 if !t.datacenters.is_empty() {
                     o["Datacenters"] = json!(t.datacenters);
@@ -111,7 +111,7 @@ pub fn binding_rule_json(r: &BindingRule) -> Value {
         "BindName": r.bind_name,
     });
     if !r.bind_vars_name.is_empty() {
-        o["BindVars"] = json!({"Name": r.bind_vars_name});
+        o["BindVars"] = json!({"name": r.bind_vars_name});
     }
     o["CreateIndex"] = json!(r.create_index);
     o["ModifyIndex"] = json!(r.modify_index);

@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use registry_proto::acl::rules::Access;
 use registry_proto::acl::TemplatedPolicy;
 use serde_json::{json, Map, Value};
@@ -41,7 +41,7 @@ fn find(name: &str) -> Result<&'static Builtin, Response> {
 /// `GET /v1/acl/templated-policies`: every template, keyed by name.
 pub(crate) async fn list(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
 ) -> Res {
     authorize(&s, &tok, Access::Read)?;
     let map: Map<String, Value> = BUILTINS
@@ -54,7 +54,7 @@ pub(crate) async fn list(
 /// `GET /v1/acl/templated-policy/name/:name`.
 pub(crate) async fn read(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(name): Path<String>,
 ) -> Res {
     authorize(&s, &tok, Access::Read)?;
@@ -65,7 +65,7 @@ pub(crate) async fn read(
 /// (`{"Name": "api"}`); the answer is the synthetic policy they render to.
 pub(crate) async fn preview(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Res {
