@@ -55,7 +55,19 @@ pub struct AclRuntime {
     pub config: AclConfig,
     tokens: RwLock<AgentTokens>,
     version: std::sync::atomic::AtomicU64,
+    cache: parking_lot::Mutex<AuthzCache>,
 }
+
+/// Authorizers built for the ACL tables as of one index, by secret: resolving a token parses
+/// its policies' rules, far too slow to do on every request.
+#[derive(Debug, Default)]
+struct AuthzCache {
+    index: u64,
+    by_secret: std::collections::HashMap<String, Authorizer>,
+}
+
+/// Most authorizers kept; past this the cache starts over.
+const AUTHZ_CACHE_MAX: usize = 4096;
 
 impl AclRuntime {
     /// From the configuration.
@@ -64,6 +76,7 @@ impl AclRuntime {
             tokens: RwLock::new(config.tokens.clone()),
             config,
             version: std::sync::atomic::AtomicU64::new(0),
+            cache: parking_lot::Mutex::new(AuthzCache::default()),
         }
     }
 
@@ -136,7 +149,23 @@ impl AclRuntime {
             return Ok(a);
         }
         match db.acl.token_by_secret(secret) {
-            Some(t) => Ok(authorizer_for(db, t, datacenter, self.config.default_allow)),
+            Some(t) => {
+                // Expiry is checked by the callers against the clock, before they get here.
+                let mut cache = self.cache.lock();
+                if cache.index != db.acl.index {
+                    cache.by_secret.clear();
+                    cache.index = db.acl.index;
+                }
+                if let Some(a) = cache.by_secret.get(secret) {
+                    return Ok(a.clone());
+                }
+                let a = authorizer_for(db, t, datacenter, self.config.default_allow);
+                if cache.by_secret.len() >= AUTHZ_CACHE_MAX {
+                    cache.by_secret.clear();
+                }
+                cache.by_secret.insert(secret.to_string(), a.clone());
+                Ok(a)
+            }
             None if secret == ANONYMOUS_SECRET => {
                 // ACLs not initialised yet: the anonymous token has no policies.
                 Ok(Authorizer::new(
