@@ -238,7 +238,10 @@ pub async fn start_client(
     }
     let app = registry_server::http::client_router(
         state,
-        Arc::new(ClientForward::new(pool, &config.node_name).with_default_token(&config.acl.tokens.default)),
+        Arc::new(
+            ClientForward::new(pool, &config.node_name)
+                .with_default_token(&config.acl.tokens.default),
+        ),
     );
     let addr = config.http_addr();
     let listener = tokio::net::TcpListener::bind(addr)

@@ -106,7 +106,11 @@ pub async fn token_with_rules(a: &TestAgent, name: &str, rules: &str) -> Result<
 }
 
 /// Runs `registry <args>` against the agent with `CONSUL_HTTP_ADDR` and optional env.
-pub async fn cli(a: &TestAgent, args: &[&str], env: &[(&str, &str)]) -> Result<(i32, String, String)> {
+pub async fn cli(
+    a: &TestAgent,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<(i32, String, String)> {
     let out = tokio::process::Command::new(crate::registry_bin()?)
         .args(args)
         .env("CONSUL_HTTP_ADDR", a.http_addr())
@@ -120,4 +124,3 @@ pub async fn cli(a: &TestAgent, args: &[&str], env: &[(&str, &str)]) -> Result<(
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
 }
-

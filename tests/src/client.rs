@@ -117,7 +117,11 @@ impl ClientAgent {
     }
 
     /// `PUT` through the agent.
-    pub async fn put(&self, path: &str, body: impl Into<Vec<u8>>) -> Result<registry_client::Response> {
+    pub async fn put(
+        &self,
+        path: &str,
+        body: impl Into<Vec<u8>>,
+    ) -> Result<registry_client::Response> {
         Ok(self.api.send(Method::PUT, path, Some(body.into())).await?)
     }
 
@@ -142,4 +146,3 @@ impl Drop for ClientAgent {
         }
     }
 }
-

@@ -460,7 +460,13 @@ pub fn pretty_role(v: &Value) -> String {
     out
 }
 
-pub(super) fn list(c: &Common, v: &Value, pretty: fn(&Value) -> String, key: &str, ui: &mut Ui<'_>) -> i32 {
+pub(super) fn list(
+    c: &Common,
+    v: &Value,
+    pretty: fn(&Value) -> String,
+    key: &str,
+    ui: &mut Ui<'_>,
+) -> i32 {
     if c.format == "json" {
         ui.output(&serde_json::to_string_pretty(v).unwrap_or_default());
         return 0;
@@ -518,9 +524,14 @@ async fn read_selected(
     ui: &mut Ui<'_>,
 ) -> Result<i32, String> {
     let id = select_id(sel, kind).await?;
-    let v = call(&sel.common, Method::GET, &format!("/v1/acl/{kind}/{id}"), None)
-        .await
-        .map_err(|e| format!("Error reading {kind} {id:?}: {e}"))?;
+    let v = call(
+        &sel.common,
+        Method::GET,
+        &format!("/v1/acl/{kind}/{id}"),
+        None,
+    )
+    .await
+    .map_err(|e| format!("Error reading {kind} {id:?}: {e}"))?;
     Ok(show(&sel.common, &v, pretty, ui))
 }
 
@@ -608,7 +619,14 @@ async fn policy(command: PolicyCommand, ui: &mut Ui<'_>) -> Result<i32, String> 
             Ok(show(&p.common, &v, pretty_policy, ui))
         }
         PolicyCommand::List(c) => {
-            list_at(&c, ("/v1/acl/policies", "policy"), pretty_policy, "Name", ui).await
+            list_at(
+                &c,
+                ("/v1/acl/policies", "policy"),
+                pretty_policy,
+                "Name",
+                ui,
+            )
+            .await
         }
         PolicyCommand::Read(sel) => read_selected(&sel, "policy", pretty_policy, ui).await,
         PolicyCommand::Delete(sel) => {
@@ -627,7 +645,12 @@ async fn token(command: TokenCommand, ui: &mut Ui<'_>) -> Result<i32, String> {
                 "Roles": links(&t.role_name, &t.role_id),
                 "Local": t.local.unwrap_or(false),
             });
-            identity_fields(&mut body, &t.service_identity, &t.node_identity, &t.templated)?;
+            identity_fields(
+                &mut body,
+                &t.service_identity,
+                &t.node_identity,
+                &t.templated,
+            )?;
             for (key, v) in [
                 ("AccessorID", &t.accessor),
                 ("SecretID", &t.secret),
@@ -677,13 +700,20 @@ async fn role(command: RoleCommand, ui: &mut Ui<'_>) -> Result<i32, String> {
                 "Description": r.description.clone().unwrap_or_default(),
                 "Policies": links(&r.policy_name, &r.policy_id),
             });
-            identity_fields(&mut body, &r.service_identity, &r.node_identity, &r.templated)?;
+            identity_fields(
+                &mut body,
+                &r.service_identity,
+                &r.node_identity,
+                &r.templated,
+            )?;
             let v = call(&r.common, Method::PUT, "/v1/acl/role", Some(body))
                 .await
                 .map_err(|e| format!("Failed to create new role: {e}"))?;
             Ok(show(&r.common, &v, pretty_role, ui))
         }
-        RoleCommand::List(c) => list_at(&c, ("/v1/acl/roles", "role"), pretty_role, "Name", ui).await,
+        RoleCommand::List(c) => {
+            list_at(&c, ("/v1/acl/roles", "role"), pretty_role, "Name", ui).await
+        }
         RoleCommand::Read(sel) => read_selected(&sel, "role", pretty_role, ui).await,
         RoleCommand::Delete(sel) => {
             let id = select_id(&sel, "role").await?;

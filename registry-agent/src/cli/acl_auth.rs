@@ -190,7 +190,11 @@ fn set(body: &mut Value, key: &str, v: &Option<String>) {
 
 /// Consul's pretty auth method.
 pub fn pretty_method(v: &Value) -> String {
-    let mut out = format!("Name:          {}\nType:          {}\n", s(v, "Name"), s(v, "Type"));
+    let mut out = format!(
+        "Name:          {}\nType:          {}\n",
+        s(v, "Name"),
+        s(v, "Type")
+    );
     for (key, title) in [
         ("DisplayName", "DisplayName:   "),
         ("Description", "Description:   "),
@@ -228,7 +232,11 @@ pub fn pretty_rule(v: &Value) -> String {
 }
 
 fn pretty_template(v: &Value) -> String {
-    let mut out = format!("Name:            {}\nDescription:     {}\n", s(v, "TemplateName"), s(v, "Description"));
+    let mut out = format!(
+        "Name:            {}\nDescription:     {}\n",
+        s(v, "TemplateName"),
+        s(v, "Description")
+    );
     if !s(v, "Schema").is_empty() {
         out.push_str("Input variables:\n   Name: String - Required - The name of the resource.\n");
     }
@@ -243,7 +251,8 @@ fn config_text(c: &str) -> Result<Value, String> {
         }
         None => c.to_string(),
     };
-    serde_json::from_str(&text).map_err(|e| format!("Error parsing JSON for auth method config: {e}"))
+    serde_json::from_str(&text)
+        .map_err(|e| format!("Error parsing JSON for auth method config: {e}"))
 }
 
 /// Runs `acl auth-method`.
@@ -275,16 +284,26 @@ pub async fn auth_method(command: AuthMethodCommand, ui: &mut Ui<'_>) -> Result<
         }
         AuthMethodCommand::Read(n) => {
             let name = required(&n.name, "name")?;
-            let v = call(&n.common, Method::GET, &format!("/v1/acl/auth-method/{}", encode_path(&name)), None)
-                .await
-                .map_err(|e| format!("Error reading auth method {name:?}: {e}"))?;
+            let v = call(
+                &n.common,
+                Method::GET,
+                &format!("/v1/acl/auth-method/{}", encode_path(&name)),
+                None,
+            )
+            .await
+            .map_err(|e| format!("Error reading auth method {name:?}: {e}"))?;
             Ok(show(&n.common, &v, pretty_method, ui))
         }
         AuthMethodCommand::Delete(n) => {
             let name = required(&n.name, "name")?;
-            call(&n.common, Method::DELETE, &format!("/v1/acl/auth-method/{}", encode_path(&name)), None)
-                .await
-                .map_err(|e| format!("Error deleting auth method {name:?}: {e}"))?;
+            call(
+                &n.common,
+                Method::DELETE,
+                &format!("/v1/acl/auth-method/{}", encode_path(&name)),
+                None,
+            )
+            .await
+            .map_err(|e| format!("Error deleting auth method {name:?}: {e}"))?;
             ui.output(&format!("Auth method {name:?} deleted successfully"));
             Ok(0)
         }
@@ -354,16 +373,26 @@ pub async fn binding_rule(command: BindingRuleCommand, ui: &mut Ui<'_>) -> Resul
         }
         BindingRuleCommand::Read(r) => {
             let id = required(&r.id, "id")?;
-            let v = call(&r.common, Method::GET, &format!("/v1/acl/binding-rule/{}", encode_path(&id)), None)
-                .await
-                .map_err(|e| format!("Error reading binding rule {id:?}: {e}"))?;
+            let v = call(
+                &r.common,
+                Method::GET,
+                &format!("/v1/acl/binding-rule/{}", encode_path(&id)),
+                None,
+            )
+            .await
+            .map_err(|e| format!("Error reading binding rule {id:?}: {e}"))?;
             Ok(show(&r.common, &v, pretty_rule, ui))
         }
         BindingRuleCommand::Delete(r) => {
             let id = required(&r.id, "id")?;
-            call(&r.common, Method::DELETE, &format!("/v1/acl/binding-rule/{}", encode_path(&id)), None)
-                .await
-                .map_err(|e| format!("Error deleting binding rule {id:?}: {e}"))?;
+            call(
+                &r.common,
+                Method::DELETE,
+                &format!("/v1/acl/binding-rule/{}", encode_path(&id)),
+                None,
+            )
+            .await
+            .map_err(|e| format!("Error deleting binding rule {id:?}: {e}"))?;
             ui.output(&format!("Binding rule {id:?} deleted successfully"));
             Ok(0)
         }
@@ -381,34 +410,58 @@ pub async fn binding_rule(command: BindingRuleCommand, ui: &mut Ui<'_>) -> Resul
 }
 
 /// Runs `acl templated-policy`.
-pub async fn templated_policy(command: TemplatedPolicyCommand, ui: &mut Ui<'_>) -> Result<i32, String> {
+pub async fn templated_policy(
+    command: TemplatedPolicyCommand,
+    ui: &mut Ui<'_>,
+) -> Result<i32, String> {
     match command {
         TemplatedPolicyCommand::List(c) => {
             let v = call(&c, Method::GET, "/v1/acl/templated-policies", None)
                 .await
                 .map_err(|e| format!("Failed to retrieve the templated policies list: {e}"))?;
-            let items: Vec<Value> = v.as_object().map(|m| m.values().cloned().collect()).unwrap_or_default();
-            Ok(list(&c, &Value::Array(items), pretty_template, "TemplateName", ui))
+            let items: Vec<Value> = v
+                .as_object()
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default();
+            Ok(list(
+                &c,
+                &Value::Array(items),
+                pretty_template,
+                "TemplateName",
+                ui,
+            ))
         }
         TemplatedPolicyCommand::Read(n) => {
             let name = required(&n.name, "name")?;
-            let v = call(&n.common, Method::GET, &format!("/v1/acl/templated-policy/name/{name}"), None)
-                .await
-                .map_err(|e| format!("Error reading templated policy {name:?}: {e}"))?;
+            let v = call(
+                &n.common,
+                Method::GET,
+                &format!("/v1/acl/templated-policy/name/{name}"),
+                None,
+            )
+            .await
+            .map_err(|e| format!("Error reading templated policy {name:?}: {e}"))?;
             Ok(show(&n.common, &v, pretty_template, ui))
         }
         TemplatedPolicyCommand::Preview(p) => {
             let name = required(&p.name, "name")?;
             let mut vars = Map::new();
             for var in &p.var {
-                let (k, v) = var.split_once(':').ok_or_else(|| format!("-var {var:?} must be of the form name:VALUE"))?;
+                let (k, v) = var
+                    .split_once(':')
+                    .ok_or_else(|| format!("-var {var:?} must be of the form name:VALUE"))?;
                 if k.eq_ignore_ascii_case("name") {
                     vars.insert("Name".into(), json!(v));
                 }
             }
-            let v = call(&p.common, Method::POST, &format!("/v1/acl/templated-policy/preview/{name}"), Some(Value::Object(vars)))
-                .await
-                .map_err(|e| format!("Failed to generate the templated policy preview: {e}"))?;
+            let v = call(
+                &p.common,
+                Method::POST,
+                &format!("/v1/acl/templated-policy/preview/{name}"),
+                Some(Value::Object(vars)),
+            )
+            .await
+            .map_err(|e| format!("Failed to generate the templated policy preview: {e}"))?;
             Ok(show(&p.common, &v, super::acl::pretty_policy, ui))
         }
     }
@@ -435,7 +488,9 @@ async fn login_inner(l: LoginArgs) -> Result<(), String> {
     }
     let mut meta = Map::new();
     for m in &l.meta {
-        let (k, v) = m.split_once('=').ok_or_else(|| format!("-meta {m:?} must be of the form key=value"))?;
+        let (k, v) = m
+            .split_once('=')
+            .ok_or_else(|| format!("-meta {m:?} must be of the form key=value"))?;
         meta.insert(k.to_string(), json!(v));
     }
     let body = json!({"AuthMethod": method, "BearerToken": bearer, "Meta": meta});

@@ -146,7 +146,9 @@ impl JwtConfig {
                     | jsonwebtoken::Algorithm::HS384
                     | jsonwebtoken::Algorithm::HS512
             ) {
-                return Err(format!("Invalid Auth Method: unsupported algorithm {name:?}"));
+                return Err(format!(
+                    "Invalid Auth Method: unsupported algorithm {name:?}"
+                ));
             }
             algs.push(alg);
         }
@@ -204,7 +206,10 @@ impl JwtConfig {
         let header = jsonwebtoken::decode_header(jwt)
             .map_err(|e| format!("failed to parse the token: {e}"))?;
         if !self.algs.contains(&header.alg) {
-            return Err(format!("token is signed with {:?}, which is not allowed", header.alg));
+            return Err(format!(
+                "token is signed with {:?}, which is not allowed",
+                header.alg
+            ));
         }
         let mut validation = jsonwebtoken::Validation::new(header.alg);
         validation.validate_exp = false;
@@ -255,7 +260,10 @@ impl JwtConfig {
                 Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
                 _ => Vec::new(),
             };
-            if !auds.iter().any(|a| self.bound_audiences.iter().any(|b| b == a)) {
+            if !auds
+                .iter()
+                .any(|a| self.bound_audiences.iter().any(|b| b == a))
+            {
                 return Err("invalid audience (aud) claim".to_string());
             }
         }
@@ -287,11 +295,7 @@ impl JwtConfig {
         let mut list = Map::new();
         for (claim, attr) in &self.list_claim_mappings {
             let items: Vec<Value> = match lookup(claim) {
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .filter_map(scalar)
-                    .map(Value::String)
-                    .collect(),
+                Some(Value::Array(a)) => a.iter().filter_map(scalar).map(Value::String).collect(),
                 Some(v) => scalar(&v).map(Value::String).into_iter().collect(),
                 None => Vec::new(),
             };
@@ -419,7 +423,9 @@ pub fn bind(rules: &[&BindingRule], attrs: &Value, datacenter: &str) -> Result<B
         match rule.bind_type.as_str() {
             "service" => {
                 if !valid_service_name(&name) {
-                    return Err(format!("computed bind name {name:?} is not a valid service name"));
+                    return Err(format!(
+                        "computed bind name {name:?} is not a valid service name"
+                    ));
                 }
                 out.service_identities.push(ServiceIdentity {
                     service_name: name,
@@ -432,7 +438,9 @@ pub fn bind(rules: &[&BindingRule], attrs: &Value, datacenter: &str) -> Result<B
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
                 {
-                    return Err(format!("computed bind name {name:?} is not a valid node name"));
+                    return Err(format!(
+                        "computed bind name {name:?} is not a valid node name"
+                    ));
                 }
                 out.node_identities.push(NodeIdentity {
                     node_name: name,
@@ -489,7 +497,11 @@ mod tests {
         let claims = json!({"sub": "web", "groups": ["dev", "ops"]});
         let attrs = cfg.map_claims(claims.as_object().unwrap());
         assert_eq!(attrs["value"]["name"], "web");
-        let r1 = rule("value.name == \"web\" and \"ops\" in list.groups", "service", "svc-${value.name}");
+        let r1 = rule(
+            "value.name == \"web\" and \"ops\" in list.groups",
+            "service",
+            "svc-${value.name}",
+        );
         let r2 = rule("\"admins\" in list.groups", "role", "admin");
         let r3 = rule("", "templated-policy", "builtin/node");
         let r3 = BindingRule {

@@ -4,8 +4,8 @@
 
 use crate::state::{AclTables, WriteTxn};
 use registry_proto::acl::{
-    AclCommand, AuthMethod, BindingRule, Link, Policy, Role, Token, ANONYMOUS_ACCESSOR, ANONYMOUS_SECRET,
-    GLOBAL_MANAGEMENT_ID, GLOBAL_MANAGEMENT_NAME,
+    AclCommand, AuthMethod, BindingRule, Link, Policy, Role, Token, ANONYMOUS_ACCESSOR,
+    ANONYMOUS_SECRET, GLOBAL_MANAGEMENT_ID, GLOBAL_MANAGEMENT_NAME,
 };
 use registry_proto::CommandResponse;
 

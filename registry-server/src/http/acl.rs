@@ -10,6 +10,8 @@ use super::acl_shapes::{policy_json, rfc3339, token_json};
 use super::AppState;
 use crate::acl::Authorizer;
 use crate::fsm::acl::BOOTSTRAP_NOT_ALLOWED;
+use crate::query::QueryOptions;
+use crate::state::Db;
 use crate::ServerError;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -17,7 +19,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use registry_proto::acl::rules::{Access, Global};
-use crate::state::Db;
 use registry_proto::acl::{
     AclCommand, Link, NodeIdentity, Policy, ServiceIdentity, TemplatedPolicy, Token,
     GLOBAL_MANAGEMENT_ID,
@@ -252,6 +253,23 @@ pub(super) fn read_one(
     Ok(Json(v).into_response())
 }
 
+/// After `acl:read`, answers the list `list` builds from the state and the query options
+/// (`show`: whether the token may also see secrets, `acl:write`).
+pub(super) fn list_all(
+    s: &AppState,
+    tok: &RequestToken,
+    query: Option<&str>,
+    list: impl FnOnce(&Db, &QueryOptions, bool) -> Vec<Value>,
+) -> Res {
+    let a = authorize(s, tok, Access::Read)?;
+    let opts = s
+        .options(query)
+        .map_err(|e| super::respond::ApiError(e).into_response())?;
+    let show = a.allowed_global(Global::Acl, Access::Write);
+    let db = s.reader.store().read();
+    Ok(Json(list(&db, &opts, show)).into_response())
+}
+
 /// After `acl:write`, proposes a deletion and answers `true`.
 pub(super) async fn delete_one(s: &AppState, tok: &RequestToken, cmd: AclCommand) -> Res {
     authorize(s, tok, Access::Write)?;
@@ -380,11 +398,7 @@ fn token_from(s: &AppState, v: &Value, existing: Option<&Token>) -> Result<Token
 }
 
 /// `PUT /v1/acl/token`.
-pub(crate) async fn token_create(
-    State(s): State<AppState>,
-    tok: RequestToken,
-    body: Bytes,
-) -> Res {
+pub(crate) async fn token_create(State(s): State<AppState>, tok: RequestToken, body: Bytes) -> Res {
     authorize(&s, &tok, Access::Write)?;
     let v = body_json(&body)?;
     let t = token_from(&s, &v, None)?;
@@ -497,35 +511,30 @@ pub(crate) async fn token_list(
     tok: RequestToken,
     RawQuery(q): RawQuery,
 ) -> Res {
-    let a = authorize(&s, &tok, Access::Read)?;
-    let opts = s
-        .options(q.as_deref())
-        .map_err(|e| super::respond::ApiError(e).into_response())?;
-    let show = a.allowed_global(Global::Acl, Access::Write);
-    let db = s.reader.store().read();
-    let list: Vec<Value> = db
-        .acl
-        .tokens
-        .values()
-        .filter(|t| {
-            opts.get("policy")
-                .is_none_or(|p| t.policies.iter().any(|l| l.id == p))
-        })
-        .filter(|t| {
-            opts.get("role")
-                .is_none_or(|r| t.roles.iter().any(|l| l.id == r))
-        })
-        .filter(|t| {
-            opts.get("servicename")
-                .is_none_or(|n| t.service_identities.iter().any(|si| si.service_name == n))
-        })
-        .map(|t| {
-            let mut j = token_json(t, show);
-            j["Legacy"] = json!(false);
-            j
-        })
-        .collect();
-    Ok(Json(list).into_response())
+    list_all(&s, &tok, q.as_deref(), |db, opts, show| {
+        db.acl
+            .tokens
+            .values()
+            .filter(|t| {
+                opts.get("policy")
+                    .is_none_or(|p| t.policies.iter().any(|l| l.id == p))
+            })
+            .filter(|t| {
+                opts.get("role")
+                    .is_none_or(|r| t.roles.iter().any(|l| l.id == r))
+            })
+            .filter(|t| {
+                opts.get("servicename")
+                    .is_none_or(|n| t.service_identities.iter().any(|si| si.service_name == n))
+            })
+            .filter(|t| opts.get("authmethod").is_none_or(|m| t.auth_method == m))
+            .map(|t| {
+                let mut j = token_json(t, show);
+                j["Legacy"] = json!(false);
+                j
+            })
+            .collect()
+    })
 }
 
 /// Builds a policy from a request body.
@@ -627,16 +636,15 @@ pub(crate) async fn policy_delete(
 pub(crate) async fn policy_list(
     State(s): State<AppState>,
     tok: RequestToken,
+    RawQuery(q): RawQuery,
 ) -> Res {
-    authorize(&s, &tok, Access::Read)?;
-    let db = s.reader.store().read();
-    let list: Vec<Value> = db
-        .acl
-        .policies
-        .values()
-        .map(|p| policy_json(p, true))
-        .collect();
-    Ok(Json(list).into_response())
+    list_all(&s, &tok, q.as_deref(), |db, _, _| {
+        db.acl
+            .policies
+            .values()
+            .map(|p| policy_json(p, true))
+            .collect()
+    })
 }
 
 /// `PUT /v1/agent/token/:type`: `{"Token": "..."}`; needs `acl:write`.

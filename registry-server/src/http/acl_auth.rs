@@ -8,7 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 use super::acl::{
-    authorize, bad, create_body, delete_one, enabled, err, field, fstr, not_found, now_ms, propose,
+    bad, create_body, delete_one, enabled, err, field, fstr, list_all, not_found, now_ms, propose,
     read_one, store_then, update_body, uuid, Res,
 };
 use super::acl_guard::RequestToken;
@@ -20,7 +20,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use registry_proto::acl::rules::Access;
 use registry_proto::acl::{AclCommand, AuthMethod, BindingRule, Link, Token, ANONYMOUS_SECRET};
 use registry_proto::duration::format_go_duration;
 use serde_json::{json, Value};
@@ -165,16 +164,15 @@ pub(crate) async fn method_delete(
 pub(crate) async fn method_list(
     State(s): State<AppState>,
     tok: RequestToken,
+    RawQuery(q): RawQuery,
 ) -> Res {
-    authorize(&s, &tok, Access::Read)?;
-    let db = s.reader.store().read();
-    let list: Vec<Value> = db
-        .acl
-        .auth_methods
-        .values()
-        .map(|m| auth_method_json(m, true))
-        .collect();
-    Ok(Json(list).into_response())
+    list_all(&s, &tok, q.as_deref(), |db, _, _| {
+        db.acl
+            .auth_methods
+            .values()
+            .map(|m| auth_method_json(m, true))
+            .collect()
+    })
 }
 
 fn rule_from(s: &AppState, v: &Value, id: String) -> Result<BindingRule, Response> {
@@ -218,11 +216,7 @@ async fn store_rule(s: &AppState, r: BindingRule) -> Res {
 }
 
 /// `PUT /v1/acl/binding-rule`.
-pub(crate) async fn rule_create(
-    State(s): State<AppState>,
-    tok: RequestToken,
-    body: Bytes,
-) -> Res {
+pub(crate) async fn rule_create(State(s): State<AppState>, tok: RequestToken, body: Bytes) -> Res {
     let v = create_body(&s, &tok, &body, "binding rule")?;
     let r = rule_from(&s, &v, uuid())?;
     store_rule(&s, r).await
@@ -277,19 +271,14 @@ pub(crate) async fn rule_list(
     tok: RequestToken,
     RawQuery(q): RawQuery,
 ) -> Res {
-    authorize(&s, &tok, Access::Read)?;
-    let opts = s
-        .options(q.as_deref())
-        .map_err(|e| super::respond::ApiError(e).into_response())?;
-    let db = s.reader.store().read();
-    let list: Vec<Value> = db
-        .acl
-        .binding_rules
-        .values()
-        .filter(|r| opts.get("authmethod").is_none_or(|m| r.auth_method == m))
-        .map(binding_rule_json)
-        .collect();
-    Ok(Json(list).into_response())
+    list_all(&s, &tok, q.as_deref(), |db, opts, _| {
+        db.acl
+            .binding_rules
+            .values()
+            .filter(|r| opts.get("authmethod").is_none_or(|m| r.auth_method == m))
+            .map(binding_rule_json)
+            .collect()
+    })
 }
 
 fn denied(text: &str) -> Response {
@@ -298,10 +287,7 @@ fn denied(text: &str) -> Response {
 
 /// Links to the stored policies or roles named in `names`; names not found are skipped, as
 /// Consul skips roles that do not exist.
-fn links(
-    names: &[String],
-    find: impl Fn(&str) -> Option<(String, String)>,
-) -> Vec<Link> {
+fn links(names: &[String], find: impl Fn(&str) -> Option<(String, String)>) -> Vec<Link> {
     let mut out: Vec<Link> = Vec::new();
     for n in names {
         if let Some((id, name)) = find(n) {
@@ -354,18 +340,21 @@ pub(crate) async fn login(State(s): State<AppState>, body: Bytes) -> Res {
         return Err(denied("no binding rule matched the token's claims"));
     }
     let mut description = "token created via login".to_string();
-    if let Some(meta) = field(&v, "Meta").filter(|m| m.as_object().is_some_and(|o| !o.is_empty()))
-    {
+    if let Some(meta) = field(&v, "Meta").filter(|m| m.as_object().is_some_and(|o| !o.is_empty())) {
         description.push_str(&format!(": {meta}"));
     }
     let (policies, roles) = {
         let db = s.reader.store().read();
         (
             links(&bindings.policies, |n| {
-                db.acl.policy_by_name(n).map(|p| (p.id.clone(), p.name.clone()))
+                db.acl
+                    .policy_by_name(n)
+                    .map(|p| (p.id.clone(), p.name.clone()))
             }),
             links(&bindings.roles, |n| {
-                db.acl.role_by_name(n).map(|r| (r.id.clone(), r.name.clone()))
+                db.acl
+                    .role_by_name(n)
+                    .map(|r| (r.id.clone(), r.name.clone()))
             }),
         )
     };
@@ -396,10 +385,7 @@ pub(crate) async fn login(State(s): State<AppState>, body: Bytes) -> Res {
 }
 
 /// `POST /v1/acl/logout`: deletes the request's own token, if a login created it.
-pub(crate) async fn logout(
-    State(s): State<AppState>,
-    tok: RequestToken,
-) -> Res {
+pub(crate) async fn logout(State(s): State<AppState>, tok: RequestToken) -> Res {
     enabled(&s)?;
     if tok.0.is_empty() || tok.0 == ANONYMOUS_SECRET {
         return Err(not_found());

@@ -4,7 +4,7 @@
 #![allow(clippy::result_large_err)]
 
 use super::acl::{
-    authorize, bad, create_body, delete_one, field, fstr, identities, read_one, resolve_links,
+    bad, create_body, delete_one, field, fstr, identities, list_all, read_one, resolve_links,
     store_then, update_body, uuid, Res,
 };
 use super::acl_guard::RequestToken;
@@ -12,9 +12,7 @@ use super::acl_shapes::role_json;
 use super::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use registry_proto::acl::rules::Access;
+use axum::response::Response;
 use registry_proto::acl::{AclCommand, Role};
 use serde_json::Value;
 
@@ -45,11 +43,7 @@ async fn store_role(s: &AppState, r: Role) -> Res {
 }
 
 /// `PUT /v1/acl/role`.
-pub(crate) async fn role_create(
-    State(s): State<AppState>,
-    tok: RequestToken,
-    body: Bytes,
-) -> Res {
+pub(crate) async fn role_create(State(s): State<AppState>, tok: RequestToken, body: Bytes) -> Res {
     let v = create_body(&s, &tok, &body, "role")?;
     let r = role_from(&s, &v, uuid())?;
     store_role(&s, r).await
@@ -102,20 +96,15 @@ pub(crate) async fn role_list(
     tok: RequestToken,
     RawQuery(q): RawQuery,
 ) -> Res {
-    authorize(&s, &tok, Access::Read)?;
-    let opts = s
-        .options(q.as_deref())
-        .map_err(|e| super::respond::ApiError(e).into_response())?;
-    let db = s.reader.store().read();
-    let list: Vec<Value> = db
-        .acl
-        .roles
-        .values()
-        .filter(|r| {
-            opts.get("policy")
-                .is_none_or(|p| r.policies.iter().any(|l| l.id == p))
-        })
-        .map(role_json)
-        .collect();
-    Ok(Json(list).into_response())
+    list_all(&s, &tok, q.as_deref(), |db, opts, _| {
+        db.acl
+            .roles
+            .values()
+            .filter(|r| {
+                opts.get("policy")
+                    .is_none_or(|p| r.policies.iter().any(|l| l.id == p))
+            })
+            .map(role_json)
+            .collect()
+    })
 }

@@ -39,10 +39,7 @@ fn find(name: &str) -> Result<&'static Builtin, Response> {
 }
 
 /// `GET /v1/acl/templated-policies`: every template, keyed by name.
-pub(crate) async fn list(
-    State(s): State<AppState>,
-    tok: RequestToken,
-) -> Res {
+pub(crate) async fn list(State(s): State<AppState>, tok: RequestToken) -> Res {
     authorize(&s, &tok, Access::Read)?;
     let map: Map<String, Value> = BUILTINS
         .iter()

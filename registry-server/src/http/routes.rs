@@ -2,8 +2,8 @@
 //! 404 with Consul's text; a known path with the wrong method answers 405 with `Allow`.
 
 use super::{
-    acl, acl_auth, acl_role, acl_templated, agent, agent_ops, catalog, config_entries, connect, event, health, kv, operator,
-    session, snapshot, status, txn, ui, ui_api, AgentState, AppState,
+    acl, acl_auth, acl_role, acl_templated, agent, agent_ops, catalog, config_entries, connect,
+    event, health, kv, operator, session, snapshot, status, txn, ui, ui_api, AgentState, AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::extract::FromRef;
