@@ -152,7 +152,7 @@ pub struct PolicyArgs {
 #[derive(Subcommand, Debug)]
 pub enum TokenCommand {
     /// Creates a token.
-    Create(TokenArgs),
+    Create(Box<TokenArgs>),
     /// Lists tokens.
     List(Common),
     /// Reads a token (`-id`, or `-self` for the one in use).
