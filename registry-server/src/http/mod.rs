@@ -7,6 +7,7 @@
 
 pub mod acl;
 pub mod acl_auth;
+pub mod acl_common;
 pub mod acl_guard;
 pub mod acl_role;
 pub mod acl_shapes;
