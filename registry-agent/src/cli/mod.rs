@@ -4,6 +4,7 @@
 
 pub mod acl;
 pub mod acl_auth;
+pub mod acl_show;
 pub mod agent;
 pub mod agent_flags;
 pub mod autopilot_state;
