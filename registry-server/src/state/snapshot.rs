@@ -121,28 +121,30 @@ mod tests {
             ..AutopilotConfig::default()
         });
         let bytes = db.encode().unwrap();
-        assert_eq!(&bytes[..8], b"REGSNAP3");
+        assert_eq!(&bytes[..8], b"REGSNAP4");
         assert_eq!(Db::decode(&bytes).unwrap(), db);
     }
 
     #[test]
     fn version_one_snapshots_still_decode() {
         // A version-1 body is the current encoding without the trailing `autopilot` (`None`
-        // is one byte 0), `config_entries` (one byte 0 when empty) and ACL tables (six zero
-        // bytes when empty) fields; a version-2 body keeps `autopilot`.
+        // is one byte 0), `config_entries` (one byte 0 when empty) and ACL tables (eight zero
+        // bytes when empty) fields; a version-2 body keeps `autopilot`; a version-3 body
+        // lacks the ACL tables' last two maps (auth methods and binding rules).
         let db = sample();
         let current = postcard::to_stdvec(&db).unwrap();
-        assert_eq!(current[current.len() - 8..], [0u8; 8]);
-        let body = &current[..current.len() - 8];
-        let mut v1 = b"REGSNAP1".to_vec();
-        v1.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        v1.extend_from_slice(body);
+        assert_eq!(current[current.len() - 10..], [0u8; 10]);
+        let with = |magic: &[u8], cut: usize| {
+            let body = &current[..current.len() - cut];
+            let mut v = magic.to_vec();
+            v.extend_from_slice(&(body.len() as u64).to_le_bytes());
+            v.extend_from_slice(body);
+            v
+        };
+        let v1 = with(b"REGSNAP1", 10);
         assert_eq!(Db::decode(&v1).unwrap(), db);
-        let mut v2 = b"REGSNAP2".to_vec();
-        let body2 = &current[..current.len() - 7];
-        v2.extend_from_slice(&(body2.len() as u64).to_le_bytes());
-        v2.extend_from_slice(body2);
-        assert_eq!(Db::decode(&v2).unwrap(), db);
+        assert_eq!(Db::decode(&with(b"REGSNAP2", 9)).unwrap(), db);
+        assert_eq!(Db::decode(&with(b"REGSNAP3", 2)).unwrap(), db);
         assert!(Db::decode(b"REGSNAP9\0\0\0\0\0\0\0\0").is_err());
         assert!(Db::decode(&v1[..v1.len() - 1]).is_err());
     }
