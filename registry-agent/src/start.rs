@@ -293,7 +293,10 @@ pub async fn start_client(
     let catalog = Arc::new(crate::ae::RemoteServers::new(pool.clone()));
     let addr = opts.advertise_addr.unwrap_or(config.bind_addr);
     let local = Arc::new(crate::agent::LocalMembership::new(&config, addr, tags));
-    let forward = Arc::new(ClientForward::new(pool.clone(), &config.node_name));
+    let forward = Arc::new(
+        ClientForward::new(pool.clone(), &config.node_name)
+            .with_default_token(&config.acl.tokens.default),
+    );
     let agent = Arc::new(
         crate::agent::LocalAgent::with_catalog(config.clone(), catalog, opts)
             .with_membership(Arc::new(GossipMembership::new(lan.clone(), local, None)))
@@ -312,7 +315,12 @@ pub async fn start_client(
     };
     if config.dns_port != 0 {
         let bind = std::net::SocketAddr::new(config.client_addr, config.dns_port);
-        let addr = registry_server::rpc::dns::serve_client(bind, pool.clone()).await?;
+        let addr = registry_server::rpc::dns::serve_client(
+            bind,
+            pool.clone(),
+            config.acl.tokens.default.clone(),
+        )
+        .await?;
         tracing::info!(%addr, "DNS listening (UDP and TCP, answers from the servers)");
     }
     let app = registry_server::http::client_router(state, forward, events);

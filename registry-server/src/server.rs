@@ -226,6 +226,10 @@ impl Server {
             None
         };
         if state.acl.enabled() {
+            // Client agents' DNS queries are answered as their own default token sees the
+            // catalog.
+            self.dns
+                .install_acl(state.acl.clone(), self.config.datacenter.clone());
             // The leader creates the built-in ACL records and the `initial_management` token;
             // checked again after every leadership change.
             let acl_state = state.clone();
@@ -244,9 +248,14 @@ impl Server {
             node: node.clone(),
             translate: self.config.translate_wan_addrs,
         };
+        let route = crate::rpc::api::LeaderRoute {
+            raft: self.raft.clone(),
+            node,
+            acl: state.acl.clone(),
+        };
         let app = http::router(state)
             .layer(axum::middleware::from_fn_with_state(
-                (self.raft.clone(), node),
+                route,
                 crate::rpc::api::to_leader,
             ))
             .layer(axum::middleware::from_fn_with_state(

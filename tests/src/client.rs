@@ -38,13 +38,22 @@ pub struct ClientAgent {
 impl ClientAgent {
     /// A client on 127.0.0.1 with free ports, joining `servers`.
     pub async fn start(name: &str, servers: &[String]) -> Result<ClientAgent> {
+        Self::start_with(name, servers, &[]).await
+    }
+
+    /// [`ClientAgent::start`] with more command-line arguments (`-hcl ...`).
+    pub async fn start_with(name: &str, servers: &[String], extra: &[&str]) -> Result<ClientAgent> {
         let ports = vec![
             ("-http-port", free_tcp_port()),
             ("-dns-port", free_tcp_udp_port()),
             ("-server-port", free_tcp_port()),
             ("-serf-lan-port", free_tcp_udp_port()),
         ];
-        Self::launch(name, IpAddr::V4(Ipv4Addr::LOCALHOST), &ports, servers, &[]).await
+        let mut agent =
+            Self::launch(name, IpAddr::V4(Ipv4Addr::LOCALHOST), &ports, servers, &[], extra)
+                .await?;
+        agent.spawn_and_wait().await?;
+        Ok(agent)
     }
 
     /// A client on its own address `ip` with the default ports, joining `servers`, with
@@ -55,7 +64,9 @@ impl ClientAgent {
         servers: &[String],
         config: &[(&str, String)],
     ) -> Result<ClientAgent> {
-        Self::launch(name, ip, &[], servers, config).await
+        let mut agent = Self::launch(name, ip, &[], servers, config, &[]).await?;
+        agent.spawn_and_wait().await?;
+        Ok(agent)
     }
 
     async fn launch(
@@ -64,6 +75,7 @@ impl ClientAgent {
         ports: &[(&str, u16)],
         servers: &[String],
         config: &[(&str, String)],
+        extra: &[&str],
     ) -> Result<ClientAgent> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("registry-client-{name}-"))
@@ -101,12 +113,13 @@ impl ClientAgent {
             args.push("-retry-join".into());
             args.push(s.clone());
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         let api = registry_client::Client::new(&registry_client::Config {
             address: format!("{ip}:{http_port}"),
             timeout: Some(Duration::from_secs(60)),
             ..Default::default()
         })?;
-        let mut agent = ClientAgent {
+        Ok(ClientAgent {
             name: name.to_string(),
             ip,
             api,
@@ -115,9 +128,7 @@ impl ClientAgent {
             child: None,
             log: dir.path().join("agent.log"),
             dir,
-        };
-        agent.spawn_and_wait().await?;
-        Ok(agent)
+        })
     }
 
     async fn spawn_and_wait(&mut self) -> Result<()> {

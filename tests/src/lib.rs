@@ -10,6 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod acl;
 pub mod client;
 pub mod cluster;
 

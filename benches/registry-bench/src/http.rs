@@ -75,15 +75,22 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
 pub struct Pool {
     addr: SocketAddr,
     host: String,
+    /// `CONSUL_HTTP_TOKEN`, sent as `X-Consul-Token` with every request when set.
+    token: Option<http::HeaderValue>,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
     limit: Semaphore,
 }
 
 impl Pool {
     pub fn new(addr: SocketAddr, conns: usize) -> Self {
+        let token = std::env::var("CONSUL_HTTP_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .and_then(|t| http::HeaderValue::from_str(&t).ok());
         Pool {
             addr,
             host: addr.to_string(),
+            token,
             idle: Mutex::new(Vec::with_capacity(conns)),
             limit: Semaphore::new(conns.max(1)),
         }
@@ -105,11 +112,14 @@ impl Pool {
         target: &str,
         body: Bytes,
     ) -> Result<Request<Full<Bytes>>> {
-        Ok(Request::builder()
+        let mut b = Request::builder()
             .method(method)
             .uri(target)
-            .header(http::header::HOST, &self.host)
-            .body(Full::new(body))?)
+            .header(http::header::HOST, &self.host);
+        if let Some(t) = &self.token {
+            b = b.header("x-consul-token", t);
+        }
+        Ok(b.body(Full::new(body))?)
     }
 
     /// Sends `req` on an idle connection and reads the whole response.

@@ -1,6 +1,7 @@
 //! `registry acl` (Consul's `command/acl`): bootstrap, and create, list, read, update, clone
-//! and delete for tokens, policies and roles through `/v1/acl/*`. Output is Consul's pretty
-//! text, or the API's JSON with `-format=json`.
+//! and delete for tokens, policies and roles through `/v1/acl/*` (auth methods, binding rules
+//! and templated policies are in `acl_auth`). Output is Consul's pretty text, or the API's
+//! JSON with `-format=json`.
 
 use super::http::{encode_path, Client, HttpFlags};
 use super::ui::Ui;
@@ -31,6 +32,27 @@ pub enum AclCommand {
         #[command(subcommand)]
         command: RoleCommand,
     },
+    /// Manages auth methods.
+    #[command(name = "auth-method")]
+    AuthMethod {
+        /// The auth method operation.
+        #[command(subcommand)]
+        command: super::acl_auth::AuthMethodCommand,
+    },
+    /// Manages binding rules.
+    #[command(name = "binding-rule")]
+    BindingRule {
+        /// The binding rule operation.
+        #[command(subcommand)]
+        command: super::acl_auth::BindingRuleCommand,
+    },
+    /// Lists, reads and previews templated policies.
+    #[command(name = "templated-policy")]
+    TemplatedPolicy {
+        /// The templated policy operation.
+        #[command(subcommand)]
+        command: super::acl_auth::TemplatedPolicyCommand,
+    },
 }
 
 /// Flags of every `acl` command.
@@ -40,7 +62,40 @@ pub struct Common {
     http: HttpFlags,
     /// Output format: `pretty` or `json`.
     #[arg(long, default_value = "pretty", value_name = "FORMAT")]
-    format: String,
+    pub(super) format: String,
+}
+
+/// Templated policy flags of token and role commands.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TemplatedFlags {
+    /// A templated policy to link, by template name (repeatable).
+    #[arg(long = "templated-policy", value_name = "NAME")]
+    templated_policy: Vec<String>,
+    /// A variable of the templated policies, `name:VALUE`.
+    #[arg(long = "var", value_name = "NAME:VALUE")]
+    var: Vec<String>,
+}
+
+impl TemplatedFlags {
+    /// `TemplatedPolicies` of a request body.
+    fn json(&self) -> Result<Value, String> {
+        let mut name = None;
+        for v in &self.var {
+            match v.split_once(':') {
+                Some((k, val)) if k.eq_ignore_ascii_case("name") => name = Some(val.to_string()),
+                _ => return Err(format!("-var {v:?} must be of the form name:VALUE")),
+            }
+        }
+        Ok(Value::Array(
+            self.templated_policy
+                .iter()
+                .map(|t| match &name {
+                    Some(n) => json!({"TemplateName": t, "TemplateVariables": {"Name": n}}),
+                    None => json!({"TemplateName": t}),
+                })
+                .collect(),
+        ))
+    }
 }
 
 /// Selects a record by ID or name.
@@ -97,7 +152,7 @@ pub struct PolicyArgs {
 #[derive(Subcommand, Debug)]
 pub enum TokenCommand {
     /// Creates a token.
-    Create(TokenArgs),
+    Create(Box<TokenArgs>),
     /// Lists tokens.
     List(Common),
     /// Reads a token (`-id`, or `-self` for the one in use).
@@ -134,6 +189,8 @@ pub struct TokenArgs {
     /// A node identity, `NODE:DC` (repeatable).
     #[arg(long = "node-identity", value_name = "NODE:DC")]
     node_identity: Vec<String>,
+    #[command(flatten)]
+    templated: TemplatedFlags,
     /// The accessor ID to use (generated when absent).
     #[arg(long, value_name = "ID")]
     accessor: Option<String>,
@@ -212,6 +269,8 @@ pub struct RoleArgs {
     /// A node identity, `NODE:DC` (repeatable).
     #[arg(long = "node-identity", value_name = "NODE:DC")]
     node_identity: Vec<String>,
+    #[command(flatten)]
+    templated: TemplatedFlags,
 }
 
 /// Runs `acl`.
@@ -222,7 +281,7 @@ pub async fn run(command: AclCommand, ui: &mut Ui<'_>) -> i32 {
     }
 }
 
-async fn call(
+pub(super) async fn call(
     c: &Common,
     method: Method,
     path: &str,
@@ -276,135 +335,7 @@ fn rules_text(r: &str) -> Result<String, String> {
     }
 }
 
-fn show(c: &Common, v: &Value, pretty: fn(&Value) -> String, ui: &mut Ui<'_>) -> i32 {
-    if c.format == "json" {
-        ui.output(&serde_json::to_string_pretty(v).unwrap_or_default());
-    } else {
-        ui.output(pretty(v).trim_end());
-    }
-    0
-}
-
-fn s(v: &Value, k: &str) -> String {
-    match &v[k] {
-        Value::String(x) => x.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-fn link_lines(v: &Value, key: &str, title: &str, out: &mut String) {
-    if let Some(items) = v[key].as_array() {
-        out.push_str(&format!("{title}:\n"));
-        for l in items {
-            out.push_str(&format!("   {} - {}\n", s(l, "ID"), s(l, "Name")));
-        }
-    }
-}
-
-fn identity_lines(v: &Value, out: &mut String) {
-    if let Some(items) = v["ServiceIdentities"].as_array() {
-        out.push_str("Service Identities:\n");
-        for si in items {
-            let dcs = si["Datacenters"]
-                .as_array()
-                .map(|d| {
-                    d.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default();
-            let dcs = if dcs.is_empty() {
-                "all".to_string()
-            } else {
-                dcs
-            };
-            out.push_str(&format!(
-                "   {} (Datacenters: {dcs})\n",
-                s(si, "ServiceName")
-            ));
-        }
-    }
-    if let Some(items) = v["NodeIdentities"].as_array() {
-        out.push_str("Node Identities:\n");
-        for ni in items {
-            out.push_str(&format!(
-                "   {} (Datacenter: {})\n",
-                s(ni, "NodeName"),
-                s(ni, "Datacenter")
-            ));
-        }
-    }
-}
-
-/// Consul's pretty token.
-pub fn pretty_token(v: &Value) -> String {
-    let mut out = format!(
-        "AccessorID:       {}\nSecretID:         {}\nDescription:      {}\nLocal:            {}\nCreate Time:      {}\n",
-        s(v, "AccessorID"), s(v, "SecretID"), s(v, "Description"), s(v, "Local"), s(v, "CreateTime")
-    );
-    if !s(v, "ExpirationTime").is_empty() {
-        out.push_str(&format!("Expiration Time:  {}\n", s(v, "ExpirationTime")));
-    }
-    link_lines(v, "Policies", "Policies", &mut out);
-    link_lines(v, "Roles", "Roles", &mut out);
-    identity_lines(v, &mut out);
-    out
-}
-
-/// Consul's pretty policy.
-pub fn pretty_policy(v: &Value) -> String {
-    let dcs = v["Datacenters"]
-        .as_array()
-        .map(|d| {
-            d.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default();
-    let mut out = format!(
-        "ID:           {}\nName:         {}\nDescription:  {}\nDatacenters:  {dcs}\n",
-        s(v, "ID"),
-        s(v, "Name"),
-        s(v, "Description")
-    );
-    if v.get("Rules").is_some() {
-        out.push_str(&format!("Rules:\n{}\n", s(v, "Rules")));
-    }
-    out
-}
-
-/// Consul's pretty role.
-pub fn pretty_role(v: &Value) -> String {
-    let mut out = format!(
-        "ID:           {}\nName:         {}\nDescription:  {}\n",
-        s(v, "ID"),
-        s(v, "Name"),
-        s(v, "Description")
-    );
-    link_lines(v, "Policies", "Policies", &mut out);
-    identity_lines(v, &mut out);
-    out
-}
-
-fn list(c: &Common, v: &Value, pretty: fn(&Value) -> String, key: &str, ui: &mut Ui<'_>) -> i32 {
-    if c.format == "json" {
-        ui.output(&serde_json::to_string_pretty(v).unwrap_or_default());
-        return 0;
-    }
-    let mut out = String::new();
-    for item in v.as_array().map(Vec::as_slice).unwrap_or_default() {
-        if !key.is_empty() {
-            out.push_str(&format!("{}:\n", s(item, key)));
-        }
-        out.push_str(&pretty(item));
-        out.push('\n');
-    }
-    ui.output(out.trim_end());
-    0
-}
+pub(super) use super::acl_show::{list, pretty_policy, pretty_role, pretty_token, s, show};
 
 /// The ID of a policy or role given by `-id` or `-name`.
 async fn select_id(sel: &Select, kind: &str) -> Result<String, String> {
@@ -414,17 +345,239 @@ async fn select_id(sel: &Select, kind: &str) -> Result<String, String> {
     let Some(name) = sel.name.clone().filter(|n| !n.is_empty()) else {
         return Err("Must specify the -id or -name parameter".to_string());
     };
+    let path = format!("/v1/acl/{kind}/name/{}", encode_path(&name));
+    match call(&sel.common, Method::GET, &path, None).await {
+        Ok(v) => Ok(s(&v, "ID")),
+        // A missing policy or role answers 404 without a body.
+        Err(e) if e.contains("404") => Err(format!(
+            "Error determining {kind} ID: No such {kind} with name {name:?}"
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+/// Lists the records at `path`.
+async fn list_at(
+    c: &Common,
+    (path, what): (&str, &str),
+    pretty: fn(&Value) -> String,
+    key: &str,
+    ui: &mut Ui<'_>,
+) -> Result<i32, String> {
+    let v = call(c, Method::GET, path, None)
+        .await
+        .map_err(|e| format!("Failed to retrieve the {what} list: {e}"))?;
+    Ok(list(c, &v, pretty, key, ui))
+}
+
+/// Reads the policy or role `sel` names.
+async fn read_selected(
+    sel: &Select,
+    kind: &str,
+    pretty: fn(&Value) -> String,
+    ui: &mut Ui<'_>,
+) -> Result<i32, String> {
+    let id = select_id(sel, kind).await?;
     let v = call(
         &sel.common,
         Method::GET,
-        &format!("/v1/acl/{kind}/name/{}", encode_path(&name)),
+        &format!("/v1/acl/{kind}/{id}"),
         None,
     )
-    .await?;
-    Ok(s(&v, "ID"))
+    .await
+    .map_err(|e| format!("Error reading {kind} {id:?}: {e}"))?;
+    Ok(show(&sel.common, &v, pretty, ui))
+}
+
+/// Deletes the `kind` record `id` and says so as Consul does.
+async fn delete_id(c: &Common, kind: &str, id: &str, ui: &mut Ui<'_>) -> Result<i32, String> {
+    call(
+        c,
+        Method::DELETE,
+        &format!("/v1/acl/{kind}/{}", encode_path(id)),
+        None,
+    )
+    .await
+    .map_err(|e| format!("Error deleting {kind} {id:?}: {e}"))?;
+    let mut title = kind.to_string();
+    if let Some(f) = title.get_mut(..1) {
+        f.make_ascii_uppercase();
+    }
+    ui.output(&format!("{title} {id:?} deleted successfully"));
+    Ok(0)
+}
+
+/// The identities and templated policies of a token or role body.
+fn identity_fields(
+    body: &mut Value,
+    services: &[String],
+    nodes: &[String],
+    templated: &TemplatedFlags,
+) -> Result<(), String> {
+    let (sis, nis) = identities(services, nodes)?;
+    body["ServiceIdentities"] = sis;
+    body["NodeIdentities"] = nis;
+    body["TemplatedPolicies"] = templated.json()?;
+    Ok(())
+}
+
+/// `-name`, required.
+fn name_flag(name: &Option<String>) -> Result<String, String> {
+    name.clone()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| "Missing required '-name' flag".to_string())
+}
+
+/// `-id`, required.
+fn id_flag(id: &Option<String>) -> Result<String, String> {
+    id.clone()
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| "Must specify the -id parameter".to_string())
+}
+
+async fn policy(command: PolicyCommand, ui: &mut Ui<'_>) -> Result<i32, String> {
+    match command {
+        PolicyCommand::Create(p) => {
+            let body = json!({
+                "Name": name_flag(&p.name)?,
+                "Description": p.description.clone().unwrap_or_default(),
+                "Rules": rules_text(p.rules.as_deref().unwrap_or(""))?,
+                "Datacenters": p.valid_datacenter,
+            });
+            let v = call(&p.common, Method::PUT, "/v1/acl/policy", Some(body))
+                .await
+                .map_err(|e| format!("Failed to create new policy: {e}"))?;
+            Ok(show(&p.common, &v, pretty_policy, ui))
+        }
+        PolicyCommand::Update(p) => {
+            let sel = Select {
+                common: p.common.clone(),
+                id: p.id.clone(),
+                name: p.name.clone(),
+            };
+            let id = select_id(&sel, "policy").await?;
+            let path = format!("/v1/acl/policy/{id}");
+            let mut cur = call(&p.common, Method::GET, &path, None).await?;
+            if let Some(d) = &p.description {
+                cur["Description"] = json!(d);
+            }
+            if let Some(r) = &p.rules {
+                cur["Rules"] = json!(rules_text(r)?);
+            }
+            if !p.valid_datacenter.is_empty() {
+                cur["Datacenters"] = json!(p.valid_datacenter);
+            }
+            let v = call(&p.common, Method::PUT, &path, Some(cur))
+                .await
+                .map_err(|e| format!("Failed to update policy {id}: {e}"))?;
+            Ok(show(&p.common, &v, pretty_policy, ui))
+        }
+        PolicyCommand::List(c) => {
+            list_at(
+                &c,
+                ("/v1/acl/policies", "policy"),
+                pretty_policy,
+                "Name",
+                ui,
+            )
+            .await
+        }
+        PolicyCommand::Read(sel) => read_selected(&sel, "policy", pretty_policy, ui).await,
+        PolicyCommand::Delete(sel) => {
+            let id = select_id(&sel, "policy").await?;
+            delete_id(&sel.common, "policy", &id, ui).await
+        }
+    }
+}
+
+async fn token(command: TokenCommand, ui: &mut Ui<'_>) -> Result<i32, String> {
+    match command {
+        TokenCommand::Create(t) => {
+            let mut body = json!({
+                "Description": t.description.clone().unwrap_or_default(),
+                "Policies": links(&t.policy_name, &t.policy_id),
+                "Roles": links(&t.role_name, &t.role_id),
+                "Local": t.local.unwrap_or(false),
+            });
+            identity_fields(
+                &mut body,
+                &t.service_identity,
+                &t.node_identity,
+                &t.templated,
+            )?;
+            for (key, v) in [
+                ("AccessorID", &t.accessor),
+                ("SecretID", &t.secret),
+                ("ExpirationTTL", &t.expires_ttl),
+            ] {
+                if let Some(v) = v {
+                    body[key] = json!(v);
+                }
+            }
+            let v = call(&t.common, Method::PUT, "/v1/acl/token", Some(body))
+                .await
+                .map_err(|e| format!("Failed to create new token: {e}"))?;
+            Ok(show(&t.common, &v, pretty_token, ui))
+        }
+        TokenCommand::List(c) => {
+            list_at(&c, ("/v1/acl/tokens", "token"), pretty_token, "", ui).await
+        }
+        TokenCommand::Read(r) => {
+            let path = if r.self_.unwrap_or(false) {
+                "/v1/acl/token/self".to_string()
+            } else {
+                format!("/v1/acl/token/{}", encode_path(&id_flag(&r.id)?))
+            };
+            let v = call(&r.common, Method::GET, &path, None)
+                .await
+                .map_err(|e| format!("Error reading token: {e}"))?;
+            Ok(show(&r.common, &v, pretty_token, ui))
+        }
+        TokenCommand::Clone(c) => {
+            let id = id_flag(&c.id)?;
+            let body = c.description.as_ref().map(|d| json!({"Description": d}));
+            let path = format!("/v1/acl/token/{}/clone", encode_path(&id));
+            let v = call(&c.common, Method::PUT, &path, body)
+                .await
+                .map_err(|e| format!("Failed to clone token: {e}"))?;
+            Ok(show(&c.common, &v, pretty_token, ui))
+        }
+        TokenCommand::Delete(sel) => delete_id(&sel.common, "token", &id_flag(&sel.id)?, ui).await,
+    }
+}
+
+async fn role(command: RoleCommand, ui: &mut Ui<'_>) -> Result<i32, String> {
+    match command {
+        RoleCommand::Create(r) => {
+            let mut body = json!({
+                "Name": name_flag(&r.name)?,
+                "Description": r.description.clone().unwrap_or_default(),
+                "Policies": links(&r.policy_name, &r.policy_id),
+            });
+            identity_fields(
+                &mut body,
+                &r.service_identity,
+                &r.node_identity,
+                &r.templated,
+            )?;
+            let v = call(&r.common, Method::PUT, "/v1/acl/role", Some(body))
+                .await
+                .map_err(|e| format!("Failed to create new role: {e}"))?;
+            Ok(show(&r.common, &v, pretty_role, ui))
+        }
+        RoleCommand::List(c) => {
+            list_at(&c, ("/v1/acl/roles", "role"), pretty_role, "Name", ui).await
+        }
+        RoleCommand::Read(sel) => read_selected(&sel, "role", pretty_role, ui).await,
+        RoleCommand::Delete(sel) => {
+            let id = select_id(&sel, "role").await?;
+            delete_id(&sel.common, "role", &id, ui).await
+        }
+    }
 }
 
 async fn run_inner(command: AclCommand, ui: &mut Ui<'_>) -> Result<i32, String> {
+    use super::acl_auth;
     match command {
         AclCommand::Bootstrap(c) => {
             let v = call(&c, Method::PUT, "/v1/acl/bootstrap", None)
@@ -432,220 +585,11 @@ async fn run_inner(command: AclCommand, ui: &mut Ui<'_>) -> Result<i32, String> 
                 .map_err(|e| format!("Failed ACL bootstrapping: {e}"))?;
             Ok(show(&c, &v, pretty_token, ui))
         }
-        AclCommand::Policy { command } => match command {
-            PolicyCommand::Create(p) => {
-                let name = p
-                    .name
-                    .clone()
-                    .filter(|n| !n.is_empty())
-                    .ok_or("Missing required '-name' flag")?;
-                let body = json!({
-                    "Name": name,
-                    "Description": p.description.clone().unwrap_or_default(),
-                    "Rules": rules_text(p.rules.as_deref().unwrap_or(""))?,
-                    "Datacenters": p.valid_datacenter,
-                });
-                let v = call(&p.common, Method::PUT, "/v1/acl/policy", Some(body))
-                    .await
-                    .map_err(|e| format!("Failed to create new policy: {e}"))?;
-                Ok(show(&p.common, &v, pretty_policy, ui))
-            }
-            PolicyCommand::Update(p) => {
-                let sel = Select {
-                    common: p.common.clone(),
-                    id: p.id.clone(),
-                    name: p.name.clone(),
-                };
-                let id = select_id(&sel, "policy").await?;
-                let mut cur = call(
-                    &p.common,
-                    Method::GET,
-                    &format!("/v1/acl/policy/{id}"),
-                    None,
-                )
-                .await?;
-                if let Some(d) = &p.description {
-                    cur["Description"] = json!(d);
-                }
-                if let Some(r) = &p.rules {
-                    cur["Rules"] = json!(rules_text(r)?);
-                }
-                if !p.valid_datacenter.is_empty() {
-                    cur["Datacenters"] = json!(p.valid_datacenter);
-                }
-                let v = call(
-                    &p.common,
-                    Method::PUT,
-                    &format!("/v1/acl/policy/{id}"),
-                    Some(cur),
-                )
-                .await
-                .map_err(|e| format!("Failed to update policy {id}: {e}"))?;
-                Ok(show(&p.common, &v, pretty_policy, ui))
-            }
-            PolicyCommand::List(c) => {
-                let v = call(&c, Method::GET, "/v1/acl/policies", None)
-                    .await
-                    .map_err(|e| format!("Failed to retrieve the policy list: {e}"))?;
-                Ok(list(&c, &v, pretty_policy, "Name", ui))
-            }
-            PolicyCommand::Read(sel) => {
-                let id = select_id(&sel, "policy").await?;
-                let v = call(
-                    &sel.common,
-                    Method::GET,
-                    &format!("/v1/acl/policy/{id}"),
-                    None,
-                )
-                .await
-                .map_err(|e| format!("Error reading policy {id:?}: {e}"))?;
-                Ok(show(&sel.common, &v, pretty_policy, ui))
-            }
-            PolicyCommand::Delete(sel) => {
-                let id = select_id(&sel, "policy").await?;
-                call(
-                    &sel.common,
-                    Method::DELETE,
-                    &format!("/v1/acl/policy/{id}"),
-                    None,
-                )
-                .await
-                .map_err(|e| format!("Error deleting policy {id:?}: {e}"))?;
-                ui.output(&format!("Policy {id:?} deleted successfully"));
-                Ok(0)
-            }
-        },
-        AclCommand::Token { command } => match command {
-            TokenCommand::Create(t) => {
-                let (sis, nis) = identities(&t.service_identity, &t.node_identity)?;
-                let mut body = json!({
-                    "Description": t.description.clone().unwrap_or_default(),
-                    "Policies": links(&t.policy_name, &t.policy_id),
-                    "Roles": links(&t.role_name, &t.role_id),
-                    "ServiceIdentities": sis,
-                    "NodeIdentities": nis,
-                    "Local": t.local.unwrap_or(false),
-                });
-                if let Some(a) = &t.accessor {
-                    body["AccessorID"] = json!(a);
-                }
-                if let Some(sec) = &t.secret {
-                    body["SecretID"] = json!(sec);
-                }
-                if let Some(ttl) = &t.expires_ttl {
-                    body["ExpirationTTL"] = json!(ttl);
-                }
-                let v = call(&t.common, Method::PUT, "/v1/acl/token", Some(body))
-                    .await
-                    .map_err(|e| format!("Failed to create new token: {e}"))?;
-                Ok(show(&t.common, &v, pretty_token, ui))
-            }
-            TokenCommand::List(c) => {
-                let v = call(&c, Method::GET, "/v1/acl/tokens", None)
-                    .await
-                    .map_err(|e| format!("Failed to retrieve the token list: {e}"))?;
-                Ok(list(&c, &v, pretty_token, "", ui))
-            }
-            TokenCommand::Read(r) => {
-                let path = if r.self_.unwrap_or(false) {
-                    "/v1/acl/token/self".to_string()
-                } else {
-                    let id =
-                        r.id.clone()
-                            .filter(|i| !i.is_empty())
-                            .ok_or("Must specify the -id parameter")?;
-                    format!("/v1/acl/token/{}", encode_path(&id))
-                };
-                let v = call(&r.common, Method::GET, &path, None)
-                    .await
-                    .map_err(|e| format!("Error reading token: {e}"))?;
-                Ok(show(&r.common, &v, pretty_token, ui))
-            }
-            TokenCommand::Clone(c) => {
-                let id =
-                    c.id.clone()
-                        .filter(|i| !i.is_empty())
-                        .ok_or("Must specify the -id parameter")?;
-                let body = c.description.as_ref().map(|d| json!({"Description": d}));
-                let v = call(
-                    &c.common,
-                    Method::PUT,
-                    &format!("/v1/acl/token/{}/clone", encode_path(&id)),
-                    body,
-                )
-                .await
-                .map_err(|e| format!("Failed to clone token: {e}"))?;
-                Ok(show(&c.common, &v, pretty_token, ui))
-            }
-            TokenCommand::Delete(sel) => {
-                let id = sel
-                    .id
-                    .clone()
-                    .filter(|i| !i.is_empty())
-                    .ok_or("Must specify the -id parameter")?;
-                call(
-                    &sel.common,
-                    Method::DELETE,
-                    &format!("/v1/acl/token/{}", encode_path(&id)),
-                    None,
-                )
-                .await
-                .map_err(|e| format!("Error deleting token {id:?}: {e}"))?;
-                ui.output(&format!("Token {id:?} deleted successfully"));
-                Ok(0)
-            }
-        },
-        AclCommand::Role { command } => match command {
-            RoleCommand::Create(r) => {
-                let name = r
-                    .name
-                    .clone()
-                    .filter(|n| !n.is_empty())
-                    .ok_or("Missing required '-name' flag")?;
-                let (sis, nis) = identities(&r.service_identity, &r.node_identity)?;
-                let body = json!({
-                    "Name": name,
-                    "Description": r.description.clone().unwrap_or_default(),
-                    "Policies": links(&r.policy_name, &r.policy_id),
-                    "ServiceIdentities": sis,
-                    "NodeIdentities": nis,
-                });
-                let v = call(&r.common, Method::PUT, "/v1/acl/role", Some(body))
-                    .await
-                    .map_err(|e| format!("Failed to create new role: {e}"))?;
-                Ok(show(&r.common, &v, pretty_role, ui))
-            }
-            RoleCommand::List(c) => {
-                let v = call(&c, Method::GET, "/v1/acl/roles", None)
-                    .await
-                    .map_err(|e| format!("Failed to retrieve the role list: {e}"))?;
-                Ok(list(&c, &v, pretty_role, "Name", ui))
-            }
-            RoleCommand::Read(sel) => {
-                let id = select_id(&sel, "role").await?;
-                let v = call(
-                    &sel.common,
-                    Method::GET,
-                    &format!("/v1/acl/role/{id}"),
-                    None,
-                )
-                .await
-                .map_err(|e| format!("Error reading role {id:?}: {e}"))?;
-                Ok(show(&sel.common, &v, pretty_role, ui))
-            }
-            RoleCommand::Delete(sel) => {
-                let id = select_id(&sel, "role").await?;
-                call(
-                    &sel.common,
-                    Method::DELETE,
-                    &format!("/v1/acl/role/{id}"),
-                    None,
-                )
-                .await
-                .map_err(|e| format!("Error deleting role {id:?}: {e}"))?;
-                ui.output(&format!("Role {id:?} deleted successfully"));
-                Ok(0)
-            }
-        },
+        AclCommand::Policy { command } => policy(command, ui).await,
+        AclCommand::Token { command } => token(command, ui).await,
+        AclCommand::Role { command } => role(command, ui).await,
+        AclCommand::AuthMethod { command } => acl_auth::auth_method(command, ui).await,
+        AclCommand::BindingRule { command } => acl_auth::binding_rule(command, ui).await,
+        AclCommand::TemplatedPolicy { command } => acl_auth::templated_policy(command, ui).await,
     }
 }

@@ -4,6 +4,8 @@
 //! k8s-sync executable ([`k8s_sync`]).
 
 pub mod acl;
+pub mod acl_auth;
+pub mod acl_show;
 pub mod agent;
 pub mod agent_flags;
 pub mod autopilot_state;
@@ -149,6 +151,10 @@ pub enum Command {
         #[command(subcommand)]
         command: tls::TlsCommand,
     },
+    /// Exchanges a bearer token for an ACL token through an auth method.
+    Login(acl_auth::LoginArgs),
+    /// Destroys the ACL token a `login` created.
+    Logout(acl::Common),
     /// Prints the registry version.
     Version(ops::VersionArgs),
 }
@@ -236,6 +242,8 @@ fn run_client(command: Command) -> i32 {
             Command::Reload(args) => ops::reload(args, &mut ui).await,
             Command::Acl { command } => acl::run(command, &mut ui).await,
             Command::Keyring(args) => keyring::run(args, &mut ui).await,
+            Command::Login(args) => acl_auth::login(args, &mut ui).await,
+            Command::Logout(args) => acl_auth::logout(args, &mut ui).await,
             Command::Agent(_)
             | Command::Version(_)
             | Command::Validate(_)

@@ -45,6 +45,65 @@ pub struct NodeIdentity {
     pub datacenter: String,
 }
 
+/// A templated policy attached to a token or role: a built-in template (`builtin/service`,
+/// ...) rendered with its variables into a policy when the token is resolved.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplatedPolicy {
+    /// `TemplateName`.
+    pub template_name: String,
+    /// `TemplateVariables.Name` (empty for templates without variables).
+    pub name: String,
+    /// Datacenters it is valid in (empty: all).
+    pub datacenters: Vec<String>,
+}
+
+/// An auth method (`/v1/acl/auth-method`): how `POST /v1/acl/login` verifies a bearer token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthMethod {
+    /// Unique name.
+    pub name: String,
+    /// `Type` (`jwt`).
+    pub method_type: String,
+    /// `DisplayName`.
+    pub display_name: String,
+    /// `Description`.
+    pub description: String,
+    /// `MaxTokenTTL` as given (empty: none).
+    pub max_token_ttl: String,
+    /// `TokenLocality` (`local` or `global`).
+    pub token_locality: String,
+    /// `Config` as JSON text.
+    pub config: String,
+    /// Raft index of creation.
+    pub create_index: u64,
+    /// Raft index of the last change.
+    pub modify_index: u64,
+}
+
+/// A binding rule (`/v1/acl/binding-rule`): which roles, identities or policies a login
+/// through its auth method gets, for the claims its `Selector` matches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingRule {
+    /// ID.
+    pub id: String,
+    /// `Description`.
+    pub description: String,
+    /// `AuthMethod`.
+    pub auth_method: String,
+    /// `Selector` (a filter expression over the mapped claims).
+    pub selector: String,
+    /// `BindType`: `service`, `node`, `role`, `policy` or `templated-policy`.
+    pub bind_type: String,
+    /// `BindName`, with `${value.x}` placeholders.
+    pub bind_name: String,
+    /// `BindVars.Name` of a templated-policy binding.
+    pub bind_vars_name: String,
+    /// Raft index of creation.
+    pub create_index: u64,
+    /// Raft index of the last change.
+    pub modify_index: u64,
+}
+
 /// A token.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Token {
@@ -76,6 +135,10 @@ pub struct Token {
     pub create_index: u64,
     /// Raft index of the last change.
     pub modify_index: u64,
+    /// Templated policies.
+    pub templated_policies: Vec<TemplatedPolicy>,
+    /// The auth method that created it through `login` (empty: not a login token).
+    pub auth_method: String,
 }
 
 /// A policy.
@@ -116,6 +179,8 @@ pub struct Role {
     pub create_index: u64,
     /// Raft index of the last change.
     pub modify_index: u64,
+    /// Templated policies.
+    pub templated_policies: Vec<TemplatedPolicy>,
 }
 
 /// A change to the ACL tables. IDs, secrets and times are chosen by the leader before it
@@ -155,4 +220,18 @@ pub enum AclCommand {
     /// Makes sure the built-in policy and the anonymous token exist (the leader proposes it
     /// when ACLs are enabled).
     Init,
+    /// Creates or replaces an auth method (by name).
+    AuthMethodSet(AuthMethod),
+    /// Deletes an auth method, its binding rules and the tokens created through it.
+    AuthMethodDelete {
+        /// Name.
+        name: String,
+    },
+    /// Creates or replaces a binding rule (by ID); its auth method must exist.
+    BindingRuleSet(BindingRule),
+    /// Deletes a binding rule.
+    BindingRuleDelete {
+        /// ID.
+        id: String,
+    },
 }

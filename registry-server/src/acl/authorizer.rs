@@ -79,18 +79,14 @@ impl Authorizer {
         if let Some(a) = self.exact.get(&(resource, name.to_string())) {
             return Some(*a);
         }
-        let mut end = name.len();
-        loop {
-            if name.is_char_boundary(end) {
-                if let Some(a) = self.prefix.get(&(resource, name[..end].to_string())) {
-                    return Some(*a);
-                }
-            }
-            if end == 0 {
-                return None;
-            }
-            end -= 1;
-        }
+        // The longest prefix rule of this resource that `name` starts with. Policies hold few
+        // prefix rules, so a scan beats building every prefix of `name` as a key.
+        self.prefix
+            .range((resource, String::new())..)
+            .take_while(|((r, _), _)| *r == resource)
+            .filter(|((_, seg), _)| name.starts_with(seg.as_str()))
+            .max_by_key(|((_, seg), _)| seg.len())
+            .map(|(_, a)| *a)
     }
 
     /// Whether the token has `needed` on `name`.

@@ -3,7 +3,9 @@
 //! layer applies in one middleware.
 
 pub mod authorizer;
+pub mod login;
 pub mod routes;
+pub mod templated;
 
 pub use authorizer::Authorizer;
 
@@ -11,7 +13,9 @@ use crate::state::Db;
 use crate::ServerError;
 use parking_lot::RwLock;
 use registry_proto::acl::rules::{self, Rules};
-use registry_proto::acl::{NodeIdentity, ServiceIdentity, Token, ANONYMOUS_SECRET};
+use registry_proto::acl::{
+    NodeIdentity, ServiceIdentity, TemplatedPolicy, Token, ANONYMOUS_SECRET,
+};
 
 /// `acl { }` of the agent configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,7 +55,19 @@ pub struct AclRuntime {
     pub config: AclConfig,
     tokens: RwLock<AgentTokens>,
     version: std::sync::atomic::AtomicU64,
+    cache: parking_lot::Mutex<AuthzCache>,
 }
+
+/// Authorizers built for the ACL tables as of one index, by secret: resolving a token parses
+/// its policies' rules, far too slow to do on every request.
+#[derive(Debug, Default)]
+struct AuthzCache {
+    index: u64,
+    by_secret: std::collections::HashMap<String, Authorizer>,
+}
+
+/// Most authorizers kept; past this the cache starts over.
+const AUTHZ_CACHE_MAX: usize = 4096;
 
 impl AclRuntime {
     /// From the configuration.
@@ -60,6 +76,7 @@ impl AclRuntime {
             tokens: RwLock::new(config.tokens.clone()),
             config,
             version: std::sync::atomic::AtomicU64::new(0),
+            cache: parking_lot::Mutex::new(AuthzCache::default()),
         }
     }
 
@@ -132,7 +149,23 @@ impl AclRuntime {
             return Ok(a);
         }
         match db.acl.token_by_secret(secret) {
-            Some(t) => Ok(authorizer_for(db, t, datacenter, self.config.default_allow)),
+            Some(t) => {
+                // Expiry is checked by the callers against the clock, before they get here.
+                let mut cache = self.cache.lock();
+                if cache.index != db.acl.index {
+                    cache.by_secret.clear();
+                    cache.index = db.acl.index;
+                }
+                if let Some(a) = cache.by_secret.get(secret) {
+                    return Ok(a.clone());
+                }
+                let a = authorizer_for(db, t, datacenter, self.config.default_allow);
+                if cache.by_secret.len() >= AUTHZ_CACHE_MAX {
+                    cache.by_secret.clear();
+                }
+                cache.by_secret.insert(secret.to_string(), a.clone());
+                Ok(a)
+            }
             None if secret == ANONYMOUS_SECRET => {
                 // ACLs not initialised yet: the anonymous token has no policies.
                 Ok(Authorizer::new(
@@ -143,6 +176,13 @@ impl AclRuntime {
             None => Err(ServerError::PermissionDenied("ACL not found".to_string())),
         }
     }
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Whether a token has expired at `now_unix_ms`.
@@ -185,11 +225,13 @@ pub fn authorizer_for(db: &Db, t: &Token, dc: &str, default_allow: bool) -> Auth
     let mut policy_ids: Vec<&str> = t.policies.iter().map(|l| l.id.as_str()).collect();
     let mut sis: Vec<&ServiceIdentity> = t.service_identities.iter().collect();
     let mut nis: Vec<&NodeIdentity> = t.node_identities.iter().collect();
+    let mut tps: Vec<&TemplatedPolicy> = t.templated_policies.iter().collect();
     for rl in &t.roles {
         if let Some(role) = db.acl.roles.get(&rl.id) {
             policy_ids.extend(role.policies.iter().map(|l| l.id.as_str()));
             sis.extend(role.service_identities.iter());
             nis.extend(role.node_identities.iter());
+            tps.extend(role.templated_policies.iter());
         }
     }
     if policy_ids.contains(&registry_proto::acl::GLOBAL_MANAGEMENT_ID) {
@@ -217,6 +259,13 @@ pub fn authorizer_for(db: &Db, t: &Token, dc: &str, default_allow: bool) -> Auth
             add(&node_identity_rules(ni));
         }
     }
+    for tp in tps {
+        if dc_ok(&tp.datacenters, dc) {
+            if let Some(text) = templated::rules_of(tp) {
+                add(&text);
+            }
+        }
+    }
     a
 }
 
@@ -227,6 +276,8 @@ pub fn authorizer_for(db: &Db, t: &Token, dc: &str, default_allow: bool) -> Auth
 pub struct DnsView {
     runtime: std::sync::Arc<AclRuntime>,
     datacenter: String,
+    /// A client agent's token (empty: anonymous); `None`: this agent's `default` token.
+    secret: Option<String>,
 }
 
 impl std::fmt::Debug for DnsView {
@@ -241,15 +292,41 @@ impl DnsView {
         DnsView {
             runtime,
             datacenter,
+            secret: None,
+        }
+    }
+
+    /// The view of a client agent's `default` token `secret` (empty: the anonymous token).
+    pub fn for_token(
+        runtime: std::sync::Arc<AclRuntime>,
+        datacenter: String,
+        secret: &str,
+    ) -> Self {
+        let secret = if secret.is_empty() {
+            ANONYMOUS_SECRET
+        } else {
+            secret
+        };
+        DnsView {
+            runtime,
+            datacenter,
+            secret: Some(secret.to_string()),
         }
     }
 
     /// The catalog as the default token sees it (`None`: all of it).
     pub fn filter(&self, db: &Db) -> Option<Db> {
-        let authz = self
-            .runtime
-            .resolve(db, "", &self.datacenter)
-            .unwrap_or_else(|_| Authorizer::new("", false));
+        let secret = self.secret.as_deref().unwrap_or("");
+        let live = db
+            .acl
+            .token_by_secret(secret)
+            .is_none_or(|t| !expired(t, now_unix_ms()));
+        let authz = if live {
+            self.runtime.resolve(db, secret, &self.datacenter).ok()
+        } else {
+            None
+        };
+        let authz = authz.unwrap_or_else(|| Authorizer::new("", false));
         filtered_db(db, &authz)
     }
 

@@ -112,6 +112,9 @@ pub fn decision(method: &Method, template: &str) -> Option<Decision> {
     let get = method == Method::GET || method == Method::HEAD;
     let f = Filter::None;
     Some(match template {
+        // Login needs no token (the bearer JWT is the credential), logout only the token it
+        // deletes; every other ACL handler checks `acl:read` or `acl:write` itself.
+        "/v1/acl/login" | "/v1/acl/logout" => d(AclEndpoint, f),
         t if t.starts_with("/v1/acl/") => d(AclEndpoint, f),
         "/v1/agent/token/{kind}" => d(AclEndpoint, f),
         "/v1/agent/checks" => d(Open, Filter::ObjectValues(CHECK)),

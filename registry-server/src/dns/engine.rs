@@ -79,6 +79,18 @@ pub const MAX_RECURSING: usize = 1024;
 pub struct RecursionSlot<'a>(&'a Shared);
 
 impl Shared {
+    /// A copy answering as `view` shows the catalog (a client agent's query on a server).
+    pub fn with_acl_view(&self, view: crate::acl::DnsView) -> Shared {
+        Shared {
+            settings: self.settings.clone(),
+            store: self.store.clone(),
+            gen: AtomicU64::new(self.gen.load(Ordering::Acquire)),
+            stop: AtomicBool::new(false),
+            recursing: std::sync::atomic::AtomicUsize::new(0),
+            acl_view: Some(view),
+        }
+    }
+
     /// A forwarding slot, or None when too many queries are being forwarded.
     pub fn recursion_slot(&self) -> Option<RecursionSlot<'_>> {
         let n = self.recursing.fetch_add(1, Ordering::AcqRel);

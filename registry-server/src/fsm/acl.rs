@@ -4,8 +4,8 @@
 
 use crate::state::{AclTables, WriteTxn};
 use registry_proto::acl::{
-    AclCommand, Link, Policy, Role, Token, ANONYMOUS_ACCESSOR, ANONYMOUS_SECRET,
-    GLOBAL_MANAGEMENT_ID, GLOBAL_MANAGEMENT_NAME,
+    AclCommand, AuthMethod, BindingRule, Link, Policy, Role, Token, ANONYMOUS_ACCESSOR,
+    ANONYMOUS_SECRET, GLOBAL_MANAGEMENT_ID, GLOBAL_MANAGEMENT_NAME,
 };
 use registry_proto::CommandResponse;
 
@@ -28,6 +28,15 @@ pub(super) fn apply(txn: &mut WriteTxn<'_>, cmd: &AclCommand) -> CommandResponse
         AclCommand::PolicyDelete { id } => policy_delete(acl, index, id),
         AclCommand::RoleSet(role) => role_set(acl, index, role),
         AclCommand::RoleDelete { id } => role_delete(acl, index, id),
+        AclCommand::AuthMethodSet(m) => auth_method_set(acl, index, m),
+        AclCommand::AuthMethodDelete { name } => auth_method_delete(acl, index, name),
+        AclCommand::BindingRuleSet(r) => binding_rule_set(acl, index, r),
+        AclCommand::BindingRuleDelete { id } => {
+            if acl.binding_rules.remove(id).is_some() {
+                acl.index = index;
+            }
+            Ok(())
+        }
     };
     match result {
         Ok(()) => CommandResponse::Ok,
@@ -244,6 +253,60 @@ fn role_delete(acl: &mut AclTables, index: u64, id: &str) -> Result<(), String> 
     Ok(())
 }
 
+fn auth_method_set(acl: &mut AclTables, index: u64, m: &AuthMethod) -> Result<(), String> {
+    if m.name.is_empty() {
+        return Err("Invalid Auth Method: no Name is set".to_string());
+    }
+    let mut m = m.clone();
+    m.create_index = acl
+        .auth_methods
+        .get(&m.name)
+        .map_or(index, |old| old.create_index);
+    m.modify_index = index;
+    acl.auth_methods.insert(m.name.clone(), m);
+    acl.index = index;
+    Ok(())
+}
+
+/// Deletes an auth method with its binding rules and the tokens its logins created, as
+/// Consul does.
+fn auth_method_delete(acl: &mut AclTables, index: u64, name: &str) -> Result<(), String> {
+    if acl.auth_methods.remove(name).is_none() {
+        return Ok(());
+    }
+    acl.binding_rules.retain(|_, r| r.auth_method != name);
+    let gone: Vec<(String, String)> = acl
+        .tokens
+        .values()
+        .filter(|t| t.auth_method == name)
+        .map(|t| (t.accessor_id.clone(), t.secret_id.clone()))
+        .collect();
+    for (accessor, secret) in gone {
+        acl.tokens.remove(&accessor);
+        acl.secrets.remove(&secret);
+    }
+    acl.index = index;
+    Ok(())
+}
+
+fn binding_rule_set(acl: &mut AclTables, index: u64, r: &BindingRule) -> Result<(), String> {
+    if !acl.auth_methods.contains_key(&r.auth_method) {
+        return Err(format!(
+            "Invalid Binding Rule: AuthMethod {:?} not found",
+            r.auth_method
+        ));
+    }
+    let mut r = r.clone();
+    r.create_index = acl
+        .binding_rules
+        .get(&r.id)
+        .map_or(index, |old| old.create_index);
+    r.modify_index = index;
+    acl.binding_rules.insert(r.id.clone(), r);
+    acl.index = index;
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -350,5 +413,45 @@ mod tests {
             run(&store, 9, AclCommand::TokenSet(token("b", "s"))),
             CommandResponse::Rejected(_)
         ));
+    }
+
+    #[test]
+    fn deleting_an_auth_method_takes_its_rules_and_login_tokens() {
+        let store = Store::default();
+        run(&store, 1, AclCommand::Init);
+        let rule = BindingRule {
+            id: "r1".into(),
+            auth_method: "jwt".into(),
+            ..BindingRule::default()
+        };
+        assert!(matches!(
+            run(&store, 2, AclCommand::BindingRuleSet(rule.clone())),
+            CommandResponse::Rejected(_)
+        ));
+        let m = AuthMethod {
+            name: "jwt".into(),
+            method_type: "jwt".into(),
+            ..AuthMethod::default()
+        };
+        run(&store, 3, AclCommand::AuthMethodSet(m));
+        assert_eq!(
+            run(&store, 4, AclCommand::BindingRuleSet(rule)),
+            CommandResponse::Ok
+        );
+        let t = Token {
+            auth_method: "jwt".into(),
+            ..token("a", "s")
+        };
+        run(&store, 5, AclCommand::TokenSet(t));
+        run(&store, 6, AclCommand::TokenSet(token("b", "s2")));
+        run(
+            &store,
+            7,
+            AclCommand::AuthMethodDelete { name: "jwt".into() },
+        );
+        let db = store.read();
+        assert!(db.acl.binding_rules.is_empty());
+        assert!(db.acl.token_by_secret("s").is_none());
+        assert!(db.acl.token_by_secret("s2").is_some());
     }
 }

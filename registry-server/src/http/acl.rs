@@ -1,6 +1,8 @@
-//! `/v1/acl/*` and `/v1/agent/token/:type`: bootstrap, tokens, policies and roles in Consul's
-//! JSON shapes. Every change is an ACL command through Raft; IDs, secrets and times are chosen
-//! here, on the server that proposes, so the state machine stays deterministic.
+//! `/v1/acl/*` and `/v1/agent/token/:type`: bootstrap, tokens and policies in Consul's JSON
+//! shapes (the shared steps are in `acl_common`, roles in `acl_role`, auth methods in
+//! `acl_auth`, templates in `acl_templated`). Every change is an ACL command through Raft;
+//! IDs, secrets and times are chosen here, on the server that proposes, so the state machine
+//! stays deterministic.
 
 // Handlers return their refusal as the finished response; boxing it gains nothing here.
 #![allow(clippy::result_large_err)]
@@ -8,201 +10,17 @@
 use super::acl_guard::{resolve, RequestToken};
 use super::acl_shapes::{policy_json, rfc3339, token_json};
 use super::AppState;
-use crate::acl::Authorizer;
-use crate::fsm::acl::BOOTSTRAP_NOT_ALLOWED;
-use crate::ServerError;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use registry_proto::acl::rules::{Access, Global};
-use registry_proto::acl::{
-    AclCommand, Link, NodeIdentity, Policy, ServiceIdentity, Token, GLOBAL_MANAGEMENT_ID,
-};
+use registry_proto::acl::{AclCommand, Policy, Token, GLOBAL_MANAGEMENT_ID};
 use registry_proto::Command;
 use serde_json::{json, Value};
 
-pub(super) type Res = Result<Response, Response>;
-
-pub(super) fn err(status: StatusCode, text: impl Into<String>) -> Response {
-    (status, text.into()).into_response()
-}
-
-pub(super) fn bad(text: impl Into<String>) -> Response {
-    err(StatusCode::BAD_REQUEST, text)
-}
-
-pub(super) fn not_found() -> Response {
-    err(StatusCode::FORBIDDEN, "ACL not found")
-}
-
-pub(super) fn enabled(s: &AppState) -> Result<(), Response> {
-    if s.acl.enabled() {
-        Ok(())
-    } else {
-        Err(err(StatusCode::UNAUTHORIZED, "ACL support disabled"))
-    }
-}
-
-/// Resolves the request's token and checks `acl:<access>`.
-pub(super) fn authorize(
-    s: &AppState,
-    tok: &RequestToken,
-    access: Access,
-) -> Result<Authorizer, Response> {
-    enabled(s)?;
-    let a = resolve(s, &tok.0).map_err(|m| err(StatusCode::FORBIDDEN, m))?;
-    if a.allowed_global(Global::Acl, access) {
-        Ok(a)
-    } else {
-        Err(err(
-            StatusCode::FORBIDDEN,
-            format!("Permission denied: {}", a.denied("acl", access, None)),
-        ))
-    }
-}
-
-pub(super) async fn propose(s: &AppState, cmd: AclCommand) -> Result<(), Response> {
-    let result = s.writer.apply(Command::Acl(cmd)).await;
-    s.acl.bump();
-    match result {
-        Ok(_) => Ok(()),
-        Err(ServerError::Internal(m)) if m.starts_with(BOOTSTRAP_NOT_ALLOWED) => Err(err(
-            StatusCode::FORBIDDEN,
-            format!("Permission denied: {m}"),
-        )),
-        Err(ServerError::Internal(m)) => Err(bad(m)),
-        Err(e) => Err(super::respond::ApiError(e).into_response()),
-    }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-pub(super) fn uuid() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-pub(super) fn body_json(body: &Bytes) -> Result<Value, Response> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(json!({}));
-    }
-    serde_json::from_slice(body).map_err(|e| bad(format!("Failed to decode request body: {e}")))
-}
-
-pub(super) fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    v.as_object()?
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(key))
-        .map(|(_, v)| v)
-}
-
-pub(super) fn fstr(v: &Value, key: &str) -> String {
-    field(v, key)
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string()
-}
-
-fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Resolves `[{"ID"}|{"Name"}]` links to stored policies (`roles` = false) or roles.
-pub(super) fn resolve_links(
-    s: &AppState,
-    v: Option<&Value>,
-    roles: bool,
-) -> Result<Vec<Link>, Response> {
-    let db = s.reader.store().read();
-    let mut out: Vec<Link> = Vec::new();
-    for item in v
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
-        let (id, name) = (fstr(item, "ID"), fstr(item, "Name"));
-        let found = if roles {
-            if id.is_empty() {
-                db.acl
-                    .role_by_name(&name)
-                    .map(|r| (r.id.clone(), r.name.clone()))
-            } else {
-                db.acl
-                    .roles
-                    .get(&id)
-                    .map(|r| (r.id.clone(), r.name.clone()))
-            }
-        } else if id.is_empty() {
-            db.acl
-                .policy_by_name(&name)
-                .map(|p| (p.id.clone(), p.name.clone()))
-        } else {
-            db.acl
-                .policies
-                .get(&id)
-                .map(|p| (p.id.clone(), p.name.clone()))
-        };
-        let what = if roles { "role" } else { "policy" };
-        let Some((id, name)) = found else {
-            let key = if id.is_empty() { name } else { id };
-            return Err(bad(format!("cannot find {what} {key}")));
-        };
-        if !out.iter().any(|l| l.id == id) {
-            out.push(Link { id, name });
-        }
-    }
-    Ok(out)
-}
-
-pub(super) fn identities(v: &Value) -> Result<(Vec<ServiceIdentity>, Vec<NodeIdentity>), Response> {
-    let mut sis = Vec::new();
-    for si in field(v, "ServiceIdentities")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
-        let name = fstr(si, "ServiceName");
-        if name.is_empty() {
-            return Err(bad(
-                "Service identity is missing the service name field on this token",
-            ));
-        }
-        sis.push(ServiceIdentity {
-            service_name: name,
-            datacenters: strings(field(si, "Datacenters")),
-        });
-    }
-    let mut nis = Vec::new();
-    for ni in field(v, "NodeIdentities")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
-        let (name, dc) = (fstr(ni, "NodeName"), fstr(ni, "Datacenter"));
-        if name.is_empty() || dc.is_empty() {
-            return Err(bad(
-                "Node identity is missing the node name or datacenter field on this token",
-            ));
-        }
-        nis.push(NodeIdentity {
-            node_name: name,
-            datacenter: dc,
-        });
-    }
-    Ok((sis, nis))
-}
+pub(super) use super::acl_common::*;
 
 /// `PUT /v1/acl/bootstrap`.
 pub(crate) async fn bootstrap(State(s): State<AppState>) -> Res {
@@ -232,7 +50,7 @@ pub(crate) async fn bootstrap(State(s): State<AppState>) -> Res {
 fn token_from(s: &AppState, v: &Value, existing: Option<&Token>) -> Result<Token, Response> {
     let policies = resolve_links(s, field(v, "Policies"), false)?;
     let roles = resolve_links(s, field(v, "Roles"), true)?;
-    let (service_identities, node_identities) = identities(v)?;
+    let ids = identities(v)?;
     let accessor = fstr(v, "AccessorID");
     let secret = fstr(v, "SecretID");
     let mut t = match existing {
@@ -278,17 +96,14 @@ fn token_from(s: &AppState, v: &Value, existing: Option<&Token>) -> Result<Token
     }
     t.policies = policies;
     t.roles = roles;
-    t.service_identities = service_identities;
-    t.node_identities = node_identities;
+    t.service_identities = ids.service;
+    t.node_identities = ids.node;
+    t.templated_policies = ids.templated;
     Ok(t)
 }
 
 /// `PUT /v1/acl/token`.
-pub(crate) async fn token_create(
-    State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
-    body: Bytes,
-) -> Res {
+pub(crate) async fn token_create(State(s): State<AppState>, tok: RequestToken, body: Bytes) -> Res {
     authorize(&s, &tok, Access::Write)?;
     let v = body_json(&body)?;
     let t = token_from(&s, &v, None)?;
@@ -306,16 +121,16 @@ pub(crate) async fn token_create(
 
 async fn store_token(s: &AppState, t: Token) -> Res {
     let accessor = t.accessor_id.clone();
-    propose(s, AclCommand::TokenSet(t)).await?;
-    let db = s.reader.store().read();
-    let t = db.acl.tokens.get(&accessor).ok_or_else(not_found)?;
-    Ok(Json(token_json(t, true)).into_response())
+    store_then(s, AclCommand::TokenSet(t), |db| {
+        db.acl.tokens.get(&accessor).map(|t| token_json(t, true))
+    })
+    .await
 }
 
 /// `GET /v1/acl/token/:id` (and `self`).
 pub(crate) async fn token_read(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
 ) -> Res {
     if id == "self" {
@@ -335,7 +150,7 @@ pub(crate) async fn token_read(
 /// `PUT /v1/acl/token/:id`.
 pub(crate) async fn token_update(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Res {
@@ -346,32 +161,26 @@ pub(crate) async fn token_update(
         return Err(bad("Token Accessor ID in URL and payload do not match"));
     }
     let existing = s.reader.store().read().acl.tokens.get(&id).cloned();
-    let t = match existing {
-        Some(e) => token_from(&s, &v, Some(&e))?,
-        None => {
-            let mut v = v;
-            v["AccessorID"] = json!(id);
-            token_from(&s, &v, None)?
-        }
+    let Some(e) = existing.filter(|e| !crate::acl::expired(e, now_ms())) else {
+        return Err(bad(format!("Cannot find token {id:?}")));
     };
+    let t = token_from(&s, &v, Some(&e))?;
     store_token(&s, t).await
 }
 
 /// `DELETE /v1/acl/token/:id`.
 pub(crate) async fn token_delete(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
 ) -> Res {
-    authorize(&s, &tok, Access::Write)?;
-    propose(&s, AclCommand::TokenDelete { accessor_id: id }).await?;
-    Ok(Json(true).into_response())
+    delete_one(&s, &tok, AclCommand::TokenDelete { accessor_id: id }).await
 }
 
 /// `PUT /v1/acl/token/:id/clone`.
 pub(crate) async fn token_clone(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Res {
@@ -404,38 +213,33 @@ pub(crate) async fn token_clone(
 /// `GET /v1/acl/tokens` with `?policy`, `?role`, `?servicename`.
 pub(crate) async fn token_list(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     RawQuery(q): RawQuery,
 ) -> Res {
-    let a = authorize(&s, &tok, Access::Read)?;
-    let opts = s
-        .options(q.as_deref())
-        .map_err(|e| super::respond::ApiError(e).into_response())?;
-    let show = a.allowed_global(Global::Acl, Access::Write);
-    let db = s.reader.store().read();
-    let list: Vec<Value> = db
-        .acl
-        .tokens
-        .values()
-        .filter(|t| {
-            opts.get("policy")
-                .is_none_or(|p| t.policies.iter().any(|l| l.id == p))
-        })
-        .filter(|t| {
-            opts.get("role")
-                .is_none_or(|r| t.roles.iter().any(|l| l.id == r))
-        })
-        .filter(|t| {
-            opts.get("servicename")
-                .is_none_or(|n| t.service_identities.iter().any(|si| si.service_name == n))
-        })
-        .map(|t| {
-            let mut j = token_json(t, show);
-            j["Legacy"] = json!(false);
-            j
-        })
-        .collect();
-    Ok(Json(list).into_response())
+    list_all(&s, &tok, q.as_deref(), |db, opts, show| {
+        db.acl
+            .tokens
+            .values()
+            .filter(|t| {
+                opts.get("policy")
+                    .is_none_or(|p| t.policies.iter().any(|l| l.id == p))
+            })
+            .filter(|t| {
+                opts.get("role")
+                    .is_none_or(|r| t.roles.iter().any(|l| l.id == r))
+            })
+            .filter(|t| {
+                opts.get("servicename")
+                    .is_none_or(|n| t.service_identities.iter().any(|si| si.service_name == n))
+            })
+            .filter(|t| opts.get("authmethod").is_none_or(|m| t.auth_method == m))
+            .map(|t| {
+                let mut j = token_json(t, show);
+                j["Legacy"] = json!(false);
+                j
+            })
+            .collect()
+    })
 }
 
 /// Builds a policy from a request body.
@@ -467,100 +271,91 @@ fn policy_from(v: &Value, id: String) -> Result<Policy, Response> {
 
 async fn store_policy(s: &AppState, p: Policy) -> Res {
     let id = p.id.clone();
-    propose(s, AclCommand::PolicySet(p)).await?;
-    let db = s.reader.store().read();
-    let p = db.acl.policies.get(&id).ok_or_else(not_found)?;
-    Ok(Json(policy_json(p, false)).into_response())
+    store_then(s, AclCommand::PolicySet(p), |db| {
+        db.acl.policies.get(&id).map(|p| policy_json(p, false))
+    })
+    .await
 }
 
 /// `PUT /v1/acl/policy`.
 pub(crate) async fn policy_create(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     body: Bytes,
 ) -> Res {
-    authorize(&s, &tok, Access::Write)?;
-    let v = body_json(&body)?;
-    if !fstr(&v, "ID").is_empty() {
-        return Err(bad("Cannot specify an ID when creating a policy"));
-    }
+    let v = create_body(&s, &tok, &body, "policy")?;
     store_policy(&s, policy_from(&v, uuid())?).await
 }
 
 /// `GET /v1/acl/policy/:id`.
 pub(crate) async fn policy_read(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
 ) -> Res {
-    authorize(&s, &tok, Access::Read)?;
-    let db = s.reader.store().read();
-    let p = db.acl.policies.get(&id).ok_or_else(not_found)?;
-    Ok(Json(policy_json(p, false)).into_response())
+    // Consul refuses an ID that cannot be one ("ACL not found"); a policy that is gone
+    // answers 404.
+    if uuid::Uuid::parse_str(&id).is_err() {
+        authorize(&s, &tok, Access::Read)?;
+        return Err(not_found());
+    }
+    read_one(&s, &tok, |db| {
+        db.acl.policies.get(&id).map(|p| policy_json(p, false))
+    })
 }
 
 /// `GET /v1/acl/policy/name/:name`.
 pub(crate) async fn policy_read_name(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(name): Path<String>,
 ) -> Res {
-    authorize(&s, &tok, Access::Read)?;
-    let db = s.reader.store().read();
-    let p = db.acl.policy_by_name(&name).ok_or_else(not_found)?;
-    Ok(Json(policy_json(p, false)).into_response())
+    read_one(&s, &tok, |db| {
+        db.acl.policy_by_name(&name).map(|p| policy_json(p, false))
+    })
 }
 
 /// `PUT /v1/acl/policy/:id`.
 pub(crate) async fn policy_update(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Res {
-    authorize(&s, &tok, Access::Write)?;
-    let v = body_json(&body)?;
-    let given = fstr(&v, "ID");
-    if !given.is_empty() && given != id {
-        return Err(bad("Policy ID in URL and payload do not match"));
-    }
-    if !s.reader.store().read().acl.policies.contains_key(&id) {
-        return Err(bad(format!("Cannot find policy {id:?}")));
-    }
+    let v = update_body(&s, &tok, &body, ("policy", &id), |db| {
+        db.acl.policies.contains_key(&id)
+    })?;
     store_policy(&s, policy_from(&v, id)?).await
 }
 
 /// `DELETE /v1/acl/policy/:id`.
 pub(crate) async fn policy_delete(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
 ) -> Res {
-    authorize(&s, &tok, Access::Write)?;
-    propose(&s, AclCommand::PolicyDelete { id }).await?;
-    Ok(Json(true).into_response())
+    delete_one(&s, &tok, AclCommand::PolicyDelete { id }).await
 }
 
 /// `GET /v1/acl/policies`.
 pub(crate) async fn policy_list(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
+    RawQuery(q): RawQuery,
 ) -> Res {
-    authorize(&s, &tok, Access::Read)?;
-    let db = s.reader.store().read();
-    let list: Vec<Value> = db
-        .acl
-        .policies
-        .values()
-        .map(|p| policy_json(p, true))
-        .collect();
-    Ok(Json(list).into_response())
+    list_all(&s, &tok, q.as_deref(), |db, _, _| {
+        db.acl
+            .policies
+            .values()
+            .map(|p| policy_json(p, true))
+            .collect()
+    })
 }
 
 /// `PUT /v1/agent/token/:type`: `{"Token": "..."}`; needs `acl:write`.
 pub(crate) async fn agent_token(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(kind): Path<String>,
     body: Bytes,
 ) -> Res {

@@ -16,9 +16,24 @@ use axum::response::{IntoResponse, Response};
 use registry_proto::acl::rules::{Access, Global, Resource};
 use serde_json::Value;
 
-/// The secret a request presented (empty when none), for the ACL handlers.
+/// The secret a request presented (empty when none), for the ACL handlers. The guard stores
+/// it on the request; without the guard (ACLs disabled) it is read from the request itself.
 #[derive(Debug, Clone, Default)]
 pub struct RequestToken(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestToken {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(match parts.extensions.get::<RequestToken>() {
+            Some(t) => t.clone(),
+            None => RequestToken(request_token(parts.uri.query(), &parts.headers)),
+        })
+    }
+}
 
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
@@ -153,6 +168,10 @@ async fn checked(s: &AppState, mut req: Request, next: Next) -> Response {
         filter = Filter::Strings(Resource::Key);
     }
     let list = template.starts_with("/v1/kv/") && (has("keys") || has("recurse"));
+    if template.starts_with("/v1/kv/") && !list {
+        // One key, whose read the check below decides: nothing to filter from its answer.
+        filter = Filter::None;
+    }
     let check = {
         let db = s.reader.store().read();
         pre_check(s, &db, &authz, dec.need, &name, &method, list)

@@ -4,17 +4,15 @@
 #![allow(clippy::result_large_err)]
 
 use super::acl::{
-    authorize, bad, body_json, field, fstr, identities, not_found, propose, resolve_links, uuid,
-    Res,
+    bad, create_body, delete_one, field, fstr, identities, list_all, read_one, resolve_links,
+    store_then, update_body, uuid, Res,
 };
 use super::acl_guard::RequestToken;
 use super::acl_shapes::role_json;
 use super::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use registry_proto::acl::rules::Access;
+use axum::response::Response;
 use registry_proto::acl::{AclCommand, Role};
 use serde_json::Value;
 
@@ -23,37 +21,30 @@ fn role_from(s: &AppState, v: &Value, id: String) -> Result<Role, Response> {
     if name.is_empty() {
         return Err(bad("Invalid Role: no Name is set"));
     }
-    let (service_identities, node_identities) = identities(v)?;
+    let ids = identities(v)?;
     Ok(Role {
         id,
         name,
         description: fstr(v, "Description"),
         policies: resolve_links(s, field(v, "Policies"), false)?,
-        service_identities,
-        node_identities,
+        service_identities: ids.service,
+        node_identities: ids.node,
+        templated_policies: ids.templated,
         ..Role::default()
     })
 }
 
 async fn store_role(s: &AppState, r: Role) -> Res {
     let id = r.id.clone();
-    propose(s, AclCommand::RoleSet(r)).await?;
-    let db = s.reader.store().read();
-    let r = db.acl.roles.get(&id).ok_or_else(not_found)?;
-    Ok(Json(role_json(r)).into_response())
+    store_then(s, AclCommand::RoleSet(r), |db| {
+        db.acl.roles.get(&id).map(role_json)
+    })
+    .await
 }
 
 /// `PUT /v1/acl/role`.
-pub(crate) async fn role_create(
-    State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
-    body: Bytes,
-) -> Res {
-    authorize(&s, &tok, Access::Write)?;
-    let v = body_json(&body)?;
-    if !fstr(&v, "ID").is_empty() {
-        return Err(bad("Cannot specify an ID when creating a role"));
-    }
+pub(crate) async fn role_create(State(s): State<AppState>, tok: RequestToken, body: Bytes) -> Res {
+    let v = create_body(&s, &tok, &body, "role")?;
     let r = role_from(&s, &v, uuid())?;
     store_role(&s, r).await
 }
@@ -61,39 +52,31 @@ pub(crate) async fn role_create(
 /// `GET /v1/acl/role/:id`.
 pub(crate) async fn role_read(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
 ) -> Res {
-    authorize(&s, &tok, Access::Read)?;
-    let db = s.reader.store().read();
-    let r = db.acl.roles.get(&id).ok_or_else(not_found)?;
-    Ok(Json(role_json(r)).into_response())
+    read_one(&s, &tok, |db| db.acl.roles.get(&id).map(role_json))
 }
 
 /// `GET /v1/acl/role/name/:name`.
 pub(crate) async fn role_read_name(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(name): Path<String>,
 ) -> Res {
-    authorize(&s, &tok, Access::Read)?;
-    let db = s.reader.store().read();
-    let r = db.acl.role_by_name(&name).ok_or_else(not_found)?;
-    Ok(Json(role_json(r)).into_response())
+    read_one(&s, &tok, |db| db.acl.role_by_name(&name).map(role_json))
 }
 
 /// `PUT /v1/acl/role/:id`.
 pub(crate) async fn role_update(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Res {
-    authorize(&s, &tok, Access::Write)?;
-    let v = body_json(&body)?;
-    if !s.reader.store().read().acl.roles.contains_key(&id) {
-        return Err(bad(format!("Cannot find role {id:?}")));
-    }
+    let v = update_body(&s, &tok, &body, ("role", &id), |db| {
+        db.acl.roles.contains_key(&id)
+    })?;
     let r = role_from(&s, &v, id)?;
     store_role(&s, r).await
 }
@@ -101,34 +84,27 @@ pub(crate) async fn role_update(
 /// `DELETE /v1/acl/role/:id`.
 pub(crate) async fn role_delete(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     Path(id): Path<String>,
 ) -> Res {
-    authorize(&s, &tok, Access::Write)?;
-    propose(&s, AclCommand::RoleDelete { id }).await?;
-    Ok(Json(true).into_response())
+    delete_one(&s, &tok, AclCommand::RoleDelete { id }).await
 }
 
 /// `GET /v1/acl/roles`.
 pub(crate) async fn role_list(
     State(s): State<AppState>,
-    Extension(tok): Extension<RequestToken>,
+    tok: RequestToken,
     RawQuery(q): RawQuery,
 ) -> Res {
-    authorize(&s, &tok, Access::Read)?;
-    let opts = s
-        .options(q.as_deref())
-        .map_err(|e| super::respond::ApiError(e).into_response())?;
-    let db = s.reader.store().read();
-    let list: Vec<Value> = db
-        .acl
-        .roles
-        .values()
-        .filter(|r| {
-            opts.get("policy")
-                .is_none_or(|p| r.policies.iter().any(|l| l.id == p))
-        })
-        .map(role_json)
-        .collect();
-    Ok(Json(list).into_response())
+    list_all(&s, &tok, q.as_deref(), |db, opts, _| {
+        db.acl
+            .roles
+            .values()
+            .filter(|r| {
+                opts.get("policy")
+                    .is_none_or(|p| r.policies.iter().any(|l| l.id == p))
+            })
+            .map(role_json)
+            .collect()
+    })
 }

@@ -1,7 +1,10 @@
 //! Consul's JSON shapes of ACL tokens, policies and roles, rendered from the stored records
 //! (which carry no serde attributes, being postcard-encoded in the Raft log).
 
-use registry_proto::acl::{Link, NodeIdentity, Policy, Role, ServiceIdentity, Token};
+use registry_proto::acl::{
+    AuthMethod, BindingRule, Link, NodeIdentity, Policy, Role, ServiceIdentity, TemplatedPolicy,
+    Token,
+};
 use serde_json::{json, Value};
 
 /// RFC 3339 in UTC from Unix milliseconds.
@@ -58,6 +61,63 @@ fn nis_json(v: &[NodeIdentity]) -> Value {
     )
 }
 
+/// Consul's `TemplatedPolicies` JSON.
+pub fn templated_json(v: &[TemplatedPolicy]) -> Value {
+    Value::Array(
+        v.iter()
+            .map(|t| {
+                let mut o = json!({"TemplateName": t.template_name});
+                if !t.name.is_empty() {
+                    o["TemplateVariables"] = json!({"name": t.name});
+                }
+                if !t.datacenters.is_empty() {
+                    o["Datacenters"] = json!(t.datacenters);
+                }
+                o
+            })
+            .collect(),
+    )
+}
+
+/// Consul's auth method JSON (`stub`: without `Config`, as lists show it).
+pub fn auth_method_json(m: &AuthMethod, stub: bool) -> Value {
+    let mut o = json!({"Name": m.name, "Type": m.method_type});
+    if !m.display_name.is_empty() {
+        o["DisplayName"] = json!(m.display_name);
+    }
+    o["Description"] = json!(m.description);
+    if !m.max_token_ttl.is_empty() {
+        o["MaxTokenTTL"] = json!(m.max_token_ttl);
+    }
+    if !m.token_locality.is_empty() {
+        o["TokenLocality"] = json!(m.token_locality);
+    }
+    if !stub {
+        o["Config"] = serde_json::from_str(&m.config).unwrap_or_else(|_| json!({}));
+    }
+    o["CreateIndex"] = json!(m.create_index);
+    o["ModifyIndex"] = json!(m.modify_index);
+    o
+}
+
+/// Consul's binding rule JSON.
+pub fn binding_rule_json(r: &BindingRule) -> Value {
+    let mut o = json!({
+        "ID": r.id,
+        "Description": r.description,
+        "AuthMethod": r.auth_method,
+        "Selector": r.selector,
+        "BindType": r.bind_type,
+        "BindName": r.bind_name,
+    });
+    if !r.bind_vars_name.is_empty() {
+        o["BindVars"] = json!({"name": r.bind_vars_name});
+    }
+    o["CreateIndex"] = json!(r.create_index);
+    o["ModifyIndex"] = json!(r.modify_index);
+    o
+}
+
 /// Consul's token JSON.
 pub fn token_json(t: &Token, show_secret: bool) -> Value {
     let mut o = json!({
@@ -77,7 +137,13 @@ pub fn token_json(t: &Token, show_secret: bool) -> Value {
     if !t.node_identities.is_empty() {
         o["NodeIdentities"] = nis_json(&t.node_identities);
     }
+    if !t.templated_policies.is_empty() {
+        o["TemplatedPolicies"] = templated_json(&t.templated_policies);
+    }
     o["Local"] = json!(t.local);
+    if !t.auth_method.is_empty() {
+        o["AuthMethod"] = json!(t.auth_method);
+    }
     if !t.expiration_time.is_empty() {
         o["ExpirationTime"] = json!(t.expiration_time);
     }
@@ -117,6 +183,9 @@ pub fn role_json(r: &Role) -> Value {
     }
     if !r.node_identities.is_empty() {
         o["NodeIdentities"] = nis_json(&r.node_identities);
+    }
+    if !r.templated_policies.is_empty() {
+        o["TemplatedPolicies"] = templated_json(&r.templated_policies);
     }
     o["Hash"] = json!("");
     o["CreateIndex"] = json!(r.create_index);

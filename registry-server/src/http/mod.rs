@@ -6,9 +6,12 @@
 //! store's internals directly.
 
 pub mod acl;
+pub mod acl_auth;
+pub mod acl_common;
 pub mod acl_guard;
 pub mod acl_role;
 pub mod acl_shapes;
+pub mod acl_templated;
 mod agent;
 mod agent_ops;
 mod cache;

@@ -2,8 +2,9 @@
 //! 404 with Consul's text; a known path with the wrong method answers 405 with `Allow`.
 
 use super::{
-    acl, acl_role, agent, agent_ops, catalog, config_entries, connect, coordinate, event, health,
-    keyring, kv, operator, query, session, snapshot, status, txn, ui, ui_api, AgentState, AppState,
+    acl, acl_auth, acl_role, acl_templated, agent, agent_ops, catalog, config_entries, connect,
+    coordinate, event, health, keyring, kv, operator, query, session, snapshot, status, txn, ui,
+    ui_api, AgentState, AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::extract::FromRef;
@@ -52,7 +53,25 @@ pub(super) struct NoCompression;
 
 fn routes(state: AppState) -> Router {
     let table = Router::new()
+        .route("/v1/acl/auth-method", put(acl_auth::method_create))
+        .route(
+            "/v1/acl/auth-method/{name}",
+            get(acl_auth::method_read)
+                .put(acl_auth::method_update)
+                .delete(acl_auth::method_delete),
+        )
+        .route("/v1/acl/auth-methods", get(acl_auth::method_list))
+        .route("/v1/acl/binding-rule", put(acl_auth::rule_create))
+        .route(
+            "/v1/acl/binding-rule/{id}",
+            get(acl_auth::rule_read)
+                .put(acl_auth::rule_update)
+                .delete(acl_auth::rule_delete),
+        )
+        .route("/v1/acl/binding-rules", get(acl_auth::rule_list))
         .route("/v1/acl/bootstrap", put(acl::bootstrap))
+        .route("/v1/acl/login", post(acl_auth::login))
+        .route("/v1/acl/logout", post(acl_auth::logout))
         .route("/v1/acl/policies", get(acl::policy_list))
         .route("/v1/acl/policy", put(acl::policy_create))
         .route("/v1/acl/policy/name/{name}", get(acl::policy_read_name))
@@ -79,6 +98,15 @@ fn routes(state: AppState) -> Router {
                 .delete(acl::token_delete),
         )
         .route("/v1/acl/token/{id}/clone", put(acl::token_clone))
+        .route("/v1/acl/templated-policies", get(acl_templated::list))
+        .route(
+            "/v1/acl/templated-policy/name/{*name}",
+            get(acl_templated::read),
+        )
+        .route(
+            "/v1/acl/templated-policy/preview/{*name}",
+            post(acl_templated::preview),
+        )
         .route("/v1/acl/tokens", get(acl::token_list))
         .merge(agent_routes().with_state(AgentState::from_ref(&state)))
         .route("/v1/agent/self", get(agent_ops::self_info))

@@ -305,15 +305,21 @@ pub(crate) async fn servers(State(raft): State<RaftHandle>) -> Json<Vec<ServerEn
 }
 
 /// Whether a request changes replicated state and so must be built and checked by the
-/// leader: writes to the KV store, sessions, the catalog, transactions and the autopilot
-/// configuration. Agent endpoints act on this agent; snapshot restores and the Raft operator
-/// endpoints have their own forwarding; user events are per agent.
+/// leader: writes to the KV store, sessions, the catalog, transactions, the autopilot
+/// configuration, config entries and the ACL tables (login and logout included). The leader
+/// runs the request's ACL decision against its latest state, so a token deleted there stops
+/// working for writes at once, however far a follower lags. Agent endpoints act on this
+/// agent; snapshot restores and the Raft operator endpoints have their own forwarding; user
+/// events are per agent.
 pub fn needs_leader(method: &Method, path: &str) -> bool {
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return false;
     }
     path.starts_with("/v1/kv/")
         || path.starts_with("/v1/session/")
+        || path.starts_with("/v1/acl/")
+        || path == "/v1/config"
+        || path.starts_with("/v1/config/")
         || path == "/v1/catalog/register"
         || path == "/v1/catalog/deregister"
         || path == "/v1/txn"
@@ -323,13 +329,35 @@ pub fn needs_leader(method: &Method, path: &str) -> bool {
         || path == "/v1/coordinate/update"
 }
 
+/// Gives a request that carries no token the forwarding agent's `default` token, as Consul's
+/// HTTP layer does before it sends a request on: the server that decides then resolves the
+/// same secret the receiving agent would have used.
+pub fn add_default_token(parts: &mut axum::http::request::Parts, default: &str) {
+    if default.is_empty()
+        || !crate::http::acl_guard::request_token(parts.uri.query(), &parts.headers).is_empty()
+    {
+        return;
+    }
+    if let Ok(v) = HeaderValue::from_str(default) {
+        parts.headers.insert("x-consul-token", v);
+    }
+}
+
+/// What [`to_leader`] needs: the Raft handle, this agent's node name and its ACL settings.
+#[derive(Debug, Clone)]
+pub struct LeaderRoute {
+    /// The Raft handle.
+    pub raft: RaftHandle,
+    /// This agent's node name.
+    pub node: Arc<str>,
+    /// This agent's ACL settings (its `default` token goes with forwarded requests).
+    pub acl: Arc<crate::acl::AclRuntime>,
+}
+
 /// The v1 middleware: a write that arrives at a follower is forwarded to the leader as a
 /// request. On the leader, and for everything else, the request runs here.
-pub async fn to_leader(
-    State((raft, node)): State<(RaftHandle, Arc<str>)>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub async fn to_leader(State(route): State<LeaderRoute>, req: Request, next: Next) -> Response {
+    let LeaderRoute { raft, node, acl } = route;
     if !needs_leader(req.method(), req.uri().path()) || raft.is_leader() {
         return next.run(req).await;
     }
@@ -353,6 +381,9 @@ pub async fn to_leader(
         }
     };
     mark_origin(&mut parts, &node);
+    if acl.enabled() {
+        add_default_token(&mut parts, &acl.tokens().default);
+    }
     let fwd = ApiRequest::from_parts(Hop::Server, &parts, body.clone());
     let limit = fwd.time_limit();
     match raft

@@ -230,6 +230,7 @@ impl ServerPool {
 pub struct ClientForward {
     pool: Arc<ServerPool>,
     node: Arc<str>,
+    default_token: Arc<str>,
 }
 
 impl ClientForward {
@@ -239,12 +240,25 @@ impl ClientForward {
         ClientForward {
             pool,
             node: node.into(),
+            default_token: "".into(),
         }
     }
 
-    async fn run(pool: Arc<ServerPool>, node: Arc<str>, req: Request) -> Response {
+    /// The agent's `acl.tokens.default`, sent with requests that carry no token.
+    pub fn with_default_token(mut self, token: &str) -> Self {
+        self.default_token = token.into();
+        self
+    }
+
+    async fn run(
+        pool: Arc<ServerPool>,
+        node: Arc<str>,
+        default_token: Arc<str>,
+        req: Request,
+    ) -> Response {
         let (mut parts, body) = req.into_parts();
         super::api::mark_origin(&mut parts, &node);
+        super::api::add_default_token(&mut parts, &default_token);
         let body = match axum::body::to_bytes(body, MAX_BODY).await {
             Ok(b) => b,
             Err(e) => {
@@ -267,6 +281,11 @@ impl ClientForward {
 
 impl ForwardApi for ClientForward {
     fn forward(&self, req: Request) -> BoxFuture<'static, Response> {
-        Box::pin(Self::run(self.pool.clone(), self.node.clone(), req))
+        Box::pin(Self::run(
+            self.pool.clone(),
+            self.node.clone(),
+            self.default_token.clone(),
+            req,
+        ))
     }
 }

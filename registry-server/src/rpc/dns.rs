@@ -39,18 +39,28 @@ pub struct DnsQuery {
     pub packet: Bytes,
     /// Whether it came over TCP (no UDP size limit).
     pub tcp: bool,
+    /// The client agent's `default` token (empty: the anonymous token): with ACLs enabled
+    /// the answer shows what it may read, as the client's own DNS would in Consul.
+    pub token: String,
 }
 
 /// The server's DNS engine state, once known.
 #[derive(Debug, Default)]
 pub struct DnsSlot {
     shared: OnceLock<Arc<Shared>>,
+    acl: OnceLock<(Arc<crate::acl::AclRuntime>, String)>,
 }
 
 impl DnsSlot {
     /// Installs the engine state (later calls are ignored).
     pub fn install(&self, shared: Arc<Shared>) {
         let _ = self.shared.set(shared);
+    }
+
+    /// Installs the server's ACL settings (ACLs enabled): answers are then filtered to what
+    /// each query's token may read.
+    pub fn install_acl(&self, runtime: Arc<crate::acl::AclRuntime>, datacenter: String) {
+        let _ = self.acl.set((runtime, datacenter));
     }
 
     /// The engine state, once installed (to point its questions about other datacenters
@@ -61,7 +71,11 @@ impl DnsSlot {
 
     /// The reply to `q` (empty: send nothing).
     pub async fn answer(&self, q: &DnsQuery) -> Result<Vec<u8>, ServerError> {
-        let shared = self.shared.get().ok_or(ServerError::NoLeader)?.clone();
+        let mut shared = self.shared.get().ok_or(ServerError::NoLeader)?.clone();
+        if let Some((runtime, dc)) = self.acl.get() {
+            let view = crate::acl::DnsView::for_token(runtime.clone(), dc.clone(), &q.token);
+            shared = Arc::new(shared.with_acl_view(view));
+        }
         let transport = if q.tcp {
             Transport::Tcp
         } else {
@@ -195,6 +209,7 @@ async fn resolve(
     cache: &Mutex<Cache>,
     packet: Vec<u8>,
     tcp: bool,
+    token: &str,
 ) -> Option<Vec<u8>> {
     if packet.len() < 12 {
         return None;
@@ -209,6 +224,7 @@ async fn resolve(
     let q = DnsQuery {
         packet: Bytes::from(packet),
         tcp,
+        token: token.to_string(),
     };
     let res: Result<Bytes, ServerError> = pool.call(super::DNS_PATH, &q, QUERY_LIMIT, true).await;
     match res {
@@ -229,7 +245,9 @@ async fn resolve(
 pub async fn serve_client(
     bind: SocketAddr,
     pool: Arc<ServerPool>,
+    token: String,
 ) -> Result<SocketAddr, ServerError> {
+    let token: Arc<str> = token.into();
     let sock = tokio::net::UdpSocket::bind(bind)
         .await
         .map_err(|e| ServerError::Internal(format!("binding DNS {bind}: {e}")))?;
@@ -241,7 +259,7 @@ pub async fn serve_client(
         .map_err(|e| ServerError::Internal(format!("binding DNS {addr}/tcp: {e}")))?;
     let sock = Arc::new(sock);
     let cache = Arc::new(Mutex::new(Cache::default()));
-    tokio::spawn(tcp_accept(tcp, pool.clone(), cache.clone()));
+    tokio::spawn(tcp_accept(tcp, pool.clone(), cache.clone(), token.clone()));
     tokio::spawn(async move {
         let mut buf = vec![0u8; 4096];
         loop {
@@ -254,8 +272,9 @@ pub async fn serve_client(
             };
             let packet = buf[..n].to_vec();
             let (sock, cache, pool) = (sock.clone(), cache.clone(), pool.clone());
+            let token = token.clone();
             tokio::spawn(async move {
-                if let Some(reply) = resolve(&pool, &cache, packet, false).await {
+                if let Some(reply) = resolve(&pool, &cache, packet, false, &token).await {
                     let _ = sock.send_to(&reply, from).await;
                 }
             });
@@ -268,6 +287,7 @@ async fn tcp_accept(
     listener: tokio::net::TcpListener,
     pool: Arc<ServerPool>,
     cache: Arc<Mutex<Cache>>,
+    token: Arc<str>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(TCP_MAX_CONNECTIONS));
     loop {
@@ -282,9 +302,9 @@ async fn tcp_accept(
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             continue; // over the limit: the connection is dropped
         };
-        let (pool, cache) = (pool.clone(), cache.clone());
+        let (pool, cache, token) = (pool.clone(), cache.clone(), token.clone());
         tokio::spawn(async move {
-            let _ = tcp_conn(stream, &pool, &cache).await;
+            let _ = tcp_conn(stream, &pool, &cache, &token).await;
             drop(permit);
         });
     }
@@ -296,6 +316,7 @@ async fn tcp_conn(
     mut s: tokio::net::TcpStream,
     pool: &ServerPool,
     cache: &Mutex<Cache>,
+    token: &str,
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {
@@ -309,7 +330,7 @@ async fn tcp_conn(
             Ok(Ok(_)) => {}
             _ => return Ok(()),
         }
-        let Some(reply) = resolve(pool, cache, msg, true).await else {
+        let Some(reply) = resolve(pool, cache, msg, true, token).await else {
             return Ok(());
         };
         let Ok(n) = u16::try_from(reply.len()) else {

@@ -175,6 +175,10 @@ pub struct AclTables {
     pub bootstrap_index: u64,
     /// Last index at which any ACL table changed.
     pub index: u64,
+    /// Auth methods by name.
+    pub auth_methods: BTreeMap<String, registry_proto::acl::AuthMethod>,
+    /// Binding rules by ID.
+    pub binding_rules: BTreeMap<String, registry_proto::acl::BindingRule>,
 }
 
 impl AclTables {

@@ -1,11 +1,13 @@
 //! Snapshot encoding of the whole state: a versioned header, the postcard-encoded tables
 //! and a CRC-free length check (the archive layer adds checksums).
 //!
-//! Versions: `REGSNAP4` (current) carries [`Db::queries`] (prepared queries and
-//! coordinates); `REGSNAP3` predates it, `REGSNAP2` also [`Db::config_entries`] and
-//! [`Db::acl`], `REGSNAP1` also [`Db::autopilot`]; all are still decoded. Postcard is
+//! Versions: `REGSNAP4` (current) adds auth methods and binding rules to the ACL tables,
+//! templated policies to tokens and roles, and [`Db::queries`] (prepared queries and
+//! coordinates); `REGSNAP3` carries [`Db::config_entries`] and [`Db::acl`]; `REGSNAP2`
+//! predates them, `REGSNAP1` also [`Db::autopilot`]; all are still decoded. Postcard is
 //! positional, so an older body is the current one without its last fields: decoding appends
-//! the encoding of those fields' defaults.
+//! the encoding of those fields' defaults. A `REGSNAP3` body decodes that way while its ACL
+//! tables hold no token or role (whose records grew fields in the middle of the body).
 
 use super::db::{AclTables, QueryTables};
 use super::Db;
@@ -74,6 +76,12 @@ impl Db {
                 let none = Shared::<BTreeMap<(String, String), ConfigEntry>>::default();
                 body.extend(postcard::to_stdvec(&none).map_err(snap)?);
                 body.extend(postcard::to_stdvec(&AclTables::default()).map_err(snap)?);
+            } else {
+                // The ACL tables' trailing auth methods and binding rules, both empty.
+                let empty = BTreeMap::<String, ()>::new();
+                for _ in 0..2 {
+                    body.extend(postcard::to_stdvec(&empty).map_err(snap)?);
+                }
             }
             body.extend(postcard::to_stdvec(&QueryTables::default()).map_err(snap)?);
             return postcard::from_bytes(&body).map_err(snap);
@@ -121,24 +129,24 @@ mod tests {
     #[test]
     fn older_snapshots_still_decode() {
         // A version-1 body is the current encoding without the trailing `autopilot` (`None`
-        // is one byte 0), `config_entries` (one byte 0 when empty), ACL tables (six zero
+        // is one byte 0), `config_entries` (one byte 0 when empty), ACL tables (eight zero
         // bytes when empty) and query tables (four zero bytes when empty) fields; a
-        // version-2 body keeps `autopilot`, a version-3 body everything but the query tables.
+        // version-2 body keeps `autopilot`; a version-3 body lacks the ACL tables' last two
+        // maps (auth methods and binding rules) and the query tables.
         let db = sample();
         let current = postcard::to_stdvec(&db).unwrap();
-        assert_eq!(current[current.len() - 12..], [0u8; 12]);
-        let framed = |magic: &[u8], body: &[u8]| {
+        assert_eq!(current[current.len() - 14..], [0u8; 14]);
+        let with = |magic: &[u8], cut: usize| {
+            let body = &current[..current.len() - cut];
             let mut v = magic.to_vec();
             v.extend_from_slice(&(body.len() as u64).to_le_bytes());
             v.extend_from_slice(body);
             v
         };
-        let v1 = framed(b"REGSNAP1", &current[..current.len() - 12]);
+        let v1 = with(b"REGSNAP1", 14);
         assert_eq!(Db::decode(&v1).unwrap(), db);
-        let v2 = framed(b"REGSNAP2", &current[..current.len() - 11]);
-        assert_eq!(Db::decode(&v2).unwrap(), db);
-        let v3 = framed(b"REGSNAP3", &current[..current.len() - 4]);
-        assert_eq!(Db::decode(&v3).unwrap(), db);
+        assert_eq!(Db::decode(&with(b"REGSNAP2", 13)).unwrap(), db);
+        assert_eq!(Db::decode(&with(b"REGSNAP3", 6)).unwrap(), db);
         assert!(Db::decode(b"REGSNAP9\0\0\0\0\0\0\0\0").is_err());
         assert!(Db::decode(&v1[..v1.len() - 1]).is_err());
     }
