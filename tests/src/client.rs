@@ -49,9 +49,15 @@ impl ClientAgent {
             ("-server-port", free_tcp_port()),
             ("-serf-lan-port", free_tcp_udp_port()),
         ];
-        let mut agent =
-            Self::launch(name, IpAddr::V4(Ipv4Addr::LOCALHOST), &ports, servers, &[], extra)
-                .await?;
+        let mut agent = Self::launch(
+            name,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            &ports,
+            servers,
+            &[],
+            extra,
+        )
+        .await?;
         agent.spawn_and_wait().await?;
         Ok(agent)
     }

@@ -418,7 +418,10 @@ mod tests {
         let (map, ignored) = normalize(value, "x").expect("normalize");
         assert_eq!(map["ports"], json!({"http": 1, "https": -1}));
         assert!(map.get("audit").is_none());
-        assert_eq!(ignored, ["ports.grpc_tls", "audit.enabled", "log_sublevels"]);
+        assert_eq!(
+            ignored,
+            ["ports.grpc_tls", "audit.enabled", "log_sublevels"]
+        );
         let err = normalize(json!({"audit": {"enabled": "yes"}}), "f.json").expect_err("type");
         assert_eq!(
             err.to_string(),

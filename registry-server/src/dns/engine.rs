@@ -88,6 +88,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             recursing: std::sync::atomic::AtomicUsize::new(0),
             acl_view: Some(view),
+            remote: self.remote.clone(),
         }
     }
 

@@ -154,9 +154,11 @@ impl crate::dns::engine::RemoteDns for WanDns {
             if let Some(hit) = cache.lock().get(&key, id) {
                 return Ok(hit);
             }
+            // The other datacenter answers as its anonymous token may read.
             let q = DnsQuery {
                 packet: Bytes::from(packet),
                 tcp,
+                token: String::new(),
             };
             match dcs.dns_in_datacenter(&dc, &q).await {
                 Ok(reply) if reply.len() >= 12 => {
