@@ -204,7 +204,9 @@ impl Server {
             autopilot: self.autopilot.clone(),
             acl: Arc::new(crate::acl::AclRuntime::new(self.config.acl.clone())),
             datacenters: self.datacenters.clone(),
-            remote_queries: Arc::new(crate::prepared::failover::SingleDatacenter),
+            remote_queries: Arc::new(crate::prepared::remote::WanQueries(
+                self.datacenters.clone(),
+            )),
             coordinates: Default::default(),
         };
         let acl_view = state

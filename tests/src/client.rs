@@ -251,8 +251,39 @@ impl ClientAgent {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The response code dig reports (`NOERROR`, `NXDOMAIN`, ...).
+    pub fn dig_status(&self, name: &str) -> Result<String> {
+        let out = Command::new("dig")
+            .args([
+                &format!("@{}", self.ip),
+                "-p",
+                &self.dns_port.to_string(),
+                "+time=3",
+                "+tries=1",
+                name,
+                "A",
+            ])
+            .output()
+            .context("running dig (dnsutils)")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        Ok(text
+            .split("status: ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap_or("")
+            .to_string())
+    }
+
     pub async fn get(&self, path: &str) -> Result<registry_client::Response> {
         Ok(self.api.send(Method::GET, path, None).await?)
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        body: impl Into<Vec<u8>>,
+    ) -> Result<registry_client::Response> {
+        Ok(self.api.send(Method::POST, path, Some(body.into())).await?)
     }
 
     pub async fn put(

@@ -9,168 +9,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use registry_tests::client::ClientAgent;
 use registry_tests::cluster::{ClusterOptions, TestCluster};
-use registry_tests::{eventually, free_tcp_port, free_tcp_udp_port, registry_bin, Method};
+use registry_tests::{eventually, Method};
 use serde_json::{json, Value};
-
-/// One client agent process on 127.0.0.1 with free ports, in datacenter `dc`.
-struct ClientAgent {
-    name: String,
-    child: Option<Child>,
-    api: registry_client::Client,
-    dns_port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl ClientAgent {
-    async fn start(
-        name: &str,
-        dc: &str,
-        servers: &[String],
-        extra: &[&str],
-    ) -> Result<ClientAgent> {
-        let dir = tempfile::Builder::new()
-            .prefix("registry-mdc-client")
-            .tempdir()?;
-        let http_port = free_tcp_port();
-        let dns_port = free_tcp_udp_port();
-        let mut args: Vec<String> = vec![
-            "agent".into(),
-            "-datacenter".into(),
-            dc.into(),
-            "-node".into(),
-            name.into(),
-            "-data-dir".into(),
-            dir.path().join("data").display().to_string(),
-            "-bind".into(),
-            "127.0.0.1".into(),
-            "-client".into(),
-            "127.0.0.1".into(),
-            "-http-port".into(),
-            http_port.to_string(),
-            "-dns-port".into(),
-            dns_port.to_string(),
-            "-server-port".into(),
-            free_tcp_port().to_string(),
-            "-serf-lan-port".into(),
-            free_tcp_udp_port().to_string(),
-        ];
-        for s in servers {
-            args.push("-retry-join".into());
-            args.push(s.clone());
-        }
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let log = dir.path().join("agent.log");
-        let out = std::fs::File::create(&log)?;
-        let child = Command::new(registry_bin()?)
-            .args(&args)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .context("spawning a client agent")?;
-        let api = registry_client::Client::new(&registry_client::Config {
-            address: format!("127.0.0.1:{http_port}"),
-            timeout: Some(Duration::from_secs(60)),
-            ..Default::default()
-        })?;
-        let agent = ClientAgent {
-            name: name.to_string(),
-            child: Some(child),
-            api,
-            dns_port,
-            log,
-            _dir: dir,
-        };
-        eventually(Duration::from_secs(30), "client agent to serve", || async {
-            let r = agent.get("/v1/status/leader").await;
-            Ok(r.ok().filter(|r| r.status == 200 && r.text().contains(':')))
-        })
-        .await
-        .with_context(|| agent.log_text())?;
-        Ok(agent)
-    }
-
-    /// `dig +short` against this agent's DNS port (UDP).
-    fn dig(&self, name: &str, qtype: &str) -> Result<String> {
-        let out = Command::new("dig")
-            .args([
-                "@127.0.0.1",
-                "-p",
-                &self.dns_port.to_string(),
-                "+short",
-                "+time=3",
-                "+tries=1",
-                name,
-                qtype,
-            ])
-            .output()
-            .context("running dig (dnsutils)")?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// The response code dig reports (`NOERROR`, `NXDOMAIN`, ...).
-    fn dig_status(&self, name: &str) -> Result<String> {
-        let out = Command::new("dig")
-            .args([
-                "@127.0.0.1",
-                "-p",
-                &self.dns_port.to_string(),
-                "+time=3",
-                "+tries=1",
-                name,
-                "A",
-            ])
-            .output()
-            .context("running dig (dnsutils)")?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        Ok(text
-            .split("status: ")
-            .nth(1)
-            .and_then(|s| s.split(',').next())
-            .unwrap_or("")
-            .to_string())
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn get(&self, path: &str) -> Result<registry_client::Response> {
-        Ok(self.api.send(Method::GET, path, None).await?)
-    }
-
-    async fn put(&self, path: &str, body: impl Into<Vec<u8>>) -> Result<registry_client::Response> {
-        Ok(self.api.send(Method::PUT, path, Some(body.into())).await?)
-    }
-
-    async fn get_json(&self, path: &str) -> Result<Value> {
-        let r = self.get(path).await?;
-        if r.status != 200 {
-            bail!("GET {path}: {} {}", r.status, r.text());
-        }
-        Ok(r.json()?)
-    }
-}
-
-impl Drop for ClientAgent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("----- client agent log -----\n{}", self.log_text());
-        }
-    }
-}
 
 /// The WAN members server `i` of `c` lists: (name, status).
 async fn wan_members(c: &TestCluster, i: usize) -> Result<Vec<(String, u64)>> {
@@ -243,13 +88,17 @@ retry_join_wan = ["{}"]"#,
     assert!(ok, "join -wan: {out} {err}");
 
     // One client agent per datacenter.
-    let c1 = ClientAgent::start("mdc-client-1", "dc1", &[dc1.server(0).raft_addr()], &[]).await?;
+    let c1 = ClientAgent::start_with(
+        "mdc-client-1",
+        &[dc1.server(0).raft_addr()],
+        &["-datacenter", "dc1"],
+    )
+    .await?;
     // dc2's client advertises a WAN address of its own (its node's `wan` tagged address).
-    let c2 = ClientAgent::start(
+    let c2 = ClientAgent::start_with(
         "mdc-client-2",
-        "dc2",
         &[dc2.server(1).raft_addr()],
-        &["-advertise-wan", "127.0.0.99"],
+        &["-datacenter", "dc2", "-advertise-wan", "127.0.0.99"],
     )
     .await?;
 
@@ -345,6 +194,57 @@ retry_join_wan = ["{}"]"#,
     // In dc1 there is no web.
     assert_eq!(c1.dig_status("web.service.consul")?, "NXDOMAIN");
     assert_eq!(c1.dig_status("web.service.nowhere.consul")?, "NXDOMAIN");
+
+    // A prepared query in dc1 fails over to dc2 while dc1 has no healthy web, and comes
+    // back to dc1 once it has one; tags with `!` exclusions apply to dc2's answer too.
+    let r = c1
+        .post(
+            "/v1/query",
+            json!({"Name": "web-any", "Service": {"Service": "web",
+                "Failover": {"Datacenters": ["dc2"]}}})
+            .to_string(),
+        )
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = c1.get_json("/v1/query/web-any/execute").await?;
+    assert_eq!(v["Datacenter"], "dc2", "{v}");
+    assert_eq!(v["Failovers"], 1, "{v}");
+    assert_eq!(v["Nodes"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v["Nodes"][0]["Node"]["Node"], c2.name);
+    for (name, tags, want) in [
+        ("web-untagged", json!(["!v1"]), json!(["web-2"])),
+        ("web-v1", json!(["v1"]), json!(["web-1"])),
+        ("web-v9", json!(["v9"]), json!([])),
+    ] {
+        let q = json!({"Name": name, "Service": {"Service": "web", "Tags": tags,
+            "Failover": {"NearestN": 2}}});
+        let r = c1.post("/v1/query", q.to_string()).await?;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = c1.get_json(&format!("/v1/query/{name}/execute")).await?;
+        let ids: Vec<&Value> = v["Nodes"]
+            .as_array()
+            .map(|a| a.iter().map(|n| &n["Service"]["ID"]).collect())
+            .unwrap_or_default();
+        assert_eq!(json!(ids), want, "{name}: {v}");
+        assert_eq!(v["Failovers"], 1, "{name}: {v}");
+    }
+    let reg = json!({"ID": "web-dc1", "Name": "web", "Port": 9090});
+    let r = c1
+        .put("/v1/agent/service/register", reg.to_string())
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    eventually(Duration::from_secs(30), "web-any back in dc1", || async {
+        let v = c1.get_json("/v1/query/web-any/execute").await?;
+        Ok((v["Datacenter"] == "dc1" && v["Failovers"] == 0).then_some(v))
+    })
+    .await?;
+    let r = c1.put("/v1/agent/service/deregister/web-dc1", "").await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    eventually(Duration::from_secs(30), "web gone from dc1", || async {
+        let v = c1.get_json("/v1/health/service/web").await?;
+        Ok((v == json!([])).then_some(()))
+    })
+    .await?;
 
     // KV stays per datacenter; writes with ?dc= land in that datacenter.
     let r = c1.put("/v1/kv/mdc/only-dc2?dc=dc2", "two").await?;

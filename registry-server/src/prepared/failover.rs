@@ -6,8 +6,8 @@
 //! order, skipping any already chosen and any this server does not know. Every datacenter
 //! tried counts one failover, answered or not.
 //!
-//! Other datacenters are reached through [`RemoteQueryExecutor`]; [`SingleDatacenter`] knows
-//! none, so a query fails over nowhere until a WAN implementation is plugged in.
+//! Other datacenters are reached through [`RemoteQueryExecutor`]: a server runs
+//! [`super::remote::WanQueries`] over its WAN pool; [`SingleDatacenter`] knows none.
 
 use futures::future::BoxFuture;
 use registry_proto::prepared_query::{PreparedQuery, QueryFailover};

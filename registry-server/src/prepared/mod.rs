@@ -6,6 +6,7 @@
 
 pub mod failover;
 pub mod near;
+pub mod remote;
 
 use crate::state::Db;
 use rand::seq::SliceRandom;
@@ -58,7 +59,7 @@ pub fn resolve(db: &Db, id_or_name: &str, segment: &str) -> Result<Option<Prepar
 
 /// Whether an instance's tags satisfy the query's: every plain tag present, every `!tag`
 /// absent, compared without case as Consul's `tagFilter`.
-fn tags_match(have: &[String], want: &[String]) -> bool {
+pub(crate) fn tags_match(have: &[String], want: &[String]) -> bool {
     want.iter().all(|w| {
         let (neg, tag) = match w.strip_prefix('!') {
             Some(t) => (true, t),
