@@ -38,15 +38,7 @@ trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || true
 
 PROFILE=${BENCH_PROFILE:-release}
-if [ -z "${BENCH_NO_BUILD:-}" ]; then
-    if [ "$PROFILE" = release ]; then
-        cargo build --release -q -p registry-agent -p registry-bench
-    else
-        cargo build -q -p registry-agent -p registry-bench
-    fi
-fi
-BIN=$TARGET_DIR/$PROFILE/registry
-BENCH=$TARGET_DIR/$PROFILE/registry-bench
+build_bins
 
 mkdir -p "$WORK/s1"
 "$BIN" agent -server -bootstrap-expect 1 -node s1 -data-dir "$WORK/s1" -bind "$NET.1" \

@@ -42,15 +42,7 @@ cleanup() {
 trap cleanup EXIT
 
 PROFILE=${BENCH_PROFILE:-release}
-if [ -z "${BENCH_NO_BUILD:-}" ]; then
-    if [ "$PROFILE" = release ]; then
-        cargo build --release -q -p registry-agent -p registry-bench
-    else
-        cargo build -q -p registry-agent -p registry-bench
-    fi
-fi
-BIN=$TARGET_DIR/$PROFILE/registry
-BENCH=$TARGET_DIR/$PROFILE/registry-bench
+build_bins
 
 AGENTS=()
 for i in 1 2 3; do

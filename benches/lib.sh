@@ -1,5 +1,7 @@
 # benches/lib.sh — helpers shared by the benchmark scripts (sourced, not run).
 #
+#   build_bins               builds registry and registry-bench for $PROFILE (not when
+#                            BENCH_NO_BUILD is set to anything but 0), sets BIN and BENCH
 #   port_free HOST PORT      whether nothing listens there
 #   wait_http URL SECONDS    waits for URL to answer 2xx
 #   quiet                    waits (at most BENCH_QUIET_MAX s) for the machine to go quiet
@@ -11,6 +13,19 @@
 #                            etcd member I (clients on 127.0.0.1:2379I), its PID in ETCD_PIDS[I]
 #   etcd3_start DIR ARGS...  members 1-3 as a new cluster, once all three are healthy
 #   etcd3_endpoint leader|follower   that member's client endpoint
+
+build_bins() {
+    local target=${CARGO_TARGET_DIR:-$ROOT/target}
+    if [ -z "${BENCH_NO_BUILD:-}" ] || [ "${BENCH_NO_BUILD}" = 0 ]; then
+        if [ "${PROFILE:-release}" = release ]; then
+            cargo build --release -q -p registry-agent -p registry-bench >&2
+        else
+            cargo build -q -p registry-agent -p registry-bench >&2
+        fi
+    fi
+    BIN=$target/${PROFILE:-release}/registry
+    BENCH=$target/${PROFILE:-release}/registry-bench
+}
 
 port_free() { ! (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 

@@ -29,15 +29,7 @@ PROFILE=${BENCH_PROFILE:-}
 if [ -z "$PROFILE" ]; then
     if [ -x "$TARGET_DIR/release/registry" ]; then PROFILE=release; else PROFILE=debug; fi
 fi
-if [ -z "${BENCH_NO_BUILD:-}" ]; then
-    if [ "$PROFILE" = release ]; then
-        cargo build --release -q -p registry-agent -p registry-bench
-    else
-        cargo build -q -p registry-agent -p registry-bench
-    fi
-fi
-BIN=$TARGET_DIR/$PROFILE/registry
-BENCH=$TARGET_DIR/$PROFILE/registry-bench
+build_bins
 
 WORK=$(mktemp -d /tmp/registry-mdc-bench.XXXXXX)
 RESULTS=$WORK/results.jsonl

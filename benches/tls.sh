@@ -27,15 +27,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
-    if [ "$PROFILE" = release ]; then
-        cargo build --release -p registry-agent -p registry-bench >&2
-    else
-        cargo build -p registry-agent -p registry-bench >&2
-    fi
-fi
-BIN=$TARGET_DIR/$PROFILE/registry
-BENCH=$TARGET_DIR/$PROFILE/registry-bench
+build_bins
 HTTP=18750
 HTTPS=18751
 SRV=18760
