@@ -172,7 +172,21 @@ mod tests {
         let first = load_or_create_node_id(&sub).expect("create");
         let second = load_or_create_node_id(&sub).expect("reuse");
         assert_eq!(first, second);
+        assert!(!sub.join("node-id.tmp").exists(), "written through a renamed temporary");
         std::fs::write(sub.join("node-id"), "junk").expect("write");
         assert!(load_or_create_node_id(&sub).is_err());
+    }
+
+    /// A power loss right after the file was created leaves it empty (found by jepsen's
+    /// lose-unsynced nemesis): the agent writes a new ID instead of refusing to start.
+    #[test]
+    fn an_empty_node_id_file_is_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("node-id"), "").expect("write");
+        let id = load_or_create_node_id(dir.path()).expect("replaced");
+        assert!(uuid::Uuid::parse_str(&id).is_ok());
+        let stored = std::fs::read_to_string(dir.path().join("node-id")).expect("read");
+        assert_eq!(stored, id);
+        assert_eq!(load_or_create_node_id(dir.path()).expect("reuse"), id);
     }
 }
