@@ -175,9 +175,12 @@ class Node:
             (etc / "hosts").write_text("\n".join(lines + [f"{pod.ip} {pod.name}"]) + "\n")
 
     def create_pod(self, name, pod_spec, configmaps, claims=(), container="registry",
-                   entrypoint=()):
+                   entrypoint=(), secrets=None):
         """Prepares a pod from a rendered pod spec (not started yet). `entrypoint` is the
-        image's ENTRYPOINT, used when the container sets no command (as Kubernetes does)."""
+        image's ENTRYPOINT, used when the container sets no command (as Kubernetes does).
+        `secrets` ({name: {key: value}}) are the cluster's Secrets that secretKeyRef env vars
+        and secret volumes read; a missing one fails as the kubelet would not start the pod."""
+        secrets = secrets or {}
         c = next(x for x in pod_spec["containers"] if x["name"] == container)
         ip, netns = self.allocate(name)
         pdir = self.dir / name
@@ -210,6 +213,13 @@ class Node:
                 items = vol["configMap"].get("items") or [{"key": k, "path": k} for k in data]
                 for it in items:
                     (host / it["path"]).write_text(data[it["key"]])
+            elif "secret" in vol:
+                name_ = vol["secret"]["secretName"]
+                assert name_ in secrets, f"secret {name_} of volume {vm['name']} does not exist"
+                data = secrets[name_]
+                items = vol["secret"].get("items") or [{"key": k, "path": k} for k in data]
+                for it in items:
+                    (host / it["path"]).write_text(data[it["key"]])
             elif "emptyDir" in vol or "hostPath" in vol:
                 pass
             else:
@@ -227,6 +237,11 @@ class Node:
         for e in c.get("env", []):
             if "value" in e:
                 env[e["name"]] = expand(str(e["value"]), env)
+            elif "secretKeyRef" in e["valueFrom"]:
+                ref = e["valueFrom"]["secretKeyRef"]
+                assert ref["key"] in secrets.get(ref["name"], {}), \
+                    f"env {e['name']}: secret {ref['name']} has no key {ref['key']}"
+                env[e["name"]] = secrets[ref["name"]][ref["key"]]
             else:
                 env[e["name"]] = field_values[e["valueFrom"]["fieldRef"]["fieldPath"]]
         command = [expand(a, env) for a in (c.get("command") or list(entrypoint))

@@ -210,3 +210,26 @@ priorityClassName: {{ . | quote }}
   value: {{ $v | quote }}
 {{- end }}
 {{- end -}}
+
+{{- /* Gossip encryption (global.gossipEncryption): the key comes from a Secret into the
+GOSSIP_KEY env var, and `-encrypt=$(GOSSIP_KEY)` passes it to the agent (Kubernetes expands
+$(VAR) in args, so no shell is needed and the key never appears in the pod spec). */ -}}
+{{- define "registry.gossipEnabled" -}}
+{{- if .Values.global.gossipEncryption.secretName }}true{{ end -}}
+{{- end -}}
+
+{{- define "registry.gossipEnv" -}}
+{{- if include "registry.gossipEnabled" . }}
+- name: GOSSIP_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.global.gossipEncryption.secretName }}
+      key: {{ .Values.global.gossipEncryption.secretKey }}
+{{- end }}
+{{- end -}}
+
+{{- define "registry.gossipArgs" -}}
+{{- if include "registry.gossipEnabled" . }}
+- -encrypt=$(GOSSIP_KEY)
+{{- end }}
+{{- end -}}
