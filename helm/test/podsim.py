@@ -11,6 +11,7 @@ Nothing leaves the machine: the bridge has no uplink and no route is added.
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
@@ -63,18 +64,32 @@ class Pod:
     container: dict
     proc: subprocess.Popen = None
     extra: dict = field(default_factory=dict)
+    # Init containers: (name, command, env, mounts, user, workingDir).
+    init: list = field(default_factory=list)
 
-    def launcher(self, argv, env):
+    def launcher(self, argv, env, mounts=None, user=None, workdir=None):
         spec = []
-        for src, dst, mode in self.mounts:
+        for src, dst, mode in (self.mounts if mounts is None else mounts):
             spec += [str(src), dst, mode]
         kv = [f"{k}={v}" for k, v in env.items()]
+        user = user or self.user
+        if workdir:
+            uid, gid = user.split(":")
+            enter = ["unshare", f"--root={self.root}", f"--wd={workdir}", f"--setgid={gid}",
+                     f"--setuid={uid}"]
+        else:
+            enter = ["/usr/sbin/chroot", f"--userspec={user}", str(self.root)]
         return (["ip", "netns", "exec", self.netns, "unshare", "--uts", "--",
                  "env", f"SIM_HOSTNAME={self.name}", "sh", "-c", LAUNCH, "sh", str(self.root)]
-                + spec + ["--", "env", "-i"] + kv
-                + ["/usr/sbin/chroot", f"--userspec={self.user}", str(self.root)] + argv)
+                + spec + ["--", "env", "-i"] + kv + enter + argv)
 
     def start(self):
+        for name, argv, env, mounts, user, workdir in self.init:
+            r = subprocess.run(self.launcher(argv, env, mounts, user, workdir),
+                               capture_output=True, text=True, timeout=60)
+            with open(self.log, "a") as log:
+                log.write(f"--- init container {name}\n{r.stdout}{r.stderr}")
+            assert r.returncode == 0, f"init container {name} of {self.name}: {r.stderr}"
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(self.launcher(self.command, self.env), stdout=out,
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -97,9 +112,13 @@ class Pod:
             if isinstance(port, str):
                 port = next(cp["containerPort"] for cp in self.container["ports"]
                             if cp["name"] == port)
-            url = f"http://{self.ip}:{port}{p['httpGet'].get('path', '/')}"
+            scheme = p["httpGet"].get("scheme", "HTTP").lower()
+            url = f"{scheme}://{self.ip}:{port}{p['httpGet'].get('path', '/')}"
+            # The kubelet does not verify the certificate of an HTTPS probe.
+            ctx = ssl._create_unverified_context() if scheme == "https" else None
             try:
-                with urllib.request.urlopen(url, timeout=p.get("timeoutSeconds", 1)) as r:
+                with urllib.request.urlopen(url, timeout=p.get("timeoutSeconds", 1),
+                                            context=ctx) as r:
                     return 200 <= r.status < 400
             except Exception:
                 return False
@@ -175,9 +194,12 @@ class Node:
             (etc / "hosts").write_text("\n".join(lines + [f"{pod.ip} {pod.name}"]) + "\n")
 
     def create_pod(self, name, pod_spec, configmaps, claims=(), container="registry",
-                   entrypoint=()):
+                   entrypoint=(), secrets=None):
         """Prepares a pod from a rendered pod spec (not started yet). `entrypoint` is the
-        image's ENTRYPOINT, used when the container sets no command (as Kubernetes does)."""
+        image's ENTRYPOINT, used when the container sets no command (as Kubernetes does).
+        `secrets` ({name: {key: value}}) are the cluster's Secrets that secretKeyRef env vars
+        and secret volumes read; a missing one fails as the kubelet would not start the pod."""
+        secrets = secrets or {}
         c = next(x for x in pod_spec["containers"] if x["name"] == container)
         ip, netns = self.allocate(name)
         pdir = self.dir / name
@@ -194,45 +216,70 @@ class Node:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.touch()
             mounts.append((host_path, image_path, "ro"))
+        base_mounts = mounts
         sc = pod_spec.get("securityContext", {})
-        uid = c.get("securityContext", {}).get("runAsUser", sc.get("runAsUser", 0))
-        gid = c.get("securityContext", {}).get("runAsGroup", sc.get("runAsGroup", uid))
         fs_group = sc.get("fsGroup")
         volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
-        for vm in c.get("volumeMounts", []):
-            vol = volumes.get(vm["name"])
-            host = pdir / "volumes" / vm["name"]
-            host.mkdir(parents=True, exist_ok=True)
-            if vol is None:
-                assert vm["name"] in claims, f"volumeMount {vm['name']} has no volume"
-            elif "configMap" in vol:
-                data = configmaps[vol["configMap"]["name"]]["data"]
-                items = vol["configMap"].get("items") or [{"key": k, "path": k} for k in data]
-                for it in items:
-                    (host / it["path"]).write_text(data[it["key"]])
-            elif "emptyDir" in vol or "hostPath" in vol:
-                pass
-            else:
-                raise AssertionError(f"volume type of {vol} not simulated")
-            if fs_group is not None:
-                subprocess.run(["chown", "-R", f"{uid}:{fs_group}", str(host)], check=True)
-                subprocess.run(["chmod", "-R", "g+rwX", str(host)], check=True)
-                os.chmod(host, 0o2775)
-            (root / vm["mountPath"].lstrip("/")).mkdir(parents=True, exist_ok=True)
-            mounts.append((host, vm["mountPath"], "ro" if vm.get("readOnly") else "rw"))
         field_values = {"status.podIP": ip, "metadata.name": name,
                         "metadata.namespace": self.namespace, "spec.nodeName": "node-1",
                         "status.hostIP": self.host_ip}
-        env = {"PATH": IMAGE_PATH, "HOSTNAME": name}
-        for e in c.get("env", []):
-            if "value" in e:
-                env[e["name"]] = expand(str(e["value"]), env)
-            else:
-                env[e["name"]] = field_values[e["valueFrom"]["fieldRef"]["fieldPath"]]
-        command = [expand(a, env) for a in (c.get("command") or list(entrypoint))
-                   + c.get("args", [])]
+
+        def prepare(c):
+            """(command, env, mounts, user) of one container of the pod."""
+            mounts = list(base_mounts)
+            uid = c.get("securityContext", {}).get("runAsUser", sc.get("runAsUser", 0))
+            gid = c.get("securityContext", {}).get("runAsGroup", sc.get("runAsGroup", uid))
+            for vm in c.get("volumeMounts", []):
+                vol = volumes.get(vm["name"])
+                host = pdir / "volumes" / vm["name"]
+                host.mkdir(parents=True, exist_ok=True)
+                if vol is None:
+                    assert vm["name"] in claims, f"volumeMount {vm['name']} has no volume"
+                elif "configMap" in vol:
+                    data = configmaps[vol["configMap"]["name"]]["data"]
+                    items = vol["configMap"].get("items") or [{"key": k, "path": k} for k in data]
+                    for it in items:
+                        (host / it["path"]).write_text(data[it["key"]])
+                elif "secret" in vol:
+                    name_ = vol["secret"]["secretName"]
+                    assert name_ in secrets, f"secret {name_} of volume {vm['name']} does not exist"
+                    data = secrets[name_]
+                    items = vol["secret"].get("items") or [{"key": k, "path": k} for k in data]
+                    for it in items:
+                        (host / it["path"]).write_text(data[it["key"]])
+                elif "emptyDir" in vol or "hostPath" in vol:
+                    pass
+                else:
+                    raise AssertionError(f"volume type of {vol} not simulated")
+                if fs_group is not None:
+                    subprocess.run(["chown", "-R", f"{uid}:{fs_group}", str(host)], check=True)
+                    subprocess.run(["chmod", "-R", "g+rwX", str(host)], check=True)
+                    os.chmod(host, 0o2775)
+                (root / vm["mountPath"].lstrip("/")).mkdir(parents=True, exist_ok=True)
+                mounts.append((host, vm["mountPath"], "ro" if vm.get("readOnly") else "rw"))
+            env = {"PATH": IMAGE_PATH, "HOSTNAME": name}
+            for e in c.get("env", []):
+                if "value" in e:
+                    env[e["name"]] = expand(str(e["value"]), env)
+                elif "secretKeyRef" in e["valueFrom"]:
+                    ref = e["valueFrom"]["secretKeyRef"]
+                    assert ref["key"] in secrets.get(ref["name"], {}), \
+                        f"env {e['name']}: secret {ref['name']} has no key {ref['key']}"
+                    env[e["name"]] = secrets[ref["name"]][ref["key"]]
+                else:
+                    env[e["name"]] = field_values[e["valueFrom"]["fieldRef"]["fieldPath"]]
+            command = [expand(a, env) for a in (c.get("command") or list(entrypoint))
+                       + c.get("args", [])]
+            return command, env, mounts, f"{uid}:{gid}", uid
+
+        command, env, mounts, user, uid = prepare(c)
+        # Init containers run to completion, in order, before the container (Pod.start).
+        init = []
+        for ic in pod_spec.get("initContainers", []):
+            icmd, ienv, imounts, iuser, _ = prepare(ic)
+            init.append((ic["name"], icmd, ienv, imounts, iuser, ic.get("workingDir")))
         pod = Pod(name=name, ip=ip, netns=netns, root=root, env=env, command=command,
-                  mounts=mounts, user=f"{uid}:{gid}", log=pdir / "log", container=c)
+                  mounts=mounts, user=user, log=pdir / "log", container=c, init=init)
         self.pods.append(pod)
         return pod
 

@@ -39,7 +39,7 @@ def configmaps(objs):
     return {o["metadata"]["name"]: o for o in objs if o["kind"] == "ConfigMap"}
 
 
-def start_workload(node, objs, kind, suffix, count, binaries_ok=True):
+def start_workload(node, objs, kind, suffix, count, binaries_ok=True, secrets=None):
     """Creates the pods of a rendered workload on the node: a StatefulSet's pods are
     <name>-<ordinal> with DNS names <pod>.<serviceName>.<ns>.svc; returns them unstarted."""
     w = find(objs, kind, suffix)
@@ -49,7 +49,7 @@ def start_workload(node, objs, kind, suffix, count, binaries_ok=True):
     for i in range(count):
         name = f"{w['metadata']['name']}-{i}"
         pod = node.create_pod(name, spec, configmaps(objs), claims=claims,
-                              container=spec["containers"][0]["name"])
+                              container=spec["containers"][0]["name"], secrets=secrets)
         if kind == "StatefulSet":
             svc = w["spec"]["serviceName"]
             node.add_dns(f"{name}.{svc}.{node.namespace}.svc", pod.ip)

@@ -371,7 +371,7 @@ def test_probes():
 
 def test_unsupported_values_fail_with_a_message():
     for values, message in [
-        ({"global": {"tls": {"enabled": True}}}, "global.tls.enabled: TLS is not supported"),
+        ({"global": {"tls": {"enabled": True}}}, "global.tls.caCert.secretName and secretKey"),
         ({"global": {"acls": {"manageSystemACLs": True}}}, "global.acls.manageSystemACLs"),
         ({"global": {"gossipEncryption": {"autoGenerate": True}}}, "global.gossipEncryption"),
         ({"global": {"federation": {"enabled": True}}}, "global.federation.enabled"),

@@ -27,7 +27,7 @@ DOC_END = "<!-- end of values table -->"
 # Objects whose keys are free: Kubernetes structures, maps the user fills, and sections of
 # consul-k8s features the chart rejects when enabled (so their other keys are harmless).
 OPEN = {
-    "global.extraLabels", "global.tls", "global.acls", "global.gossipEncryption",
+    "global.extraLabels", "global.acls",
     "global.federation", "global.metrics", "global.acls.bootstrapToken",
     "connectInject", "meshGateway", "ingressGateways", "terminatingGateways", "apiGateway",
     "ui.ingress", "syncCatalog.ingress", "syncCatalog.aclSyncToken",

@@ -210,3 +210,176 @@ priorityClassName: {{ . | quote }}
   value: {{ $v | quote }}
 {{- end }}
 {{- end -}}
+
+{{- /* Gossip encryption (global.gossipEncryption): the key comes from a Secret into the
+GOSSIP_KEY env var, and `-encrypt=$(GOSSIP_KEY)` passes it to the agent (Kubernetes expands
+$(VAR) in args, so no shell is needed and the key never appears in the pod spec). */ -}}
+{{- define "registry.gossipEnabled" -}}
+{{- if .Values.global.gossipEncryption.secretName }}true{{ end -}}
+{{- end -}}
+
+{{- define "registry.gossipEnv" -}}
+{{- if include "registry.gossipEnabled" . }}
+- name: GOSSIP_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.global.gossipEncryption.secretName }}
+      key: {{ .Values.global.gossipEncryption.secretKey }}
+{{- end }}
+{{- end -}}
+
+{{- define "registry.gossipArgs" -}}
+{{- if include "registry.gossipEnabled" . }}
+- -encrypt=$(GOSSIP_KEY)
+{{- end }}
+{{- end -}}
+
+{{- /* TLS (global.tls), as consul-k8s: the CA certificate and key come from Secrets; an init
+container of each agent pod runs `registry tls cert create` from them into the tls-certs
+emptyDir (a server certificate with the pod's DNS names and IP on servers, a client
+certificate, which names localhost and the pod and host IPs, on clients: the clients serve
+HTTPS with it and present it to servers that verify_incoming), and the agent configuration points at those files. */ -}}
+{{- define "registry.tlsEnabled" -}}
+{{- if .Values.global.tls.enabled }}true{{ end -}}
+{{- end -}}
+
+{{- define "registry.tlsCertFile" -}}
+/registry/tls/certs/{{ .ctx.Values.global.datacenter }}-{{ .role }}-{{ .ctx.Values.global.domain }}-0
+{{- end -}}
+
+{{- /* The agent's HTTP address for the probes and the CLI inside the pod. */ -}}
+{{- define "registry.localHTTPArgs" -}}
+{{- if include "registry.tlsEnabled" . }}
+- -http-addr=https://127.0.0.1:8501
+- -ca-file=/registry/tls/ca/tls.crt
+{{- else }}
+- -http-addr=127.0.0.1:8500
+{{- end }}
+{{- end -}}
+
+{{- /* The "tls" and "ports" entries of an agent's JSON configuration. */ -}}
+{{- define "registry.tlsConfig" -}}
+{{- $tls := .ctx.Values.global.tls -}}
+{{- if include "registry.tlsEnabled" .ctx }}
+"tls": {
+  "defaults": {
+    "ca_file": "/registry/tls/ca/tls.crt",
+    "cert_file": "{{ include "registry.tlsCertFile" . }}.pem",
+    "key_file": "{{ include "registry.tlsCertFile" . }}-key.pem",
+    "verify_outgoing": true
+  },
+  "internal_rpc": {
+    "verify_incoming": {{ and (eq .role "server") $tls.verify | ternary true false }},
+    "verify_server_hostname": {{ $tls.verify | ternary true false }}
+  },
+  "https": {
+    "verify_incoming": false
+  }
+},
+{{- end }}
+"ports": {
+  "http": {{ if and (include "registry.tlsEnabled" .ctx) $tls.httpsOnly }}-1{{ else }}8500{{ end }},
+  {{- if include "registry.tlsEnabled" .ctx }}
+  "https": 8501,
+  {{- end }}
+  "dns": 8600,
+  {{- if eq .role "server" }}
+  "server": 8300,
+  {{- end }}
+  "serf_lan": {{ int .ctx.Values.server.ports.serflan.port }}
+},
+{{- end -}}
+
+{{- define "registry.tlsVolumes" -}}
+{{- $tls := .ctx.Values.global.tls -}}
+{{- if include "registry.tlsEnabled" .ctx }}
+- name: tls-ca-cert
+  secret:
+    secretName: {{ $tls.caCert.secretName }}
+    items:
+      - key: {{ $tls.caCert.secretKey }}
+        path: tls.crt
+- name: tls-ca-key
+  secret:
+    secretName: {{ $tls.caKey.secretName }}
+    items:
+      - key: {{ $tls.caKey.secretKey }}
+        path: tls.key
+- name: tls-certs
+  emptyDir:
+    medium: Memory
+{{- end }}
+{{- end -}}
+
+{{- define "registry.tlsVolumeMounts" -}}
+{{- $tls := .ctx.Values.global.tls -}}
+{{- if include "registry.tlsEnabled" .ctx }}
+- name: tls-ca-cert
+  mountPath: /registry/tls/ca
+  readOnly: true
+- name: tls-certs
+  mountPath: /registry/tls/certs
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- /* The init container writing the agent's certificate. `registry tls cert create` never
+overwrites: after a restart of the pod the first certificate (…-0.pem) stays in use. */ -}}
+{{- define "registry.tlsInitContainer" -}}
+{{- $ctx := .ctx -}}
+{{- $tls := $ctx.Values.global.tls -}}
+{{- $v := index $ctx.Values .role -}}
+{{- if include "registry.tlsEnabled" $ctx }}
+- name: tls-init
+  image: {{ $ctx.Values.global.image | quote }}
+  imagePullPolicy: {{ $ctx.Values.global.imagePullPolicy }}
+  workingDir: /registry/tls/certs
+  command:
+    - /usr/local/bin/registry
+  args:
+    - tls
+    - cert
+    - create
+    - -{{ .role }}
+    - -dc={{ $ctx.Values.global.datacenter }}
+    - -domain={{ $ctx.Values.global.domain }}
+    - -ca=/registry/tls/ca/tls.crt
+    - -key=/registry/tls/ca-key/tls.key
+    {{- if eq .role "server" }}
+    {{- $svc := include "registry.serverService" $ctx }}
+    {{- $ns := $ctx.Release.Namespace }}
+    - -node=$(POD_NAME)
+    - -additional-dnsname=$(POD_NAME).{{ $svc }}
+    - -additional-dnsname=$(POD_NAME).{{ $svc }}.{{ $ns }}
+    - -additional-dnsname=$(POD_NAME).{{ $svc }}.{{ $ns }}.svc
+    - -additional-dnsname={{ $svc }}
+    - -additional-dnsname={{ $svc }}.{{ $ns }}
+    - -additional-dnsname={{ $svc }}.{{ $ns }}.svc
+    {{- range $tls.serverAdditionalDNSSANs }}
+    - -additional-dnsname={{ . }}
+    {{- end }}
+    - -additional-ipaddress=$(POD_IP)
+    {{- range $tls.serverAdditionalIPSANs }}
+    - -additional-ipaddress={{ . }}
+    {{- end }}
+    {{- else }}
+    - -additional-ipaddress=$(POD_IP)
+    - -additional-ipaddress=$(HOST_IP)
+    {{- end }}
+  env:
+    {{- include "registry.downwardEnv" $ctx | nindent 4 }}
+  {{- with $v.containerSecurityContext }}
+  securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  volumeMounts:
+    - name: tls-ca-cert
+      mountPath: /registry/tls/ca
+      readOnly: true
+    - name: tls-ca-key
+      mountPath: /registry/tls/ca-key
+      readOnly: true
+    - name: tls-certs
+      mountPath: /registry/tls/certs
+{{- end }}
+{{- end -}}
