@@ -8,6 +8,7 @@ import * as services from './views/services.js';
 import * as nodes from './views/nodes.js';
 import * as kv from './views/kv.js';
 import * as sessions from './views/sessions.js';
+import * as members from './views/members.js';
 
 const meta = document.querySelector('meta[name="registry-ui"]');
 const base = meta.dataset.contentPath;
@@ -80,6 +81,8 @@ function route() {
     }
     case 'sessions':
       return { section, view: sessions.list };
+    case 'members':
+      return { section, view: members.list };
     case undefined:
     case '':
       return { redirect: link('services') };

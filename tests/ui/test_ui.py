@@ -108,6 +108,7 @@ def test_every_view_loads_by_deep_link_at_laptop_and_phone_sizes(ui, agent):
         ("kv-edit", "/ui/dc1/kv/site/settings/colour/edit", "textarea#kv-value", "colour"),
         ("kv-create", "/ui/dc1/kv/site/create", "input#kv-key", "Create key"),
         ("sessions", "/ui/dc1/sessions", f'tr[data-session="{sid}"]', "Sessions"),
+        ("members", "/ui/dc1/members", f'tr[data-member="{agent.node}"]', "Members"),
     ]
     for size_name, (w, h), mobile in [("laptop", LAPTOP, False), ("phone", PHONE, True)]:
         ui.viewport(w, h, mobile)
@@ -274,3 +275,40 @@ def test_node_view_shows_checks_with_output(ui, agent):
     ui.assert_same_page()
     ui.open("/ui/dc1/nodes/no-such-node")
     assert "not registered" in ui.text(".notice")
+
+
+def test_members_view_shows_the_gossip_pool_and_rereads_it_on_changes(ui, agent):
+    status, _, body = api(agent, "GET", "/v1/agent/members")
+    assert status == 200, body
+    me = next(m for m in json.loads(body) if m["Name"] == agent.node)
+    ui.open("/ui/dc1/members?filter=server")
+    row = ui.wait_css(f'tr[data-member="{agent.node}"][data-status="alive"][data-role="server"]')
+    assert "Alive" in row.text and "Server" in row.text and me["Addr"] in row.text
+    assert me["Tags"]["dc"] in row.text
+    assert ui.driver.find_element(By.ID, "member-filter").get_attribute("value") == "server"
+    assert ui.driver.find_element(
+        By.CSS_SELECTOR, 'nav[aria-label="Main"] a[aria-current="page"]').text == "Members"
+    # The filter is part of the address; a filter matching nothing says so.
+    ui.open("/ui/dc1/members?filter=client")
+    ui.wait_js("return document.body.textContent.includes('No member matches the filter.')")
+    ui.open("/ui/dc1/members")
+    ui.wait_css(f'tr[data-member="{agent.node}"]')
+    ui.wait_js("return document.getElementById('conn').dataset.state === 'live'")
+    ui.mark()
+    # A catalog change wakes the view's blocking query and the members are read again.
+    ui.driver.execute_script(
+        "window.__reads = 0; const f = window.fetch; window.fetch = (u, o) => {"
+        " if (String(u).startsWith('/v1/agent/members')) window.__reads += 1; return f(u, o); };")
+    status, _, body = api(agent, "PUT", "/v1/catalog/register", {"Node": "ext-m", "Address": "10.0.0.9"})
+    assert status == 200, body
+    ui.wait_js("return window.__reads >= 1")
+    ui.wait_css(f'tr[data-member="{agent.node}"][data-status="alive"]')
+    ui.assert_same_page()
+    # The member's name links to its node.
+    ui.driver.find_element(By.CSS_SELECTOR, f'tr[data-member="{agent.node}"] a').click()
+    ui.wait_js(f"return location.pathname === '/ui/dc1/nodes/{agent.node}'")
+    ui.assert_same_page()
+    ui.open("/ui/dc1/members")
+    ui.wait_css(f'tr[data-member="{agent.node}"]')
+    ui.screenshot("members-live")
+    assert not ui.accessibility_violations()

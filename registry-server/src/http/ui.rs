@@ -67,6 +67,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../ui/views/sessions.js"),
     ),
     (
+        "views/members.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/views/members.js"),
+    ),
+    (
         "favicon.svg",
         "image/svg+xml",
         include_bytes!("../../ui/favicon.svg"),
