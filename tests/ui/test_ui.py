@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client as httpclient
 import json
 import shutil
+import subprocess
 import tempfile
 import urllib.parse
 import urllib.request
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Ui, http, start_registry, stop_registry, wait_for
+from conftest import _shared as shared_conftest
 from selenium.webdriver.common.by import By
 
 LAPTOP = (1366, 768)
@@ -314,8 +316,36 @@ def test_members_view_shows_the_gossip_pool_and_rereads_it_on_changes(ui, agent)
     ui.assert_same_page()
     ui.open("/ui/dc1/members")
     ui.wait_css(f'tr[data-member="{agent.node}"]')
-    ui.screenshot("members-live")
-    assert not ui.accessibility_violations()
+    ui.mark()
+    # A client agent joins the pool and then dies: the view shows it alive, then failed,
+    # without a reload.
+    tmp = Path(tempfile.mkdtemp(prefix="registry-ui-client-"))
+    port = shared_conftest.free_port
+    log = open(tmp / "client.log", "wb")
+    client = subprocess.Popen([
+        str(shared_conftest.registry_bin()), "agent", "-data-dir", str(tmp / "data"),
+        "-node", "ui-client-1", "-client", "127.0.0.1", "-bind", "127.0.0.1",
+        "-http-port", str(port()), "-dns-port", str(port(udp_too=True)),
+        "-serf-lan-port", str(port(udp_too=True)), "-serf-wan-port", str(port(udp_too=True)),
+        "-server-port", str(port()), "-join", f"127.0.0.1:{me['Port']}",
+    ], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        row = ui.wait_css('tr[data-member="ui-client-1"][data-status="alive"][data-role="client"]', 30)
+        assert "Client" in row.text and "Alive" in row.text
+        ui.screenshot("members-live")
+        assert not ui.accessibility_violations()
+        client.kill()
+        client.wait(timeout=10)
+        row = ui.wait_css('tr[data-member="ui-client-1"][data-status="failed"]', 60)
+        assert "Failed" in row.text
+        ui.assert_same_page()
+        ui.screenshot("members-failed")
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 ROOT_SECRET = "ui-root-5f0c1d2e-8a41-4c3b-9d6e-0b7a2f4c1e99"
