@@ -118,7 +118,8 @@ class Registry:
             return ""
 
 
-def start_registry(tmp: Path) -> Registry:
+def start_registry(tmp: Path, extra_args: tuple[str, ...] = ()) -> Registry:
+    """`registry agent -dev` on free loopback ports; `extra_args` are added to its flags."""
     binary = registry_bin()
     node = f"py-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     http_port = free_port()
@@ -139,6 +140,7 @@ def start_registry(tmp: Path) -> Registry:
     for flag in ("server-port", "serf-lan-port", "serf-wan-port", "grpc-port"):
         if flag in words:
             args += [f"-{flag}", str(free_port(udp_too="serf" in flag))]
+    args += list(extra_args)
     log = tmp / f"{node}.log"
     logf = open(log, "wb")
     proc = subprocess.Popen(

@@ -18,6 +18,55 @@ export class HttpError extends Error {
 
 const conn = { failing: new Set(), listeners: new Set() };
 
+// The ACL token, kept in localStorage under Consul UI's key ("consul:token", a JSON object
+// with AccessorID and SecretID) and sent as X-Consul-Token on every request.
+const TOKEN_KEY = 'consul:token';
+
+/** The stored token ({AccessorID, SecretID, Description}) or null. */
+export function token() {
+  try {
+    const t = JSON.parse(localStorage.getItem(TOKEN_KEY) || 'null');
+    return t && typeof t.SecretID === 'string' && t.SecretID ? t : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Stores the token the user logged in with. */
+export function setToken(t) {
+  localStorage.setItem(TOKEN_KEY, JSON.stringify({
+    AccessorID: t.AccessorID, SecretID: t.SecretID, Description: t.Description || '',
+  }));
+}
+
+/** Forgets the stored token (log out). */
+export function clearToken() {
+  localStorage.removeItem(TOKEN_KEY);
+}
+
+// What the agent said about ACLs: enabled when it answers with X-Consul-Default-ACL-Policy;
+// listeners also hear about every 403 (with its message).
+const acl = { enabled: false, policy: '', listeners: new Set() };
+
+/** Subscribes to ACL news: fn({enabled, policy, denied, message}). */
+export function onAcl(fn) {
+  acl.listeners.add(fn);
+}
+
+/** The ACL state seen so far ({enabled, policy}). */
+export function aclState() {
+  return { enabled: acl.enabled, policy: acl.policy };
+}
+
+function noteAcl(res, message) {
+  const policy = res.headers.get('X-Consul-Default-ACL-Policy') || '';
+  const denied = res.status === 403;
+  if (!denied && (policy !== '') === acl.enabled && policy === acl.policy) return;
+  acl.enabled = acl.enabled || policy !== '' || denied;
+  acl.policy = policy || acl.policy;
+  for (const fn of acl.listeners) fn({ enabled: acl.enabled, policy: acl.policy, denied, message });
+}
+
 /** Subscribes to the connection state ("live" or "reconnecting"). */
 export function onConnection(fn) {
   conn.listeners.add(fn);
@@ -49,18 +98,25 @@ export function keyPath(key) {
 }
 
 /** A request; resolves to the Response, rejects with HttpError on a non-2xx status. */
-export async function request(method, path, { query, body, signal, ok404 = false } = {}) {
+export async function request(method, path, { query, body, signal, ok404 = false, secret } = {}) {
+  const headers = { Accept: 'application/json' };
+  const t = secret === undefined ? token() : null;
+  const sent = secret === undefined ? (t && t.SecretID) : secret;
+  if (sent) headers['X-Consul-Token'] = sent;
   const res = await fetch(url(path, query), {
     method,
     body,
     signal,
-    headers: { Accept: 'application/json' },
+    headers,
     cache: 'no-store',
   });
   if (!res.ok && !(ok404 && res.status === 404)) {
     const text = (await res.text()).trim();
+    // A trial token (the login form's) is not the UI's state: only report the stored one.
+    if (secret === undefined) noteAcl(res, text);
     throw new HttpError(res.status, text || `${method} ${path}: HTTP ${res.status}`);
   }
+  if (secret === undefined) noteAcl(res, '');
   return res;
 }
 

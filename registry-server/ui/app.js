@@ -3,11 +3,13 @@
 // starts its blocking-query watches with ctx.signal, which aborts when the route changes.
 
 import { h, replace } from './dom.js';
-import { onConnection } from './api.js';
+import { onConnection, onAcl, aclState, token, clearToken } from './api.js';
 import * as services from './views/services.js';
 import * as nodes from './views/nodes.js';
 import * as kv from './views/kv.js';
 import * as sessions from './views/sessions.js';
+import * as members from './views/members.js';
+import * as acls from './views/acl.js';
 
 const meta = document.querySelector('meta[name="registry-ui"]');
 const base = meta.dataset.contentPath;
@@ -80,6 +82,16 @@ function route() {
     }
     case 'sessions':
       return { section, view: sessions.list };
+    case 'members':
+      return { section, view: members.list };
+    case 'login':
+      return { section, view: acls.login };
+    case 'acls':
+      if (rest[0] === 'tokens' && rest[1]) return { section: 'tokens', view: acls.tokenDetail, params: { id: rest[1] } };
+      if (rest[0] === 'tokens') return { section: 'tokens', view: acls.tokens };
+      if (rest[0] === 'policies' && rest[1]) return { section: 'policies', view: acls.policyDetail, params: { id: rest[1] } };
+      if (rest[0] === 'policies') return { section: 'policies', view: acls.policies };
+      return { redirect: link('acls/tokens') };
     case undefined:
     case '':
       return { redirect: link('services') };
@@ -108,7 +120,9 @@ function render(moveFocus) {
     else a.removeAttribute('aria-current');
   }
   main.replaceChildren();
-  const ctx = { signal: current.signal, link, navigate, announce, param, setParam, dc };
+  current.section = r.section;
+  drawSession();
+  const ctx = { signal: current.signal, link, navigate, announce, param, setParam, dc, base };
   try {
     r.view(main, r.params || {}, ctx);
   } catch (err) {
@@ -149,6 +163,62 @@ onConnection((state) => {
   if (conn.dataset.state === state) return;
   conn.dataset.state = state;
   conn.textContent = state === 'live' ? 'Live' : 'Reconnecting…';
+});
+
+// ACLs: the agent says they are on (X-Consul-Default-ACL-Policy on its answers, or a 403).
+// Then the token views and a log in / log out control appear; without a token under a
+// "deny" default, or when a request is denied, the login form opens with the page to come
+// back to.
+const session = document.getElementById('acl-session');
+
+function drawSession() {
+  const { enabled } = aclState();
+  for (const li of document.querySelectorAll('[data-acl]')) li.hidden = !enabled;
+  session.hidden = !enabled;
+  if (!enabled) return;
+  const t = token();
+  if (t) {
+    session.replaceChildren(
+      h('span', { class: 'who', title: t.AccessorID }, h('span', { class: 'visually-hidden' }, 'Logged in as '), t.Description || t.AccessorID.slice(0, 8)),
+      h('button', { type: 'button', class: 'small', id: 'logout', onclick: logout }, 'Log out'));
+  } else {
+    session.replaceChildren(h('a', { id: 'login-link', href: loginLink() }, 'Log in'));
+  }
+}
+
+function here() {
+  return location.pathname + location.search;
+}
+
+function loginLink() {
+  const p = location.pathname.startsWith(link('login')) ? '' : here();
+  return `${link('login')}${p ? `?next=${encodeURIComponent(p)}` : ''}`;
+}
+
+function toLogin() {
+  if (current && current.section === 'login') return;
+  navigate(loginLink(), { replace: true });
+}
+
+function logout() {
+  clearToken();
+  announce('Logged out.');
+  drawSession();
+  if (aclState().policy === 'deny') toLogin();
+  else render(true);
+}
+
+onAcl(({ enabled, policy, denied, message }) => {
+  drawSession();
+  if (!enabled) return;
+  if (denied && token() && /ACL not found/i.test(message || '')) {
+    // The stored token is gone (deleted or expired): forget it, as Consul's UI does.
+    clearToken();
+    drawSession();
+    toLogin();
+  } else if (!token() && (denied || policy === 'deny')) {
+    toLogin();
+  }
 });
 
 render(false);

@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import http.client as httpclient
 import json
+import shutil
+import subprocess
+import tempfile
 import urllib.parse
+import urllib.request
+from pathlib import Path
 
 import pytest
-from conftest import http, wait_for
+from conftest import Ui, http, start_registry, stop_registry, wait_for
+from conftest import _shared as shared_conftest
 from selenium.webdriver.common.by import By
 
 LAPTOP = (1366, 768)
@@ -52,7 +58,7 @@ def assert_layout(ui, rows_css: str, heading: str):
     d = ui.driver
     assert d.find_elements(By.CSS_SELECTOR, "header.top"), "banner missing"
     assert d.find_elements(By.CSS_SELECTOR, 'nav[aria-label="Main"] a[aria-current="page"]') or \
-        "/kv/" in d.current_url, "current section not marked"
+        "/kv/" in d.current_url or "/login" in d.current_url, "current section not marked"
     main = d.find_element(By.CSS_SELECTOR, "main#main")
     assert main.is_displayed()
     h1 = ui.wait_css("main h1")
@@ -108,6 +114,7 @@ def test_every_view_loads_by_deep_link_at_laptop_and_phone_sizes(ui, agent):
         ("kv-edit", "/ui/dc1/kv/site/settings/colour/edit", "textarea#kv-value", "colour"),
         ("kv-create", "/ui/dc1/kv/site/create", "input#kv-key", "Create key"),
         ("sessions", "/ui/dc1/sessions", f'tr[data-session="{sid}"]', "Sessions"),
+        ("members", "/ui/dc1/members", f'tr[data-member="{agent.node}"]', "Members"),
     ]
     for size_name, (w, h), mobile in [("laptop", LAPTOP, False), ("phone", PHONE, True)]:
         ui.viewport(w, h, mobile)
@@ -274,3 +281,197 @@ def test_node_view_shows_checks_with_output(ui, agent):
     ui.assert_same_page()
     ui.open("/ui/dc1/nodes/no-such-node")
     assert "not registered" in ui.text(".notice")
+
+
+def test_members_view_shows_the_gossip_pool_and_rereads_it_on_changes(ui, agent):
+    status, _, body = api(agent, "GET", "/v1/agent/members")
+    assert status == 200, body
+    me = next(m for m in json.loads(body) if m["Name"] == agent.node)
+    ui.open("/ui/dc1/members?filter=server")
+    row = ui.wait_css(f'tr[data-member="{agent.node}"][data-status="alive"][data-role="server"]')
+    assert "Alive" in row.text and "Server" in row.text and me["Addr"] in row.text
+    assert me["Tags"]["dc"] in row.text
+    assert ui.driver.find_element(By.ID, "member-filter").get_attribute("value") == "server"
+    assert ui.driver.find_element(
+        By.CSS_SELECTOR, 'nav[aria-label="Main"] a[aria-current="page"]').text == "Members"
+    # The filter is part of the address; a filter matching nothing says so.
+    ui.open("/ui/dc1/members?filter=client")
+    ui.wait_js("return document.body.textContent.includes('No member matches the filter.')")
+    ui.open("/ui/dc1/members")
+    ui.wait_css(f'tr[data-member="{agent.node}"]')
+    ui.wait_js("return document.getElementById('conn').dataset.state === 'live'")
+    ui.mark()
+    # A catalog change wakes the view's blocking query and the members are read again.
+    ui.driver.execute_script(
+        "window.__reads = 0; const f = window.fetch; window.fetch = (u, o) => {"
+        " if (String(u).startsWith('/v1/agent/members')) window.__reads += 1; return f(u, o); };")
+    status, _, body = api(agent, "PUT", "/v1/catalog/register", {"Node": "ext-m", "Address": "10.0.0.9"})
+    assert status == 200, body
+    ui.wait_js("return window.__reads >= 1")
+    ui.wait_css(f'tr[data-member="{agent.node}"][data-status="alive"]')
+    ui.assert_same_page()
+    # The member's name links to its node.
+    ui.driver.find_element(By.CSS_SELECTOR, f'tr[data-member="{agent.node}"] a').click()
+    ui.wait_js(f"return location.pathname === '/ui/dc1/nodes/{agent.node}'")
+    ui.assert_same_page()
+    ui.open("/ui/dc1/members")
+    ui.wait_css(f'tr[data-member="{agent.node}"]')
+    ui.mark()
+    # A client agent joins the pool and then dies: the view shows it alive, then failed,
+    # without a reload.
+    tmp = Path(tempfile.mkdtemp(prefix="registry-ui-client-"))
+    port = shared_conftest.free_port
+    log = open(tmp / "client.log", "wb")
+    client = subprocess.Popen([
+        str(shared_conftest.registry_bin()), "agent", "-data-dir", str(tmp / "data"),
+        "-node", "ui-client-1", "-client", "127.0.0.1", "-bind", "127.0.0.1",
+        "-http-port", str(port()), "-dns-port", str(port(udp_too=True)),
+        "-serf-lan-port", str(port(udp_too=True)), "-serf-wan-port", str(port(udp_too=True)),
+        "-server-port", str(port()), "-join", f"127.0.0.1:{me['Port']}",
+    ], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        row = ui.wait_css('tr[data-member="ui-client-1"][data-status="alive"][data-role="client"]', 30)
+        assert "Client" in row.text and "Alive" in row.text
+        ui.screenshot("members-live")
+        assert not ui.accessibility_violations()
+        client.kill()
+        client.wait(timeout=10)
+        row = ui.wait_css('tr[data-member="ui-client-1"][data-status="failed"]', 60)
+        assert "Failed" in row.text
+        ui.assert_same_page()
+        ui.screenshot("members-failed")
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+ROOT_SECRET = "ui-root-5f0c1d2e-8a41-4c3b-9d6e-0b7a2f4c1e99"
+
+
+@pytest.fixture(scope="module")
+def acl_agent():
+    tmp = Path(tempfile.mkdtemp(prefix="registry-ui-acl-"))
+    conf = tmp / "acl.hcl"
+    conf.write_text(
+        'acl {\n  enabled = true\n  default_policy = "deny"\n'
+        f'  tokens {{ initial_management = "{ROOT_SECRET}" }}\n}}\n')
+    reg = start_registry(tmp, ("-config-file", str(conf)))
+    yield reg
+    stop_registry(reg)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def acl_api(agent, method, path, body=None, secret=ROOT_SECRET):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(agent.base_url + path, data=data, method=method,
+                                 headers={"X-Consul-Token": secret})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_acl_login_token_and_policy_views_and_logout(browser, acl_agent):
+    agent = acl_agent
+    status, body = acl_api(agent, "PUT", "/v1/acl/policy", {
+        "Name": "kv-read", "Description": "Reads every key",
+        "Rules": 'key_prefix "" { policy = "read" }'})
+    assert status == 200, body
+    policy = json.loads(body)
+    status, body = acl_api(agent, "PUT", "/v1/acl/role", {
+        "Name": "readers", "Description": "Read-only people", "Policies": [{"Name": "kv-read"}]})
+    assert status == 200, body
+    status, body = acl_api(agent, "PUT", "/v1/acl/token", {
+        "Description": "ui reader", "Policies": [{"Name": "kv-read"}], "Roles": [{"Name": "readers"}]})
+    assert status == 200, body
+    reader = json.loads(body)
+    status, body = acl_api(agent, "GET", "/v1/acl/token/self")
+    root_accessor = json.loads(body)["AccessorID"]
+
+    ui = Ui(browser, agent)
+    ui.viewport(*LAPTOP, False)
+    browser.get_log("browser")
+    # No token and a "deny" default: the login form opens and remembers where we were going.
+    ui.open("/ui/dc1/services")
+    ui.wait_js("return location.pathname === '/ui/dc1/login'")
+    assert urllib.parse.parse_qs(urllib.parse.urlparse(ui.driver.current_url).query)["next"] == \
+        ["/ui/dc1/services"]
+    assert_layout(ui, "input#acl-secret", "Log in")
+    assert ui.driver.execute_script("return localStorage.getItem('consul:token')") is None
+    ui.screenshot("acl-login-laptop")
+    assert not ui.accessibility_violations()
+    # A wrong secret is refused with a message; nothing is stored.
+    field = ui.driver.find_element(By.ID, "acl-secret")
+    field.send_keys("not-a-token")
+    ui.driver.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
+    assert "not accept this token" in ui.text('#login-message [role="alert"]')
+    assert ui.driver.execute_script("return localStorage.getItem('consul:token')") is None
+    expected = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert all("/v1/acl/token/self" in m and "403" in m for m in expected), expected
+    # The management token: stored as Consul's UI stores it, and back to the services view,
+    # which now lists what the anonymous token could not see.
+    field.clear()
+    field.send_keys(ROOT_SECRET)
+    ui.driver.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
+    ui.wait_js("return location.pathname === '/ui/dc1/services'")
+    stored = json.loads(ui.driver.execute_script("return localStorage.getItem('consul:token')"))
+    assert stored["SecretID"] == ROOT_SECRET and stored["AccessorID"] == root_accessor
+    ui.wait_css('tr[data-service="consul"]')
+    ui.wait_css("#logout")
+    assert "Initial Management Token" in ui.text("#acl-session")
+    ui.mark()
+    # Every request carries the token.
+    ui.driver.execute_script(
+        "window.__tokens = []; const f = window.fetch; window.fetch = (u, o) => {"
+        " window.__tokens.push((o && o.headers || {})['X-Consul-Token'] || ''); return f(u, o); };")
+    # Tokens, by the navigation.
+    ui.driver.find_element(By.CSS_SELECTOR, 'nav[aria-label="Main"] a[data-section="tokens"]').click()
+    ui.wait_css(f'tr[data-token="{reader["AccessorID"]}"]')
+    assert_layout(ui, f'tr[data-token="{root_accessor}"] .you', "Tokens")
+    row = ui.text(f'tr[data-token="{reader["AccessorID"]}"]')
+    assert "ui reader" in row and "kv-read" in row and "readers" in row
+    assert ROOT_SECRET not in ui.driver.find_element(By.TAG_NAME, "main").text
+    ui.screenshot("acl-tokens-laptop")
+    assert not ui.accessibility_violations()
+    ui.assert_same_page()
+    tokens_sent = ui.driver.execute_script("return window.__tokens")
+    assert tokens_sent and all(t == ROOT_SECRET for t in tokens_sent), tokens_sent
+    # One token by its address: its policy and its role with the role's policies.
+    ui.open(f"/ui/dc1/acls/tokens/{reader['AccessorID']}")
+    assert_layout(ui, f'tr[data-role] a[href$="/acls/policies/{policy["ID"]}"]', reader["AccessorID"][:8])
+    assert "Read-only people" in ui.text("tr[data-role]")
+    ui.screenshot("acl-token-laptop")
+    assert not ui.accessibility_violations()
+    ui.driver.find_element(By.CSS_SELECTOR, f'tr[data-policy="{policy["ID"]}"] a').click()
+    ui.wait_js("return document.querySelector('main h1').textContent === 'Policy kv-read'")
+    assert 'key_prefix ""' in ui.text("pre.rules")
+    assert not ui.accessibility_violations()
+    # Policies at phone size, by deep link.
+    ui.viewport(*PHONE, True)
+    ui.open("/ui/dc1/acls/policies")
+    assert_layout(ui, f'tr[data-policy="{policy["ID"]}"]', "Policies")
+    assert "global-management" in ui.text("main table")
+    ui.screenshot("acl-policies-phone")
+    assert not ui.accessibility_violations()
+    ui.open("/ui/dc1/acls/tokens")
+    assert_layout(ui, f'tr[data-token="{reader["AccessorID"]}"]', "Tokens")
+    ui.screenshot("acl-tokens-phone")
+    ui.viewport(*LAPTOP, False)
+    # Log out: the token is forgotten and, the default being deny, the login form is back.
+    ui.driver.find_element(By.ID, "logout").click()
+    ui.wait_js("return location.pathname === '/ui/dc1/login'")
+    assert ui.driver.execute_script("return localStorage.getItem('consul:token')") is None
+    ui.wait_css("#login-link")
+    # A token deleted while it is stored: the next denied request logs out.
+    ui.driver.execute_script(
+        "localStorage.setItem('consul:token', JSON.stringify({AccessorID: 'x', SecretID: 'gone-secret'}))")
+    ui.open("/ui/dc1/acls/tokens")
+    ui.wait_js("return location.pathname === '/ui/dc1/login'")
+    assert ui.driver.execute_script("return localStorage.getItem('consul:token')") is None
+    errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert all("403" in m for m in errors), errors

@@ -67,6 +67,16 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../ui/views/sessions.js"),
     ),
     (
+        "views/members.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/views/members.js"),
+    ),
+    (
+        "views/acl.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/views/acl.js"),
+    ),
+    (
         "favicon.svg",
         "image/svg+xml",
         include_bytes!("../../ui/favicon.svg"),
