@@ -58,8 +58,8 @@ struct TestArgs {
     /// register, register-default, set, lock, catalog, watch, bank.
     #[arg(long, default_value = "register")]
     workload: String,
-    /// none, partition, partition-{halves,leader,ring,bridge}, kill, pause, clock,
-    /// lose-unsynced, slow-disk, all.
+    /// none, partition, partition-{halves,leader,ring,bridge}, kill, pause, clock, clock-rate,
+    /// lose-unsynced, lose-unsynced-all, slow-disk, all.
     #[arg(long, default_value = "partition")]
     nemesis: String,
     /// Seconds of client operations.
@@ -155,7 +155,8 @@ fn outer(args: &TestArgs) -> Result<i32> {
     }
     workload::Workload::parse(&args.workload)?;
     let faults = nemesis::parse(&args.nemesis)?;
-    if faults.contains(&nemesis::Fault::Clock) && !nemesis::clock_available() {
+    let clocks = [nemesis::Fault::Clock, nemesis::Fault::ClockRate];
+    if faults.iter().any(|f| clocks.contains(f)) && !nemesis::clock_available() {
         bail!(
             "the clock nemesis needs libfaketime ({}): apt-get install faketime",
             nemesis::LIBFAKETIME

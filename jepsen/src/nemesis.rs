@@ -13,6 +13,11 @@
 //!   libfaketime (Debian's `faketime`), back to the real clock on heal. The monotonic clock,
 //!   which Raft's timers and the leader lease use, is left alone; the wall clock drives
 //!   lock-delay and session timestamps.
+//! * `clock-rate`: restarts the leader or a random server with *both* its clocks, monotonic
+//!   included, running at 0.5x to 2x (libfaketime's `FAKETIME="+0 xR"`), back to normal on
+//!   heal. The leader lease assumes the servers' monotonic clocks advance at nearly the same
+//!   rate: its 900 ms against the followers' 2 s refusal to vote tolerates a leader whose
+//!   clock runs up to about 2.2 times slow, and this fault stays inside that bound.
 //! * `lose-unsynced`: a power loss. Kills the leader, a minority or (`lose-unsynced-all`)
 //!   every server at once and drops the file data each wrote without syncing it
 //!   ([`crate::lazyfs`]); they restart on heal. Whatever the cluster acknowledged must have
@@ -46,6 +51,7 @@ pub enum Fault {
     Kill,
     Pause,
     Clock,
+    ClockRate,
     LoseUnsynced,
     LoseUnsyncedAll,
     SlowDisk,
@@ -70,6 +76,7 @@ pub fn parse(name: &str) -> Result<Vec<Fault>> {
         "kill" => vec![Kill],
         "pause" => vec![Pause],
         "clock" => vec![Clock],
+        "clock-rate" => vec![ClockRate],
         "lose-unsynced" => vec![LoseUnsynced, LoseUnsyncedAll],
         "lose-unsynced-all" => vec![LoseUnsyncedAll],
         "slow-disk" => vec![SlowDisk],
@@ -77,7 +84,7 @@ pub fn parse(name: &str) -> Result<Vec<Fault>> {
             let mut all = partitions;
             all.extend([Kill, Pause]);
             if clock_available() {
-                all.push(Clock);
+                all.extend([Clock, ClockRate]);
             }
             if fuse_available() {
                 all.extend([LoseUnsynced, LoseUnsyncedAll, SlowDisk]);
@@ -86,7 +93,7 @@ pub fn parse(name: &str) -> Result<Vec<Fault>> {
         }
         _ => bail!(
             "unknown nemesis {name:?}; one of none, partition, partition-halves, partition-leader, \
-             partition-ring, partition-bridge, kill, pause, clock, lose-unsynced, lose-unsynced-all, slow-disk, all"
+             partition-ring, partition-bridge, kill, pause, clock, clock-rate, lose-unsynced, lose-unsynced-all, slow-disk, all"
         ),
     })
 }
@@ -242,6 +249,27 @@ impl Nemesis {
                 );
                 self.db.start(v)?;
                 Ok(format!("restarted n{v} with its wall clock {skew:+} s off"))
+            }
+            Fault::ClockRate => {
+                let v = match leader {
+                    Some(l) if rand::random::<bool>() => l,
+                    _ => nodes[0],
+                };
+                let rate = *[0.5, 0.75, 1.5, 2.0]
+                    .choose(&mut rand::thread_rng())
+                    .unwrap_or(&0.5);
+                self.db.kill(v)?;
+                self.db.set_env(
+                    v,
+                    vec![
+                        ("LD_PRELOAD".into(), LIBFAKETIME.into()),
+                        ("FAKETIME".into(), format!("+0 x{rate}")),
+                    ],
+                );
+                self.db.start(v)?;
+                Ok(format!(
+                    "restarted n{v} with its clocks at {rate}x (leader {leader:?})"
+                ))
             }
             Fault::LoseUnsynced | Fault::LoseUnsyncedAll => {
                 let victims: Vec<usize> = match fault {

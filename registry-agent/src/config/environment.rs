@@ -172,7 +172,10 @@ mod tests {
         let first = load_or_create_node_id(&sub).expect("create");
         let second = load_or_create_node_id(&sub).expect("reuse");
         assert_eq!(first, second);
-        assert!(!sub.join("node-id.tmp").exists(), "written through a renamed temporary");
+        assert!(
+            !sub.join("node-id.tmp").exists(),
+            "written through a renamed temporary"
+        );
         std::fs::write(sub.join("node-id"), "junk").expect("write");
         assert!(load_or_create_node_id(&sub).is_err());
     }
