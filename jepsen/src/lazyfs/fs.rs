@@ -235,6 +235,14 @@ impl Inner {
     }
 }
 
+/// Answers an operation that returns nothing.
+fn done(reply: ReplyEmpty, r: Result<(), Errno>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
 fn open_rw(path: &Path) -> io::Result<File> {
     OpenOptions::new().read(true).write(true).open(path)
 }
@@ -254,6 +262,21 @@ impl LazyFs {
             }
             Err(e) => reply.error(errno(e)),
         }
+    }
+
+    /// Removes `name` from `parent` on the backing directory with `op` (a file or a
+    /// directory), and forgets the path.
+    fn remove(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        op: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> Result<(), Errno> {
+        let mut g = lock(&self.0.inner);
+        let rel = g.rel_child(parent.0, name)?;
+        op(&g.root.join(&rel)).map_err(errno)?;
+        g.forget_path(&rel);
+        Ok(())
     }
 
     fn attr_of(&self, ino: u64, fh: Option<u64>, reply: ReplyAttr) {
@@ -345,29 +368,14 @@ impl Filesystem for LazyFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mut g = lock(&self.0.inner);
-        let r = g.rel_child(parent.0, name).and_then(|rel| {
-            std::fs::remove_file(g.root.join(&rel)).map_err(errno)?;
-            g.forget_path(&rel);
-            Ok(())
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        done(
+            reply,
+            self.remove(parent, name, |p| std::fs::remove_file(p)),
+        );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mut g = lock(&self.0.inner);
-        let r = g.rel_child(parent.0, name).and_then(|rel| {
-            std::fs::remove_dir(g.root.join(&rel)).map_err(errno)?;
-            g.forget_path(&rel);
-            Ok(())
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        done(reply, self.remove(parent, name, |p| std::fs::remove_dir(p)));
     }
 
     fn rename(
@@ -391,10 +399,7 @@ impl Filesystem for LazyFs {
             g.moved(&from, &to);
             Ok(())
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        done(reply, r);
     }
 
     fn link(
@@ -562,10 +567,7 @@ impl Filesystem for LazyFs {
             let mut p = g.pending.remove(&ino.0).unwrap_or_default();
             p.apply(&f, datasync).map_err(errno)
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        done(reply, r);
     }
 
     fn readdir(
@@ -616,10 +618,10 @@ impl Filesystem for LazyFs {
     ) {
         self.0.delay();
         let path = lock(&self.0.inner).path(ino.0);
-        match path.and_then(|p| File::open(p).and_then(|d| d.sync_all()).map_err(errno)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        done(
+            reply,
+            path.and_then(|p| File::open(p).and_then(|d| d.sync_all()).map_err(errno)),
+        );
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
