@@ -43,6 +43,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
+/// The longest a local change waits for its catalog write before the request answers.
+const SYNC_WAIT: Duration = Duration::from_secs(3);
+
 /// The Consul version this agent reports (`Config.Version`, `consul-version` node meta).
 pub const CONSUL_COMPAT_VERSION: &str = "1.20.0";
 
@@ -483,11 +486,19 @@ impl LocalAgent {
         Ok(())
     }
 
-    /// Pushes pending local changes to the catalog now; failures are left to the
-    /// anti-entropy loop.
+    /// Pushes pending local changes to the catalog now, so that a registration is in the
+    /// catalog when its request answers; failures are left to the anti-entropy loop. The
+    /// wait is bounded by [`SYNC_WAIT`]: a client agent whose servers are not known yet (or
+    /// unreachable) still starts its HTTP API and answers registrations at once, as Consul's,
+    /// and the anti-entropy loop, woken by the same change, writes it when a server answers.
     async fn sync(&self) {
-        if let Err(e) = self.ae.sync_changes().await {
-            tracing::warn!(error = %e, "failed to sync changes");
+        match tokio::time::timeout(SYNC_WAIT, self.ae.sync_changes()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "failed to sync changes"),
+            Err(_) => tracing::debug!(
+                wait = ?SYNC_WAIT,
+                "catalog sync still pending; anti-entropy will finish it"
+            ),
         }
     }
 

@@ -62,6 +62,32 @@ impl ClientAgent {
         Ok(agent)
     }
 
+    /// A client on 127.0.0.1 with free ports that knows no server yet: up once its own
+    /// `/v1/agent/self` answers (join it later with `PUT /v1/agent/join/:addr`).
+    pub async fn start_alone(name: &str) -> Result<ClientAgent> {
+        let ports = vec![
+            ("-http-port", free_tcp_port()),
+            ("-dns-port", free_tcp_udp_port()),
+            ("-server-port", free_tcp_port()),
+            ("-serf-lan-port", free_tcp_udp_port()),
+        ];
+        let mut agent =
+            Self::launch(name, IpAddr::V4(Ipv4Addr::LOCALHOST), &ports, &[], &[], &[]).await?;
+        agent.spawn()?;
+        let me = &agent;
+        eventually(
+            Duration::from_secs(30),
+            "client agent's own API",
+            || async {
+                let r = me.get("/v1/agent/self").await;
+                Ok(r.ok().filter(|r| r.status == 200).map(|_| ()))
+            },
+        )
+        .await
+        .with_context(|| agent.log_text())?;
+        Ok(agent)
+    }
+
     /// A client on its own address `ip` with the default ports, joining `servers`, with
     /// `config` files (name, contents) written into its `-config-dir` first.
     pub async fn start_at(
@@ -138,6 +164,19 @@ impl ClientAgent {
     }
 
     async fn spawn_and_wait(&mut self) -> Result<()> {
+        self.spawn()?;
+        // Up once it answers reads through a server.
+        let agent = &*self;
+        eventually(Duration::from_secs(30), "client agent to serve", || async {
+            let r = agent.get("/v1/status/leader").await;
+            Ok(r.ok().filter(|r| r.status == 200 && r.text().contains(':')))
+        })
+        .await
+        .with_context(|| self.log_text())?;
+        Ok(())
+    }
+
+    fn spawn(&mut self) -> Result<()> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -151,14 +190,6 @@ impl ClientAgent {
             .spawn()
             .context("spawning a client agent")?;
         self.child = Some(child);
-        // Up once it answers reads through a server.
-        let agent = &*self;
-        eventually(Duration::from_secs(30), "client agent to serve", || async {
-            let r = agent.get("/v1/status/leader").await;
-            Ok(r.ok().filter(|r| r.status == 200 && r.text().contains(':')))
-        })
-        .await
-        .with_context(|| self.log_text())?;
         Ok(())
     }
 

@@ -241,3 +241,50 @@ async fn client_agents_forward_fail_over_and_sync_their_services() -> Result<()>
     c.finish();
     Ok(())
 }
+
+/// A client agent that knows no server yet still starts its API and takes registrations at
+/// once (the catalog write is left to anti-entropy); joined to the servers later through
+/// `PUT /v1/agent/join`, its service reaches the catalog without another request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_servers_serves_its_api_and_syncs_once_joined() -> Result<()> {
+    let mut c = TestCluster::start(1).await?;
+    c.leader().await?;
+    let client = ClientAgent::start_alone("lonely").await?;
+    let body = json!({"Name": "early", "Port": 8080}).to_string();
+    let t0 = Instant::now();
+    let r = client.put("/v1/agent/service/register", body).await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Not a speed figure: a registration that waited for a server would answer only once
+    // the forwarding gave up (15 s).
+    assert!(
+        t0.elapsed() < Duration::from_secs(12),
+        "the registration waited for a server: {:?}",
+        t0.elapsed()
+    );
+    let local = client.get_json("/v1/agent/services").await?;
+    assert_eq!(local["early"]["Port"], 8080, "{local}");
+    // Nothing is forwarded yet: the catalog read fails rather than hanging.
+    let r = client.get("/v1/catalog/services").await?;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("No known servers"), "{}", r.text());
+
+    let r = client
+        .put(&format!("/v1/agent/join/{}:8301", c.server(0).ip), "")
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    eventually(
+        Duration::from_secs(30),
+        "the early service in the catalog",
+        || async {
+            let Ok(r) = c.get(0, "/v1/catalog/service/early").await else {
+                return Ok(None);
+            };
+            let v: Value = r.json();
+            Ok(v.as_array()
+                .filter(|a| a.len() == 1 && a[0]["Node"] == "lonely")
+                .map(|_| ()))
+        },
+    )
+    .await?;
+    Ok(())
+}
