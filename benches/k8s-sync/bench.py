@@ -8,10 +8,10 @@ CHANGES = int(os.environ.get("CHANGES", "200"))
 # registry and fake, alternated with this build's in ROUNDS rounds of CHANGES/ROUNDS changes.
 OLD = os.environ.get("OLD_K8S_SYNC")
 ROUNDS = int(os.environ.get("ROUNDS", "2"))
-NEW = os.environ.get("NEW_K8S_SYNC") or os.path.join(BIN, "k8s-sync")
 PROFILE = os.environ.get("PROFILE", "release")
 TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(os.path.dirname(__file__), "..", "..", "target")
 BIN = os.path.join(TARGET, PROFILE)
+NEW = os.environ.get("NEW_K8S_SYNC") or os.path.join(BIN, "k8s-sync")
 TMP = tempfile.mkdtemp(prefix="k8s-sync-bench")
 procs = []
 
