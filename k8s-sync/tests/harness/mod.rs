@@ -80,7 +80,13 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &str, bin: &str, args: &[String], dir: &Path) -> Result<Proc> {
+    fn spawn(
+        name: &str,
+        bin: &str,
+        args: &[String],
+        env: &[(String, String)],
+        dir: &Path,
+    ) -> Result<Proc> {
         let log = dir.join(format!("{name}.log"));
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -92,6 +98,7 @@ impl Proc {
                 "RUST_LOG",
                 std::env::var("K8S_SYNC_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(f.try_clone()?)
             .stderr(f)
@@ -178,6 +185,7 @@ impl FakeApi {
             "fake-apiserver",
             env!("CARGO_BIN_EXE_fake-apiserver"),
             &args,
+            &[],
             dir.path(),
         )?;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -339,6 +347,7 @@ pub struct Sync {
     pub proc: Proc,
     pub listen: String,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     dir: PathBuf,
 }
 
@@ -346,6 +355,17 @@ impl Sync {
     /// Starts k8s-sync against `agent` and `fake` with `extra` flags (after the defaults:
     /// every namespace allowed, 2 s full resync unless `extra` sets `-sync-period`).
     pub fn start(agent: &TestAgent, fake: &FakeApi, name: &str, extra: &[&str]) -> Result<Sync> {
+        Self::start_env(agent, fake, name, extra, &[])
+    }
+
+    /// Like [`Sync::start`], with extra environment variables (e.g. `CONSUL_HTTP_TOKEN`).
+    pub fn start_env(
+        agent: &TestAgent,
+        fake: &FakeApi,
+        name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Sync> {
         let listen = format!("127.0.0.1:{}", free_tcp_port());
         let mut args: Vec<String> = vec![
             "-http-addr".into(),
@@ -360,11 +380,22 @@ impl Sync {
             args.push("-sync-period=2s".into());
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let proc = Proc::spawn(name, env!("CARGO_BIN_EXE_k8s-sync"), &args, fake.dir.path())?;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let proc = Proc::spawn(
+            name,
+            env!("CARGO_BIN_EXE_k8s-sync"),
+            &args,
+            &env,
+            fake.dir.path(),
+        )?;
         Ok(Sync {
             proc,
             listen,
             args,
+            env,
             dir: fake.dir.path().to_path_buf(),
         })
     }
@@ -372,7 +403,13 @@ impl Sync {
     /// Starts it again with the same flags (after a kill).
     pub fn restart(&mut self, name: &str) -> Result<()> {
         self.proc.kill9();
-        self.proc = Proc::spawn(name, env!("CARGO_BIN_EXE_k8s-sync"), &self.args, &self.dir)?;
+        self.proc = Proc::spawn(
+            name,
+            env!("CARGO_BIN_EXE_k8s-sync"),
+            &self.args,
+            &self.env,
+            &self.dir,
+        )?;
         Ok(())
     }
 
