@@ -319,8 +319,9 @@ impl ToConsul {
         Ok(written)
     }
 
-    /// Ends a full pass: deletes the instances under our tag no Service produced, registers
-    /// the node when it is missing, and marks the first sync done.
+    /// Ends a full pass: deletes the instances under our tag no Service produced, writes back
+    /// any wanted instance the catalog lacks, registers the node when it is missing, and marks
+    /// the first sync done.
     async fn finish_sweep(&self, mem: &mut Memory) -> Result<usize, Error> {
         let Some(state) = mem.mirror.as_mut() else {
             return Ok(0);
@@ -333,6 +334,13 @@ impl ToConsul {
         let mut ops = Vec::new();
         if !state.node_ok && !wanted.is_empty() {
             ops.push(Op::Node);
+        }
+        // An instance ID two Services share (same catalog name and address) that one of them
+        // deleted during the pass is written again for the other.
+        for inst in mem.current.values().flat_map(BTreeMap::values) {
+            if !state.services.contains_key(&inst.id) {
+                ops.push(Op::Set(Box::new(inst.clone())));
+            }
         }
         ops.extend(orphans(state, &wanted, &self.cfg.tag));
         drop(wanted);
@@ -430,7 +438,10 @@ impl ToConsul {
         Ok(written)
     }
 
-    async fn write(&self, ops: Vec<Op>, state: &mut NodeState) -> Result<usize, Error> {
+    async fn write(&self, mut ops: Vec<Op>, state: &mut NodeState) -> Result<usize, Error> {
+        // Every Service planned on a node not yet registered asks for the node: once is enough.
+        let mut node = false;
+        ops.retain(|op| !matches!(op, Op::Node) || !std::mem::replace(&mut node, true));
         if ops.is_empty() {
             return Ok(0);
         }
