@@ -218,3 +218,74 @@ async fn registry_outage_loses_no_update_then_clean_shutdown() {
         "k8s-sync did not exit cleanly on SIGTERM"
     );
 }
+
+/// What does this test do? Drift made by hand on k8s-sync's node is repaired by the periodic
+/// full pass (`-sync-period=2s`), without any Kubernetes event: a synced instance deregistered
+/// by hand comes back, a stale instance registered by hand under k8s-sync's tag goes, and one
+/// under another tag on the same node stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_full_pass_repairs_hand_made_drift() {
+    let agent = TestAgent::dev().await.unwrap();
+    let fake = FakeApi::start().await.unwrap();
+    fake.apply(service("default", "web")).await.unwrap();
+    fake.apply(slice(
+        "default",
+        "web",
+        "web-1",
+        &[("10.9.0.1", true), ("10.9.0.2", true)],
+    ))
+    .await
+    .unwrap();
+    let sync = Sync::start(&agent, &fake, "k8s-sync", &[]).unwrap();
+    eventually(T, "web synced", || async {
+        Ok((passing(&agent, "web").await?.len() == 2).then_some(()))
+    })
+    .await;
+    eventually(T, "ready", || async {
+        Ok((sync.get("/readyz").await?.0 == 200).then_some(()))
+    })
+    .await;
+    let raw = catalog_raw(&agent, "web").await.unwrap();
+    let victim = raw[0]["ServiceID"].as_str().unwrap().to_string();
+
+    agent
+        .put_json(
+            "/v1/catalog/deregister",
+            &serde_json::json!({"Node": "k8s-sync", "ServiceID": victim}),
+        )
+        .await
+        .unwrap()
+        .assert_status(200);
+    for (id, tag) in [("stale-1", "k8s"), ("foreign-1", "other-cluster")] {
+        agent
+            .put_json(
+                "/v1/catalog/register",
+                &serde_json::json!({"Node": "k8s-sync", "Address": "127.0.0.1",
+                    "SkipNodeUpdate": true,
+                    "Service": {"ID": id, "Service": "web", "Address": "10.9.9.9", "Port": 1,
+                                "Tags": [tag]}}),
+            )
+            .await
+            .unwrap()
+            .assert_status(200);
+    }
+    assert_eq!(catalog(&agent, "web").await.unwrap().len(), 3);
+
+    eventually(T, "drift repaired by the full pass", || async {
+        let ids: Vec<String> = catalog_raw(&agent, "web")
+            .await?
+            .iter()
+            .map(|e| e["ServiceID"].as_str().unwrap_or("").to_string())
+            .collect();
+        Ok((ids.len() == 3
+            && ids.contains(&victim)
+            && ids.contains(&"foreign-1".to_string())
+            && !ids.contains(&"stale-1".to_string()))
+        .then_some(()))
+    })
+    .await;
+    // It stays repaired through later full passes.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(passing(&agent, "web").await.unwrap().len(), 3);
+    assert_eq!(catalog(&agent, "web").await.unwrap().len(), 3);
+}
