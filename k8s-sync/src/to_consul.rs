@@ -172,8 +172,7 @@ impl ToConsul {
             pending.all |= news.all;
             pending.services.extend(news.services);
             let waiting = retry_at.is_some_and(|t| now < t);
-            let has_work =
-                pending.all || !pending.services.is_empty() || mem.sweep.is_some();
+            let has_work = pending.all || !pending.services.is_empty() || mem.sweep.is_some();
             if has_work && !waiting {
                 let started = Instant::now();
                 // Per-Service changes first; a full pass advances one step at a time between
@@ -183,7 +182,10 @@ impl ToConsul {
                     ("start", self.start_sweep(&caches, &mut mem).await)
                 } else if !pending.services.is_empty() {
                     let keys = std::mem::take(&mut pending.services);
-                    ("incremental", self.service_pass(&caches, &mut mem, keys).await)
+                    (
+                        "incremental",
+                        self.service_pass(&caches, &mut mem, keys).await,
+                    )
                 } else {
                     ("full", self.sweep_step(&caches, &mut mem).await)
                 };
@@ -200,7 +202,11 @@ impl ToConsul {
                             metrics::histogram!("k8s_sync_pass_seconds", "direction" => "to_consul", "kind" => kind)
                                 .record(started.elapsed().as_secs_f64());
                             if written > 0 {
-                                tracing::debug!(written, elapsed_ms = started.elapsed().as_millis() as u64, "catalog updated");
+                                tracing::debug!(
+                                    written,
+                                    elapsed_ms = started.elapsed().as_millis() as u64,
+                                    "catalog updated"
+                                );
                             }
                         }
                         self.status.registry_ok.store(true, Ordering::Relaxed);
@@ -300,7 +306,13 @@ impl ToConsul {
         let mut keys = Vec::new();
         let mut ops = Vec::new();
         let mut weight = 0;
-        let next: HashSet<Key> = sweep.queue.iter().rev().take(STEP_SERVICES).cloned().collect();
+        let next: HashSet<Key> = sweep
+            .queue
+            .iter()
+            .rev()
+            .take(STEP_SERVICES)
+            .cloned()
+            .collect();
         let mut slices = slices_of(caches, Some(&next));
         while let Some(key) = sweep.queue.pop() {
             let instances = self.translate_key(caches, &key, &mut slices, &mem.current);

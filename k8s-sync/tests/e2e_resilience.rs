@@ -109,11 +109,16 @@ async fn acl_token_from_env_or_flag_is_required_and_used() {
     // counted, the denial logged.
     eventually(T, "anonymous writes counted as errors", || async {
         let m = anon.get("/metrics").await?.1;
-        Ok(m.contains("k8s_sync_errors_total{source=\"registry\",kind=\"write\"}")
-            .then_some(()))
+        Ok(
+            m.contains("k8s_sync_errors_total{source=\"registry\",kind=\"write\"}")
+                .then_some(()),
+        )
     })
     .await;
-    assert!(ids_on(&agent, "anon-sync", "anon").await.unwrap().is_empty());
+    assert!(ids_on(&agent, "anon-sync", "anon")
+        .await
+        .unwrap()
+        .is_empty());
     let r = call(
         &agent,
         Method::GET,
@@ -151,7 +156,13 @@ async fn registry_outage_loses_no_update_then_clean_shutdown() {
     .await
     .unwrap();
     // No periodic resync in the test: recovery comes from the retry path alone.
-    let mut sync = Sync::start(&agent, &fake, "k8s-sync", &["-sync-period=10m", "-log-json"]).unwrap();
+    let mut sync = Sync::start(
+        &agent,
+        &fake,
+        "k8s-sync",
+        &["-sync-period=10m", "-log-json"],
+    )
+    .unwrap();
     eventually(T, "a synced", || async {
         Ok((passing(&agent, "a").await?.len() == 2).then_some(()))
     })

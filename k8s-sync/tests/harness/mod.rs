@@ -158,6 +158,93 @@ impl Drop for Proc {
     }
 }
 
+/// A CA and a server certificate for 127.0.0.1 signed by it, made by `openssl` (PEM files).
+pub struct TestCerts {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .context("running openssl")?;
+    anyhow::ensure!(out.status.success(), "openssl {args:?}: {out:?}");
+    Ok(())
+}
+
+/// Makes [`TestCerts`] in `dir` (`ca.pem`, `srv.pem`, `srv.key`).
+pub fn make_certs(dir: &Path) -> Result<TestCerts> {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=k8s-sync test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    )?;
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext",
+        ],
+    )?;
+    Ok(TestCerts {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("srv.pem"),
+        key: dir.join("srv.key"),
+    })
+}
+
 /// The fake API server process.
 pub struct FakeApi {
     pub proc: Proc,
@@ -171,9 +258,16 @@ impl FakeApi {
     /// Starts `fake-apiserver` with short watches (5 s) and frequent bookmarks, so tests also
     /// go through watch timeouts and BOOKMARK handling.
     pub async fn start() -> Result<FakeApi> {
+        Self::start_with(None, None).await
+    }
+
+    /// Like [`FakeApi::start`]; with `tls` (CA, certificate, key as PEM files) it serves HTTPS,
+    /// and with `token` it answers 401 to requests without it, as a real API server does. The
+    /// test's own client trusts the CA and sends the token.
+    pub async fn start_with(tls: Option<&TestCerts>, token: Option<&str>) -> Result<FakeApi> {
         let dir = tempfile::Builder::new().prefix("k8s-sync-test").tempdir()?;
         let kubeconfig = dir.path().join("kubeconfig");
-        let args = vec![
+        let mut args = vec![
             "--kubeconfig".into(),
             kubeconfig.display().to_string(),
             "--max-watch-seconds".into(),
@@ -181,6 +275,32 @@ impl FakeApi {
             "--bookmark-interval-ms".into(),
             "700".into(),
         ];
+        let mut http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(20));
+        if let Some(c) = tls {
+            for (flag, path) in [
+                ("--tls-cert", &c.cert),
+                ("--tls-key", &c.key),
+                ("--tls-ca", &c.ca),
+            ] {
+                args.push(flag.into());
+                args.push(path.display().to_string());
+            }
+            http =
+                http.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&c.ca)?)?);
+        }
+        if let Some(t) = token {
+            args.push("--require-token".into());
+            args.push(t.into());
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {t}").parse()?,
+            );
+            http = http.default_headers(h);
+        }
+        let http = http.build()?;
         let proc = Proc::spawn(
             "fake-apiserver",
             env!("CARGO_BIN_EXE_fake-apiserver"),
@@ -204,10 +324,6 @@ impl FakeApi {
             .find_map(|l| l.trim().strip_prefix("server: "))
             .context("server in kubeconfig")?
             .to_string();
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(20))
-            .build()?;
         Ok(FakeApi {
             proc,
             kubeconfig,
