@@ -154,6 +154,7 @@ impl ToConsul {
         let mut resync_read: Option<tokio::task::JoinHandle<Result<NodeState, Error>>> = None;
         let mut backoff = Duration::from_millis(200);
         let mut retry_at: Option<Instant> = None;
+        let mut step_due = false;
         loop {
             let now = Instant::now();
             if now >= next_resync {
@@ -176,17 +177,20 @@ impl ToConsul {
             if has_work && !waiting {
                 let started = Instant::now();
                 // Per-Service changes first; a full pass advances one step at a time between
-                // them, so a change never waits for a whole pass.
+                // them (and one after each per-Service pass, so a steady stream of changes
+                // cannot starve it): a change waits at most for one step, never a whole pass.
                 let (kind, result) = if pending.all || mem.mirror.is_none() {
                     pending.all = false;
                     ("start", self.start_sweep(&caches, &mut mem).await)
-                } else if !pending.services.is_empty() {
+                } else if !pending.services.is_empty() && !(mem.sweep.is_some() && step_due) {
+                    step_due = true;
                     let keys = std::mem::take(&mut pending.services);
                     (
                         "incremental",
                         self.service_pass(&caches, &mut mem, keys).await,
                     )
                 } else {
+                    step_due = false;
                     ("full", self.sweep_step(&caches, &mut mem).await)
                 };
                 match result {
