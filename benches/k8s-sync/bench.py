@@ -8,10 +8,13 @@ CHANGES = int(os.environ.get("CHANGES", "200"))
 # registry and fake, alternated with this build's in ROUNDS rounds of CHANGES/ROUNDS changes.
 OLD = os.environ.get("OLD_K8S_SYNC")
 ROUNDS = int(os.environ.get("ROUNDS", "2"))
-NEW = os.environ.get("NEW_K8S_SYNC") or os.path.join(BIN, "k8s-sync")
+# Seconds between two endpoint changes, so that the changes also land during the periodic
+# full resync (every 30 s) rather than all within a few seconds of a quiet loop.
+PACE = float(os.environ.get("PACE", "0.25"))
 PROFILE = os.environ.get("PROFILE", "release")
 TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(os.path.dirname(__file__), "..", "..", "target")
 BIN = os.path.join(TARGET, PROFILE)
+NEW = os.environ.get("NEW_K8S_SYNC") or os.path.join(BIN, "k8s-sync")
 TMP = tempfile.mkdtemp(prefix="k8s-sync-bench")
 procs = []
 
@@ -222,6 +225,7 @@ def changes(base, fake, n, offset):
         want = before + 1 if ready else before - 1
         blocking_until(base, path, idx, lambda v: len(v) == want)
         lat.append(time.time() - t1)
+        time.sleep(PACE)
     return lat
 
 

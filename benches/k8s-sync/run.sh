@@ -8,7 +8,8 @@
 #   - endpoint change → /v1/health/service (blocking query) latency p50/p99;
 #   - anchor: a check flip written straight to the catalog, seen the same way.
 # Usage: benches/k8s-sync/run.sh [SERVICES] [ENDPOINTS]
-# Env: CARGO_TARGET_DIR, PROFILE (release|debug, default release), CHANGES (default 200);
+# Env: CARGO_TARGET_DIR, PROFILE (release|debug, default release), CHANGES (default 200),
+# PACE (seconds between changes, default 0.25);
 # OLD_K8S_SYNC=<binary> alternates it with this build (NEW_K8S_SYNC, default the target dir's)
 # in ROUNDS (default 2) rounds on the same registry and fake, and prints both.
 set -euo pipefail

@@ -2,7 +2,7 @@
 //! k8s-sync's node (the desired instances) against what it holds there under k8s-sync's own
 //! tag, as a list of writes. Pure; the loop in [`crate::to_consul`] feeds it and applies it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::registry::{CatalogService, NodeState, Op};
 use crate::translate::{Instance, CHECK_CRITICAL_OUTPUT, CHECK_PASSING_OUTPUT};
@@ -40,37 +40,16 @@ pub fn check_matches(want: &Instance, state: &NodeState) -> bool {
         .is_some_and(|h| h.status == status && h.output == output && h.service_id == want.id)
 }
 
-/// The writes that turn `have` into `want`. Deletions are included only when `removals` is
-/// true (every initial list has completed) and only of services that carry `tag` (the node
-/// state already holds nothing else, but a foreign entry must never be touched).
-pub fn plan(
-    want: &BTreeMap<String, Instance>,
-    have: &NodeState,
-    tag: &str,
-    removals: bool,
-) -> Vec<Op> {
-    let mut ops = Vec::new();
-    if !have.node_ok && !want.is_empty() {
-        ops.push(Op::Node);
-    }
-    for (id, inst) in want {
-        match have.services.get(id) {
-            Some(h) if service_matches(inst, h) => {
-                if !check_matches(inst, have) {
-                    ops.push(Op::SetCheck(Box::new(inst.clone())));
-                }
-            }
-            _ => ops.push(Op::Set(Box::new(inst.clone()))),
-        }
-    }
-    if removals {
-        for s in have.services.values() {
-            if carries(s, tag) && !want.contains_key(&s.id) {
-                ops.push(Op::Delete(s.id.clone()));
-            }
-        }
-    }
-    ops
+/// The deletions that end a full pass: every instance the catalog holds on our node under
+/// `tag` that no Service produced (`wanted`: every instance ID the Services translate to).
+/// Only the loop's full pass calls it, and only after every watched kind finished its initial
+/// list, so nothing valid is deregistered at startup; an entry without `tag` is never touched.
+pub fn orphans(have: &NodeState, wanted: &HashSet<&str>, tag: &str) -> Vec<Op> {
+    have.services
+        .values()
+        .filter(|s| carries(s, tag) && !wanted.contains(s.id.as_str()))
+        .map(|s| Op::Delete(s.id.clone()))
+        .collect()
 }
 
 fn carries(s: &CatalogService, tag: &str) -> bool {
@@ -188,6 +167,22 @@ mod tests {
                 passing,
             }),
         }
+    }
+
+    /// A whole-node diff as the loop's full pass makes it: every Service's instances, then
+    /// (once removals are allowed) the orphans.
+    fn plan(
+        want: &BTreeMap<String, Instance>,
+        have: &NodeState,
+        tag: &str,
+        removals: bool,
+    ) -> Vec<Op> {
+        let mut ops = plan_service(want.values(), [], have, tag);
+        if removals {
+            let ids: HashSet<&str> = want.keys().map(String::as_str).collect();
+            ops.extend(orphans(have, &ids, tag));
+        }
+        ops
     }
 
     fn want(list: &[Instance]) -> BTreeMap<String, Instance> {

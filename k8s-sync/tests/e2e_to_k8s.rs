@@ -11,15 +11,75 @@ use serde_json::json;
 const T: Duration = Duration::from_secs(20);
 
 async fn k8s_service(fake: &FakeApi, name: &str) -> Option<serde_json::Value> {
+    k8s_service_in(fake, "default", name).await
+}
+
+async fn k8s_service_in(fake: &FakeApi, ns: &str, name: &str) -> Option<serde_json::Value> {
     let (st, v) = fake
         .call(
             reqwest::Method::GET,
-            &format!("/api/v1/namespaces/default/services/{name}"),
+            &format!("/api/v1/namespaces/{ns}/services/{name}"),
             None,
         )
         .await
         .unwrap();
     (st == 200).then_some(v)
+}
+
+/// What does this test do? With `-k8s-service-prefix`, `-consul-domain` and
+/// `-k8s-write-namespace`, a catalog service becomes `<prefix><name>` in that namespace
+/// pointing at `<name>.service.<domain>`; a user who edits its externalName sees it put back
+/// (consul-k8s's updateReconcile), and nothing is written to the default namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn to_k8s_prefix_domain_namespace_and_edits_reconciled() {
+    let agent = TestAgent::dev().await.unwrap();
+    let fake = FakeApi::start().await.unwrap();
+    agent
+        .put_json(
+            "/v1/catalog/register",
+            &json!({"Node": "ext", "Address": "10.0.0.5", "Service": {"Service": "Orders", "Port": 80}}),
+        )
+        .await
+        .unwrap()
+        .assert_status(200);
+    let _sync = Sync::start(
+        &agent,
+        &fake,
+        "k8s-sync",
+        &[
+            "-to-k8s",
+            "-k8s-service-prefix=ext-",
+            "-consul-domain=mesh",
+            "-k8s-write-namespace=apps",
+        ],
+    )
+    .unwrap();
+    let svc = eventually(T, "ext-orders in apps", || async {
+        Ok(k8s_service_in(&fake, "apps", "ext-orders").await)
+    })
+    .await;
+    assert_eq!(svc["spec"]["externalName"], "orders.service.mesh");
+    assert!(k8s_service(&fake, "ext-orders").await.is_none());
+
+    let mut edited = svc.clone();
+    edited["spec"]["externalName"] = json!("elsewhere.example.com");
+    let (st, _) = fake
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/namespaces/apps/services/ext-orders",
+            Some(("application/json", edited)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 200);
+    eventually(T, "the edit reconciled", || async {
+        let s = k8s_service_in(&fake, "apps", "ext-orders").await;
+        Ok(
+            s.filter(|s| s["spec"]["externalName"] == "orders.service.mesh")
+                .map(|_| ()),
+        )
+    })
+    .await;
 }
 
 /// What does this test do? Catalog services become ExternalName Services labelled as

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::response::IntoResponse;
 use clap::Parser;
 use k8s_sync::fake::{router, Fake, FakeOptions};
 use parking_lot::Mutex;
@@ -37,6 +38,85 @@ struct Args {
     /// client asked of the API, e.g. to compare with the RBAC rules it is granted.
     #[arg(long)]
     request_log: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key), as a real API server does.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<String>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<String>,
+    /// CA certificate the written kubeconfig names for the HTTPS server.
+    #[arg(long)]
+    tls_ca: Option<String>,
+    /// Answer 401 to every request without `Authorization: Bearer <token>` (a service
+    /// account's token, for instance).
+    #[arg(long)]
+    require_token: Option<String>,
+}
+
+/// The authentication layer of --require-token: 401 with a `Status` as the API server answers
+/// an unauthenticated request.
+async fn require_token(
+    axum::extract::State(want): axum::extract::State<Arc<String>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let ok = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == want.as_str());
+    if ok {
+        return next.run(req).await;
+    }
+    let body = k8s_sync::fake::status(401, "Unauthorized", "Unauthorized");
+    (
+        axum::http::StatusCode::UNAUTHORIZED,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// A TLS acceptor for the PEM certificate chain and key.
+fn acceptor(cert: &str, key: &str) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {cert}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("reading {cert}"))?;
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {key}"))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// Serves `app` over TLS on `listener` until the process ends.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+) -> anyhow::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let (tls, app) = (tls.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(stream) = tls.accept(stream).await else {
+                return;
+            };
+            let svc = hyper_util::service::TowerToHyperService::new(app);
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+        });
+    }
 }
 
 /// The request-log layer: one `METHOD uri user-agent` line per request, written before it is served.
@@ -100,9 +180,19 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(acceptor(c, k)?),
+        _ => None,
+    };
     if let Some(path) = &args.kubeconfig {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let ca = match &args.tls_ca {
+            Some(ca) => format!("\n    certificate-authority: {ca}"),
+            None => String::new(),
+        };
+        let token = args.require_token.as_deref().unwrap_or("fake");
         let kc = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: fake\n"
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {scheme}://{addr}{ca}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: {token}\n"
         );
         let tmp = format!("{path}.tmp");
         std::fs::write(&tmp, kc)?;
@@ -121,6 +211,14 @@ async fn main() -> anyhow::Result<()> {
             log_request,
         ));
     }
-    axum::serve(listener, app).await?;
-    Ok(())
+    if let Some(token) = &args.require_token {
+        app = app.layer(axum::middleware::from_fn_with_state(
+            Arc::new(token.clone()),
+            require_token,
+        ));
+    }
+    match tls {
+        Some(tls) => serve_tls(listener, tls, app).await,
+        None => Ok(axum::serve(listener, app).await?),
+    }
 }

@@ -21,7 +21,7 @@ mod tests;
 pub use http::router;
 pub use patch::{merge_patch, strategic_merge};
 pub use select::Selector;
-pub use store::{Fake, FakeOptions};
+pub use store::{status, Fake, FakeOptions};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

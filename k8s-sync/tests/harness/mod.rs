@@ -80,7 +80,13 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &str, bin: &str, args: &[String], dir: &Path) -> Result<Proc> {
+    fn spawn(
+        name: &str,
+        bin: &str,
+        args: &[String],
+        env: &[(String, String)],
+        dir: &Path,
+    ) -> Result<Proc> {
         let log = dir.join(format!("{name}.log"));
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -92,6 +98,7 @@ impl Proc {
                 "RUST_LOG",
                 std::env::var("K8S_SYNC_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(f.try_clone()?)
             .stderr(f)
@@ -151,6 +158,93 @@ impl Drop for Proc {
     }
 }
 
+/// A CA and a server certificate for 127.0.0.1 signed by it, made by `openssl` (PEM files).
+pub struct TestCerts {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .context("running openssl")?;
+    anyhow::ensure!(out.status.success(), "openssl {args:?}: {out:?}");
+    Ok(())
+}
+
+/// Makes [`TestCerts`] in `dir` (`ca.pem`, `srv.pem`, `srv.key`).
+pub fn make_certs(dir: &Path) -> Result<TestCerts> {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=k8s-sync test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    )?;
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext",
+        ],
+    )?;
+    Ok(TestCerts {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("srv.pem"),
+        key: dir.join("srv.key"),
+    })
+}
+
 /// The fake API server process.
 pub struct FakeApi {
     pub proc: Proc,
@@ -164,9 +258,16 @@ impl FakeApi {
     /// Starts `fake-apiserver` with short watches (5 s) and frequent bookmarks, so tests also
     /// go through watch timeouts and BOOKMARK handling.
     pub async fn start() -> Result<FakeApi> {
+        Self::start_with(None, None).await
+    }
+
+    /// Like [`FakeApi::start`]; with `tls` (CA, certificate, key as PEM files) it serves HTTPS,
+    /// and with `token` it answers 401 to requests without it, as a real API server does. The
+    /// test's own client trusts the CA and sends the token.
+    pub async fn start_with(tls: Option<&TestCerts>, token: Option<&str>) -> Result<FakeApi> {
         let dir = tempfile::Builder::new().prefix("k8s-sync-test").tempdir()?;
         let kubeconfig = dir.path().join("kubeconfig");
-        let args = vec![
+        let mut args = vec![
             "--kubeconfig".into(),
             kubeconfig.display().to_string(),
             "--max-watch-seconds".into(),
@@ -174,10 +275,37 @@ impl FakeApi {
             "--bookmark-interval-ms".into(),
             "700".into(),
         ];
+        let mut http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(20));
+        if let Some(c) = tls {
+            for (flag, path) in [
+                ("--tls-cert", &c.cert),
+                ("--tls-key", &c.key),
+                ("--tls-ca", &c.ca),
+            ] {
+                args.push(flag.into());
+                args.push(path.display().to_string());
+            }
+            http =
+                http.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&c.ca)?)?);
+        }
+        if let Some(t) = token {
+            args.push("--require-token".into());
+            args.push(t.into());
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {t}").parse()?,
+            );
+            http = http.default_headers(h);
+        }
+        let http = http.build()?;
         let proc = Proc::spawn(
             "fake-apiserver",
             env!("CARGO_BIN_EXE_fake-apiserver"),
             &args,
+            &[],
             dir.path(),
         )?;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -196,10 +324,6 @@ impl FakeApi {
             .find_map(|l| l.trim().strip_prefix("server: "))
             .context("server in kubeconfig")?
             .to_string();
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(20))
-            .build()?;
         Ok(FakeApi {
             proc,
             kubeconfig,
@@ -339,6 +463,7 @@ pub struct Sync {
     pub proc: Proc,
     pub listen: String,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     dir: PathBuf,
 }
 
@@ -346,6 +471,17 @@ impl Sync {
     /// Starts k8s-sync against `agent` and `fake` with `extra` flags (after the defaults:
     /// every namespace allowed, 2 s full resync unless `extra` sets `-sync-period`).
     pub fn start(agent: &TestAgent, fake: &FakeApi, name: &str, extra: &[&str]) -> Result<Sync> {
+        Self::start_env(agent, fake, name, extra, &[])
+    }
+
+    /// Like [`Sync::start`], with extra environment variables (e.g. `CONSUL_HTTP_TOKEN`).
+    pub fn start_env(
+        agent: &TestAgent,
+        fake: &FakeApi,
+        name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Sync> {
         let listen = format!("127.0.0.1:{}", free_tcp_port());
         let mut args: Vec<String> = vec![
             "-http-addr".into(),
@@ -360,11 +496,22 @@ impl Sync {
             args.push("-sync-period=2s".into());
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let proc = Proc::spawn(name, env!("CARGO_BIN_EXE_k8s-sync"), &args, fake.dir.path())?;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let proc = Proc::spawn(
+            name,
+            env!("CARGO_BIN_EXE_k8s-sync"),
+            &args,
+            &env,
+            fake.dir.path(),
+        )?;
         Ok(Sync {
             proc,
             listen,
             args,
+            env,
             dir: fake.dir.path().to_path_buf(),
         })
     }
@@ -372,7 +519,13 @@ impl Sync {
     /// Starts it again with the same flags (after a kill).
     pub fn restart(&mut self, name: &str) -> Result<()> {
         self.proc.kill9();
-        self.proc = Proc::spawn(name, env!("CARGO_BIN_EXE_k8s-sync"), &self.args, &self.dir)?;
+        self.proc = Proc::spawn(
+            name,
+            env!("CARGO_BIN_EXE_k8s-sync"),
+            &self.args,
+            &self.env,
+            &self.dir,
+        )?;
         Ok(())
     }
 
