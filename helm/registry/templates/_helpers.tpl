@@ -383,3 +383,72 @@ overwrites: after a restart of the pod the first certificate (…-0.pem) stays i
       mountPath: /registry/tls/certs
 {{- end }}
 {{- end -}}
+
+{{- /* ACLs (global.acls.manageSystemACLs), as consul-k8s: the agents run with a deny
+default policy; the acl-init Job bootstraps the ACL system and writes each component's
+token to the Secret "<fullname>-<component>-acl-token" (key "token"), from which the pods
+read it into env vars (Kubernetes expands $(VAR) in args, so tokens never appear in the pod
+spec). A pod whose Secret does not exist yet waits for the Job, as the kubelet retries. */ -}}
+{{- define "registry.aclsEnabled" -}}
+{{- if .Values.global.acls.manageSystemACLs }}true{{ end -}}
+{{- end -}}
+
+{{- define "registry.aclSecretName" -}}
+{{- printf "%s-%s-acl-token" (include "registry.fullname" .ctx) .component -}}
+{{- end -}}
+
+{{- /* The "acl" entry of an agent's JSON configuration. */ -}}
+{{- define "registry.aclConfig" -}}
+{{- if include "registry.aclsEnabled" . }}
+"acl": {
+  "enabled": true,
+  "default_policy": "deny",
+  "down_policy": "extend-cache",
+  "enable_token_persistence": true
+},
+{{- end }}
+{{- end -}}
+
+{{- /* The management token's Secret and key: the user's (global.acls.bootstrapToken), else the
+one the acl-init Job writes. */ -}}
+{{- define "registry.bootstrapTokenRef" -}}
+{{- $b := .Values.global.acls.bootstrapToken | default dict -}}
+{{- if $b.secretName -}}
+name: {{ $b.secretName }}
+key: {{ $b.secretKey }}
+{{- else -}}
+name: {{ include "registry.aclSecretName" (dict "ctx" . "component" "bootstrap") }}
+key: token
+{{- end -}}
+{{- end -}}
+
+{{- /* An env var holding a component's token; call with (dict "ctx" $ "component" "client"
+"env" "ACL_TOKEN"). */ -}}
+{{- define "registry.aclTokenEnv" -}}
+{{- if include "registry.aclsEnabled" .ctx }}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      {{- if eq .component "bootstrap" }}
+      {{- include "registry.bootstrapTokenRef" .ctx | nindent 6 }}
+      {{- else }}
+      name: {{ include "registry.aclSecretName" . }}
+      key: token
+      {{- end }}
+{{- end }}
+{{- end -}}
+
+{{- /* The readiness probe's command: ready once this agent knows a leader that answers
+(`operator raft list-peers`); with ACLs, which deny that to a probe without a token, once it
+knows a leader (`registry ready` reads /v1/status/leader, open to anonymous requests). */ -}}
+{{- define "registry.readinessCommand" -}}
+- /usr/local/bin/registry
+{{- if include "registry.aclsEnabled" . }}
+- ready
+{{- else }}
+- operator
+- raft
+- list-peers
+{{- end }}
+{{- include "registry.localHTTPArgs" . }}
+{{- end -}}

@@ -15,6 +15,9 @@ Catalog provider reading the catalog from the agent of the proxy's node (or the 
 - --providers.consulcatalog=true
 - --providers.consulcatalog.endpoint.address={{ include "registry.agentHTTPHost" . }}:8500
 - --providers.consulcatalog.endpoint.scheme=http
+{{- if include "registry.aclsEnabled" . }}
+- --providers.consulcatalog.endpoint.token=$(CONSUL_HTTP_TOKEN)
+{{- end }}
 - --providers.consulcatalog.endpoint.datacenter={{ .Values.global.datacenter }}
 - --providers.consulcatalog.prefix={{ $p.prefix }}
 - --providers.consulcatalog.exposedbydefault={{ $p.exposedByDefault }}
