@@ -215,7 +215,21 @@ priorityClassName: {{ . | quote }}
 GOSSIP_KEY env var, and `-encrypt=$(GOSSIP_KEY)` passes it to the agent (Kubernetes expands
 $(VAR) in args, so no shell is needed and the key never appears in the pod spec). */ -}}
 {{- define "registry.gossipEnabled" -}}
-{{- if .Values.global.gossipEncryption.secretName }}true{{ end -}}
+{{- if or .Values.global.gossipEncryption.secretName .Values.global.gossipEncryption.autoGenerate }}true{{ end -}}
+{{- end -}}
+
+{{- /* The Secret holding the gossip key: the user's, or the one the gossip-encryption-
+autogenerate hook Job creates. */ -}}
+{{- define "registry.gossipSecretName" -}}
+{{- if .Values.global.gossipEncryption.autoGenerate -}}
+{{- printf "%s-gossip-encryption-key" (include "registry.fullname" .) -}}
+{{- else -}}
+{{- .Values.global.gossipEncryption.secretName -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "registry.gossipSecretKey" -}}
+{{- if .Values.global.gossipEncryption.autoGenerate -}}key{{- else -}}{{- .Values.global.gossipEncryption.secretKey -}}{{- end -}}
 {{- end -}}
 
 {{- define "registry.gossipEnv" -}}
@@ -223,8 +237,8 @@ $(VAR) in args, so no shell is needed and the key never appears in the pod spec)
 - name: GOSSIP_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.global.gossipEncryption.secretName }}
-      key: {{ .Values.global.gossipEncryption.secretKey }}
+      name: {{ include "registry.gossipSecretName" . }}
+      key: {{ include "registry.gossipSecretKey" . }}
 {{- end }}
 {{- end -}}
 
