@@ -466,3 +466,37 @@ knows a leader (`registry ready` reads /v1/status/leader, open to anonymous requ
 {{- end }}
 {{- include "registry.localHTTPArgs" . }}
 {{- end -}}
+
+{{- /* The agent URL in-cluster clients (k8s-sync, its cleanup hook, the proxy) talk to:
+HTTPS on 8501 with global.tls (verified against the CA: a client agent's certificate names
+the host IP, a server's the server Service), else HTTP on 8500. */ -}}
+{{- define "registry.agentHTTPURL" -}}
+{{- if include "registry.tlsEnabled" . -}}
+https://{{ include "registry.agentHTTPHost" . }}:8501
+{{- else -}}
+http://{{ include "registry.agentHTTPHost" . }}:8500
+{{- end -}}
+{{- end -}}
+
+{{- /* With global.tls: the CA certificate volume of an in-cluster client's pod ... */ -}}
+{{- define "registry.tlsCAVolume" -}}
+{{- if include "registry.tlsEnabled" . }}
+volumes:
+  - name: tls-ca-cert
+    secret:
+      secretName: {{ .Values.global.tls.caCert.secretName }}
+      items:
+        - key: {{ .Values.global.tls.caCert.secretKey }}
+          path: tls.crt
+{{- end }}
+{{- end -}}
+
+{{- /* ... and its mount. */ -}}
+{{- define "registry.tlsCAMount" -}}
+{{- if include "registry.tlsEnabled" . }}
+volumeMounts:
+  - name: tls-ca-cert
+    mountPath: /registry/tls/ca
+    readOnly: true
+{{- end }}
+{{- end -}}
