@@ -250,3 +250,54 @@ def test_rendered_servers_take_the_users_bootstrap_token(sync_node, registry_bin
         assert status == 200 and json.loads(body)["Policies"][0]["Name"] == "global-management"
     finally:
         fake.close()
+
+
+def test_rendered_sync_uses_the_acl_sync_token_secret(sync_node, registry_bin, tmp_path):  # noqa: F811
+    """syncCatalog.aclSyncToken without manageSystemACLs: the servers' ACLs come from
+    server.extraConfig, k8s-sync reads its token from the user's Secret and syncs with it."""
+    node = sync_node
+    need(shutil.which("kubectl"), "kubectl (apt-get install kubernetes-client)")
+    management = "0b6f0e0c-3a8e-4b7e-9d2a-7c1f5a9e2b11"
+    sync_token = "7e1d2c3b-4a5f-4e6d-8c7b-9a0f1e2d3c4b"
+    objs = render({"server": {"extraConfig": json.dumps({"acl": {
+        "enabled": True, "default_policy": "deny",
+        "tokens": {"initial_management": management}}})},
+        "syncCatalog": {"enabled": True,
+                        "aclSyncToken": {"secretName": "sync-token", "secretKey": "token"}}})
+    c = pod_spec(find(objs, "Deployment", "-sync-catalog"))["containers"][0]
+    assert {e["name"]: e.get("valueFrom") for e in c["env"]}["CONSUL_HTTP_TOKEN"] == {
+        "secretKeyRef": {"name": "sync-token", "key": "token"}}
+    assert not [o for o in objs if "acl-init" in o["metadata"]["name"]]
+    fake = FakeApi(sibling(registry_bin, "fake-apiserver"), node.host_ip, tmp_path)
+    try:
+        server = start_workload(node, objs, "StatefulSet", "-server", 1)[0]
+        sync = node.create_pod("rel-registry-sync-catalog-7d9f-abcde",
+                               pod_spec(find(objs, "Deployment", "-sync-catalog")),
+                               configmaps(objs), container="sync-catalog",
+                               secrets={"sync-token": {"token": sync_token}})
+        (sync.root / "etc" / "kubeconfig").write_text(pod_kubeconfig(fake))
+        sync.env["KUBECONFIG"] = "/etc/kubeconfig"
+        node.write_dns()
+        server.start()
+        def leader():
+            try:
+                return request(server, "/v1/status/leader")[1] not in (b"", b'""')
+            except OSError:
+                return False
+        node.wait(leader, 90, "a leader")
+        node.wait(lambda: request(server, "/v1/acl/policy", "PUT", {
+            "Name": "sync", "Rules": 'node_prefix "" { policy = "write" }\n'
+                                     'service_prefix "" { policy = "write" }'},
+            token=management)[0] == 200, 30, "the sync policy")
+        assert request(server, "/v1/acl/token", "PUT", {
+            "SecretID": sync_token, "Policies": [{"Name": "sync"}]}, token=management)[0] == 200
+        sync.start()
+        node.wait(lambda: sync.probe("readinessProbe"), 60, "the sync pod's readiness probe")
+        fake.kubectl("apply", "--validate=false", "-f", "-", stdin=SEED)
+
+        def synced():
+            status, body = request(server, "/v1/catalog/service/servicea", token=management)
+            return status == 200 and len(json.loads(body)) == 2
+        node.wait(synced, 60, "servicea in the catalog through the aclSyncToken")
+    finally:
+        fake.close()

@@ -500,3 +500,17 @@ volumeMounts:
     readOnly: true
 {{- end }}
 {{- end -}}
+
+{{- /* k8s-sync's token: the acl-init Job's with manageSystemACLs, else the user's
+syncCatalog.aclSyncToken Secret (for agents whose ACLs are set up outside the chart). */ -}}
+{{- define "registry.syncTokenEnv" -}}
+{{- if include "registry.aclsEnabled" . }}
+{{- include "registry.aclTokenEnv" (dict "ctx" . "component" "catalog-sync" "env" "CONSUL_HTTP_TOKEN") }}
+{{- else if .Values.syncCatalog.aclSyncToken.secretName }}
+- name: CONSUL_HTTP_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.syncCatalog.aclSyncToken.secretName }}
+      key: {{ .Values.syncCatalog.aclSyncToken.secretKey }}
+{{- end }}
+{{- end -}}
