@@ -52,9 +52,16 @@ def fake_secret_labels(fake, name, namespace="ns1"):
     return fake.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")["metadata"]["labels"]
 
 
+def acl_init_job(objs):
+    """The server-acl-init Job (named <fullname>-server-acl-init-<hash of the values>)."""
+    (job,) = [o for o in objs if o["kind"] == "Job"
+              and o["metadata"]["labels"].get("component") == "server-acl-init"]
+    return job
+
+
 def run_job(node, objs, fake, name, secrets=None):
     """Runs the rendered server-acl-init Job's pod to completion; returns the pod."""
-    job = find(objs, "Job", "-server-acl-init")
+    job = acl_init_job(objs)
     pod = node.create_pod(name, pod_spec(job), configmaps(objs), container="server-acl-init",
                           secrets=secrets)
     (pod.root / "etc" / "kubeconfig").write_text(pod_kubeconfig(fake))
@@ -68,7 +75,15 @@ def run_job(node, objs, fake, name, secrets=None):
 
 def test_acl_values_render_the_job_and_wire_the_tokens():
     objs = render({**VALUES, "trafficProxy": {"enabled": True}})
-    job = find(objs, "Job", "-server-acl-init")
+    job = acl_init_job(objs)
+    # The name changes with the values (a Job's pod template is immutable; an upgrade that
+    # changes the values replaces the Job, which runs again) and only with them.
+    assert job["metadata"]["name"].startswith("rel-registry-server-acl-init-")
+    assert acl_init_job(render({**VALUES, "trafficProxy": {"enabled": True}}))["metadata"][
+        "name"] == job["metadata"]["name"]
+    assert acl_init_job(render(VALUES))["metadata"]["name"] != job["metadata"]["name"]
+    long = acl_init_job(render({**VALUES, "global": {**VALUES["global"], "name": "x" * 63}}))
+    assert len(long["metadata"]["name"]) <= 63
     args = pod_spec(job)["containers"][0]["args"]
     assert args[0] == "acl-init"
     assert [a for a in args if a.startswith("-server-address=")] == [
