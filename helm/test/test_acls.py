@@ -316,3 +316,16 @@ def test_rendered_sync_uses_the_acl_sync_token_secret(sync_node, registry_bin, t
         node.wait(synced, 60, "servicea in the catalog through the aclSyncToken")
     finally:
         fake.close()
+
+
+def test_notes_tell_where_the_management_token_is():
+    """NOTES.txt (rendered by an offline `helm install --dry-run=client`, helm 4) names the
+    Secret of the management token and passes it to the printed CLI command."""
+    from conftest import CHART, helm_bin
+    out = subprocess.run([helm_bin(), "install", "--dry-run=client", "rel", str(CHART),
+                          "--namespace", "ns1", "--set", "global.acls.manageSystemACLs=true"],
+                         capture_output=True, text=True, check=True).stdout
+    notes = out[out.index("NOTES:"):]
+    assert ("export CONSUL_HTTP_TOKEN=$(kubectl -n ns1 get secret rel-registry-bootstrap-acl-token"
+            " -o jsonpath='{.data.token}' | base64 -d)") in notes, notes
+    assert "registry operator raft list-peers -token=$CONSUL_HTTP_TOKEN" in notes, notes
