@@ -11,6 +11,7 @@ import base64
 import json
 import shutil
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -137,8 +138,16 @@ def acl_scenario(node, fake, tmp_path):
     objs = render(VALUES)
     servers = start_workload(node, objs, "StatefulSet", "-server", 3)
     node.write_dns()
-    for pod in servers:
+    readiness = pod_spec(find(objs, "StatefulSet", "-server"))["containers"][0]["readinessProbe"]
+    assert readiness["exec"]["command"][:2] == ["/usr/local/bin/registry", "ready"]
+    # Two of three servers: no leader, so `registry ready` fails while the agents answer.
+    for pod in servers[:2]:
         pod.start()
+    node.wait(lambda: all(p.probe("livenessProbe") for p in servers[:2]), 60, "liveness")
+    for _ in range(3):
+        assert not any(p.probe("readinessProbe") for p in servers[:2])
+        time.sleep(1)
+    servers[2].start()
     # The servers' readiness does not need a token: it turns ready before any bootstrap.
     node.wait(lambda: all(p.probe("readinessProbe") for p in servers), 120,
               "every server's readiness probe")
