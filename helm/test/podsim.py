@@ -11,6 +11,8 @@ Nothing leaves the machine: the bridge has no uplink and no route is added.
 import os
 import re
 import shutil
+import socket
+import threading
 import ssl
 import subprocess
 import tempfile
@@ -150,6 +152,7 @@ class Node:
         self.host_ip = f"{self.subnet}.1"
         self.dir = Path(tempfile.mkdtemp(prefix="podsim-"))
         self.pods = []
+        self._listeners = []
         self.dns = {}  # DNS name -> [IP]
         self._next = 10
         # Leftovers of an earlier run of a process with the same pid tag (a killed test).
@@ -283,6 +286,41 @@ class Node:
         self.pods.append(pod)
         return pod
 
+    def host_port(self, pod, port):
+        """A container's TCP hostPort: connections to the node's host IP on `port` reach the
+        pod (a forwarder in the root namespace, as the CNI's hostPort rules would)."""
+        listener = socket.create_server((self.host_ip, port))
+        self._listeners.append(listener)
+
+        def pipe(src, dst):
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for sock in (src, dst):
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        def accept():
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                try:
+                    upstream = socket.create_connection((pod.ip, port), timeout=5)
+                except OSError:
+                    conn.close()
+                    continue
+                upstream.settimeout(None)
+                for a, b in ((conn, upstream), (upstream, conn)):
+                    threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+        threading.Thread(target=accept, daemon=True).start()
+
     def wait(self, check, timeout, what):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -293,6 +331,8 @@ class Node:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")
 
     def close(self):
+        for listener in self._listeners:
+            listener.close()
         for p in self.pods:
             p.stop()
         for p in self.pods:

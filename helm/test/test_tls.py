@@ -14,6 +14,7 @@ import pytest
 
 from conftest import find, pod_spec, render, render_error
 from test_render_run import configmaps, node, start_workload  # noqa: F401
+from test_sync_run import SEED, FakeApi, pod_kubeconfig, sibling, sync_node  # noqa: F401
 
 TLS = {"enabled": True,
        "caCert": {"secretName": "ca-cert", "secretKey": "tls.crt"},
@@ -123,8 +124,74 @@ def test_tls_values_that_fail():
     assert "global.tls.caKey.secretName and secretKey are required" in err
     err = render_error({"global": {"tls": {**TLS, "enableAutoEncrypt": True}}})
     assert "global.tls.enableAutoEncrypt" in err
-    err = render_error({"global": {"tls": TLS}, "syncCatalog": {"enabled": True}})
-    assert "global.tls.httpsOnly" in err
+
+
+def test_sync_and_proxy_talk_https_to_the_agent():
+    objs = render({**VALUES, "syncCatalog": {"enabled": True, "cleanupNodeOnRemoval": True},
+                   "trafficProxy": {"enabled": True}})
+    for kind, suffix, name in (("Deployment", "-sync-catalog", "sync-catalog"),
+                               ("Job", "-sync-catalog-cleanup", "sync-catalog-cleanup")):
+        spec = pod_spec(find(objs, kind, suffix))
+        c = next(c for c in spec["containers"] if c["name"] == name)
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["CONSUL_HTTP_ADDR"] == "https://$(HOST_IP):8501", kind
+        assert env["CONSUL_CACERT"] == "/registry/tls/ca/tls.crt", kind
+        assert c["volumeMounts"] == [{"name": "tls-ca-cert", "mountPath": "/registry/tls/ca",
+                                      "readOnly": True}]
+        assert spec["volumes"][0]["secret"]["secretName"] == "ca-cert"
+    proxy = pod_spec(find(objs, "Deployment", "-traffic-proxy"))["containers"][0]
+    assert {"--providers.consulcatalog.endpoint.address=$(HOST_IP):8501",
+            "--providers.consulcatalog.endpoint.scheme=https",
+            "--providers.consulcatalog.endpoint.tls.ca=/registry/tls/ca/tls.crt"} <= set(
+        proxy["args"])
+    # Without clients, the servers' Service, whose name their certificates carry.
+    objs = render({**VALUES, "client": {"enabled": False}, "syncCatalog": {"enabled": True}})
+    c = pod_spec(find(objs, "Deployment", "-sync-catalog"))["containers"][0]
+    assert {e["name"]: e.get("value") for e in c["env"]}["CONSUL_HTTP_ADDR"] == \
+        "https://rel-registry-server.ns1.svc:8501"
+
+
+def test_rendered_sync_reaches_the_client_agent_over_https(sync_node, registry_bin,  # noqa: F811
+                                                           tmp_path):
+    """httpsOnly: k8s-sync, as rendered, talks to the node's client agent on its HTTPS
+    hostPort and verifies its certificate (made for the host IP) against the CA Secret."""
+    node = sync_node
+    work = Path(tempfile.mkdtemp(prefix="chart-tls-sync-"))
+    subprocess.run([registry_bin, "tls", "ca", "create", "-domain", "mesh"], cwd=work,
+                   check=True, capture_output=True)
+    ca = work / "mesh-agent-ca.pem"
+    secrets = {"ca-cert": {"tls.crt": ca.read_text()},
+               "ca-key": {"tls.key": (work / "mesh-agent-ca-key.pem").read_text()},
+               "gossip": {"key": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}}
+    objs = render({**VALUES, "server": {"replicas": 1}, "syncCatalog": {"enabled": True}})
+    fake = FakeApi(sibling(registry_bin, "fake-apiserver"), node.host_ip, tmp_path)
+    try:
+        server = start_workload(node, objs, "StatefulSet", "-server", 1, secrets=secrets)[0]
+        client = node.create_pod("rel-registry-client-abcde",
+                                 pod_spec(find(objs, "DaemonSet", "-client")), configmaps(objs),
+                                 secrets=secrets)
+        sync = node.create_pod("rel-registry-sync-catalog-7d9f-abcde",
+                               pod_spec(find(objs, "Deployment", "-sync-catalog")),
+                               configmaps(objs), container="sync-catalog", secrets=secrets)
+        (sync.root / "etc" / "kubeconfig").write_text(pod_kubeconfig(fake))
+        sync.env["KUBECONFIG"] = "/etc/kubeconfig"
+        node.write_dns()
+        assert sync.env["CONSUL_HTTP_ADDR"] == f"https://{node.host_ip}:8501"
+        server.start()
+        client.start()
+        node.host_port(client, 8501)
+        node.wait(lambda: client.probe("readinessProbe"), 90, "the client's readiness probe")
+        sync.start()
+        node.wait(lambda: sync.probe("readinessProbe"), 60, "the sync pod's readiness probe")
+        fake.kubectl("apply", "--validate=false", "-f", "-", stdin=SEED)
+        node.wait(lambda: sorted(e["ServiceAddress"] for e in https_get(
+            server.ip, "/v1/catalog/service/servicea", str(ca))) == ["10.42.0.1", "10.42.0.2"],
+            60, "servicea in the catalog through the client's HTTPS API")
+        # Plain HTTP is off on the agent, so the sync could only have used HTTPS.
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://{client.ip}:8500/v1/status/leader", timeout=3)
+    finally:
+        fake.close()
 
 
 def https_get(ip, path, ca, port=8501):

@@ -372,9 +372,14 @@ def test_probes():
 def test_unsupported_values_fail_with_a_message():
     for values, message in [
         ({"global": {"tls": {"enabled": True}}}, "global.tls.caCert.secretName and secretKey"),
-        ({"global": {"acls": {"manageSystemACLs": True}}}, "global.acls.manageSystemACLs"),
-        ({"global": {"gossipEncryption": {"autoGenerate": True}}}, "global.gossipEncryption"),
+        ({"global": {"acls": {"manageSystemACLs": True, "createReplicationToken": True}}},
+         "global.acls.createReplicationToken"),
+        ({"global": {"gossipEncryption": {"autoGenerate": True, "secretName": "g"}}},
+         "global.gossipEncryption.autoGenerate"),
         ({"global": {"federation": {"enabled": True}}}, "global.federation.enabled"),
+        ({"global": {"datacenter": "dc2", "acls": {"manageSystemACLs": True}, "federation": {
+            "enabled": True, "primaryDatacenter": "dc1", "primaryGateways": ["x:8302"]}}},
+         "ACL replication between datacenters"),
         ({"server": {"replicaz": 3}}, "replicaz"),
     ]:
         assert message in render_error(values)

@@ -28,9 +28,9 @@ DOC_END = "<!-- end of values table -->"
 # consul-k8s features the chart rejects when enabled (so their other keys are harmless).
 OPEN = {
     "global.extraLabels", "global.acls",
-    "global.federation", "global.metrics", "global.acls.bootstrapToken",
+    "global.federation", "global.metrics",
     "connectInject", "meshGateway", "ingressGateways", "terminatingGateways", "apiGateway",
-    "ui.ingress", "syncCatalog.ingress", "syncCatalog.aclSyncToken",
+    "ui.ingress", "syncCatalog.ingress",
 }
 OPEN_LEAVES = {
     "resources", "securityContext", "containerSecurityContext", "extraLabels",

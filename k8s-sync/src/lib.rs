@@ -7,16 +7,21 @@
 //! - [`source`]: kube-runtime watchers and caches; [`endpoints`]: core/v1 Endpoints read as
 //!   EndpointSlices for old clusters; [`to_consul`], [`to_k8s`]: the loops;
 //! - [`purge`]: `-purge-k8s-services-from-node`, the uninstall path;
+//! - [`acl_init`], [`gossip_key`]: the Helm chart's install Jobs (`acl-init`,
+//!   `gossip-encryption-autogenerate`), which write [`secrets`];
 //! - [`leader`]: Lease-based leader election; [`status`]: health, readiness, metrics;
 //! - [`fake`]: the fake Kubernetes API server the tests (and `fake-apiserver`) run.
+pub mod acl_init;
 pub mod config;
 pub mod endpoints;
 pub mod error;
 pub mod fake;
+pub mod gossip_key;
 pub mod leader;
 pub mod plan;
 pub mod purge;
 pub mod registry;
+pub mod secrets;
 pub mod source;
 pub mod status;
 pub mod to_consul;

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
+use k8s_sync::acl_init::AclInitFlags;
 use k8s_sync::config::{normalize_args, Flags};
+use k8s_sync::gossip_key::GossipKeyFlags;
 use k8s_sync::leader::Elector;
 use k8s_sync::registry::Registry;
 use k8s_sync::status::{self, Status};
@@ -29,8 +31,8 @@ fn init_logging(level: &str, json: bool) {
     }
 }
 
-async fn kube_client(flags: &Flags) -> anyhow::Result<kube::Client> {
-    let mut cfg = match &flags.kubeconfig {
+async fn kube_client(kubeconfig: Option<&str>) -> anyhow::Result<kube::Client> {
+    let mut cfg = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading {path}"))?;
@@ -88,9 +90,39 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
+/// The install Jobs of the Helm chart, run as `k8s-sync <job> [flags]`.
+async fn run_job(job: &str, args: Vec<String>) -> anyhow::Result<()> {
+    match job {
+        "acl-init" => {
+            let flags = AclInitFlags::parse_from(args);
+            init_logging(&flags.log_level, flags.log_json);
+            let client = kube_client(flags.kubeconfig.as_deref()).await?;
+            k8s_sync::acl_init::run(flags, client)
+                .await
+                .context("ACL initialisation")
+        }
+        _ => {
+            let flags = GossipKeyFlags::parse_from(args);
+            init_logging(&flags.log_level, flags.log_json);
+            let client = kube_client(flags.kubeconfig.as_deref()).await?;
+            k8s_sync::gossip_key::run(flags, client)
+                .await
+                .context("generating the gossip key")
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let flags = Flags::parse_from(normalize_args(std::env::args()));
+    let args = normalize_args(std::env::args());
+    if let Some(job) = args
+        .get(1)
+        .filter(|a| matches!(a.as_str(), "acl-init" | "gossip-encryption-autogenerate"))
+        .cloned()
+    {
+        return run_job(&job, args.into_iter().skip(1).collect()).await;
+    }
+    let flags = Flags::parse_from(args);
     init_logging(&flags.log_level, flags.log_json);
     let sync_cfg = flags.sync_config().map_err(|e| anyhow!(e))?;
     if flags.purge_k8s_services_from_node {
@@ -105,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
     let prom = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the Prometheus recorder")?;
-    let client = kube_client(&flags)
+    let client = kube_client(flags.kubeconfig.as_deref())
         .await
         .context("Kubernetes client configuration")?;
     let registry = registry_client(&flags)?;

@@ -183,6 +183,11 @@ impl Registry {
         })
     }
 
+    /// The ACL token this client sends, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// The node name this client writes to.
     pub fn node(&self) -> &str {
         &self.node
@@ -217,6 +222,26 @@ impl Registry {
             .await
             .map_err(|e| Error::Http { what, source: e })?;
         Ok((status, body.to_vec(), index))
+    }
+
+    /// One request with this client's token: the status and the body decoded as JSON
+    /// (`null` when empty or not JSON, e.g. a plain-text error, which is in `Err`'s body).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
+        let what = format!("{method} {path}");
+        let (status, body, _) = self.send(method, path, body).await?;
+        if !(200..300).contains(&status) {
+            return Err(Error::Status {
+                what,
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
     }
 
     async fn get_json(&self, path: &str) -> Result<(Value, Option<u64>)> {

@@ -215,7 +215,21 @@ priorityClassName: {{ . | quote }}
 GOSSIP_KEY env var, and `-encrypt=$(GOSSIP_KEY)` passes it to the agent (Kubernetes expands
 $(VAR) in args, so no shell is needed and the key never appears in the pod spec). */ -}}
 {{- define "registry.gossipEnabled" -}}
-{{- if .Values.global.gossipEncryption.secretName }}true{{ end -}}
+{{- if or .Values.global.gossipEncryption.secretName .Values.global.gossipEncryption.autoGenerate }}true{{ end -}}
+{{- end -}}
+
+{{- /* The Secret holding the gossip key: the user's, or the one the gossip-encryption-
+autogenerate hook Job creates. */ -}}
+{{- define "registry.gossipSecretName" -}}
+{{- if .Values.global.gossipEncryption.autoGenerate -}}
+{{- printf "%s-gossip-encryption-key" (include "registry.fullname" .) -}}
+{{- else -}}
+{{- .Values.global.gossipEncryption.secretName -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "registry.gossipSecretKey" -}}
+{{- if .Values.global.gossipEncryption.autoGenerate -}}key{{- else -}}{{- .Values.global.gossipEncryption.secretKey -}}{{- end -}}
 {{- end -}}
 
 {{- define "registry.gossipEnv" -}}
@@ -223,8 +237,8 @@ $(VAR) in args, so no shell is needed and the key never appears in the pod spec)
 - name: GOSSIP_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.global.gossipEncryption.secretName }}
-      key: {{ .Values.global.gossipEncryption.secretKey }}
+      name: {{ include "registry.gossipSecretName" . }}
+      key: {{ include "registry.gossipSecretKey" . }}
 {{- end }}
 {{- end -}}
 
@@ -381,5 +395,122 @@ overwrites: after a restart of the pod the first certificate (…-0.pem) stays i
       readOnly: true
     - name: tls-certs
       mountPath: /registry/tls/certs
+{{- end }}
+{{- end -}}
+
+{{- /* ACLs (global.acls.manageSystemACLs), as consul-k8s: the agents run with a deny
+default policy; the acl-init Job bootstraps the ACL system and writes each component's
+token to the Secret "<fullname>-<component>-acl-token" (key "token"), from which the pods
+read it into env vars (Kubernetes expands $(VAR) in args, so tokens never appear in the pod
+spec). A pod whose Secret does not exist yet waits for the Job, as the kubelet retries. */ -}}
+{{- define "registry.aclsEnabled" -}}
+{{- if .Values.global.acls.manageSystemACLs }}true{{ end -}}
+{{- end -}}
+
+{{- define "registry.aclSecretName" -}}
+{{- printf "%s-%s-acl-token" (include "registry.fullname" .ctx) .component -}}
+{{- end -}}
+
+{{- /* The "acl" entry of an agent's JSON configuration. */ -}}
+{{- define "registry.aclConfig" -}}
+{{- if include "registry.aclsEnabled" . }}
+"acl": {
+  "enabled": true,
+  "default_policy": "deny",
+  "down_policy": "extend-cache",
+  "enable_token_persistence": true
+},
+{{- end }}
+{{- end -}}
+
+{{- /* The management token's Secret and key: the user's (global.acls.bootstrapToken), else the
+one the acl-init Job writes. */ -}}
+{{- define "registry.bootstrapTokenRef" -}}
+{{- $b := .Values.global.acls.bootstrapToken | default dict -}}
+{{- if $b.secretName -}}
+name: {{ $b.secretName }}
+key: {{ $b.secretKey }}
+{{- else -}}
+name: {{ include "registry.aclSecretName" (dict "ctx" . "component" "bootstrap") }}
+key: token
+{{- end -}}
+{{- end -}}
+
+{{- /* An env var holding a component's token; call with (dict "ctx" $ "component" "client"
+"env" "ACL_TOKEN"). */ -}}
+{{- define "registry.aclTokenEnv" -}}
+{{- if include "registry.aclsEnabled" .ctx }}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      {{- if eq .component "bootstrap" }}
+      {{- include "registry.bootstrapTokenRef" .ctx | nindent 6 }}
+      {{- else }}
+      name: {{ include "registry.aclSecretName" . }}
+      key: token
+      {{- end }}
+{{- end }}
+{{- end -}}
+
+{{- /* The readiness probe's command: ready once this agent knows a leader that answers
+(`operator raft list-peers`); with ACLs, which deny that to a probe without a token, once it
+knows a leader (`registry ready` reads /v1/status/leader, open to anonymous requests). */ -}}
+{{- define "registry.readinessCommand" -}}
+- /usr/local/bin/registry
+{{- if include "registry.aclsEnabled" . }}
+- ready
+{{- else }}
+- operator
+- raft
+- list-peers
+{{- end }}
+{{- include "registry.localHTTPArgs" . }}
+{{- end -}}
+
+{{- /* The agent URL in-cluster clients (k8s-sync, its cleanup hook, the proxy) talk to:
+HTTPS on 8501 with global.tls (verified against the CA: a client agent's certificate names
+the host IP, a server's the server Service), else HTTP on 8500. */ -}}
+{{- define "registry.agentHTTPURL" -}}
+{{- if include "registry.tlsEnabled" . -}}
+https://{{ include "registry.agentHTTPHost" . }}:8501
+{{- else -}}
+http://{{ include "registry.agentHTTPHost" . }}:8500
+{{- end -}}
+{{- end -}}
+
+{{- /* With global.tls: the CA certificate volume of an in-cluster client's pod ... */ -}}
+{{- define "registry.tlsCAVolume" -}}
+{{- if include "registry.tlsEnabled" . }}
+volumes:
+  - name: tls-ca-cert
+    secret:
+      secretName: {{ .Values.global.tls.caCert.secretName }}
+      items:
+        - key: {{ .Values.global.tls.caCert.secretKey }}
+          path: tls.crt
+{{- end }}
+{{- end -}}
+
+{{- /* ... and its mount. */ -}}
+{{- define "registry.tlsCAMount" -}}
+{{- if include "registry.tlsEnabled" . }}
+volumeMounts:
+  - name: tls-ca-cert
+    mountPath: /registry/tls/ca
+    readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- /* k8s-sync's token: the acl-init Job's with manageSystemACLs, else the user's
+syncCatalog.aclSyncToken Secret (for agents whose ACLs are set up outside the chart). */ -}}
+{{- define "registry.syncTokenEnv" -}}
+{{- if include "registry.aclsEnabled" . }}
+{{- include "registry.aclTokenEnv" (dict "ctx" . "component" "catalog-sync" "env" "CONSUL_HTTP_TOKEN") }}
+{{- else if .Values.syncCatalog.aclSyncToken.secretName }}
+- name: CONSUL_HTTP_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.syncCatalog.aclSyncToken.secretName }}
+      key: {{ .Values.syncCatalog.aclSyncToken.secretKey }}
 {{- end }}
 {{- end -}}

@@ -13,8 +13,17 @@ Catalog provider reading the catalog from the agent of the proxy's node (or the 
 - --log.format=json
 {{- end }}
 - --providers.consulcatalog=true
+{{- if include "registry.tlsEnabled" . }}
+- --providers.consulcatalog.endpoint.address={{ include "registry.agentHTTPHost" . }}:8501
+- --providers.consulcatalog.endpoint.scheme=https
+- --providers.consulcatalog.endpoint.tls.ca=/registry/tls/ca/tls.crt
+{{- else }}
 - --providers.consulcatalog.endpoint.address={{ include "registry.agentHTTPHost" . }}:8500
 - --providers.consulcatalog.endpoint.scheme=http
+{{- end }}
+{{- if include "registry.aclsEnabled" . }}
+- --providers.consulcatalog.endpoint.token=$(CONSUL_HTTP_TOKEN)
+{{- end }}
 - --providers.consulcatalog.endpoint.datacenter={{ .Values.global.datacenter }}
 - --providers.consulcatalog.prefix={{ $p.prefix }}
 - --providers.consulcatalog.exposedbydefault={{ $p.exposedByDefault }}

@@ -2,8 +2,8 @@
 //! `resourceVersion`, list paging with `limit`/`continue`, watches that replay from a
 //! resourceVersion, BOOKMARK events, watch timeouts, `410 Gone` delivered as an ERROR event
 //! inside a 200 stream once history is compacted, and create/update/patch/delete of Services,
-//! EndpointSlices, Nodes, Namespaces and Leases, every object decoded into and re-encoded from
-//! its k8s-openapi type. Discovery (`/api`, `/apis`, `/version`) is complete enough for the
+//! EndpointSlices, Endpoints, Nodes, Namespaces, Leases and Secrets, every object decoded into
+//! and re-encoded from its k8s-openapi type. Discovery (`/api`, `/apis`, `/version`) is complete enough for the
 //! real `kubectl` to `apply -f` and `delete` against it.
 //!
 //! Test knobs outside the Kubernetes API live under `/fake/`: `POST /fake/compact` (drop the
@@ -134,6 +134,17 @@ pub static KINDS: &[Kind] = &[
         short: &["ep"],
         has_status: false,
         normalize: typed::<k8s_openapi::api::core::v1::Endpoints>,
+    },
+    Kind {
+        group: "",
+        version: "v1",
+        plural: "secrets",
+        singular: "secret",
+        kind: "Secret",
+        namespaced: true,
+        short: &[],
+        has_status: false,
+        normalize: typed::<k8s_openapi::api::core::v1::Secret>,
     },
 ];
 

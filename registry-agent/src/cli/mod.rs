@@ -157,6 +157,10 @@ pub enum Command {
     Logout(acl::Common),
     /// Prints the registry version.
     Version(ops::VersionArgs),
+    /// Exits 0 once the agent knows a Raft leader (`/v1/status/leader`, which needs no ACL
+    /// token), else 1: the Kubernetes readiness probe of the Helm chart.
+    #[command(hide = true)]
+    Ready(ops::LeaveArgs),
 }
 
 /// Go's `strconv.ParseBool`, as a clap value parser for boolean flags.
@@ -231,6 +235,7 @@ fn run_client(command: Command) -> i32 {
             Command::Snapshot { command } => snapshot::run(command, &mut ui).await,
             Command::Operator { command } => operator::run(command, &mut ui).await,
             Command::Leave(args) => ops::leave(args, &mut ui).await,
+            Command::Ready(args) => ops::ready(args, &mut ui).await,
             Command::Event(args) => gossip::event(args, &mut ui).await,
             Command::ForceLeave(args) => gossip::force_leave(args, &mut ui).await,
             Command::Info(args) => ops::info(args, &mut ui).await,

@@ -188,6 +188,29 @@ pub async fn leave(args: LeaveArgs, ui: &mut Ui<'_>) -> i32 {
     }
 }
 
+/// Runs the hidden `ready`: 0 once the agent names a leader, 1 while it names none or does
+/// not answer.
+pub async fn ready(args: LeaveArgs, ui: &mut Ui<'_>) -> i32 {
+    let client = match Client::new(&args.http, None) {
+        Ok(client) => client,
+        Err(e) => return ui.fail(&format!("Error connecting to Consul agent: {e}")),
+    };
+    match client
+        .send(Method::GET, "/v1/status/leader", &[], None)
+        .await
+    {
+        Ok(r) if r.status == 200 => match serde_json::from_slice::<String>(&r.body) {
+            Ok(leader) if !leader.is_empty() => {
+                ui.output(&format!("Leader: {leader}"));
+                0
+            }
+            _ => ui.fail("No cluster leader"),
+        },
+        Ok(r) => ui.fail(&format!("Error reading the leader: {}", r.status_error())),
+        Err(e) => ui.fail(&format!("Error reading the leader: {e}")),
+    }
+}
+
 /// Runs `reload`: the agent re-reads its configuration files.
 pub async fn reload(args: ReloadArgs, ui: &mut Ui<'_>) -> i32 {
     let client = match Client::new(&args.http, None) {
