@@ -7,8 +7,9 @@
 //! - [`source`]: kube-runtime watchers and caches; [`endpoints`]: core/v1 Endpoints read as
 //!   EndpointSlices for old clusters; [`to_consul`], [`to_k8s`]: the loops;
 //! - [`purge`]: `-purge-k8s-services-from-node`, the uninstall path;
-//! - [`acl_init`], [`gossip_key`]: the Helm chart's install Jobs (`acl-init`,
-//!   `gossip-encryption-autogenerate`), which write [`secrets`];
+//! - [`acl_init`], [`gossip_key`], [`federation_secret`]: the Helm chart's install Jobs
+//!   (`acl-init`, `gossip-encryption-autogenerate`, `create-federation-secret`), which write
+//!   [`secrets`];
 //! - [`leader`]: Lease-based leader election; [`status`]: health, readiness, metrics;
 //! - [`fake`]: the fake Kubernetes API server the tests (and `fake-apiserver`) run.
 pub mod acl_init;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod endpoints;
 pub mod error;
 pub mod fake;
+pub mod federation_secret;
 pub mod gossip_key;
 pub mod leader;
 pub mod plan;

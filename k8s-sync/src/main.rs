@@ -9,6 +9,7 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use k8s_sync::acl_init::AclInitFlags;
 use k8s_sync::config::{normalize_args, Flags};
+use k8s_sync::federation_secret::FederationSecretFlags;
 use k8s_sync::gossip_key::GossipKeyFlags;
 use k8s_sync::leader::Elector;
 use k8s_sync::registry::Registry;
@@ -101,6 +102,14 @@ async fn run_job(job: &str, args: Vec<String>) -> anyhow::Result<()> {
                 .await
                 .context("ACL initialisation")
         }
+        "create-federation-secret" => {
+            let flags = FederationSecretFlags::parse_from(args);
+            init_logging(&flags.log_level, flags.log_json);
+            let client = kube_client(flags.kubeconfig.as_deref()).await?;
+            k8s_sync::federation_secret::run(flags, client)
+                .await
+                .context("writing the federation Secret")
+        }
         _ => {
             let flags = GossipKeyFlags::parse_from(args);
             init_logging(&flags.log_level, flags.log_json);
@@ -117,7 +126,12 @@ async fn main() -> anyhow::Result<()> {
     let args = normalize_args(std::env::args());
     if let Some(job) = args
         .get(1)
-        .filter(|a| matches!(a.as_str(), "acl-init" | "gossip-encryption-autogenerate"))
+        .filter(|a| {
+            matches!(
+                a.as_str(),
+                "acl-init" | "gossip-encryption-autogenerate" | "create-federation-secret"
+            )
+        })
         .cloned()
     {
         return run_job(&job, args.into_iter().skip(1).collect()).await;

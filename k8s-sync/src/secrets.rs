@@ -40,6 +40,12 @@ impl Secrets {
 
     /// Writes Secret `name` holding `key: value`: created, or replaced when it exists.
     pub async fn put(&self, name: &str, key: &str, value: &str) -> Result<()> {
+        self.put_all(name, &[(key.to_string(), value.to_string())])
+            .await
+    }
+
+    /// Writes Secret `name` holding every `(key, value)`: created, or replaced when it exists.
+    pub async fn put_all(&self, name: &str, data: &[(String, String)]) -> Result<()> {
         let mut secret = Secret {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
@@ -47,10 +53,11 @@ impl Secrets {
                 ..ObjectMeta::default()
             },
             type_: Some("Opaque".into()),
-            data: Some(BTreeMap::from([(
-                key.to_string(),
-                ByteString(value.as_bytes().to_vec()),
-            )])),
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
             ..Secret::default()
         };
         match self.api.get_opt(name).await? {
