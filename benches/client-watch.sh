@@ -46,8 +46,14 @@ PROFILE=${BENCH_PROFILE:-release}
 build_bins
 
 mkdir -p "$WORK/s1"
+# The watchers come from one address, and without the streaming backend every watcher on a
+# client holds one connection to the server: lift the per-client connection limits.
+LIMITS='limits {
+  http_max_conns_per_client = 65536
+  rpc_max_conns_per_client = 65536
+}'
 "$BIN" agent -server -bootstrap-expect 1 -node s1 -data-dir "$WORK/s1" -bind "$NET.1" \
-    -client "$NET.1" >"$WORK/s1.log" 2>&1 &
+    -client "$NET.1" -hcl "$LIMITS" >"$WORK/s1.log" 2>&1 &
 SERVER_PID=$!
 PIDS+=("$SERVER_PID")
 wait_http "http://$NET.1:8500/v1/status/leader" 60
@@ -56,7 +62,7 @@ for k in $(seq 1 "$CLIENTS"); do
     ip=$NET.$((10 + k))
     mkdir -p "$WORK/c$k"
     "$BIN" agent -node "c$k" -data-dir "$WORK/c$k" -bind "$ip" -client "$ip" \
-        -retry-join "$NET.1" >"$WORK/c$k.log" 2>&1 &
+        -retry-join "$NET.1" -hcl "$LIMITS" >"$WORK/c$k.log" 2>&1 &
     PIDS+=("$!")
     wait_http "http://$ip:8500/v1/status/leader" 60
     ADDRS+=("$ip:8500")
@@ -69,7 +75,7 @@ if [ "$TARGET" = health ]; then
         ip=$NET.$((100 + k))
         mkdir -p "$WORK/p$k"
         "$BIN" agent -node "p$k" -data-dir "$WORK/p$k" -bind "$ip" -client "$ip" \
-            -retry-join "$NET.1" -hcl 'use_streaming_backend = false' >"$WORK/p$k.log" 2>&1 &
+            -retry-join "$NET.1" -hcl "$LIMITS" -hcl 'use_streaming_backend = false' >"$WORK/p$k.log" 2>&1 &
         PIDS+=("$!")
         wait_http "http://$ip:8500/v1/status/leader" 60
         POLL_ADDRS+=("$ip:8500")

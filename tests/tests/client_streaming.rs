@@ -116,7 +116,10 @@ async fn many_watchers_on_a_client_share_one_stream_and_survive_failover() -> Re
     })
     .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(streams, 1, "{N} watchers on one client opened {streams} streams");
+    assert_eq!(
+        streams, 1,
+        "{N} watchers on one client opened {streams} streams"
+    );
     assert_eq!(gauge_sum(&c, &all, "registry_rpc_subscriptions").await, 1);
     let blocking = gauge_sum(&c, &all, "consul_rpc_queries_blocking").await;
     assert!(
@@ -163,10 +166,14 @@ async fn many_watchers_on_a_client_share_one_stream_and_survive_failover() -> Re
     let rest: Vec<usize> = all.into_iter().filter(|i| *i != holder).collect();
     c.wait_for_leader_among(&rest, Duration::from_secs(30))
         .await?;
-    eventually(Duration::from_secs(45), "the stream on another server", || async {
-        let n = gauge_sum(&c, &rest, "registry_rpc_subscriptions").await;
-        Ok((n == 1).then_some(()))
-    })
+    eventually(
+        Duration::from_secs(45),
+        "the stream on another server",
+        || async {
+            let n = gauge_sum(&c, &rest, "registry_rpc_subscriptions").await;
+            Ok((n == 1).then_some(()))
+        },
+    )
     .await?;
     let wrote = Instant::now();
     register(&c, &rest, "web-3").await?;
@@ -191,10 +198,14 @@ async fn many_watchers_on_a_client_share_one_stream_and_survive_failover() -> Re
     let idx3 = r.meta().index;
     let streams_before = gauge_sum(&c, &rest, "registry_rpc_subscriptions").await;
     let polls = watchers(&plain, 5, idx3);
-    eventually(Duration::from_secs(15), "5 forwarded long polls", || async {
-        let n = gauge_sum(&c, &rest, "consul_rpc_queries_blocking").await;
-        Ok((n >= 5).then_some(()))
-    })
+    eventually(
+        Duration::from_secs(15),
+        "5 forwarded long polls",
+        || async {
+            let n = gauge_sum(&c, &rest, "consul_rpc_queries_blocking").await;
+            Ok((n >= 5).then_some(()))
+        },
+    )
     .await?;
     assert_eq!(
         gauge_sum(&c, &rest, "registry_rpc_subscriptions").await,

@@ -159,7 +159,10 @@ pub(crate) async fn subscribe(State(slot): State<Arc<ApiSlot>>, body: Bytes) -> 
         let wait = format!("{}s", HEARTBEAT.as_secs());
         loop {
             let mut round = req.clone();
-            round.uri = shape_uri(&req.uri, &[("index", index.to_string()), ("wait", wait.clone())]);
+            round.uri = shape_uri(
+                &req.uri,
+                &[("index", index.to_string()), ("wait", wait.clone())],
+            );
             let Ok(http) = round.into_request() else {
                 return;
             };
@@ -229,7 +232,10 @@ mod tests {
             ),
             "/v1/health/service/web?passing&tag=a&index=3"
         );
-        assert_eq!(shape_uri("/v1/health/service/web?index=1", &[]), "/v1/health/service/web");
+        assert_eq!(
+            shape_uri("/v1/health/service/web?index=1", &[]),
+            "/v1/health/service/web"
+        );
     }
 
     #[test]

@@ -115,10 +115,10 @@ impl StreamViews {
 
     /// Answers a request that [`Self::wants`].
     pub async fn serve(self: &Arc<Self>, parts: &Parts) -> Response {
-        let uri = parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| parts.uri.path().to_string(), |pq| pq.as_str().to_string());
+        let uri = parts.uri.path_and_query().map_or_else(
+            || parts.uri.path().to_string(),
+            |pq| pq.as_str().to_string(),
+        );
         let (min_index, wait) = blocking_params(parts.uri.query().unwrap_or(""));
         let headers: Vec<(String, Bytes)> = TOKEN_HEADERS
             .iter()
@@ -352,9 +352,15 @@ mod tests {
             "/v1/health/service/web?passing&index=9&wait=1m"
         )));
         assert!(!StreamViews::wants(&parts("/v1/health/service/web")));
-        assert!(!StreamViews::wants(&parts("/v1/health/service/web?index=3&near=_agent")));
-        assert!(!StreamViews::wants(&parts("/v1/health/service/web?index=3&consistent")));
-        assert!(!StreamViews::wants(&parts("/v1/catalog/service/web?index=3")));
+        assert!(!StreamViews::wants(&parts(
+            "/v1/health/service/web?index=3&near=_agent"
+        )));
+        assert!(!StreamViews::wants(&parts(
+            "/v1/health/service/web?index=3&consistent"
+        )));
+        assert!(!StreamViews::wants(&parts(
+            "/v1/catalog/service/web?index=3"
+        )));
     }
 
     #[test]
