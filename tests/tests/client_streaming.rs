@@ -194,6 +194,10 @@ async fn many_watchers_on_a_client_share_one_stream_and_survive_failover() -> Re
         &["-hcl", "use_streaming_backend = false"],
     )
     .await?;
+    let me = cl.get_json("/v1/agent/self").await?;
+    assert_eq!(me["DebugConfig"]["UseStreamingBackend"], true, "{me}");
+    let me = plain.get_json("/v1/agent/self").await?;
+    assert_eq!(me["DebugConfig"]["UseStreamingBackend"], false, "{me}");
     let r = plain.get("/v1/health/service/web?passing").await?;
     let idx3 = r.meta().index;
     let streams_before = gauge_sum(&c, &rest, "registry_rpc_subscriptions").await;
