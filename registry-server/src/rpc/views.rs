@@ -10,9 +10,7 @@
 //! stream, and a change reaches them all from one frame. A view's stream fails over to
 //! another server when its server stops answering (the stream breaks, or no frame, not even
 //! a heartbeat, arrives for [`STALL`]); watchers keep waiting meanwhile. A view nobody asked
-//! for during [`IDLE`] closes its stream. A view keeps its last [`HISTORY`] answers: a
-//! watcher whose index is within them gets the first answer past its index, so a watcher
-//! that fell behind sees every change in turn instead of skipping to the latest.
+//! for during [`IDLE`] closes its stream.
 //!
 //! Answers are what the server's HTTP port answers, with Consul's cache headers added:
 //! `X-Cache: HIT` when the view held the answer when the request arrived, `MISS` when the
@@ -31,7 +29,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -41,8 +39,6 @@ use tokio::time::Instant;
 pub const STALL: Duration = Duration::from_secs(HEARTBEAT.as_secs() * 3);
 /// A view unused for this long closes its stream.
 pub const IDLE: Duration = Duration::from_secs(120);
-/// Answers a view keeps, so a watcher that fell behind gets each change in turn.
-const HISTORY: usize = 64;
 /// How long opening a stream may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between rounds over every known server.
@@ -62,49 +58,6 @@ struct Snapshot {
 struct View {
     state: watch::Sender<Option<Arc<Snapshot>>>,
     last_used: Mutex<Instant>,
-    /// The last [`HISTORY`] answers, oldest first, indexes increasing.
-    history: Mutex<VecDeque<Arc<Snapshot>>>,
-}
-
-impl View {
-    /// Records a new answer and wakes the watchers.
-    fn push(&self, snap: Arc<Snapshot>) {
-        {
-            let mut h = self.history.lock();
-            // An index that does not move forward (another server after a failover) starts
-            // the history again, so it stays ordered.
-            if h.back().is_some_and(|last| last.index >= snap.index) {
-                h.clear();
-            }
-            if h.len() == HISTORY {
-                h.pop_front();
-            }
-            h.push_back(snap.clone());
-        }
-        self.state.send_replace(Some(snap));
-    }
-
-    /// The answer for a watcher at `min_index`: the first one past it when the history
-    /// still reaches back to it (so a watcher that fell behind sees every change in turn
-    /// rather than only the latest), else the latest; `None` while the watcher is current.
-    fn answer_for(&self, min_index: u64) -> Option<Arc<Snapshot>> {
-        let latest = self.state.borrow().clone()?;
-        if latest.reply.status != 200 || min_index == 0 {
-            return Some(latest);
-        }
-        if latest.index <= min_index {
-            return None;
-        }
-        let h = self.history.lock();
-        match h.front() {
-            Some(oldest) if oldest.index <= min_index => h
-                .iter()
-                .find(|s| s.index > min_index)
-                .cloned()
-                .or(Some(latest)),
-            _ => Some(latest),
-        }
-    }
 }
 
 /// The views of one client agent.
@@ -187,28 +140,29 @@ impl StreamViews {
             key.push_str(h);
             key.push_str(&String::from_utf8_lossy(v));
         }
-        let (view, mut rx) = {
+        let mut rx = {
             let mut map = self.views.lock();
             let view = map.entry(key.clone()).or_insert_with(|| {
                 let view = Arc::new(View {
                     state: watch::Sender::new(None),
                     last_used: Mutex::new(Instant::now()),
-                    history: Mutex::new(VecDeque::new()),
                 });
                 tokio::spawn(self.clone().run(key, upstream, view.clone()));
                 view
             });
             *view.last_used.lock() = Instant::now();
-            (view.clone(), view.state.subscribe())
+            view.state.subscribe()
         };
         // A hit is an answer the view held when the request arrived, as Consul's cache
         // counts it; a request that waited for a change is a miss.
         let mut hit = true;
         let deadline = Instant::now() + wait;
         loop {
-            rx.borrow_and_update();
-            if let Some(s) = view.answer_for(min_index) {
-                return respond(&s, hit);
+            let current = rx.borrow_and_update().clone();
+            if let Some(s) = &current {
+                if s.reply.status != 200 || min_index == 0 || s.index > min_index {
+                    return respond(s, hit);
+                }
             }
             hit = false;
             let closed = tokio::select! {
@@ -327,7 +281,8 @@ impl StreamViews {
                 };
                 let ok = reply.status == 200;
                 let index = reply_index(&reply);
-                view.push(Arc::new(Snapshot { index, reply }));
+                view.state
+                    .send_replace(Some(Arc::new(Snapshot { index, reply })));
                 metrics::counter!("registry_client_stream_frames").increment(1);
                 if !ok {
                     return Ended::Answered;
@@ -406,42 +361,6 @@ mod tests {
         assert!(!StreamViews::wants(&parts(
             "/v1/catalog/service/web?index=3"
         )));
-    }
-
-    fn snap(index: u64) -> Arc<Snapshot> {
-        Arc::new(Snapshot {
-            index,
-            reply: ApiReply {
-                status: 200,
-                headers: Vec::new(),
-                body: Bytes::new(),
-            },
-        })
-    }
-
-    #[test]
-    fn a_watcher_behind_gets_each_change_in_turn() {
-        let view = View {
-            state: watch::Sender::new(None),
-            last_used: Mutex::new(Instant::now()),
-            history: Mutex::new(VecDeque::new()),
-        };
-        assert!(view.answer_for(0).is_none());
-        for i in [10, 12, 15] {
-            view.push(snap(i));
-        }
-        let at = |m| view.answer_for(m).map(|s| s.index);
-        assert_eq!(at(0), Some(15));
-        assert_eq!(at(10), Some(12));
-        assert_eq!(at(11), Some(12));
-        assert_eq!(at(12), Some(15));
-        assert_eq!(at(15), None);
-        // Older than the history: the latest.
-        assert_eq!(at(3), Some(15));
-        // A failover to a server behind starts the history again.
-        view.push(snap(14));
-        assert_eq!(at(12), Some(14));
-        assert_eq!(at(14), None);
     }
 
     #[test]
