@@ -10,6 +10,11 @@
 # 127.201.1.x with the default ports; the writer always writes to the server. Knobs:
 # BENCH_WATCHERS=1000, BENCH_WRITES=200, BENCH_RATE=20, BENCH_NO_BUILD=1, BENCH_KEEP=1,
 # BENCH_PROFILE=release (debug: the debug binaries).
+# BENCH_TARGET=health watches `/v1/health/service/web` instead (each write re-registers the
+# instance through /v1/catalog/register) and adds a second set of client agents started with
+# `use_streaming_backend = false`: the same watchers through client agents with the streaming
+# backend (one event stream per agent) and without it (one forwarded long poll per watcher),
+# next to the anchor on the server, in the same run.
 # A benchmark, not a test: it asserts nothing. Processes are stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,8 +46,14 @@ PROFILE=${BENCH_PROFILE:-release}
 build_bins
 
 mkdir -p "$WORK/s1"
+# The watchers come from one address, and without the streaming backend every watcher on a
+# client holds one connection to the server: lift the per-client connection limits.
+LIMITS='limits {
+  http_max_conns_per_client = 65536
+  rpc_max_conns_per_client = 65536
+}'
 "$BIN" agent -server -bootstrap-expect 1 -node s1 -data-dir "$WORK/s1" -bind "$NET.1" \
-    -client "$NET.1" >"$WORK/s1.log" 2>&1 &
+    -client "$NET.1" -hcl "$LIMITS" >"$WORK/s1.log" 2>&1 &
 SERVER_PID=$!
 PIDS+=("$SERVER_PID")
 wait_http "http://$NET.1:8500/v1/status/leader" 60
@@ -51,23 +62,54 @@ for k in $(seq 1 "$CLIENTS"); do
     ip=$NET.$((10 + k))
     mkdir -p "$WORK/c$k"
     "$BIN" agent -node "c$k" -data-dir "$WORK/c$k" -bind "$ip" -client "$ip" \
-        -retry-join "$NET.1" >"$WORK/c$k.log" 2>&1 &
+        -retry-join "$NET.1" -hcl "$LIMITS" >"$WORK/c$k.log" 2>&1 &
     PIDS+=("$!")
     wait_http "http://$ip:8500/v1/status/leader" 60
     ADDRS+=("$ip:8500")
 done
 CLIENT_ADDRS=$(IFS=,; echo "${ADDRS[*]}")
+TARGET=${BENCH_TARGET:-key}
+if [ "$TARGET" = health ]; then
+    POLL_ADDRS=()
+    for k in $(seq 1 "$CLIENTS"); do
+        ip=$NET.$((100 + k))
+        mkdir -p "$WORK/p$k"
+        "$BIN" agent -node "p$k" -data-dir "$WORK/p$k" -bind "$ip" -client "$ip" \
+            -retry-join "$NET.1" -hcl "$LIMITS" -hcl 'use_streaming_backend = false' >"$WORK/p$k.log" 2>&1 &
+        PIDS+=("$!")
+        wait_http "http://$ip:8500/v1/status/leader" 60
+        POLL_ADDRS+=("$ip:8500")
+    done
+    POLL_ADDRS=$(IFS=,; echo "${POLL_ADDRS[*]}")
+fi
 echo "nproc $(nproc), load $(cut -d' ' -f1-3 /proc/loadavg); $WATCHERS watchers, $WRITES writes at $RATE/s" >&2
 
+if [ "$TARGET" = health ]; then
+    "$BENCH" watch --addr "$NET.1:8500" --watchers "$WATCHERS" --writes "$WRITES" --rate "$RATE" \
+        --service w-direct --pid "$SERVER_PID" --label "health: server (anchor)" | tee "$WORK/direct.jsonl"
+    "$BENCH" watch --addr "$NET.1:8500" --watch-addrs "$CLIENT_ADDRS" --watchers "$WATCHERS" \
+        --writes "$WRITES" --rate "$RATE" --service w-stream --pid "$SERVER_PID" \
+        --label "health: $CLIENTS clients, streaming" | tee "$WORK/clients.jsonl"
+    "$BENCH" watch --addr "$NET.1:8500" --watch-addrs "$POLL_ADDRS" --watchers "$WATCHERS" \
+        --writes "$WRITES" --rate "$RATE" --service w-poll --pid "$SERVER_PID" \
+        --label "health: $CLIENTS clients, long polls" | tee "$WORK/polls.jsonl"
+    RESULT_FILES=("$WORK/direct.jsonl" "$WORK/clients.jsonl" "$WORK/polls.jsonl")
+else
 "$BENCH" watch --addr "$NET.1:8500" --watchers "$WATCHERS" --writes "$WRITES" --rate "$RATE" \
     --key w/direct --pid "$SERVER_PID" --label "server (anchor)" | tee "$WORK/direct.jsonl"
 "$BENCH" watch --addr "$NET.1:8500" --watch-addrs "$CLIENT_ADDRS" --watchers "$WATCHERS" \
     --writes "$WRITES" --rate "$RATE" --key w/clients --pid "$SERVER_PID" \
     --label "via $CLIENTS client agents" | tee "$WORK/clients.jsonl"
-python3 - "$WORK/direct.jsonl" "$WORK/clients.jsonl" <<'PY'
+    RESULT_FILES=("$WORK/direct.jsonl" "$WORK/clients.jsonl")
+fi
+python3 - "${RESULT_FILES[@]}" <<'PY'
 import json, sys
 rows = [json.loads(open(p).read().strip().splitlines()[-1]) for p in sys.argv[1:]]
 keys = [k for k in rows[0] if "p50" in k or "p99" in k or "cpu" in k]
 for r in rows:
     print(f"{r.get('label',''):>24}: " + ", ".join(f"{k}={r[k]}" for k in keys if k in r), file=sys.stderr)
 PY
+mkdir -p benches/results
+out=benches/results/client-watch-$(date -u +%Y%m%dT%H%MZ)-$TARGET.jsonl
+cat "${RESULT_FILES[@]}" >"$out"
+echo "results in $out" >&2

@@ -71,6 +71,9 @@ pub struct AgentOptions {
     pub check_reap_interval: Duration,
     /// Allow script checks (`enable_script_checks`).
     pub enable_script_checks: bool,
+    /// Serve blocking health queries of a client agent from stream views
+    /// (`use_streaming_backend`).
+    pub use_streaming_backend: bool,
     /// Address advertised for this node; default: `bind_addr`, else `client_addr`, else
     /// 127.0.0.1 when those are unspecified.
     pub advertise_addr: Option<IpAddr>,
@@ -97,6 +100,7 @@ impl Default for AgentOptions {
             ae_retry_interval: Duration::from_secs(15),
             check_reap_interval: Duration::from_secs(30),
             enable_script_checks: false,
+            use_streaming_backend: true,
             advertise_addr: None,
             grpc_port: -1,
             grpc_tls_port: -1,

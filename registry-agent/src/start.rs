@@ -138,6 +138,7 @@ pub async fn run_agent(
     registry_server::tls::rpc::install(&server_config.tls)?;
     let opts = crate::agent::AgentOptions {
         enable_script_checks: cfg.enable_script_checks,
+        use_streaming_backend: cfg.use_streaming_backend,
         grpc_port: if cfg.ports.grpc == 0 {
             -1
         } else {
@@ -293,10 +294,12 @@ pub async fn start_client(
     let catalog = Arc::new(crate::ae::RemoteServers::new(pool.clone()));
     let addr = opts.advertise_addr.unwrap_or(config.bind_addr);
     let local = Arc::new(crate::agent::LocalMembership::new(&config, addr, tags));
-    let forward = Arc::new(
-        ClientForward::new(pool.clone(), &config.node_name)
-            .with_default_token(&config.acl.tokens.default),
-    );
+    let mut forward = ClientForward::new(pool.clone(), &config.node_name)
+        .with_default_token(&config.acl.tokens.default);
+    if opts.use_streaming_backend {
+        forward = forward.with_stream_views();
+    }
+    let forward = Arc::new(forward);
     let agent = Arc::new(
         crate::agent::LocalAgent::with_catalog(config.clone(), catalog, opts)
             .with_membership(Arc::new(GossipMembership::new(lan.clone(), local, None)))

@@ -45,6 +45,10 @@ pub struct WatchArgs {
     pub writes: u64,
     #[arg(long, default_value = "w/target")]
     pub key: String,
+    /// Watch `/v1/health/service/<SERVICE>` instead of a key: each write re-registers the
+    /// service's one instance with the stamp in its `Meta` (through `/v1/catalog/register`).
+    #[arg(long)]
+    pub service: Option<String>,
     /// `?wait=` of every blocking query.
     #[arg(long, default_value = "5m")]
     pub wait: String,
@@ -72,6 +76,55 @@ async fn put(pool: &Pool, key: &str, value: Bytes) -> Result<()> {
     let req = pool.request(Method::PUT, &format!("/v1/kv/{key}"), value)?;
     pool.send_ok(req).await?;
     Ok(())
+}
+
+/// What the watchers watch: a KV key or a service's health.
+#[derive(Debug, Clone)]
+enum Target {
+    Key(String),
+    Service(String),
+}
+
+impl Target {
+    fn path(&self) -> String {
+        match self {
+            Target::Key(k) => format!("/v1/kv/{k}"),
+            Target::Service(s) => format!("/v1/health/service/{s}"),
+        }
+    }
+
+    fn stamp(&self, body: &[u8]) -> Option<(u64, u64)> {
+        match self {
+            Target::Key(_) => stamp_of(body),
+            Target::Service(_) => {
+                const FIELD: &[u8] = b"\"stamp\":\"";
+                let at = body.windows(FIELD.len()).position(|w| w == FIELD)? + FIELD.len();
+                let len = body[at..].iter().position(|&b| b == b'"')?;
+                parse_stamp(&body[at..at + len])
+            }
+        }
+    }
+
+    async fn write(&self, pool: &Pool, value: &str) -> Result<()> {
+        match self {
+            Target::Key(k) => put(pool, k, Bytes::from(value.to_string())).await,
+            Target::Service(s) => {
+                let body = json!({
+                    "Node": "bench-node",
+                    "Address": "127.0.0.1",
+                    "Service": {"ID": format!("{s}-1"), "Service": s, "Port": 80,
+                                "Meta": {"stamp": value}},
+                });
+                let req = pool.request(
+                    Method::PUT,
+                    "/v1/catalog/register",
+                    Bytes::from(body.to_string()),
+                )?;
+                pool.send_ok(req).await?;
+                Ok(())
+            }
+        }
+    }
 }
 
 /// One long-polling connection: a hand-written HTTP/1.1 GET and a response read straight off
@@ -164,7 +217,7 @@ impl LongPoll {
 /// A blocking watcher loop on `key`: returns the (seq, µs) of every stamp it saw.
 async fn watcher(
     addr: SocketAddr,
-    key: String,
+    target: Target,
     wait: String,
     epoch: Instant,
     ready: tokio::sync::mpsc::Sender<()>,
@@ -172,34 +225,35 @@ async fn watcher(
     returns: Arc<AtomicU64>,
 ) -> Result<Vec<(u64, u64)>> {
     let mut conn = LongPoll::connect(addr).await?;
-    let first = conn.get(&format!("/v1/kv/{key}")).await?;
+    let path = target.path();
+    let first = conn.get(&path).await?;
     if first.status != 200 {
-        bail!("GET /v1/kv/{key}: HTTP {}", first.status);
+        bail!("GET {path}: HTTP {}", first.status);
     }
     let mut index = first.index.context("no X-Consul-Index")?;
     let _ = ready.send(()).await;
     drop(ready);
     let mut seen = Vec::new();
-    let mut target = String::with_capacity(key.len() + 64);
+    let mut uri = String::with_capacity(path.len() + 64);
     loop {
-        target.clear();
+        uri.clear();
         {
             use std::fmt::Write as _;
-            let _ = write!(target, "/v1/kv/{key}?index={index}&wait={wait}");
+            let _ = write!(uri, "{path}?index={index}&wait={wait}");
         }
         let r = tokio::select! {
-            r = conn.get(&target) => r?,
+            r = conn.get(&uri) => r?,
             _ = stop.changed() => break,
         };
         // The arrival time, before anything else is done with the response.
         let now = epoch.elapsed().as_nanos() as u64;
         returns.fetch_add(1, Ordering::Relaxed);
         if r.status != 200 {
-            bail!("blocking GET /v1/kv/{key}: HTTP {}", r.status);
+            bail!("blocking GET {path}: HTTP {}", r.status);
         }
         let new_index = r.index.context("no X-Consul-Index")?;
         if new_index != index {
-            if let Some((seq, sent)) = stamp_of(&conn.buf[r.body]) {
+            if let Some((seq, sent)) = target.stamp(&conn.buf[r.body]) {
                 seen.push((seq, now.saturating_sub(sent) / 1000));
             }
         }
@@ -224,7 +278,11 @@ pub async fn watch(a: WatchArgs) -> Result<()> {
     }
     let epoch = Instant::now();
     let setup = Pool::new(addr, 16);
-    put(&setup, &a.key, Bytes::from_static(b"init")).await?;
+    let hot_target = match &a.service {
+        Some(s) => Target::Service(s.clone()),
+        None => Target::Key(a.key.clone()),
+    };
+    hot_target.write(&setup, "init").await?;
     // Parked watchers watch keys that exist but are never written during the run.
     if a.parked > 0 {
         let setup = Arc::new(setup);
@@ -254,10 +312,10 @@ pub async fn watch(a: WatchArgs) -> Result<()> {
     let mut parked = Vec::with_capacity(a.parked);
     for i in 0..total {
         let (key, counter) = if i < a.watchers {
-            (a.key.clone(), Arc::clone(&hot_returns))
+            (hot_target.clone(), Arc::clone(&hot_returns))
         } else {
             (
-                format!("parked/{}", i - a.watchers),
+                Target::Key(format!("parked/{}", i - a.watchers)),
                 Arc::clone(&parked_returns),
             )
         };
@@ -306,7 +364,7 @@ pub async fn watch(a: WatchArgs) -> Result<()> {
         tick.tick().await;
         let t0 = Instant::now();
         let stamp = format!("{seq}:{}", epoch.elapsed().as_nanos());
-        put(&writer, &a.key, Bytes::from(stamp)).await?;
+        hot_target.write(&writer, &stamp).await?;
         write_lat.record(t0.elapsed());
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -83,6 +83,7 @@ pub(crate) fn self_document(
             "CheckReapInterval": format_go_duration(opts.check_reap_interval),
             "DiscardCheckOutput": opts.discard_check_output,
             "EnableScriptChecks": opts.enable_script_checks,
+            "UseStreamingBackend": opts.use_streaming_backend,
             "Version": opts.version,
             "Revision": opts.revision,
         },

@@ -366,6 +366,7 @@ pub fn build(
             c.ui_content_path.as_deref().unwrap_or(""),
         ),
         enable_script_checks: c.enable_script_checks.unwrap_or(false),
+        use_streaming_backend: c.use_streaming_backend.unwrap_or(true),
         dns,
         raft,
         telemetry: TelemetryConfig {

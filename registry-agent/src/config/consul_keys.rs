@@ -140,7 +140,6 @@ pub(crate) const IGNORED: &[(&str, Kind)] = &[
     ("tagged_addresses", Map),
     ("ui_content_path", Str),
     ("ui_dir", Str),
-    ("use_streaming_backend", Bool),
     ("watches", ObjList),
     // Deprecated top-level ACL and TLS keys (Consul maps them onto `acl` and `tls`).
     ("acl_agent_master_token", Str),

@@ -152,6 +152,9 @@ pub struct PartialConfig {
     pub ui_content_path: Option<String>,
     /// `enable_script_checks`.
     pub enable_script_checks: Option<bool>,
+    /// `use_streaming_backend`: client agents serve blocking health queries from one event
+    /// stream per query (default true).
+    pub use_streaming_backend: Option<bool>,
     /// `encrypt` / `-encrypt`: the gossip encryption key (base64 of 16, 24 or 32 bytes).
     pub encrypt: Option<String>,
     /// `encrypt_verify_incoming`: refuse plaintext gossip (default true).
@@ -235,6 +238,7 @@ impl PartialConfig {
             node_meta: top.string_map("node_meta")?,
             ui: top.bool("ui")?,
             enable_script_checks: top.bool("enable_script_checks")?,
+            use_streaming_backend: top.bool("use_streaming_backend")?,
             encrypt: top.string("encrypt")?,
             encrypt_verify_incoming: top.bool("encrypt_verify_incoming")?,
             encrypt_verify_outgoing: top.bool("encrypt_verify_outgoing")?,
@@ -360,6 +364,7 @@ impl PartialConfig {
         set(&mut self.ui, other.ui);
         set(&mut self.ui_content_path, other.ui_content_path);
         set(&mut self.enable_script_checks, other.enable_script_checks);
+        set(&mut self.use_streaming_backend, other.use_streaming_backend);
         set(&mut self.encrypt, other.encrypt);
         set(
             &mut self.encrypt_verify_incoming,

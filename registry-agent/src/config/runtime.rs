@@ -226,6 +226,9 @@ pub struct RuntimeConfig {
     pub ui_content_path: String,
     /// Allow script checks (accepted).
     pub enable_script_checks: bool,
+    /// `use_streaming_backend` (default true): a client agent serves blocking
+    /// `/v1/health/service` queries from one server event stream per query shape.
+    pub use_streaming_backend: bool,
     /// DNS settings.
     pub dns: DnsConfig,
     /// Raft tuning.

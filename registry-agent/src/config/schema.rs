@@ -162,6 +162,7 @@ pub(crate) const TOP_LEVEL: &[(&str, Shape)] = &[
     ("ui", Shape::Scalar),
     ("ui_config", Shape::Map),
     ("enable_script_checks", Shape::Scalar),
+    ("use_streaming_backend", Shape::Scalar),
     ("encrypt", Shape::Scalar),
     ("encrypt_verify_incoming", Shape::Scalar),
     ("encrypt_verify_outgoing", Shape::Scalar),

@@ -115,6 +115,11 @@ impl ApiSlot {
         let _ = self.router.set(router);
     }
 
+    /// Whether the v1 router is not installed yet.
+    pub fn router_missing(&self) -> bool {
+        self.router.get().is_none()
+    }
+
     /// Runs `req` through the v1 router.
     pub async fn call(&self, req: Request) -> Option<Response> {
         let router = self.router.get()?.clone();

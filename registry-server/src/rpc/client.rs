@@ -180,6 +180,31 @@ impl ServerPool {
         self.current.lock().clone()
     }
 
+    /// The servers in the order a call tries them: the one that answered last first.
+    pub fn order(&self) -> Vec<String> {
+        let mut order = self.dir.servers();
+        if let Some(cur) = self.current() {
+            order.retain(|a| *a != cur);
+            order.insert(0, cur);
+        }
+        order
+    }
+
+    /// Records that `addr` answered (it goes first) or did not (it no longer does).
+    pub fn mark(&self, addr: &str, answered: bool) {
+        let mut cur = self.current.lock();
+        if answered {
+            *cur = Some(addr.to_string());
+        } else {
+            cur.take_if(|c| c == addr);
+        }
+    }
+
+    /// The HTTP client of the server port (event streams use it directly).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        self.fwd.client()
+    }
+
     /// Posts `req` to `path` on a server, failing over as the module says; `retry_unknown`:
     /// the call may be repeated on another server after its outcome became unknown (reads).
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
@@ -231,6 +256,7 @@ pub struct ClientForward {
     pool: Arc<ServerPool>,
     node: Arc<str>,
     default_token: Arc<str>,
+    views: Option<Arc<super::views::StreamViews>>,
 }
 
 impl ClientForward {
@@ -241,7 +267,15 @@ impl ClientForward {
             pool,
             node: node.into(),
             default_token: "".into(),
+            views: None,
         }
+    }
+
+    /// Serves blocking `health/service` queries from event-stream views
+    /// (`use_streaming_backend`).
+    pub fn with_stream_views(mut self) -> Self {
+        self.views = Some(super::views::StreamViews::new(self.pool.clone()));
+        self
     }
 
     /// The agent's `acl.tokens.default`, sent with requests that carry no token.
@@ -250,15 +284,19 @@ impl ClientForward {
         self
     }
 
-    async fn run(
-        pool: Arc<ServerPool>,
-        node: Arc<str>,
-        default_token: Arc<str>,
-        req: Request,
-    ) -> Response {
+    async fn run(self, req: Request) -> Response {
+        let ClientForward {
+            pool,
+            node,
+            default_token,
+            views,
+        } = self;
         let (mut parts, body) = req.into_parts();
         super::api::mark_origin(&mut parts, &node);
         super::api::add_default_token(&mut parts, &default_token);
+        if let Some(views) = views.filter(|_| super::views::StreamViews::wants(&parts)) {
+            return views.serve(&parts).await;
+        }
         let body = match axum::body::to_bytes(body, MAX_BODY).await {
             Ok(b) => b,
             Err(e) => {
@@ -281,11 +319,6 @@ impl ClientForward {
 
 impl ForwardApi for ClientForward {
     fn forward(&self, req: Request) -> BoxFuture<'static, Response> {
-        Box::pin(Self::run(
-            self.pool.clone(),
-            self.node.clone(),
-            self.default_token.clone(),
-            req,
-        ))
+        Box::pin(self.clone().run(req))
     }
 }

@@ -72,6 +72,11 @@ impl Forwarder {
         Forwarder { client }
     }
 
+    /// The HTTP client.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// Posts `req` to `path` on the server RPC address `addr`.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,

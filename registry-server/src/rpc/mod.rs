@@ -9,6 +9,7 @@
 //! | `/v1/internal/forward/*` | internal proposals, read barriers, session renewals to the leader | postcard |
 //! | `/v1/internal/operator/*` | stats, configuration, elect, remove-peer, transfer-leader, autopilot | JSON |
 //! | `/v1/internal/rpc/api` | one v1 API request (method, path, query, headers, body) — see [`api`] | postcard |
+//! | `/v1/internal/rpc/subscribe` | an event stream of one `health/service` query for a client agent's view ([`stream`], [`views`]) | postcard in, frames out |
 //! | `/v1/internal/rpc/servers` | the voters, for client agents ([`client`]) | JSON |
 //! | `/v1/internal/rpc/dns` | client agents' DNS queries ([`dns`]) | postcard |
 //! | `/v1/internal/rpc/{node-records,catalog-sync}` | client agents' anti-entropy ([`catalog`]) | postcard |
@@ -29,6 +30,8 @@ pub mod client;
 pub mod cluster;
 pub mod dns;
 pub mod forward;
+pub mod stream;
+pub mod views;
 pub mod wan;
 pub mod wan_http;
 
@@ -80,6 +83,9 @@ pub const SERVERS_PATH: &str = "/v1/internal/rpc/servers";
 pub const NODE_RECORDS_PATH: &str = "/v1/internal/rpc/node-records";
 /// A DNS query of a client agent: a [`dns::DnsQuery`] in, the reply packet out.
 pub const DNS_PATH: &str = "/v1/internal/rpc/dns";
+/// An event stream of one health query shape (client agents' `use_streaming_backend`): an
+/// [`api::ApiRequest`] in, frames out ([`stream`]).
+pub const SUBSCRIBE_PATH: &str = "/v1/internal/rpc/subscribe";
 /// An empty answer, for round-trip measurements between datacenters.
 pub const PING_PATH: &str = "/v1/internal/rpc/ping";
 /// A client agent's registrations of its node: a [`catalog::CatalogSync`] in, the command's
@@ -183,6 +189,7 @@ pub fn autopilot_routes(ap: Arc<Autopilot>) -> Router {
 pub fn api_routes(slot: Arc<api::ApiSlot>, raft: RaftHandle) -> Router {
     Router::new()
         .route(API_PATH, post(api::serve))
+        .route(SUBSCRIBE_PATH, post(stream::subscribe))
         .layer(DefaultBodyLimit::max(api::MAX_BODY))
         .with_state(slot)
         .merge(
