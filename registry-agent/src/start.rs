@@ -283,6 +283,9 @@ pub async fn start_client(
         crate::agent::members::local_tags(&config, &config.node_id, &version, &opts.revision);
     gc.tags = tags.clone();
     let events = Arc::new(registry_server::http::UserEvents::new());
+    // A client agent has metrics of its own (runtime, gossip, HTTP), as Consul's do.
+    registry_server::metrics::install();
+    registry_server::metrics::spawn_runtime_sampler();
     let lan = Gossip::start(gc, events.clone()).await?;
     crate::coordinate::spawn(lan.clone(), local_http(&config), agent_token(&config));
     let dir = Arc::new(GossipDirectory {
