@@ -71,7 +71,19 @@ struct Meters {
 
 impl Meters {
     fn new(network: &'static str) -> Option<Meters> {
-        registry_server::metrics::enabled().then(|| Meters {
+        if !registry_server::metrics::enabled() {
+            return None;
+        }
+        // The member message counters exist from the start, at zero, so that an alert on
+        // their increase works before the first failure.
+        for name in [
+            "consul_memberlist_msg_alive",
+            "consul_memberlist_msg_suspect",
+            "consul_memberlist_msg_dead",
+        ] {
+            metrics::counter!(name, "network" => network).increment(0);
+        }
+        Some(Meters {
             udp_sent: metrics::counter!("consul_memberlist_udp_sent", "network" => network),
             udp_received: metrics::counter!("consul_memberlist_udp_received", "network" => network),
             gossip: metrics::histogram!("consul_memberlist_gossip", "network" => network),
