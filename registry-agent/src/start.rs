@@ -125,6 +125,15 @@ pub async fn run_agent(
         filter_default: cfg.telemetry.filter_default,
         prefix_filter: cfg.telemetry.prefix_filter.clone(),
     });
+    registry_server::metrics::spawn_push_sinks(registry_server::metrics::PushSinks {
+        statsd: cfg.telemetry.statsd_address.clone(),
+        dogstatsd: cfg.telemetry.dogstatsd_addr.clone(),
+        dogstatsd_tags: cfg.telemetry.dogstatsd_tags.clone(),
+        hostname: (!cfg.telemetry.disable_hostname)
+            .then(|| hostname::get().ok())
+            .flatten()
+            .map(|h| h.to_string_lossy().into_owned()),
+    });
     tracing::debug!(config = ?cfg, "runtime configuration");
     if !cfg.services.is_empty() || !cfg.checks.is_empty() {
         tracing::info!(

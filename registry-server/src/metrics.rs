@@ -30,7 +30,9 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 static STARTED: OnceLock<Instant> = OnceLock::new();
 static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
 
+mod sinks;
 mod telemetry;
+pub use sinks::{spawn as spawn_push_sinks, PushSinks};
 pub use telemetry::Telemetry;
 
 /// Sets the `telemetry { }` settings; call before [`install`] (the first call wins).

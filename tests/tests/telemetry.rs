@@ -328,3 +328,108 @@ async fn dns_answers_of_a_server_cut_off_from_its_leader_count_as_stale() -> Res
     .await?;
     Ok(())
 }
+
+/// Reads datagrams from `sock` until `done` holds for the lines seen so far.
+async fn statsd_lines(
+    sock: &tokio::net::UdpSocket,
+    what: &str,
+    done: impl Fn(&[String]) -> bool,
+) -> Result<Vec<String>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut lines = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while !done(&lines) {
+        let (n, _) = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf))
+            .await
+            .map_err(|_| anyhow::anyhow!("no {what} in {lines:#?}"))??;
+        anyhow::ensure!(n <= 1432, "datagram of {n} bytes");
+        lines.extend(
+            String::from_utf8(buf[..n].to_vec())?
+                .lines()
+                .map(str::to_string),
+        );
+    }
+    Ok(lines)
+}
+
+#[tokio::test]
+async fn statsd_and_dogstatsd_sinks_receive_consul_metrics() -> Result<()> {
+    let statsd = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let dog = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let hcl = format!(
+        r#"telemetry {{
+            statsd_address = "{}"
+            dogstatsd_addr = "{}"
+            dogstatsd_tags = ["env:ci"]
+        }}"#,
+        statsd.local_addr()?,
+        dog.local_addr()?
+    );
+    let a = TestAgent::dev_with_args(&["-hcl", &hcl]).await?;
+    a.kv_put("statsd/k", "v").await?;
+    let host = hostname_of_this_machine();
+    let lines = statsd_lines(&statsd, "statsd lines", |ls| {
+        ls.iter()
+            .any(|l| l.starts_with("consul.raft.apply:") && l.contains("|c"))
+            && ls
+                .iter()
+                .any(|l| l.starts_with("consul.kvs.apply:") && l.contains("|ms"))
+            && ls
+                .iter()
+                .any(|l| l.starts_with("consul.api.http.PUT.v1_kv_:") && l.contains("|ms"))
+            && ls.iter().any(|l| {
+                l.starts_with(&format!("consul.{host}.runtime.alloc_bytes:")) && l.ends_with("|g")
+            })
+    })
+    .await?;
+    let alloc = lines
+        .iter()
+        .find(|l| l.starts_with(&format!("consul.{host}.runtime.alloc_bytes:")))
+        .unwrap();
+    let v: f64 = alloc.split([':', '|']).nth(1).unwrap().parse()?;
+    assert!(v > 1e6, "{alloc}");
+    statsd_lines(&dog, "DogStatsD lines", |ls| {
+        ls.iter().any(|l| {
+            l.starts_with("consul.api.http:")
+                && l.contains("|ms")
+                && l.contains("method:PUT")
+                && l.contains("path:v1_kv_")
+                && l.contains("env:ci")
+                && l.contains(&format!("host:{host}"))
+        }) && ls
+            .iter()
+            .any(|l| l.starts_with("consul.runtime.alloc_bytes:") && l.contains("|g|#"))
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn disable_hostname_leaves_the_host_out_of_statsd_names() -> Result<()> {
+    let statsd = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let hcl = format!(
+        r#"telemetry {{
+            statsd_address = "{}"
+            disable_hostname = true
+        }}"#,
+        statsd.local_addr()?
+    );
+    let _a = TestAgent::dev_with_args(&["-hcl", &hcl]).await?;
+    let host = hostname_of_this_machine();
+    let lines = statsd_lines(&statsd, "the runtime gauge", |ls| {
+        ls.iter()
+            .any(|l| l.starts_with("consul.runtime.alloc_bytes:"))
+    })
+    .await?;
+    assert!(
+        !lines.iter().any(|l| l.contains(&format!(".{host}."))),
+        "{lines:#?}"
+    );
+    Ok(())
+}
+
+fn hostname_of_this_machine() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
