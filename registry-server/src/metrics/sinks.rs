@@ -44,18 +44,22 @@ struct Point {
     rate: Option<f64>,
 }
 
+/// A series: dotted name and labels.
+type SeriesKey = (String, Vec<(String, String)>);
+
 /// Counter and timer totals at the last flush, to send increases.
 #[derive(Debug, Default)]
 struct Last {
-    counters: HashMap<(String, Vec<(String, String)>), f64>,
-    timers: HashMap<(String, Vec<(String, String)>), (f64, f64)>,
+    counters: HashMap<SeriesKey, f64>,
+    /// Sum and count of each timer.
+    timers: HashMap<SeriesKey, (f64, f64)>,
 }
 
 impl Last {
     /// The points to send for the Prometheus text `text`.
     fn points(&mut self, text: &str) -> Vec<Point> {
         let mut kinds: HashMap<&str, &str> = HashMap::new();
-        let mut timers: BTreeMap<(String, Vec<(String, String)>), (f64, f64)> = BTreeMap::new();
+        let mut timers: BTreeMap<SeriesKey, (f64, f64)> = BTreeMap::new();
         let mut out = Vec::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
