@@ -58,8 +58,14 @@ UNIT=$([ "$EVENT" = task-clock ] && echo "us CPU" || echo "instructions")
 on=()
 off=()
 for r in $(seq "$ROUNDS"); do
-    a=$(round on "$r")
-    b=$(round off "$r")
+    # Alternate which side goes first, so a drift of the machine favours neither.
+    if [ $((r % 2)) -eq 1 ]; then
+        a=$(round on "$r")
+        b=$(round off "$r")
+    else
+        b=$(round off "$r")
+        a=$(round on "$r")
+    fi
     on+=("$a")
     off+=("$b")
     echo "round $r: metrics on $a $UNIT/PUT, off $b"

@@ -214,13 +214,16 @@ fn timestamp() -> String {
     )
 }
 
-/// The filter for a level: chatty dependencies stay at `info` unless `trace` is asked for.
+/// The filter for a level. At `debug` (what `-dev` runs at, as Consul's dev mode does)
+/// chatty dependencies stay at `info` and openraft's internals (its storage, engine and
+/// replication steps) at `warn`; `trace` (or `RUST_LOG`) asks for everything. At `info`
+/// openraft keeps its few info lines (leadership, snapshots, log purges).
 pub fn directives(level: LogLevel) -> String {
     let base = level.as_filter();
     match level {
         LogLevel::Trace => base.to_string(),
         LogLevel::Debug => {
-            format!("{base},hyper=info,h2=info,tower=info,reqwest=info,sled=info,openraft=info")
+            format!("{base},hyper=info,h2=info,tower=info,reqwest=info,sled=info,openraft=warn")
         }
         _ => base.to_string(),
     }

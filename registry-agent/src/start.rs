@@ -125,6 +125,15 @@ pub async fn run_agent(
         filter_default: cfg.telemetry.filter_default,
         prefix_filter: cfg.telemetry.prefix_filter.clone(),
     });
+    registry_server::metrics::spawn_push_sinks(registry_server::metrics::PushSinks {
+        statsd: cfg.telemetry.statsd_address.clone(),
+        dogstatsd: cfg.telemetry.dogstatsd_addr.clone(),
+        dogstatsd_tags: cfg.telemetry.dogstatsd_tags.clone(),
+        hostname: (!cfg.telemetry.disable_hostname)
+            .then(|| hostname::get().ok())
+            .flatten()
+            .map(|h| h.to_string_lossy().into_owned()),
+    });
     tracing::debug!(config = ?cfg, "runtime configuration");
     if !cfg.services.is_empty() || !cfg.checks.is_empty() {
         tracing::info!(
@@ -284,6 +293,9 @@ pub async fn start_client(
         crate::agent::members::local_tags(&config, &config.node_id, &version, &opts.revision);
     gc.tags = tags.clone();
     let events = Arc::new(registry_server::http::UserEvents::new());
+    // A client agent has metrics of its own (runtime, gossip, HTTP), as Consul's do.
+    registry_server::metrics::install();
+    registry_server::metrics::spawn_runtime_sampler();
     let lan = Gossip::start(gc, events.clone()).await?;
     crate::coordinate::spawn(lan.clone(), local_http(&config), agent_token(&config));
     let dir = Arc::new(GossipDirectory {

@@ -30,7 +30,9 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 static STARTED: OnceLock<Instant> = OnceLock::new();
 static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
 
+mod sinks;
 mod telemetry;
+pub use sinks::{spawn as spawn_push_sinks, PushSinks};
 pub use telemetry::Telemetry;
 
 /// Sets the `telemetry { }` settings; call before [`install`] (the first call wins).
@@ -225,6 +227,52 @@ fn memory() -> Option<(u64, u64)> {
     Some((rss * 4096, virt * 4096))
 }
 
+/// The runtime gauges: memory and live tasks.
+fn sample_runtime() {
+    if let Some((rss, virt)) = memory() {
+        metrics::gauge!("consul_runtime_alloc_bytes").set(rss as f64);
+        metrics::gauge!("consul_runtime_sys_bytes").set(virt as f64);
+    }
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    metrics::gauge!("consul_runtime_num_goroutines").set(tasks as f64);
+}
+
+/// A client agent's sampler (no Raft): the runtime gauges once a second.
+pub fn spawn_runtime_sampler() {
+    if !enabled() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            sample_runtime();
+        }
+    });
+}
+
+/// Consul's `staleCounterThreshold`: an answer from a server that last heard from a leader
+/// longer ago than this counts in `consul_dns_stale_queries`.
+const STALE_THRESHOLD_MS: u64 = 5_000;
+
+/// Whether this server's state lags by more than [`STALE_THRESHOLD_MS`] (set by the
+/// sampler once a second; always false on the leader).
+static DNS_STALE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+static DNS_STALE_QUERIES: Cached<metrics::Counter> =
+    Cached::new(|| metrics::counter!("consul_dns_stale_queries"));
+
+/// Counts one DNS answer in `consul_dns_stale_queries` if this server's state is stale (an
+/// atomic load when it is not).
+pub fn dns_answered() {
+    if DNS_STALE.load(std::sync::atomic::Ordering::Relaxed) {
+        DNS_STALE_QUERIES.get().increment(1);
+    }
+}
+
 /// Samples the gauges that have no event of their own, once a second until the runtime
 /// stops. `consul_runtime_alloc_bytes` is the resident set and `consul_runtime_sys_bytes`
 /// the virtual size; `consul_runtime_num_goroutines` counts live tokio tasks.
@@ -242,14 +290,13 @@ pub fn spawn_sampler(
         let mut autopilot_at: Option<Instant> = None;
         loop {
             tick.tick().await;
-            if let Some((rss, virt)) = memory() {
-                metrics::gauge!("consul_runtime_alloc_bytes").set(rss as f64);
-                metrics::gauge!("consul_runtime_sys_bytes").set(virt as f64);
-            }
-            let tasks = tokio::runtime::Handle::current()
-                .metrics()
-                .num_alive_tasks();
-            metrics::gauge!("consul_runtime_num_goroutines").set(tasks as f64);
+            sample_runtime();
+            // Consul counts a DNS answer as stale when the server it came from last heard
+            // from a leader more than 5 s ago.
+            DNS_STALE.store(
+                raft.last_contact_ms() > STALE_THRESHOLD_MS,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let (leader, term, quorum_ack) = {
                 let m = raft.metrics();
                 let m = m.borrow();

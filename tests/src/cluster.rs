@@ -614,9 +614,16 @@ impl TestCluster {
             ip.to_string(),
             "-client".to_string(),
             ip.to_string(),
-            "-dns-port".to_string(),
-            "0".to_string(),
         ]);
+        // No DNS unless this server's own arguments ask for it.
+        let own_dns = self
+            .opts
+            .server_args
+            .get(&index)
+            .is_some_and(|a| a.iter().any(|f| f.trim_start_matches('-') == "dns-port"));
+        if !own_dns {
+            args.extend(["-dns-port".to_string(), "0".to_string()]);
+        }
         if let Some(expect) = bootstrap_expect {
             args.push("-bootstrap-expect".into());
             args.push(expect.to_string());

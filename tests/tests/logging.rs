@@ -156,3 +156,27 @@ async fn sighup_applies_a_new_log_level() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn openraft_internals_stay_at_warn_unless_trace_is_asked_for() -> Result<()> {
+    // -dev logs at debug, as Consul's dev mode; openraft's internals are not in it.
+    let mut a = TestAgent::dev().await?;
+    a.wait_for_leader(Duration::from_secs(30)).await?;
+    log_something(&a).await?;
+    let log = a.log();
+    assert!(log.contains(" DEBUG "), "debug lines are shown: {log}");
+    let raft: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("openraft::") && (l.contains(" INFO ") || l.contains(" DEBUG ")))
+        .collect();
+    assert!(raft.is_empty(), "openraft internals: {raft:#?}");
+    // Asked for (trace), they show.
+    let mut b = TestAgent::dev_with_args(&["-log-level", "trace"]).await?;
+    b.wait_for_leader(Duration::from_secs(30)).await?;
+    assert!(
+        b.log().lines().any(|l| l.contains("openraft::")),
+        "openraft at trace: {}",
+        b.log_tail(20)
+    );
+    Ok(())
+}

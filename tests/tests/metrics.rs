@@ -31,6 +31,12 @@ const CONSUL_NAMES: &[&str] = &[
     "consul_runtime_alloc_bytes",
     "consul_runtime_sys_bytes",
     "consul_runtime_num_goroutines",
+    "consul_serf_member_join",
+    "consul_memberlist_udp_sent",
+    "consul_memberlist_udp_received",
+    "consul_memberlist_gossip",
+    "consul_memberlist_probeNode",
+    "consul_memberlist_msg_alive",
 ];
 
 /// Some of every kind of write and read, so that every event metric has a sample.

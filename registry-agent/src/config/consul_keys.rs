@@ -291,11 +291,8 @@ pub(crate) const IGNORED: &[(&str, Kind)] = &[
     ("telemetry.circonus_submission_interval", Str),
     ("telemetry.circonus_submission_url", Str),
     ("telemetry.disable_compat_1.9", Bool),
-    ("telemetry.dogstatsd_addr", Str),
-    ("telemetry.dogstatsd_tags", StrList),
     ("telemetry.enable_host_metrics", Bool),
     ("telemetry.retry_failed_connection", Bool),
-    ("telemetry.statsd_address", Str),
     ("telemetry.statsite_address", Str),
     // tls { defaults, internal_rpc, https, grpc }.
     ("tls.defaults.use_auto_cert", Bool),
@@ -356,7 +353,9 @@ pub(crate) fn reason(path: &str) -> &'static str {
         }
         "ports" => "sidecar, expose and proxy port ranges only matter to the service mesh",
         "addresses" => "every listener binds to client_addr",
-        "telemetry" => "metrics are exported in Prometheus format only (/v1/agent/metrics)",
+        "telemetry" => {
+            "metrics are exported at /v1/agent/metrics (JSON, Prometheus) and to statsd or DogStatsD only"
+        }
         "gossip_lan"
         | "gossip_wan"
         | "serf_lan"

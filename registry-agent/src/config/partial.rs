@@ -62,6 +62,12 @@ pub struct PartialTelemetry {
     pub filter_default: Option<bool>,
     /// `prefix_filter`.
     pub prefix_filter: Vec<String>,
+    /// `statsd_address`: where metrics are sent in the statsd line format.
+    pub statsd_address: Option<String>,
+    /// `dogstatsd_addr`: where metrics are sent in DogStatsD's format (tags).
+    pub dogstatsd_addr: Option<String>,
+    /// `dogstatsd_tags`: `key:value` tags added to every DogStatsD line.
+    pub dogstatsd_tags: Vec<String>,
 }
 
 /// `autopilot { }`.
@@ -314,6 +320,9 @@ impl PartialConfig {
                 metrics_prefix: telemetry.string("metrics_prefix")?,
                 filter_default: telemetry.bool("filter_default")?,
                 prefix_filter: telemetry.strings("prefix_filter")?,
+                statsd_address: telemetry.string("statsd_address")?,
+                dogstatsd_addr: telemetry.string("dogstatsd_addr")?,
+                dogstatsd_tags: telemetry.strings("dogstatsd_tags")?,
             };
         }
         Ok(cfg)
@@ -421,6 +430,17 @@ impl PartialConfig {
         self.telemetry
             .prefix_filter
             .extend(other.telemetry.prefix_filter);
+        set(
+            &mut self.telemetry.statsd_address,
+            other.telemetry.statsd_address,
+        );
+        set(
+            &mut self.telemetry.dogstatsd_addr,
+            other.telemetry.dogstatsd_addr,
+        );
+        self.telemetry
+            .dogstatsd_tags
+            .extend(other.telemetry.dogstatsd_tags);
         self.acl.merge(other.acl);
         self.tls.merge(other.tls);
         self.limits.merge(other.limits);

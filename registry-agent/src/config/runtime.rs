@@ -170,6 +170,12 @@ pub struct TelemetryConfig {
     pub filter_default: bool,
     /// `prefix_filter` rules (`+name.prefix`, `-name.prefix`).
     pub prefix_filter: Vec<String>,
+    /// `statsd_address` (`host:port`, UDP).
+    pub statsd_address: Option<String>,
+    /// `dogstatsd_addr` (`host:port`, UDP).
+    pub dogstatsd_addr: Option<String>,
+    /// `dogstatsd_tags` (`key:value`).
+    pub dogstatsd_tags: Vec<String>,
 }
 
 /// Autopilot settings (`autopilot { }`), Consul's defaults unless set.

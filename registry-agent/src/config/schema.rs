@@ -102,6 +102,9 @@ const TELEMETRY: &[(&str, Shape)] = &[
     ("metrics_prefix", Shape::Scalar),
     ("filter_default", Shape::Scalar),
     ("prefix_filter", Shape::Scalar),
+    ("statsd_address", Shape::Scalar),
+    ("dogstatsd_addr", Shape::Scalar),
+    ("dogstatsd_tags", Shape::Scalar),
 ];
 
 const ACL_TOKENS: &[(&str, Shape)] = &[

@@ -78,6 +78,15 @@ impl GossipConfig {
         self.advertise.port()
     }
 
+    /// `lan` or `wan`: the `network` label of the pool's metrics.
+    pub fn network(&self) -> &'static str {
+        if self.datacenter == WAN_CLUSTER_ID {
+            "wan"
+        } else {
+            "lan"
+        }
+    }
+
     /// "LAN" or "WAN", for messages.
     pub fn pool(&self) -> &'static str {
         if self.datacenter == WAN_CLUSTER_ID {
@@ -179,11 +188,11 @@ impl Gossip {
         let g = match cfg.keyring.clone() {
             Some(ring) => {
                 let secure = transport::SecureTransport::new(ring.keys());
-                let transport = rtt::RttTransport::new(secure, tx);
+                let transport = rtt::RttTransport::new(secure, tx).metered(cfg.network());
                 Self::start_with_transport(cfg, events, &transport).await?
             }
             None => {
-                let transport = rtt::RttTransport::new(UdpTransport, tx);
+                let transport = rtt::RttTransport::new(UdpTransport, tx).metered(cfg.network());
                 Self::start_with_transport(cfg, events, &transport).await?
             }
         };
@@ -467,7 +476,7 @@ impl Gossip {
                         .map(|o| o.status);
                     if old != Some(m.status) {
                         tracing::info!(member = %m.name, addr = %m.addr, status = ?m.status, "gossip member status");
-                        member_event_metric(m.status);
+                        member_event_metric(m.status, self.cfg.network());
                     }
                 }
             }
@@ -587,8 +596,26 @@ impl MemberSource for Gossip {
 }
 
 /// Consul's serf member event counters: `consul_serf_member_join` (a member becomes alive,
-/// this agent included), `consul_serf_member_failed` and `consul_serf_member_left`.
-fn member_event_metric(status: MemberStatus) {
+/// this agent included), `consul_serf_member_failed` and `consul_serf_member_left`; and the
+/// memberlist message counters of the pool (`network` label): `consul_memberlist_msg_alive`
+/// when a member is seen alive, `consul_memberlist_msg_suspect` and
+/// `consul_memberlist_msg_dead` when it is declared failed. Chitchat's phi-accrual detector
+/// has no separate suspicion phase with refutation: crossing its threshold is both the
+/// suspicion and the verdict, so the two count together.
+fn member_event_metric(status: MemberStatus, network: &'static str) {
+    if registry_server::metrics::enabled() {
+        let msgs: &[&'static str] = match status {
+            MemberStatus::Alive => &["consul_memberlist_msg_alive"],
+            MemberStatus::Failed => &[
+                "consul_memberlist_msg_suspect",
+                "consul_memberlist_msg_dead",
+            ],
+            _ => &[],
+        };
+        for name in msgs {
+            metrics::counter!(*name, "network" => network).increment(1);
+        }
+    }
     let name = match status {
         MemberStatus::Alive => "consul_serf_member_join",
         MemberStatus::Failed => "consul_serf_member_failed",

@@ -5,6 +5,16 @@
 //! as it is in serf's ping-based measurement.
 //!
 //! It wraps any [`Transport`], so it composes with other wrappers (encryption, counting).
+//!
+//! Being the outermost wrapper, it also records Consul's memberlist metrics for the pool
+//! (label `network`: `lan` or `wan`), when metrics are on:
+//! - `consul_memberlist_udp_sent` / `consul_memberlist_udp_received`: bytes on the wire (after
+//!   encryption when the pool is encrypted);
+//! - `consul_memberlist_gossip`: the time to encode and send one gossip message (`Syn`) to a
+//!   peer, as memberlist times its gossip to the peers of a round;
+//! - `consul_memberlist_probeNode`: the `Syn` → `SynAck` round trip to a peer. Chitchat has
+//!   no probe messages: its failure detector is fed by these exchanges, so a gossip exchange
+//!   is what probes a peer here.
 
 use async_trait::async_trait;
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
@@ -31,13 +41,59 @@ const PENDING_TTL: Duration = Duration::from_secs(5);
 pub struct RttTransport<T> {
     inner: T,
     samples: UnboundedSender<RttSample>,
+    network: Option<&'static str>,
 }
 
 impl<T> RttTransport<T> {
     /// Wraps `inner`; samples go to `samples`.
     pub fn new(inner: T, samples: UnboundedSender<RttSample>) -> Self {
-        RttTransport { inner, samples }
+        RttTransport {
+            inner,
+            samples,
+            network: None,
+        }
     }
+
+    /// Also records the memberlist metrics, labelled `network` = `network` (`lan`, `wan`).
+    pub fn metered(mut self, network: &'static str) -> Self {
+        self.network = Some(network);
+        self
+    }
+}
+
+/// The memberlist metric handles of one pool, resolved when its socket opens.
+struct Meters {
+    udp_sent: metrics::Counter,
+    udp_received: metrics::Counter,
+    gossip: metrics::Histogram,
+    probe: metrics::Histogram,
+}
+
+impl Meters {
+    fn new(network: &'static str) -> Option<Meters> {
+        if !registry_server::metrics::enabled() {
+            return None;
+        }
+        // The member message counters exist from the start, at zero, so that an alert on
+        // their increase works before the first failure.
+        for name in [
+            "consul_memberlist_msg_alive",
+            "consul_memberlist_msg_suspect",
+            "consul_memberlist_msg_dead",
+        ] {
+            metrics::counter!(name, "network" => network).increment(0);
+        }
+        Some(Meters {
+            udp_sent: metrics::counter!("consul_memberlist_udp_sent", "network" => network),
+            udp_received: metrics::counter!("consul_memberlist_udp_received", "network" => network),
+            gossip: metrics::histogram!("consul_memberlist_gossip", "network" => network),
+            probe: metrics::histogram!("consul_memberlist_probeNode", "network" => network),
+        })
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 #[async_trait]
@@ -48,6 +104,7 @@ impl<T: Transport> Transport for RttTransport<T> {
             inner,
             pending: HashMap::new(),
             samples: self.samples.clone(),
+            meters: self.network.and_then(Meters::new),
         }))
     }
 }
@@ -56,6 +113,7 @@ struct RttSocket {
     inner: Box<dyn Socket>,
     pending: HashMap<SocketAddr, Instant>,
     samples: UnboundedSender<RttSample>,
+    meters: Option<Meters>,
 }
 
 #[async_trait]
@@ -69,22 +127,36 @@ impl Socket for RttSocket {
         to: SocketAddr,
         envelope: ChitchatEnvelope,
     ) -> anyhow::Result<SendOutcome> {
-        if matches!(envelope.message, ChitchatMessage::Syn { .. }) {
-            let now = Instant::now();
+        let syn = matches!(envelope.message, ChitchatMessage::Syn { .. });
+        let now = Instant::now();
+        if syn {
             if self.pending.len() > 1024 {
                 self.pending
                     .retain(|_, t| now.duration_since(*t) < PENDING_TTL);
             }
             self.pending.insert(to, now);
         }
-        self.inner.send(to, envelope).await
+        let out = self.inner.send(to, envelope).await?;
+        if let Some(m) = &self.meters {
+            m.udp_sent.increment(out.num_bytes_sent as u64);
+            if syn {
+                m.gossip.record(ms(now.elapsed()));
+            }
+        }
+        Ok(out)
     }
 
     async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
         let out = self.inner.recv().await?;
+        if let Some(m) = &self.meters {
+            m.udp_received.increment(out.num_bytes_received as u64);
+        }
         if matches!(out.envelope.message, ChitchatMessage::SynAck { .. }) {
             if let Some(sent) = self.pending.remove(&out.from_addr) {
                 let rtt = sent.elapsed();
+                if let Some(m) = &self.meters {
+                    m.probe.record(ms(rtt));
+                }
                 if rtt < PENDING_TTL {
                     let _ = self.samples.send(RttSample {
                         peer: out.from_addr,

@@ -226,7 +226,8 @@ impl Worker {
     }
 
     /// Answers one packet, timing it as Consul's `consul_dns_domain_query` or, for a
-    /// reverse lookup, `consul_dns_ptr_query`.
+    /// reverse lookup, `consul_dns_ptr_query`, and counting a reply from a lagging server in
+    /// `consul_dns_stale_queries`.
     pub fn handle(&mut self, packet: &[u8], transport: Transport) -> Outcome {
         let Some(timers) = self.timers.take() else {
             return self.handle_query(packet, transport);
@@ -239,6 +240,9 @@ impl Worker {
             timers.1.record(elapsed);
         } else {
             timers.0.record(elapsed);
+        }
+        if matches!(outcome, Outcome::Reply) {
+            crate::metrics::dns_answered();
         }
         self.timers = Some(timers);
         outcome
