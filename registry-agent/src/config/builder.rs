@@ -31,7 +31,9 @@ pub fn dev_source() -> PartialConfig {
         server: Some(true),
         bootstrap: Some(true),
         ui: Some(true),
-        log_level: Some("debug".to_string()),
+        // Consul's dev mode logs at debug; a dev agent here logs at info, so its terminal
+        // shows what happens rather than every sync and probe (`-log-level debug` for more).
+        log_level: Some("info".to_string()),
         raft_multiplier: Some(1),
         ..PartialConfig::default()
     };

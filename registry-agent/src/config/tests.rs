@@ -234,7 +234,7 @@ fn dev_mode() {
     assert_eq!(c.ports.dns, 8600);
     assert_eq!(c.ports.grpc, 8502);
     assert_eq!(c.advertise_addr, ip("127.0.0.1"));
-    assert_eq!(c.log_level, LogLevel::Debug);
+    assert_eq!(c.log_level, LogLevel::Info);
     assert_eq!(c.raft.multiplier, 1);
 
     let server = to_server_config(&c);
