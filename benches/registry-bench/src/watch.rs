@@ -4,6 +4,10 @@
 //! the whole response carrying that value, timed before the response is decoded (as etcd's
 //! watch test measures put issued -> event received). Parked watchers' returns are counted:
 //! they should be 0.
+//!
+//! With `--service NAME` the watchers long-poll `GET /v1/health/service/NAME?index=` instead
+//! and each write re-registers one instance of NAME (`PUT /v1/catalog/register`) with the
+//! stamp in its `Meta`: a change to one instance woken to every watcher of the service.
 
 use crate::etcd::{parse_stamp, watch_summary};
 use crate::http::{parse_addr, Pool};
@@ -45,6 +49,12 @@ pub struct WatchArgs {
     pub writes: u64,
     #[arg(long, default_value = "w/target")]
     pub key: String,
+    /// Watch this service's health endpoint instead of `--key`; writes re-register one of
+    /// its instances (`<service>-stamped` on node `--service-node`).
+    #[arg(long)]
+    pub service: Option<String>,
+    #[arg(long, default_value = "watch-node")]
+    pub service_node: String,
     /// `?wait=` of every blocking query.
     #[arg(long, default_value = "5m")]
     pub wait: String,
@@ -59,6 +69,12 @@ pub struct WatchArgs {
 /// rather than a JSON parse: a thousand watchers decode a thousand bodies per write, and the
 /// load generator must not be what the figure measures.
 fn stamp_of(body: &[u8]) -> Option<(u64, u64)> {
+    const META: &[u8] = b"\"stamp\":\"";
+    if let Some(at) = body.windows(META.len()).position(|w| w == META) {
+        let at = at + META.len();
+        let len = body[at..].iter().position(|&b| b == b'"')?;
+        return parse_stamp(&body[at..at + len]);
+    }
     const FIELD: &[u8] = b"\"Value\":\"";
     let at = body.windows(FIELD.len()).position(|w| w == FIELD)? + FIELD.len();
     let len = body[at..].iter().position(|&b| b == b'"')?;
@@ -70,6 +86,31 @@ fn stamp_of(body: &[u8]) -> Option<(u64, u64)> {
 
 async fn put(pool: &Pool, key: &str, value: Bytes) -> Result<()> {
     let req = pool.request(Method::PUT, &format!("/v1/kv/{key}"), value)?;
+    pool.send_ok(req).await?;
+    Ok(())
+}
+
+/// The write of one round: a KV PUT of `stamp`, or with `--service` a re-registration of
+/// the stamped instance carrying `stamp` in its `Meta`.
+async fn write(pool: &Pool, a: &WatchArgs, stamp: String) -> Result<()> {
+    let Some(svc) = &a.service else {
+        return put(pool, &a.key, Bytes::from(stamp)).await;
+    };
+    let body = json!({
+        "Node": a.service_node,
+        "Address": "127.3.0.1",
+        "Service": {
+            "ID": format!("{svc}-stamped"),
+            "Service": svc,
+            "Port": 8080,
+            "Meta": {"stamp": stamp},
+        },
+    });
+    let req = pool.request(
+        Method::PUT,
+        "/v1/catalog/register",
+        Bytes::from(serde_json::to_vec(&body)?),
+    )?;
     pool.send_ok(req).await?;
     Ok(())
 }
@@ -164,7 +205,7 @@ impl LongPoll {
 /// A blocking watcher loop on `key`: returns the (seq, µs) of every stamp it saw.
 async fn watcher(
     addr: SocketAddr,
-    key: String,
+    path: String,
     wait: String,
     epoch: Instant,
     ready: tokio::sync::mpsc::Sender<()>,
@@ -172,20 +213,20 @@ async fn watcher(
     returns: Arc<AtomicU64>,
 ) -> Result<Vec<(u64, u64)>> {
     let mut conn = LongPoll::connect(addr).await?;
-    let first = conn.get(&format!("/v1/kv/{key}")).await?;
+    let first = conn.get(&path).await?;
     if first.status != 200 {
-        bail!("GET /v1/kv/{key}: HTTP {}", first.status);
+        bail!("GET {path}: HTTP {}", first.status);
     }
     let mut index = first.index.context("no X-Consul-Index")?;
     let _ = ready.send(()).await;
     drop(ready);
     let mut seen = Vec::new();
-    let mut target = String::with_capacity(key.len() + 64);
+    let mut target = String::with_capacity(path.len() + 64);
     loop {
         target.clear();
         {
             use std::fmt::Write as _;
-            let _ = write!(target, "/v1/kv/{key}?index={index}&wait={wait}");
+            let _ = write!(target, "{path}?index={index}&wait={wait}");
         }
         let r = tokio::select! {
             r = conn.get(&target) => r?,
@@ -195,7 +236,7 @@ async fn watcher(
         let now = epoch.elapsed().as_nanos() as u64;
         returns.fetch_add(1, Ordering::Relaxed);
         if r.status != 200 {
-            bail!("blocking GET /v1/kv/{key}: HTTP {}", r.status);
+            bail!("blocking GET {path}: HTTP {}", r.status);
         }
         let new_index = r.index.context("no X-Consul-Index")?;
         if new_index != index {
@@ -224,7 +265,7 @@ pub async fn watch(a: WatchArgs) -> Result<()> {
     }
     let epoch = Instant::now();
     let setup = Pool::new(addr, 16);
-    put(&setup, &a.key, Bytes::from_static(b"init")).await?;
+    write(&setup, &a, "init".into()).await?;
     // Parked watchers watch keys that exist but are never written during the run.
     if a.parked > 0 {
         let setup = Arc::new(setup);
@@ -254,10 +295,14 @@ pub async fn watch(a: WatchArgs) -> Result<()> {
     let mut parked = Vec::with_capacity(a.parked);
     for i in 0..total {
         let (key, counter) = if i < a.watchers {
-            (a.key.clone(), Arc::clone(&hot_returns))
+            let path = match &a.service {
+                Some(svc) => format!("/v1/health/service/{svc}"),
+                None => format!("/v1/kv/{}", a.key),
+            };
+            (path, Arc::clone(&hot_returns))
         } else {
             (
-                format!("parked/{}", i - a.watchers),
+                format!("/v1/kv/parked/{}", i - a.watchers),
                 Arc::clone(&parked_returns),
             )
         };
@@ -306,7 +351,7 @@ pub async fn watch(a: WatchArgs) -> Result<()> {
         tick.tick().await;
         let t0 = Instant::now();
         let stamp = format!("{seq}:{}", epoch.elapsed().as_nanos());
-        put(&writer, &a.key, Bytes::from(stamp)).await?;
+        write(&writer, &a, stamp).await?;
         write_lat.record(t0.elapsed());
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
