@@ -76,7 +76,9 @@ fn node_txn(a: &FillArgs, lo: u64, hi: u64, svc_bytes: &AtomicU64) -> Result<Byt
         for j in 0..a.per_node {
             let s = service(a, n, j);
             svc_bytes.fetch_add(serde_json::to_vec(&s)?.len() as u64, Ordering::Relaxed);
-            ops.push(json!({"Service": {"Verb": "set", "Node": format!("node-{n}"), "Service": s}}));
+            ops.push(
+                json!({"Service": {"Verb": "set", "Node": format!("node-{n}"), "Service": s}}),
+            );
         }
     }
     Ok(Bytes::from(serde_json::to_vec(&ops)?))
@@ -97,7 +99,10 @@ pub async fn fill(a: FillArgs) -> Result<()> {
     let keys = a.kv_to.saturating_sub(a.kv_from);
     let nodes_per_txn = TXN_MAX_OPS / (1 + a.per_node);
     if nodes > 0 && nodes_per_txn == 0 {
-        bail!("--per-node {} does not fit a 64-operation transaction", a.per_node);
+        bail!(
+            "--per-node {} does not fit a 64-operation transaction",
+            a.per_node
+        );
     }
     // Batches as [lo, hi) ranges: nodes first, then keys.
     let mut batches: Vec<(bool, u64, u64)> = Vec::new();
