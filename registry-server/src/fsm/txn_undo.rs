@@ -74,11 +74,10 @@ impl Undo {
             let node = match op {
                 TxnOp::Kv { .. } => return true,
                 _ if !op.is_write() => return true,
-                TxnOp::Node { verb, .. }
-                    if matches!(verb, CatalogVerb::Delete | CatalogVerb::DeleteCas) =>
-                {
-                    return false
-                }
+                TxnOp::Node {
+                    verb: CatalogVerb::Delete | CatalogVerb::DeleteCas,
+                    ..
+                } => return false,
                 TxnOp::Node { node, .. } => &node.node,
                 TxnOp::Service { node, .. } => node,
                 TxnOp::Check { check, .. } => &check.node,
