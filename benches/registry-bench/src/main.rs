@@ -5,6 +5,7 @@
 //! asserts on timing: it measures, it does not test.
 
 mod etcd;
+mod fill;
 mod http;
 mod kv;
 mod load;
@@ -40,6 +41,8 @@ enum Cmd {
     HttpGet(kv::HttpGetArgs),
     /// Blocking-query fan-out: watchers of one key, parked watchers of others, paced writes.
     Watch(watch::WatchArgs),
+    /// Grow the catalog (nodes with their instances) or the KV store through batched txns.
+    Fill(fill::FillArgs),
     /// Register N service instances through the catalog (memory per instance).
     Register(register::RegisterArgs),
     /// Fill the KV store with large values, then PUT latency while snapshots are built.
@@ -67,6 +70,7 @@ fn main() -> Result<()> {
             Cmd::KvGet(a) => kv::kv_get(a).await,
             Cmd::HttpGet(a) => kv::http_get(a).await,
             Cmd::Watch(a) => watch::watch(a).await,
+            Cmd::Fill(a) => fill::fill(a).await,
             Cmd::Register(a) => register::register(a).await,
             Cmd::SnapshotStall(a) => stall::stall(a).await,
             Cmd::EtcdPut(a) => etcd::etcd_put(a).await,

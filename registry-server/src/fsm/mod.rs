@@ -13,6 +13,7 @@ pub mod prepared_query;
 mod restore;
 pub mod session;
 pub mod txn;
+mod txn_undo;
 
 use crate::state::{Store, WriteTxn};
 use registry_proto::{Command, CommandResponse};

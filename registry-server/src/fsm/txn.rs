@@ -3,18 +3,19 @@
 //!
 //! Every operation runs in order against the state left by the ones before it; each failure
 //! is recorded with its position (later operations still run, as in Consul, so that all
-//! errors are reported). If any failed, everything is rolled back: a KV-only transaction
-//! restores the entries it saved before each write; one that writes the catalog restores a
-//! copy of the whole state taken up front (node and service writes cascade too widely for a
-//! targeted undo; the copy shares the tables copy-on-write, so what it costs is a copy of
-//! each table, or per-node map, the transaction writes). Watch notifications and lock-delays
-//! of a rolled back transaction are dropped.
+//! errors are reported). If any failed, everything is rolled back: the entries each
+//! operation was about to change are saved before it runs and restored in reverse
+//! ([`Undo`](super::txn_undo::Undo)); only a transaction whose catalog writes could cascade
+//! further (a node deletion, a node with sessions) restores a copy of the whole state taken
+//! up front instead. Watch notifications and lock-delays of a rolled back transaction are
+//! dropped.
 //!
 //! Reads are shared with the read-only fast path, which runs them against a read view
 //! without Raft ([`read_only`]).
 
+use super::txn_undo::Undo;
 use super::{catalog, kv, session};
-use crate::state::{Db, Shared, WriteTxn};
+use crate::state::{Db, WriteTxn};
 use bytes::Bytes;
 use registry_proto::command::{
     CatalogVerb, DeregisterRequest, KvVerb, RegisterRequest, TxnError, TxnOp, TxnResponse,
@@ -22,51 +23,9 @@ use registry_proto::command::{
 };
 use registry_proto::model::DirEntry;
 use registry_proto::CommandResponse;
-use std::collections::BTreeSet;
 
 /// Consul's per-request operation limit.
 pub const MAX_TXN_OPS: usize = 64;
-
-/// Prior states saved before KV writes, restored in reverse on rollback.
-#[derive(Default)]
-struct Undo {
-    keys: Vec<(String, Option<Shared<DirEntry>>, Option<u64>)>,
-    locks: Vec<(String, Option<BTreeSet<String>>)>,
-}
-
-impl Undo {
-    fn save_key(&mut self, db: &Db, key: &str) {
-        self.keys.push((
-            key.to_string(),
-            db.kvs.get(key).cloned(),
-            db.kv_tombstones.get(key).copied(),
-        ));
-    }
-
-    fn save_session(&mut self, db: &Db, session: &str) {
-        self.locks
-            .push((session.to_string(), db.session_locks.get(session).cloned()));
-    }
-
-    fn restore(self, db: &mut Db) {
-        for (key, entry, tomb) in self.keys.into_iter().rev() {
-            match entry {
-                Some(e) => db.kvs.insert(key.clone(), e),
-                None => db.kvs.remove(&key),
-            };
-            match tomb {
-                Some(i) => db.kv_tombstones.insert(key, i),
-                None => db.kv_tombstones.remove(&key),
-            };
-        }
-        for (session, keys) in self.locks.into_iter().rev() {
-            match keys {
-                Some(k) => db.session_locks.insert(session, k),
-                None => db.session_locks.remove(&session),
-            };
-        }
-    }
-}
 
 /// Applies a transaction atomically; always answers [`CommandResponse::Txn`].
 pub(super) fn apply(txn: &mut WriteTxn<'_>, ops: &[TxnOp]) -> CommandResponse {
@@ -75,7 +34,7 @@ pub(super) fn apply(txn: &mut WriteTxn<'_>, ops: &[TxnOp]) -> CommandResponse {
     let writes_catalog = ops
         .iter()
         .any(|o| o.is_write() && !matches!(o, TxnOp::Kv { .. }));
-    let whole = writes_catalog.then(|| txn.db.clone());
+    let whole = (writes_catalog && !Undo::can_save_catalog(txn.db, ops)).then(|| txn.db.clone());
     let mut undo = Undo::default();
     let mut results = Vec::new();
     let mut errors = Vec::new();
@@ -279,6 +238,7 @@ fn run(txn: &mut WriteTxn<'_>, op: &TxnOp, undo: &mut Undo) -> OpResult {
         TxnOp::Kv { verb, entry, index } => run_kv(txn, *verb, entry, *index, undo),
         TxnOp::Node { verb, node, index } => {
             let name = &node.node;
+            undo.save_node(txn.db, name, None);
             let existing = txn.db.nodes.get(name).map(|n| n.index.modify_index);
             match verb {
                 CatalogVerb::Cas | CatalogVerb::Set => {
@@ -326,6 +286,7 @@ fn run(txn: &mut WriteTxn<'_>, op: &TxnOp, undo: &mut Undo) -> OpResult {
             index,
         } => {
             let id = &service.id;
+            undo.save_node(txn.db, node, Some(&service.service));
             let existing = txn
                 .db
                 .services
@@ -370,6 +331,7 @@ fn run(txn: &mut WriteTxn<'_>, op: &TxnOp, undo: &mut Undo) -> OpResult {
         }
         TxnOp::Check { verb, check, index } => {
             let (node, id) = (&check.node, &check.check_id);
+            undo.save_node(txn.db, node, None);
             let existing = txn
                 .db
                 .checks
