@@ -162,7 +162,8 @@ impl ToConsul {
                 // beside the loop, so per-Service changes keep flowing while it lasts (at
                 // 50,000 instances it takes a while); writes made meanwhile may be missing
                 // from it, which costs only idempotent rewrites in the full pass.
-                if resync_read.is_none() && mem.mirror.is_some() {
+                // A full pass in progress (the first sync of a large cluster) is left to end.
+                if resync_read.is_none() && mem.mirror.is_some() && mem.sweep.is_none() {
                     let reg = self.registry.clone();
                     let tag = self.cfg.tag.clone();
                     resync_read = Some(tokio::spawn(async move { reg.node_state(&tag).await }));
@@ -182,7 +183,7 @@ impl ToConsul {
                 let (kind, result) = if pending.all || mem.mirror.is_none() {
                     pending.all = false;
                     ("start", self.start_sweep(&caches, &mut mem).await)
-                } else if !pending.services.is_empty() && !(mem.sweep.is_some() && step_due) {
+                } else if !pending.services.is_empty() && (mem.sweep.is_none() || !step_due) {
                     step_due = true;
                     let keys = std::mem::take(&mut pending.services);
                     (
