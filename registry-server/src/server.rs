@@ -235,6 +235,17 @@ impl Server {
             // The leader creates the built-in ACL records and the `initial_management` token;
             // checked again after every leadership change.
             let acl_state = state.clone();
+            // A secondary datacenter's leader replicates the primary's ACL records.
+            tokio::spawn(crate::acl::replication::run(
+                crate::acl::replication::Replicator {
+                    acl: state.acl.clone(),
+                    store: self.store.clone(),
+                    writer: self.writer.clone(),
+                    datacenters: self.datacenters.clone(),
+                },
+                self.config.datacenter.clone(),
+                crate::leader::leadership(&self.raft),
+            ));
             tokio::spawn(async move {
                 loop {
                     if acl_state.raft.is_leader() {

@@ -117,6 +117,8 @@ pub fn decision(method: &Method, template: &str) -> Option<Decision> {
         "/v1/acl/login" | "/v1/acl/logout" => d(AclEndpoint, f),
         t if t.starts_with("/v1/acl/") => d(AclEndpoint, f),
         "/v1/agent/token/{kind}" => d(AclEndpoint, f),
+        // What a secondary datacenter replicates; the handler checks acl:read or acl:write.
+        "/v1/internal/acl/replication" => d(AclEndpoint, f),
         "/v1/agent/checks" => d(Open, Filter::ObjectValues(CHECK)),
         "/v1/agent/check/register" => d(Body(BodyKind::AgentCheck), f),
         "/v1/agent/check/deregister/{id}"
