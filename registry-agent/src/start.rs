@@ -415,6 +415,7 @@ pub async fn start_server(
             _ => None,
         };
         if let Some(w) = &wan {
+            crate::coordinate::spawn_wan(w.clone(), server.datacenters.clone());
             tokio::spawn(crate::gossip::wan::flood_join(
                 Arc::downgrade(&lan),
                 Arc::downgrade(w),

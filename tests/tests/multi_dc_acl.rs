@@ -88,12 +88,13 @@ async fn acl_index(dc1: &TestCluster) -> Result<u64> {
 async fn policies_and_global_tokens_replicate_and_local_tokens_do_not() -> Result<()> {
     let dc1 = TestCluster::start_with(ClusterOptions::new(1).hcl(&acl("dc1", ""))).await?;
     let dc1_ip = dc1.server(0).ip.to_string();
-    let dc2 = TestCluster::start_with(
+    let mut dc2 = TestCluster::start_with(
         ClusterOptions::new(3).hcl(&acl("dc2", &format!("retry_join_wan = [\"{dc1_ip}\"]"))),
     )
     .await?;
 
     // The primary does not replicate; the secondary's leader does, from dc1.
+    let dc2_leader = dc2.leader().await?;
     let v = dc1.get_json(0, "/v1/acl/replication").await?;
     assert_eq!(v["Enabled"], false, "{v}");
     assert_eq!(v["Running"], false, "{v}");
@@ -242,10 +243,12 @@ async fn policies_and_global_tokens_replicate_and_local_tokens_do_not() -> Resul
     // The dc2 Local token outlived the rounds that replicated the deletion.
     assert_eq!(kv_write(&dc2, 1, "app/l2", &l2).await?, 200);
 
-    // A policy change in dc1 reaches dc2: write access to app/ is taken away.
+    // A policy change reaches dc2: write access to app/ is taken away. It is sent to a dc2
+    // follower, which passes it to the primary (policies are written there only).
+    let f = (0..3).find(|&i| i != dc2_leader).unwrap();
     put_json(
-        &dc1,
-        0,
+        &dc2,
+        f,
         &format!("/v1/acl/policy/{}", p["ID"].as_str().unwrap()),
         &json!({"Name": "app-writer", "Rules": "key_prefix \"app/\" { policy = \"read\" }"}),
     )
@@ -255,6 +258,22 @@ async fn policies_and_global_tokens_replicate_and_local_tokens_do_not() -> Resul
     })
     .await?;
     assert_eq!(kv_read_stale(&dc2, 0, "app/l2", &l2).await?, 200);
+    let pol = dc1
+        .get_json(0, &format!("/v1/acl/policy/name/app-writer?token={ROOT}"))
+        .await?;
+    assert!(pol["Rules"].as_str().unwrap().contains("read"), "{pol}");
+    // A global token made through dc2 is made in dc1; a Local one stays in dc2.
+    let g2 = put_json(&dc2, f, "/v1/acl/token", &json!({"Description": "via dc2"})).await?;
+    let r = dc1
+        .api()
+        .get(0, &format!("/v1/acl/token/{}?token={ROOT}", g2["AccessorID"].as_str().unwrap()))
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = dc1
+        .api()
+        .get(0, &format!("/v1/acl/token/{}?token={ROOT}", local2["AccessorID"].as_str().unwrap()))
+        .await?;
+    assert_eq!(r.status, 403, "a dc2 Local token is unknown in dc1: {}", r.text());
 
     dc1.finish();
     dc2.finish();

@@ -193,6 +193,8 @@ pub fn decision(method: &Method, template: &str) -> Option<Decision> {
         "/v1/query/{id}" => d(QueryId(Write), f),
         "/v1/query/{id}/execute" | "/v1/query/{id}/explain" => d(Open, f),
         "/v1/coordinate/nodes" => d(Open, Filter::Array(COORD)),
+        // Server WAN coordinates: no token needed, as in Consul.
+        "/v1/coordinate/datacenters" => d(Open, f),
         "/v1/coordinate/node/{node}" => d(Path(Node, Read), f),
         "/v1/coordinate/update" => d(Body(BodyKind::CoordinateUpdate), f),
         "/v1/session/create" => d(Body(BodyKind::SessionCreate), f),

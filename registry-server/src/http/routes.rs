@@ -137,6 +137,7 @@ fn routes(state: AppState) -> Router {
             "/v1/config/{kind}/{name}",
             get(config_entries::get).delete(config_entries::delete),
         )
+        .route("/v1/coordinate/datacenters", get(coordinate::datacenters))
         .route("/v1/coordinate/node/{node}", get(coordinate::node))
         .route("/v1/coordinate/nodes", get(coordinate::nodes))
         .route("/v1/coordinate/update", put(coordinate::update))
