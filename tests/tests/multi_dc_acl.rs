@@ -47,8 +47,7 @@ async fn put_json(c: &TestCluster, i: usize, path: &str, body: &Value) -> Result
 
 /// The status code of a KV write with `secret` on server `i`.
 async fn kv_write(c: &TestCluster, i: usize, key: &str, secret: &str) -> Result<u16> {
-    Ok(c
-        .api()
+    Ok(c.api()
         .put(i, &format!("/v1/kv/{key}?token={secret}"), "v")
         .await?
         .status)
@@ -57,8 +56,7 @@ async fn kv_write(c: &TestCluster, i: usize, key: &str, secret: &str) -> Result<
 /// The status code of a stale KV read with `secret` on server `i` (decided by that server's
 /// own copy of the ACL tables).
 async fn kv_read_stale(c: &TestCluster, i: usize, key: &str, secret: &str) -> Result<u16> {
-    Ok(c
-        .api()
+    Ok(c.api()
         .get(i, &format!("/v1/kv/{key}?stale&token={secret}"))
         .await?
         .status)
@@ -66,11 +64,15 @@ async fn kv_read_stale(c: &TestCluster, i: usize, key: &str, secret: &str) -> Re
 
 /// Waits until dc2's replication has seen dc1's ACL index `index`.
 async fn replicated_past(dc2: &TestCluster, index: u64) -> Result<Value> {
-    eventually(Duration::from_secs(20), "replication to catch up", || async {
-        let v = dc2.get_json(1, "/v1/acl/replication").await?;
-        let got = v["ReplicatedTokenIndex"].as_u64().unwrap_or(0);
-        Ok((got >= index).then_some(v))
-    })
+    eventually(
+        Duration::from_secs(20),
+        "replication to catch up",
+        || async {
+            let v = dc2.get_json(1, "/v1/acl/replication").await?;
+            let got = v["ReplicatedTokenIndex"].as_u64().unwrap_or(0);
+            Ok((got >= index).then_some(v))
+        },
+    )
     .await
 }
 
@@ -99,10 +101,14 @@ async fn policies_and_global_tokens_replicate_and_local_tokens_do_not() -> Resul
     assert_eq!(v["Enabled"], false, "{v}");
     assert_eq!(v["Running"], false, "{v}");
     // The management token exists in dc2 only by replication (a secondary creates none).
-    let v = eventually(Duration::from_secs(40), "the first replication round", || async {
-        let v = dc2.get_json(2, "/v1/acl/replication").await?;
-        Ok((v["ReplicatedTokenIndex"].as_u64().unwrap_or(0) > 0).then_some(v))
-    })
+    let v = eventually(
+        Duration::from_secs(40),
+        "the first replication round",
+        || async {
+            let v = dc2.get_json(2, "/v1/acl/replication").await?;
+            Ok((v["ReplicatedTokenIndex"].as_u64().unwrap_or(0) > 0).then_some(v))
+        },
+    )
     .await?;
     assert_eq!(v["Enabled"], true, "{v}");
     assert_eq!(v["Running"], true, "{v}");
@@ -114,12 +120,18 @@ async fn policies_and_global_tokens_replicate_and_local_tokens_do_not() -> Resul
     for k in ["LastError", "LastErrorMessage"] {
         assert!(v.get(k).is_some(), "{k} missing: {v}");
     }
+    let me = dc2
+        .get_json(0, &format!("/v1/agent/self?token={ROOT}"))
+        .await?;
+    assert_eq!(me["Config"]["PrimaryDatacenter"], "dc1", "{}", me["Config"]);
     let root_dc2 = dc2
         .api()
         .get(0, &format!("/v1/acl/token/self?token={ROOT}"))
         .await?;
     assert_eq!(root_dc2.status, 200, "{}", root_dc2.text());
-    let root_dc1 = dc1.get_json(0, &format!("/v1/acl/token/self?token={ROOT}")).await?;
+    let root_dc1 = dc1
+        .get_json(0, &format!("/v1/acl/token/self?token={ROOT}"))
+        .await?;
     assert_eq!(root_dc2.json()["AccessorID"], root_dc1["AccessorID"]);
 
     // A policy, a role, a global token and a Local token, all made in dc1.
@@ -160,9 +172,11 @@ async fn policies_and_global_tokens_replicate_and_local_tokens_do_not() -> Resul
 
     // The global token authorizes in dc2: writes (decided by dc2's leader), and stale reads
     // on every dc2 server, each deciding with its own replicated copy.
-    eventually(Duration::from_secs(20), "the global token in dc2", || async {
-        Ok((kv_write(&dc2, 0, "app/dc2", &g).await? == 200).then_some(()))
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the global token in dc2",
+        || async { Ok((kv_write(&dc2, 0, "app/dc2", &g).await? == 200).then_some(())) },
+    )
     .await?;
     let index = acl_index(&dc1).await?;
     let status = replicated_past(&dc2, index).await?;
@@ -236,7 +250,10 @@ async fn policies_and_global_tokens_replicate_and_local_tokens_do_not() -> Resul
         })
         .await?;
     }
-    eprintln!("token deleted in dc1 revoked on every dc2 server after {:?}", started.elapsed());
+    eprintln!(
+        "token deleted in dc1 revoked on every dc2 server after {:?}",
+        started.elapsed()
+    );
     assert_eq!(kv_write(&dc2, 0, "app/dc2", &g).await?, 403);
     let index = acl_index(&dc1).await?;
     replicated_past(&dc2, index).await?;
@@ -253,9 +270,11 @@ async fn policies_and_global_tokens_replicate_and_local_tokens_do_not() -> Resul
         &json!({"Name": "app-writer", "Rules": "key_prefix \"app/\" { policy = \"read\" }"}),
     )
     .await?;
-    eventually(Duration::from_secs(10), "the changed policy in dc2", || async {
-        Ok((kv_write(&dc2, 0, "app/l2", &l2).await? == 403).then_some(()))
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the changed policy in dc2",
+        || async { Ok((kv_write(&dc2, 0, "app/l2", &l2).await? == 403).then_some(())) },
+    )
     .await?;
     assert_eq!(kv_read_stale(&dc2, 0, "app/l2", &l2).await?, 200);
     let pol = dc1
@@ -266,14 +285,31 @@ async fn policies_and_global_tokens_replicate_and_local_tokens_do_not() -> Resul
     let g2 = put_json(&dc2, f, "/v1/acl/token", &json!({"Description": "via dc2"})).await?;
     let r = dc1
         .api()
-        .get(0, &format!("/v1/acl/token/{}?token={ROOT}", g2["AccessorID"].as_str().unwrap()))
+        .get(
+            0,
+            &format!(
+                "/v1/acl/token/{}?token={ROOT}",
+                g2["AccessorID"].as_str().unwrap()
+            ),
+        )
         .await?;
     assert_eq!(r.status, 200, "{}", r.text());
     let r = dc1
         .api()
-        .get(0, &format!("/v1/acl/token/{}?token={ROOT}", local2["AccessorID"].as_str().unwrap()))
+        .get(
+            0,
+            &format!(
+                "/v1/acl/token/{}?token={ROOT}",
+                local2["AccessorID"].as_str().unwrap()
+            ),
+        )
         .await?;
-    assert_eq!(r.status, 403, "a dc2 Local token is unknown in dc1: {}", r.text());
+    assert_eq!(
+        r.status,
+        403,
+        "a dc2 Local token is unknown in dc1: {}",
+        r.text()
+    );
 
     dc1.finish();
     dc2.finish();

@@ -208,7 +208,9 @@ async fn datacenters_are_sorted_by_round_trip_time() -> Result<()> {
     let v = loop {
         let v = dc1.get_json(0, "/v1/coordinate/datacenters").await?;
         let all = v.as_array().is_some_and(|l| {
-            l.len() == 3 && l.iter().all(|d| d["Coordinates"].as_array().is_some_and(|c| !c.is_empty()))
+            l.len() == 3
+                && l.iter()
+                    .all(|d| d["Coordinates"].as_array().is_some_and(|c| !c.is_empty()))
         });
         if all {
             break v;
@@ -225,7 +227,13 @@ async fn datacenters_are_sorted_by_round_trip_time() -> Result<()> {
         let e = list.iter().find(|e| e["Datacenter"] == *dc).unwrap();
         assert_eq!(e["AreaID"], "wan", "{v}");
         assert_eq!(e["Coordinates"][0]["Node"], names[i].as_str(), "{v}");
-        assert_eq!(e["Coordinates"][0]["Coord"]["Vec"].as_array().unwrap().len(), 8);
+        assert_eq!(
+            e["Coordinates"][0]["Coord"]["Vec"]
+                .as_array()
+                .unwrap()
+                .len(),
+            8
+        );
     }
     // `registry rtt -wan` estimates each delay from the coordinates (dc1's server being the
     // second node by default).
@@ -266,7 +274,10 @@ async fn datacenters_are_sorted_by_round_trip_time() -> Result<()> {
     // Once settled, the coordinates order the datacenters too.
     wait_order(&dc1, &["dc1", "dc2", "dc3"], Duration::from_secs(10)).await?;
     let (ok, out, _) = dc1.cli(&["rtt", "-wan", &http, &names[1], &names[2]])?;
-    assert!(ok && out.contains(&format!("Estimated {} <-> {} rtt:", names[1], names[2])), "{out}");
+    assert!(
+        ok && out.contains(&format!("Estimated {} <-> {} rtt:", names[1], names[2])),
+        "{out}"
+    );
     let (ok, _, err) = dc1.cli(&["rtt", "-wan", &http, "nope.dc9"])?;
     assert!(!ok && err.contains("Could not find a coordinate"), "{err}");
 

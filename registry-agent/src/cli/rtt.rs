@@ -87,7 +87,9 @@ async fn wan(client: &Client, nodes: &[String], ui: &mut Ui<'_>) -> i32 {
                     v["Config"]["NodeName"].as_str().unwrap_or(""),
                     v["Config"]["Datacenter"].as_str().unwrap_or("")
                 ),
-                Ok(_) => return ui.fail("A server name must be given when the agent is not a server"),
+                Ok(_) => {
+                    return ui.fail("A server name must be given when the agent is not a server")
+                }
                 Err(e) => return ui.fail(&format!("Unable to look up agent info: {e}")),
             }
         }

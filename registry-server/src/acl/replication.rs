@@ -15,8 +15,7 @@ use crate::query::write::Writer;
 use crate::rpc::wan::Datacenters;
 use crate::state::{AclTables, Store};
 use registry_proto::acl::{
-    AclCommand, AclReplicationBatch, Policy, Role, Token, ANONYMOUS_ACCESSOR,
-    GLOBAL_MANAGEMENT_ID,
+    AclCommand, AclReplicationBatch, Policy, Role, Token, ANONYMOUS_ACCESSOR, GLOBAL_MANAGEMENT_ID,
 };
 use registry_proto::Command;
 use serde::{Deserialize, Serialize};
@@ -360,7 +359,11 @@ mod tests {
                 ..Policy::default()
             },
         );
-        for t in [tok("l", true), tok("g", false), tok(ANONYMOUS_ACCESSOR, false)] {
+        for t in [
+            tok("l", true),
+            tok("g", false),
+            tok(ANONYMOUS_ACCESSOR, false),
+        ] {
             local.tokens.insert(t.accessor_id.clone(), t);
         }
         // The primary has p1 unchanged (other indexes), a new token, not "gone" nor "g".

@@ -110,7 +110,11 @@ fn bootstrap(acl: &mut AclTables, index: u64, token: &Token, force: bool) -> Res
     Ok(())
 }
 
-pub(super) fn check_links(acl: &AclTables, policies: &[Link], roles: &[Link]) -> Result<(), String> {
+pub(super) fn check_links(
+    acl: &AclTables,
+    policies: &[Link],
+    roles: &[Link],
+) -> Result<(), String> {
     for p in policies {
         if !acl.policies.contains_key(&p.id) {
             return Err(format!("cannot find policy {}", p.id));

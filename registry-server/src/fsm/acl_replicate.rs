@@ -6,13 +6,9 @@
 //! another ID is deleted, and so is a local token holding a replicated token's secret.
 //! `Local` tokens are never deleted by replication, nor are the built-in records.
 
-use super::acl::{
-    policy_delete, policy_set, role_delete, role_set, token_delete, token_set,
-};
+use super::acl::{policy_delete, policy_set, role_delete, role_set, token_delete, token_set};
 use crate::state::AclTables;
-use registry_proto::acl::{
-    AclReplicationBatch, Link, ANONYMOUS_ACCESSOR, GLOBAL_MANAGEMENT_ID,
-};
+use registry_proto::acl::{AclReplicationBatch, Link, ANONYMOUS_ACCESSOR, GLOBAL_MANAGEMENT_ID};
 
 /// Applies `batch` at `index`; on any rejection nothing changes.
 pub(super) fn apply(
@@ -123,7 +119,11 @@ mod tests {
     use registry_proto::{Command, CommandResponse};
 
     fn run(store: &Store, index: u64, b: AclReplicationBatch) -> CommandResponse {
-        fsm_apply(store, index, &Command::Acl(AclCommand::Replicate(Box::new(b))))
+        fsm_apply(
+            store,
+            index,
+            &Command::Acl(AclCommand::Replicate(Box::new(b))),
+        )
     }
 
     fn token(acc: &str, secret: &str, local: bool, policy: &str) -> Token {

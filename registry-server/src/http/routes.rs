@@ -2,9 +2,9 @@
 //! 404 with Consul's text; a known path with the wrong method answers 405 with `Allow`.
 
 use super::{
-    acl, acl_auth, acl_replication, acl_role, acl_templated, agent, agent_ops, catalog, config_entries, connect,
-    coordinate, event, health, keyring, kv, operator, query, session, snapshot, status, txn, ui,
-    ui_api, AgentState, AppState,
+    acl, acl_auth, acl_replication, acl_role, acl_templated, agent, agent_ops, catalog,
+    config_entries, connect, coordinate, event, health, keyring, kv, operator, query, session,
+    snapshot, status, txn, ui, ui_api, AgentState, AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::extract::FromRef;
@@ -150,10 +150,7 @@ fn routes(state: AppState) -> Router {
         .route("/v1/health/node/{node}", get(health::node))
         .route("/v1/health/service/{name}", get(health::service))
         .route("/v1/health/state/{state}", get(health::state))
-        .route(
-            "/v1/internal/acl/replication",
-            get(acl_replication::source),
-        )
+        .route("/v1/internal/acl/replication", get(acl_replication::source))
         .route("/v1/internal/ui/node/{node}", get(ui_api::node))
         .route("/v1/internal/ui/nodes", get(ui_api::nodes))
         .route("/v1/internal/ui/services", get(ui_api::services))

@@ -160,9 +160,7 @@ impl Datacenters {
         if self.is_local(dc) {
             return Some(Duration::ZERO);
         }
-        self.coordinates
-            .rtt(dc)
-            .or_else(|| self.rtt.read().rtt(dc))
+        self.coordinates.rtt(dc).or_else(|| self.rtt.read().rtt(dc))
     }
 
     /// Every known datacenter, nearest first (this one first; those without an estimate
