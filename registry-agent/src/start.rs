@@ -144,8 +144,7 @@ pub async fn run_agent(
             i32::from(cfg.ports.grpc)
         },
         advertise_addr: Some(cfg.advertise_addr),
-        primary_datacenter: Some(cfg.acl.primary_datacenter.clone())
-            .filter(|p| !p.is_empty()),
+        primary_datacenter: Some(cfg.acl.primary_datacenter.clone()).filter(|p| !p.is_empty()),
         ..crate::agent::AgentOptions::default()
     };
     let opts = timing_overrides(opts);
