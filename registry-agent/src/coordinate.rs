@@ -1,4 +1,4 @@
-//! The agent's LAN network coordinate: fed by the round trips of its gossip rounds
+//! The agent's LAN network coordinate (and a server's WAN one, [`spawn_wan`]): fed by the round trips of its gossip rounds
 //! (`gossip::rtt`), computed with the Vivaldi model (`registry_proto::coordinate`),
 //! published in its gossip state (key `coord`, so that peers can use it in their own
 //! updates) and sent to the servers with `PUT /v1/coordinate/update` through its own HTTP
@@ -23,11 +23,35 @@ const RATE_TARGET: f64 = 64.0;
 /// Interval between two publications in gossip.
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(2);
 
+/// Where a loop's coordinate goes besides its own gossip state.
+enum Sink {
+    /// The LAN: `PUT /v1/coordinate/update` on the HTTP API at this address, with a token.
+    Http(String, String),
+    /// The WAN pool: the server's in-memory WAN coordinates, with every member's.
+    Wan(Arc<registry_server::rpc::wan::Datacenters>),
+}
+
 /// Runs the coordinate loop of `gossip`'s node until gossip stops; updates go to the HTTP
 /// API at `http` (`http://host:port`) with `token` (may be empty).
 pub fn spawn(gossip: Arc<Gossip>, http: String, token: String) {
+    spawn_loop(gossip, Sink::Http(http, token));
+}
+
+/// Runs the WAN coordinate loop of a server's WAN pool: the same Vivaldi computation over
+/// WAN gossip round trips, published in the WAN pool and, with the coordinates every other
+/// server publishes there, given to `dcs` (`/v1/coordinate/datacenters`, datacenter
+/// distances). Kept in memory, as Consul keeps WAN coordinates in Serf.
+pub fn spawn_wan(gossip: Arc<Gossip>, dcs: Arc<registry_server::rpc::wan::Datacenters>) {
+    spawn_loop(gossip, Sink::Wan(dcs));
+}
+
+fn spawn_loop(gossip: Arc<Gossip>, sink: Sink) {
     let Some(mut samples) = gossip.take_rtt_samples() else {
         return;
+    };
+    let (http, token, wan) = match sink {
+        Sink::Http(h, t) => (h, t, None),
+        Sink::Wan(d) => (String::new(), String::new(), Some(d)),
     };
     let node = gossip.node_name().to_string();
     tokio::spawn(async move {
@@ -54,6 +78,13 @@ pub fn spawn(gossip: Arc<Gossip>, http: String, token: String) {
                 if let Ok(v) = serde_json::to_string(vivaldi.coordinate()) {
                     gossip.set_key(COORD_KEY, v).await;
                 }
+                if let Some(dcs) = &wan {
+                    let members = wan_members(&gossip, &node, vivaldi.coordinate()).await;
+                    dcs.coordinates.set(vivaldi.coordinate().clone(), members);
+                }
+            }
+            if wan.is_some() {
+                continue;
             }
             let interval = send_interval(gossip.members().len());
             if last_send.is_none_or(|t| now.duration_since(t) >= interval) {
@@ -78,6 +109,36 @@ pub fn spawn(gossip: Arc<Gossip>, http: String, token: String) {
             }
         }
     });
+}
+
+/// The alive WAN members with a published coordinate (this server with `own`).
+async fn wan_members(
+    gossip: &Gossip,
+    me: &str,
+    own: &Coordinate,
+) -> Vec<registry_server::rpc::wan_coord::WanNodeCoordinate> {
+    let coords: std::collections::HashMap<String, String> =
+        gossip.member_keys(COORD_KEY).await.into_iter().collect();
+    gossip
+        .members()
+        .into_iter()
+        .filter(|m| m.status == registry_server::leader::members::MemberStatus::Alive)
+        .filter_map(|m| {
+            let datacenter = m.tags.get("dc")?.clone();
+            let coord = if m.name == me {
+                own.clone()
+            } else {
+                serde_json::from_str::<Coordinate>(coords.get(&m.name)?)
+                    .ok()
+                    .filter(Coordinate::is_valid)?
+            };
+            Some(registry_server::rpc::wan_coord::WanNodeCoordinate {
+                node: m.name,
+                datacenter,
+                coord,
+            })
+        })
+        .collect()
 }
 
 /// How often to send with `members` agents sending: the base interval, or longer so that

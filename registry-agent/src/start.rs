@@ -154,6 +154,7 @@ pub async fn run_agent(
             i32::from(cfg.ports.grpc)
         },
         advertise_addr: Some(cfg.advertise_addr),
+        primary_datacenter: Some(cfg.acl.primary_datacenter.clone()).filter(|p| !p.is_empty()),
         ..crate::agent::AgentOptions::default()
     };
     let opts = timing_overrides(opts);
@@ -430,6 +431,7 @@ pub async fn start_server(
             _ => None,
         };
         if let Some(w) = &wan {
+            crate::coordinate::spawn_wan(w.clone(), server.datacenters.clone());
             tokio::spawn(crate::gossip::wan::flood_join(
                 Arc::downgrade(&lan),
                 Arc::downgrade(w),

@@ -235,6 +235,17 @@ impl Server {
             // The leader creates the built-in ACL records and the `initial_management` token;
             // checked again after every leadership change.
             let acl_state = state.clone();
+            // A secondary datacenter's leader replicates the primary's ACL records.
+            tokio::spawn(crate::acl::replication::run(
+                crate::acl::replication::Replicator {
+                    acl: state.acl.clone(),
+                    store: self.store.clone(),
+                    writer: self.writer.clone(),
+                    datacenters: self.datacenters.clone(),
+                },
+                self.config.datacenter.clone(),
+                crate::leader::leadership(&self.raft),
+            ));
             tokio::spawn(async move {
                 loop {
                     if acl_state.raft.is_leader() {
@@ -252,18 +263,36 @@ impl Server {
         };
         let route = crate::rpc::api::LeaderRoute {
             raft: self.raft.clone(),
-            node,
+            node: node.clone(),
             acl: state.acl.clone(),
         };
-        let app = http::router(state)
-            .layer(axum::middleware::from_fn_with_state(
-                route,
-                crate::rpc::api::to_leader,
-            ))
-            .layer(axum::middleware::from_fn_with_state(
-                wan,
-                crate::rpc::wan_http::to_datacenter,
-            ));
+        // A secondary datacenter sends policy, role and global token writes to the primary.
+        let primary = state
+            .acl
+            .config
+            .is_secondary(&self.config.datacenter)
+            .then(|| crate::rpc::acl_primary::PrimaryRoute {
+                dcs: self.datacenters.clone(),
+                primary: state.acl.config.primary_datacenter.clone(),
+                store: self.store.clone(),
+                node,
+                acl: state.acl.clone(),
+            });
+        let app = http::router(state).layer(axum::middleware::from_fn_with_state(
+            route,
+            crate::rpc::api::to_leader,
+        ));
+        let app = match primary {
+            Some(p) => app.layer(axum::middleware::from_fn_with_state(
+                p,
+                crate::rpc::acl_primary::to_primary,
+            )),
+            None => app,
+        };
+        let app = app.layer(axum::middleware::from_fn_with_state(
+            wan,
+            crate::rpc::wan_http::to_datacenter,
+        ));
         self.api.install(app.clone());
         let raft = self.raft.clone();
         let limiter = crate::edge::rate::Limiter::new(

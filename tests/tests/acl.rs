@@ -490,6 +490,9 @@ const OPEN: &[&str] = &[
     "/v1/status/leader",
     "/v1/status/peers",
     "/v1/catalog/datacenters",
+    // Server WAN coordinates and the ACL replication status: no token, as in Consul.
+    "/v1/coordinate/datacenters",
+    "/v1/acl/replication",
     "/v1/acl/bootstrap",
     // The bearer JWT is the credential; the body here has none and is refused (400).
     "/v1/acl/login",

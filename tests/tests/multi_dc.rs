@@ -191,6 +191,24 @@ retry_join_wan = ["{}"]"#,
     );
     let node = c1.dig(&format!("{}.node.dc2.consul", c2.name), "A")?;
     assert!(node.contains("127.0.0.1"), "node lookup: {node:?}");
+    // A prepared query that exists only in dc2, executed there through DNS asked in dc1
+    // (`<query>.query.<dc>.consul`, real packets to dc1's client and to a dc1 server).
+    let r = c1
+        .post(
+            "/v1/query?dc=dc2",
+            json!({"Name": "web-dc2", "Service": {"Service": "web", "Tags": ["v1"]}}).to_string(),
+        )
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let srv = c1.dig("web-dc2.query.dc2.consul", "SRV")?;
+    assert!(
+        srv.contains("8080") && !srv.contains("8081"),
+        "SRV web-dc2.query.dc2.consul: {srv:?}"
+    );
+    let a = c1.dig("web-dc2.query.dc2.consul", "A")?;
+    assert!(a.contains("127.0.0.1"), "A web-dc2.query.dc2.consul: {a:?}");
+    assert_eq!(c1.dig_status("web-dc2.query.consul")?, "NXDOMAIN");
+    assert_eq!(c1.dig_status("nosuch.query.dc2.consul")?, "NXDOMAIN");
     // In dc1 there is no web.
     assert_eq!(c1.dig_status("web.service.consul")?, "NXDOMAIN");
     assert_eq!(c1.dig_status("web.service.nowhere.consul")?, "NXDOMAIN");

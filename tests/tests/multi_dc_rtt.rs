@@ -1,4 +1,6 @@
-//! `/v1/catalog/datacenters` orders datacenters by their measured round-trip time. Three
+//! `/v1/catalog/datacenters` orders datacenters by their estimated round-trip time (WAN
+//! network coordinates, else measured pings), `/v1/coordinate/datacenters` lists the servers'
+//! WAN coordinates and `registry rtt -wan` estimates the delays from them. Three
 //! single-server datacenters: dc2 and dc3 advertise their WAN address (`advertise_addr_wan`)
 //! on a relay run by this test, which passes their WAN gossip (UDP) and server-port traffic
 //! (TCP) on to them after a delay (20 ms to dc2, 120 ms to dc3; the kernels this runs on have
@@ -195,6 +197,89 @@ async fn datacenters_are_sorted_by_round_trip_time() -> Result<()> {
 
     let t = wait_order(&dc1, &["dc1", "dc2", "dc3"], Duration::from_secs(60)).await?;
     eprintln!("dc1 orders dc2 (20 ms) before dc3 (120 ms) after {t:?}");
+
+    // WAN coordinates: every server's, per datacenter, in Consul's shape, nearest first.
+    let names = [
+        format!("{}.dc1", dc1.server(0).node),
+        format!("{}.dc2", dc2.server(0).node),
+        format!("{}.dc3", dc3.server(0).node),
+    ];
+    let started = Instant::now();
+    let v = loop {
+        let v = dc1.get_json(0, "/v1/coordinate/datacenters").await?;
+        let all = v.as_array().is_some_and(|l| {
+            l.len() == 3
+                && l.iter()
+                    .all(|d| d["Coordinates"].as_array().is_some_and(|c| !c.is_empty()))
+        });
+        if all {
+            break v;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("not every datacenter has WAN coordinates: {v}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let list = v.as_array().unwrap();
+    assert_eq!(list.len(), 3, "{v}");
+    assert_eq!(list[0]["Datacenter"], "dc1", "this datacenter first: {v}");
+    for (i, dc) in ["dc1", "dc2", "dc3"].iter().enumerate() {
+        let e = list.iter().find(|e| e["Datacenter"] == *dc).unwrap();
+        assert_eq!(e["AreaID"], "wan", "{v}");
+        assert_eq!(e["Coordinates"][0]["Node"], names[i].as_str(), "{v}");
+        assert_eq!(
+            e["Coordinates"][0]["Coord"]["Vec"]
+                .as_array()
+                .unwrap()
+                .len(),
+            8
+        );
+    }
+    // `registry rtt -wan` estimates each delay from the coordinates (dc1's server being the
+    // second node by default).
+    let http = format!("-http-addr={}", dc1.server(0).http_addr());
+    let rtt_ms = |node: &str| -> Result<f64> {
+        let (ok, out, err) = dc1.cli(&["rtt", "-wan", &http, node])?;
+        if !ok {
+            bail!("rtt -wan {node}: {out} {err}");
+        }
+        let ms = out
+            .split("rtt: ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse::<f64>().ok());
+        match ms {
+            Some(ms) if out.contains("(using WAN coordinates)") => Ok(ms),
+            _ => bail!("unexpected rtt output: {out}"),
+        }
+    };
+    let started = Instant::now();
+    let (to2, to3) = loop {
+        let (to2, to3) = (rtt_ms(&names[1])?, rtt_ms(&names[2])?);
+        // The relays make the paths between dc2 and dc3 asymmetric (each side's packets
+        // take the other's relay), which no coordinate space embeds exactly: only the order
+        // and a plausible size are checked.
+        if to2 < to3 && (20.0..1000.0).contains(&to3) && to2 > 1.0 {
+            break (to2, to3);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("WAN coordinates estimate dc2 {to2} ms and dc3 {to3} ms (delays 20 and 120 ms)");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!(
+        "WAN coordinates: dc2 {to2:.1} ms, dc3 {to3:.1} ms (delays 20 and 120 ms) after {:?}",
+        started.elapsed()
+    );
+    // Once settled, the coordinates order the datacenters too.
+    wait_order(&dc1, &["dc1", "dc2", "dc3"], Duration::from_secs(10)).await?;
+    let (ok, out, _) = dc1.cli(&["rtt", "-wan", &http, &names[1], &names[2]])?;
+    assert!(
+        ok && out.contains(&format!("Estimated {} <-> {} rtt:", names[1], names[2])),
+        "{out}"
+    );
+    let (ok, _, err) = dc1.cli(&["rtt", "-wan", &http, "nope.dc9"])?;
+    assert!(!ok && err.contains("Could not find a coordinate"), "{err}");
 
     // A read of dc3 goes over its WAN address, through the relay.
     let started = Instant::now();

@@ -108,6 +108,8 @@ impl PartialAcl {
                 default: self.string("tokens.default")?,
                 replication: self.string("tokens.replication")?,
             },
+            primary_datacenter: self.string("primary_datacenter")?,
+            enable_token_replication: self.bool("enable_token_replication")?,
         })
     }
 }

@@ -225,6 +225,22 @@ impl Gossip {
             .map(|(id, st)| (id.node_id.to_string(), st.get(key).map(str::to_string)))
     }
 
+    /// Every member's value of `key` (newest generation of each name), this node included.
+    pub async fn member_keys(&self, key: &str) -> Vec<(String, String)> {
+        let cc = self.chitchat.lock().await;
+        let mut best: std::collections::HashMap<String, (u64, String)> = Default::default();
+        for (id, st) in cc.node_states() {
+            let Some(v) = st.get(key) else { continue };
+            let e = best
+                .entry(id.node_id.to_string())
+                .or_insert((id.generation_id, v.to_string()));
+            if id.generation_id > e.0 {
+                *e = (id.generation_id, v.to_string());
+            }
+        }
+        best.into_iter().map(|(n, (_, v))| (n, v)).collect()
+    }
+
     /// This node's name.
     pub fn node_name(&self) -> &str {
         &self.cfg.node_name

@@ -234,4 +234,37 @@ pub enum AclCommand {
         /// ID.
         id: String,
     },
+    /// One round of ACL replication from the primary datacenter, applied as a whole by a
+    /// secondary datacenter's state machine.
+    Replicate(Box<AclReplicationBatch>),
+}
+
+/// What a secondary datacenter's leader learned from the primary in one replication round:
+/// the records to create or replace and the ones to delete (by ID / accessor ID).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclReplicationBatch {
+    /// Policies created or changed in the primary.
+    pub policies: Vec<Policy>,
+    /// Policies gone from the primary.
+    pub policy_deletes: Vec<String>,
+    /// Roles created or changed in the primary.
+    pub roles: Vec<Role>,
+    /// Roles gone from the primary.
+    pub role_deletes: Vec<String>,
+    /// Global (non-`Local`) tokens created or changed in the primary.
+    pub tokens: Vec<Token>,
+    /// Global tokens gone from the primary (accessor IDs).
+    pub token_deletes: Vec<String>,
+}
+
+impl AclReplicationBatch {
+    /// Whether the round changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+            && self.policy_deletes.is_empty()
+            && self.roles.is_empty()
+            && self.role_deletes.is_empty()
+            && self.tokens.is_empty()
+            && self.token_deletes.is_empty()
+    }
 }

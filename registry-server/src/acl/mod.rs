@@ -4,6 +4,7 @@
 
 pub mod authorizer;
 pub mod login;
+pub mod replication;
 pub mod routes;
 pub mod templated;
 
@@ -30,6 +31,20 @@ pub struct AclConfig {
     pub enable_token_persistence: bool,
     /// `tokens { }`.
     pub tokens: AgentTokens,
+    /// `primary_datacenter`: the datacenter whose ACL records are authoritative (empty:
+    /// this one).
+    pub primary_datacenter: String,
+    /// `enable_token_replication`: a secondary datacenter replicates global tokens too.
+    pub enable_token_replication: bool,
+}
+
+impl AclConfig {
+    /// Whether a server of `datacenter` replicates ACLs from another, primary datacenter.
+    pub fn is_secondary(&self, datacenter: &str) -> bool {
+        self.enabled
+            && !self.primary_datacenter.is_empty()
+            && !self.primary_datacenter.eq_ignore_ascii_case(datacenter)
+    }
 }
 
 /// The agent's own tokens (`acl.tokens`, `PUT /v1/agent/token/:type`).
@@ -56,6 +71,8 @@ pub struct AclRuntime {
     tokens: RwLock<AgentTokens>,
     version: std::sync::atomic::AtomicU64,
     cache: parking_lot::Mutex<AuthzCache>,
+    /// What ACL replication reports (`GET /v1/acl/replication`).
+    pub replication: parking_lot::Mutex<replication::ReplicationStatus>,
 }
 
 /// Authorizers built for the ACL tables as of one index, by secret: resolving a token parses
@@ -77,6 +94,7 @@ impl AclRuntime {
             config,
             version: std::sync::atomic::AtomicU64::new(0),
             cache: parking_lot::Mutex::new(AuthzCache::default()),
+            replication: Default::default(),
         }
     }
 

@@ -117,6 +117,8 @@ pub fn decision(method: &Method, template: &str) -> Option<Decision> {
         "/v1/acl/login" | "/v1/acl/logout" => d(AclEndpoint, f),
         t if t.starts_with("/v1/acl/") => d(AclEndpoint, f),
         "/v1/agent/token/{kind}" => d(AclEndpoint, f),
+        // What a secondary datacenter replicates; the handler checks acl:read or acl:write.
+        "/v1/internal/acl/replication" => d(AclEndpoint, f),
         "/v1/agent/checks" => d(Open, Filter::ObjectValues(CHECK)),
         "/v1/agent/check/register" => d(Body(BodyKind::AgentCheck), f),
         "/v1/agent/check/deregister/{id}"
@@ -191,6 +193,8 @@ pub fn decision(method: &Method, template: &str) -> Option<Decision> {
         "/v1/query/{id}" => d(QueryId(Write), f),
         "/v1/query/{id}/execute" | "/v1/query/{id}/explain" => d(Open, f),
         "/v1/coordinate/nodes" => d(Open, Filter::Array(COORD)),
+        // Server WAN coordinates: no token needed, as in Consul.
+        "/v1/coordinate/datacenters" => d(Open, f),
         "/v1/coordinate/node/{node}" => d(Path(Node, Read), f),
         "/v1/coordinate/update" => d(Body(BodyKind::CoordinateUpdate), f),
         "/v1/session/create" => d(Body(BodyKind::SessionCreate), f),

@@ -343,7 +343,8 @@ impl Builder<'_> {
             }
             Lookup::Query { name, locality } => {
                 if locality != Locality::Local {
-                    return (self.negative(rcode::NXDOMAIN, alt), Dep::Static);
+                    // Executed by the named datacenter, as Consul forwards the execution.
+                    return (self.elsewhere(&locality, alt), Dep::Static);
                 }
                 self.query(&name, alt)
             }

@@ -10,7 +10,7 @@
 //! | `_<svc>._<tag>[.service][.<dc>].<domain>` (`_tcp` = any tag; `service` optional for SRV) | service |
 //! | `<node>.node[.<dc>].<domain>` (dots join into one node name) | node |
 //! | `<hex>.addr[.<dc>].<domain>` (8 or 32 hex digits; also `a.b.c.d.addr`) | fixed address |
-//! | `<q>.query…`, `<svc>.connect…`, `.ingress`, `.virtual` | parsed, not served (NXDOMAIN) |
+//! | `<svc>.connect…`, `.ingress`, `.virtual` | parsed, not served (NXDOMAIN) |
 //! | `<rev-ip>.in-addr.arpa.`, `<nibbles>.ip6.arpa.` | reverse (PTR) |
 //! | the domain itself, `service.<domain>`, `node.<domain>`, `<dc>.<domain>` | empty non-terminal |
 //!
@@ -179,6 +179,10 @@ pub fn remote_datacenter(
                     ..
                 }
                 | Lookup::Node {
+                    locality: Locality::Remote(dc),
+                    ..
+                }
+                | Lookup::Query {
                     locality: Locality::Remote(dc),
                     ..
                 },

@@ -2,7 +2,7 @@
 //! must hold on all replicas (unique names and secrets, links to existing policies and roles,
 //! the built-in records) is made here, before anything changes.
 
-use crate::state::{AclTables, WriteTxn};
+use crate::state::{AclTables, WatchKey, WriteTxn};
 use registry_proto::acl::{
     AclCommand, AuthMethod, BindingRule, Link, Policy, Role, Token, ANONYMOUS_ACCESSOR,
     ANONYMOUS_SECRET, GLOBAL_MANAGEMENT_ID, GLOBAL_MANAGEMENT_NAME,
@@ -15,6 +15,7 @@ pub const BOOTSTRAP_NOT_ALLOWED: &str = "ACL bootstrap no longer allowed";
 /// Applies one ACL command.
 pub(super) fn apply(txn: &mut WriteTxn<'_>, cmd: &AclCommand) -> CommandResponse {
     let index = txn.index;
+    let before = txn.db.acl.index;
     let acl = &mut *txn.db.acl;
     let result = match cmd {
         AclCommand::Init => {
@@ -37,7 +38,11 @@ pub(super) fn apply(txn: &mut WriteTxn<'_>, cmd: &AclCommand) -> CommandResponse
             }
             Ok(())
         }
+        AclCommand::Replicate(batch) => super::acl_replicate::apply(acl, index, batch),
     };
+    if txn.db.acl.index != before {
+        txn.touch(WatchKey::Acl);
+    }
     match result {
         Ok(()) => CommandResponse::Ok,
         Err(text) => CommandResponse::Rejected(text),
@@ -105,7 +110,11 @@ fn bootstrap(acl: &mut AclTables, index: u64, token: &Token, force: bool) -> Res
     Ok(())
 }
 
-fn check_links(acl: &AclTables, policies: &[Link], roles: &[Link]) -> Result<(), String> {
+pub(super) fn check_links(
+    acl: &AclTables,
+    policies: &[Link],
+    roles: &[Link],
+) -> Result<(), String> {
     for p in policies {
         if !acl.policies.contains_key(&p.id) {
             return Err(format!("cannot find policy {}", p.id));
@@ -119,7 +128,7 @@ fn check_links(acl: &AclTables, policies: &[Link], roles: &[Link]) -> Result<(),
     Ok(())
 }
 
-fn token_set(acl: &mut AclTables, index: u64, token: &Token) -> Result<(), String> {
+pub(super) fn token_set(acl: &mut AclTables, index: u64, token: &Token) -> Result<(), String> {
     if token.accessor_id.is_empty() || token.secret_id.is_empty() {
         return Err("Invalid token: missing AccessorID or SecretID".to_string());
     }
@@ -151,7 +160,7 @@ fn token_set(acl: &mut AclTables, index: u64, token: &Token) -> Result<(), Strin
     Ok(())
 }
 
-fn token_delete(acl: &mut AclTables, index: u64, accessor: &str) -> Result<(), String> {
+pub(super) fn token_delete(acl: &mut AclTables, index: u64, accessor: &str) -> Result<(), String> {
     if accessor == ANONYMOUS_ACCESSOR {
         return Err("Delete operation not permitted on the anonymous token".to_string());
     }
@@ -162,7 +171,7 @@ fn token_delete(acl: &mut AclTables, index: u64, accessor: &str) -> Result<(), S
     Ok(())
 }
 
-fn policy_set(acl: &mut AclTables, index: u64, policy: &Policy) -> Result<(), String> {
+pub(super) fn policy_set(acl: &mut AclTables, index: u64, policy: &Policy) -> Result<(), String> {
     if let Some(other) = acl.policy_by_name(&policy.name) {
         if other.id != policy.id {
             return Err(format!(
@@ -202,7 +211,7 @@ fn policy_set(acl: &mut AclTables, index: u64, policy: &Policy) -> Result<(), St
     Ok(())
 }
 
-fn policy_delete(acl: &mut AclTables, index: u64, id: &str) -> Result<(), String> {
+pub(super) fn policy_delete(acl: &mut AclTables, index: u64, id: &str) -> Result<(), String> {
     if id == GLOBAL_MANAGEMENT_ID {
         return Err(
             "Delete operation not permitted on the builtin global-management policy".to_string(),
@@ -220,7 +229,7 @@ fn policy_delete(acl: &mut AclTables, index: u64, id: &str) -> Result<(), String
     Ok(())
 }
 
-fn role_set(acl: &mut AclTables, index: u64, role: &Role) -> Result<(), String> {
+pub(super) fn role_set(acl: &mut AclTables, index: u64, role: &Role) -> Result<(), String> {
     if let Some(other) = acl.role_by_name(&role.name) {
         if other.id != role.id {
             return Err(format!(
@@ -243,7 +252,7 @@ fn role_set(acl: &mut AclTables, index: u64, role: &Role) -> Result<(), String> 
     Ok(())
 }
 
-fn role_delete(acl: &mut AclTables, index: u64, id: &str) -> Result<(), String> {
+pub(super) fn role_delete(acl: &mut AclTables, index: u64, id: &str) -> Result<(), String> {
     if acl.roles.remove(id).is_some() {
         for t in acl.tokens.values_mut() {
             t.roles.retain(|l| l.id != id);

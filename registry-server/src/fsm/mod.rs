@@ -5,6 +5,7 @@
 //! [`CommandResponse`], the same on every replica, and changes nothing.
 
 pub mod acl;
+mod acl_replicate;
 mod autopilot;
 mod catalog;
 mod config_entry;

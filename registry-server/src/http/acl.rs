@@ -375,7 +375,12 @@ pub async fn initialize(s: &AppState) {
     if !s.acl.enabled() {
         return;
     }
-    let initial = s.acl.config.tokens.initial_management.clone();
+    // A secondary datacenter gets its management tokens from the primary, by replication.
+    let initial = if s.acl.config.is_secondary(&s.config.datacenter) {
+        String::new()
+    } else {
+        s.acl.config.tokens.initial_management.clone()
+    };
     let (needs_init, needs_token) = {
         let db = s.reader.store().read();
         (

@@ -1,4 +1,4 @@
-//! `/v1/coordinate/*` (LAN): `GET /v1/coordinate/nodes` and `GET /v1/coordinate/node/:node`
+//! `/v1/coordinate/*`: `GET /v1/coordinate/datacenters` (WAN, from memory) and, for the LAN, `GET /v1/coordinate/nodes` and `GET /v1/coordinate/node/:node`
 //! serve the stored coordinates (blocking queries); `PUT /v1/coordinate/update` takes one
 //! agent's coordinate. Updates are not written one by one: [`CoordinateBatcher`] keeps the
 //! latest per node and writes them as one Raft entry per period, as Consul's
@@ -102,6 +102,15 @@ pub(super) async fn nodes(State(s): State<AppState>, RawQuery(q): RawQuery) -> A
         })
         .await?;
     super::encoded_json(body?, &meta)
+}
+
+/// `GET /v1/coordinate/datacenters`: the WAN coordinates of every datacenter's servers,
+/// datacenters nearest first (`crate::rpc::wan_coord`).
+pub(super) async fn datacenters(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult {
+    let opts = s.options(q.as_deref())?;
+    let dcs = &s.datacenters;
+    let v = dcs.coordinates.to_json(&dcs.by_distance());
+    super::respond::json(&v, None, opts.pretty)
 }
 
 /// `GET /v1/coordinate/node/:node`: 404 when the node has no coordinate.

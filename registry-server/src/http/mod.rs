@@ -9,6 +9,7 @@ pub mod acl;
 pub mod acl_auth;
 pub mod acl_common;
 pub mod acl_guard;
+pub mod acl_replication;
 pub mod acl_role;
 pub mod acl_shapes;
 pub mod acl_templated;

@@ -2,9 +2,9 @@
 //! 404 with Consul's text; a known path with the wrong method answers 405 with `Allow`.
 
 use super::{
-    acl, acl_auth, acl_role, acl_templated, agent, agent_ops, catalog, config_entries, connect,
-    coordinate, event, health, keyring, kv, operator, query, session, snapshot, status, txn, ui,
-    ui_api, AgentState, AppState,
+    acl, acl_auth, acl_replication, acl_role, acl_templated, agent, agent_ops, catalog,
+    config_entries, connect, coordinate, event, health, keyring, kv, operator, query, session,
+    snapshot, status, txn, ui, ui_api, AgentState, AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::extract::FromRef;
@@ -81,6 +81,7 @@ fn routes(state: AppState) -> Router {
                 .put(acl::policy_update)
                 .delete(acl::policy_delete),
         )
+        .route("/v1/acl/replication", get(acl_replication::status))
         .route("/v1/acl/role", put(acl_role::role_create))
         .route("/v1/acl/role/name/{name}", get(acl_role::role_read_name))
         .route(
@@ -136,6 +137,7 @@ fn routes(state: AppState) -> Router {
             "/v1/config/{kind}/{name}",
             get(config_entries::get).delete(config_entries::delete),
         )
+        .route("/v1/coordinate/datacenters", get(coordinate::datacenters))
         .route("/v1/coordinate/node/{node}", get(coordinate::node))
         .route("/v1/coordinate/nodes", get(coordinate::nodes))
         .route("/v1/coordinate/update", put(coordinate::update))
@@ -148,6 +150,7 @@ fn routes(state: AppState) -> Router {
         .route("/v1/health/node/{node}", get(health::node))
         .route("/v1/health/service/{name}", get(health::service))
         .route("/v1/health/state/{state}", get(health::state))
+        .route("/v1/internal/acl/replication", get(acl_replication::source))
         .route("/v1/internal/ui/node/{node}", get(ui_api::node))
         .route("/v1/internal/ui/nodes", get(ui_api::nodes))
         .route("/v1/internal/ui/services", get(ui_api::services))

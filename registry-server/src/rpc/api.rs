@@ -317,6 +317,10 @@ pub(crate) async fn servers(State(raft): State<RaftHandle>) -> Json<Vec<ServerEn
 /// agent; snapshot restores and the Raft operator endpoints have their own forwarding; user
 /// events are per agent.
 pub fn needs_leader(method: &Method, path: &str) -> bool {
+    if path == "/v1/acl/replication" {
+        // The leader runs ACL replication and holds its status.
+        return *method == Method::GET;
+    }
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return false;
     }

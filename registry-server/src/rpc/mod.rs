@@ -24,6 +24,7 @@
 //! (lock-delay, session validity, CAS). A client agent sends every non-agent request the same
 //! way to a server, which serves it as if it had arrived on its own HTTP port.
 
+pub mod acl_primary;
 pub mod api;
 pub mod catalog;
 pub mod client;
@@ -33,6 +34,7 @@ pub mod forward;
 pub mod stream;
 pub mod views;
 pub mod wan;
+pub mod wan_coord;
 pub mod wan_http;
 
 use crate::leader::autopilot::Autopilot;

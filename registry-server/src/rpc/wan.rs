@@ -95,6 +95,8 @@ pub struct Datacenters {
     fwd: Forwarder,
     http: reqwest::Client,
     sticky: Mutex<HashMap<String, String>>,
+    /// WAN network coordinates (published by the WAN pool's Vivaldi loop).
+    pub coordinates: super::wan_coord::WanCoordinates,
 }
 
 impl std::fmt::Debug for Datacenters {
@@ -126,6 +128,7 @@ impl Datacenters {
             fwd: Forwarder::new(http.clone()),
             http,
             sticky: Mutex::new(HashMap::new()),
+            coordinates: Default::default(),
         }))
     }
 
@@ -151,12 +154,13 @@ impl Datacenters {
         dc.is_empty() || dc.eq_ignore_ascii_case(&self.local)
     }
 
-    /// The estimated round trip to `dc` (zero for this one).
+    /// The estimated round trip to `dc` (zero for this one): from the WAN network
+    /// coordinates, else from the installed estimate (measured pings).
     pub fn rtt(&self, dc: &str) -> Option<Duration> {
         if self.is_local(dc) {
             return Some(Duration::ZERO);
         }
-        self.rtt.read().rtt(dc)
+        self.coordinates.rtt(dc).or_else(|| self.rtt.read().rtt(dc))
     }
 
     /// Every known datacenter, nearest first (this one first; those without an estimate

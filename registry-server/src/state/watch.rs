@@ -32,6 +32,8 @@ pub enum WatchKey {
     PreparedQueries,
     /// Network coordinates.
     Coordinates,
+    /// The ACL tables (tokens, policies, roles, auth methods, binding rules).
+    Acl,
 }
 
 /// Channels by key; senders carry the index of the last write that touched the key. KV
