@@ -420,6 +420,36 @@ async fn default_allow_and_disabled_modes() -> Result<()> {
     Ok(())
 }
 
+/// Consul's deprecated top-level keys still configure ACLs: `acl_datacenter` turns them on,
+/// `acl_default_policy` and `acl_master_token` act as their `acl { }` counterparts.
+#[tokio::test]
+async fn deprecated_top_level_acl_keys_still_apply() -> Result<()> {
+    let a = TestAgent::dev_with_args(&[
+        "-hcl",
+        "acl_datacenter = \"dc1\"\nacl_default_policy = \"deny\"\nacl_master_token = \"legacy-root\"",
+    ])
+    .await?;
+    let r = call(&a, Method::PUT, "/v1/kv/x", None, Some("1")).await?;
+    assert!(denied(&r), "{} {}", r.status, r.body);
+    assert_eq!(
+        r.header("x-consul-default-acl-policy").as_deref(),
+        Some("deny")
+    );
+    // The initial management token is written through Raft once a leader is elected.
+    let mut last = None;
+    for _ in 0..100 {
+        let r = call(&a, Method::PUT, "/v1/kv/x", Some("legacy-root"), Some("1")).await?;
+        if r.status == 200 {
+            last = None;
+            break;
+        }
+        last = Some((r.status, r.body));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, None, "the legacy management token never worked");
+    Ok(())
+}
+
 /// A refusal for lack of permission (an unknown policy answers "ACL not found", also 403).
 fn denied(r: &R) -> bool {
     r.status == 403 && r.body.starts_with("Permission denied")

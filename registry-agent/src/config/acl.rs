@@ -13,10 +13,39 @@ pub struct PartialAcl {
     values: Map<String, Value>,
 }
 
+/// Consul's deprecated top-level ACL keys and the `acl` key each stands for.
+const LEGACY: &[(&str, &str)] = &[
+    ("acl_datacenter", "primary_datacenter"),
+    ("acl_default_policy", "default_policy"),
+    ("acl_down_policy", "down_policy"),
+    ("acl_enable_key_list_policy", "enable_key_list_policy"),
+    ("acl_ttl", "token_ttl"),
+    ("acl_master_token", "tokens.initial_management"),
+    ("acl_agent_master_token", "tokens.agent_recovery"),
+    ("acl_agent_token", "tokens.agent"),
+    ("acl_token", "tokens.default"),
+    ("acl_replication_token", "tokens.replication"),
+    ("enable_acl_replication", "enable_token_replication"),
+];
+
 impl PartialAcl {
     /// Reads `acl` and `primary_datacenter` from a normalised file.
     pub fn from_map(map: &Map<String, Value>, origin: &str) -> Result<Self, ConfigError> {
         let mut values = Map::new();
+        // Consul's deprecated top-level keys first, so that `acl { }` in the same file wins.
+        for (old, new) in LEGACY {
+            if let Some(v) = map.get(*old) {
+                values.insert((*new).into(), v.clone());
+            }
+        }
+        // `acl_datacenter` turned ACLs on, and a replication token turned token
+        // replication on (Consul's `deprecated.go`).
+        if map.contains_key("acl_datacenter") {
+            values.insert("enabled".into(), Value::Bool(true));
+        }
+        if map.contains_key("acl_replication_token") {
+            values.insert("enable_token_replication".into(), Value::Bool(true));
+        }
         if let Some(v) = map.get("primary_datacenter") {
             values.insert("primary_datacenter".into(), v.clone());
         }
@@ -134,6 +163,24 @@ mod tests {
         assert_eq!(c.tokens.initial_management, "root");
         assert_eq!(c.tokens.agent, "a2");
         assert_eq!(c.down_policy, "extend-cache");
+        let old = read(
+            json!({"acl_datacenter": "dc1", "acl_default_policy": "deny",
+            "acl_master_token": "m", "acl_agent_token": "ag", "acl_token": "anon",
+            "acl_replication_token": "r", "acl": {"tokens": {"agent": "new"}}}),
+        )
+        .build()
+        .unwrap();
+        assert!(old.enabled && !old.default_allow && old.enable_token_replication);
+        assert_eq!(old.primary_datacenter, "dc1");
+        assert_eq!(
+            (
+                old.tokens.initial_management.as_str(),
+                old.tokens.agent.as_str(),
+                old.tokens.default.as_str(),
+                old.tokens.replication.as_str()
+            ),
+            ("m", "new", "anon", "r")
+        );
         let legacy = read(json!({"acl": {"tokens": {"master": "m"}}}))
             .build()
             .unwrap();

@@ -141,18 +141,7 @@ pub(crate) const IGNORED: &[(&str, Kind)] = &[
     ("ui_content_path", Str),
     ("ui_dir", Str),
     ("watches", ObjList),
-    // Deprecated top-level ACL and TLS keys (Consul maps them onto `acl` and `tls`).
-    ("acl_agent_master_token", Str),
-    ("acl_agent_token", Str),
-    ("acl_datacenter", Str),
-    ("acl_default_policy", Str),
-    ("acl_down_policy", Str),
-    ("acl_enable_key_list_policy", Bool),
-    ("acl_master_token", Str),
-    ("acl_replication_token", Str),
-    ("acl_token", Str),
-    ("acl_ttl", Dur),
-    ("enable_acl_replication", Bool),
+    // Deprecated top-level TLS key (the ACL ones are mapped onto `acl`, see `super::acl`).
     ("tls_prefer_server_cipher_suites", Bool),
     // Enterprise-only keys (Consul CE accepts them with a warning).
     ("non_voting_server", Bool),
@@ -310,20 +299,7 @@ pub(crate) const IGNORED: &[(&str, Kind)] = &[
 pub(crate) fn reason(path: &str) -> &'static str {
     let first = path.split('.').next().unwrap_or(path);
     match first {
-        "acl"
-        | "acl_agent_master_token"
-        | "acl_agent_token"
-        | "acl_datacenter"
-        | "acl_default_policy"
-        | "acl_down_policy"
-        | "acl_enable_key_list_policy"
-        | "acl_master_token"
-        | "acl_replication_token"
-        | "acl_token"
-        | "acl_ttl"
-        | "enable_acl_replication" => {
-            "the ACL system is not implemented yet: every request is allowed"
-        }
+        "acl" => "this ACL setting has no effect here",
         "tls"
         | "ca_file"
         | "ca_path"
