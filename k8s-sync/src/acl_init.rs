@@ -63,21 +63,12 @@ pub struct AclInitFlags {
     /// Give every server an agent token (`/v1/agent/token/agent`).
     #[arg(long = "set-server-tokens", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
     pub set_server_tokens: bool,
-    /// Labels of the Secrets written, `k=v,k2=v2`.
-    #[arg(long = "labels", default_value = "")]
-    pub labels: String,
     /// How long to wait for the servers.
     #[arg(long = "timeout", default_value = "10m", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Path of a kubeconfig; default: KUBECONFIG, ~/.kube/config, then in-cluster.
-    #[arg(long)]
-    pub kubeconfig: Option<String>,
-    /// Log level.
-    #[arg(long = "log-level", default_value = "info")]
-    pub log_level: String,
-    /// Log as JSON.
-    #[arg(long = "log-json", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
-    pub log_json: bool,
+    /// Labels, kubeconfig and logging, as every install Job takes them.
+    #[command(flatten)]
+    pub job: crate::secrets::JobFlags,
 }
 
 /// Rules of the policies this Job writes.
@@ -301,7 +292,7 @@ impl Init {
 
 /// Runs the Job to completion.
 pub async fn run(flags: AclInitFlags, client: kube::Client) -> Result<()> {
-    let labels = crate::secrets::parse_labels(&flags.labels).map_err(Error::Config)?;
+    let labels = crate::secrets::parse_labels(&flags.job.labels).map_err(Error::Config)?;
     let ca = match &flags.consul_ca_cert {
         Some(p) if !p.is_empty() => Some(
             std::fs::read(p).map_err(|e| Error::Config(format!("reading the CA file {p}: {e}")))?,

@@ -5,9 +5,8 @@
 //! WAN pool (`serverConfigJSON`), each read from a file (the chart mounts the Secrets that
 //! hold them) or given literally. The Secret is created or replaced.
 
-use clap::{ArgAction, Parser};
+use clap::Parser;
 
-use crate::config::parse_go_bool;
 use crate::error::{Error, Result};
 use crate::secrets::Secrets;
 
@@ -27,18 +26,9 @@ pub struct FederationSecretFlags {
     /// A key and its value, `KEY=VALUE` (repeatable).
     #[arg(long = "from-literal")]
     pub from_literal: Vec<String>,
-    /// Labels of the Secret, `k=v,k2=v2`.
-    #[arg(long = "labels", default_value = "")]
-    pub labels: String,
-    /// Path of a kubeconfig; default: KUBECONFIG, ~/.kube/config, then in-cluster.
-    #[arg(long)]
-    pub kubeconfig: Option<String>,
-    /// Log level.
-    #[arg(long = "log-level", default_value = "info")]
-    pub log_level: String,
-    /// Log as JSON.
-    #[arg(long = "log-json", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
-    pub log_json: bool,
+    /// Labels, kubeconfig and logging, as every install Job takes them.
+    #[command(flatten)]
+    pub job: crate::secrets::JobFlags,
 }
 
 /// The Secret's data from the flags.
@@ -71,7 +61,7 @@ pub async fn run(flags: FederationSecretFlags, client: kube::Client) -> Result<(
     if flags.secret_name.is_empty() {
         return Err(Error::Config("-secret-name is required".into()));
     }
-    let labels = crate::secrets::parse_labels(&flags.labels).map_err(Error::Config)?;
+    let labels = crate::secrets::parse_labels(&flags.job.labels).map_err(Error::Config)?;
     let secrets = Secrets::new(client, &flags.namespace, labels);
     let data = data(&flags)?;
     let keys: Vec<&str> = data.iter().map(|(k, _)| k.as_str()).collect();

@@ -4,10 +4,9 @@
 //! existing Secret is left alone, so a rerun never changes the key of a running datacenter.
 
 use base64::Engine;
-use clap::{ArgAction, Parser};
+use clap::Parser;
 use rand::RngCore;
 
-use crate::config::parse_go_bool;
 use crate::error::{Error, Result};
 use crate::secrets::Secrets;
 
@@ -24,18 +23,9 @@ pub struct GossipKeyFlags {
     /// Key of the Secret that holds the gossip key.
     #[arg(long = "secret-key", default_value = "key")]
     pub secret_key: String,
-    /// Labels of the Secret, `k=v,k2=v2`.
-    #[arg(long = "labels", default_value = "")]
-    pub labels: String,
-    /// Path of a kubeconfig; default: KUBECONFIG, ~/.kube/config, then in-cluster.
-    #[arg(long)]
-    pub kubeconfig: Option<String>,
-    /// Log level.
-    #[arg(long = "log-level", default_value = "info")]
-    pub log_level: String,
-    /// Log as JSON.
-    #[arg(long = "log-json", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
-    pub log_json: bool,
+    /// Labels, kubeconfig and logging, as every install Job takes them.
+    #[command(flatten)]
+    pub job: crate::secrets::JobFlags,
 }
 
 /// A new gossip key: 32 random bytes, base64 (standard alphabet, padded).
@@ -52,7 +42,7 @@ pub async fn run(flags: GossipKeyFlags, client: kube::Client) -> Result<()> {
             "-secret-name and -secret-key are required".into(),
         ));
     }
-    let labels = crate::secrets::parse_labels(&flags.labels).map_err(Error::Config)?;
+    let labels = crate::secrets::parse_labels(&flags.job.labels).map_err(Error::Config)?;
     let secrets = Secrets::new(client, &flags.namespace, labels);
     if secrets
         .create_if_absent(&flags.secret_name, &flags.secret_key, &new_key())

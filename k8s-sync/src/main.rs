@@ -96,24 +96,24 @@ async fn run_job(job: &str, args: Vec<String>) -> anyhow::Result<()> {
     match job {
         "acl-init" => {
             let flags = AclInitFlags::parse_from(args);
-            init_logging(&flags.log_level, flags.log_json);
-            let client = kube_client(flags.kubeconfig.as_deref()).await?;
+            init_logging(&flags.job.log_level, flags.job.log_json);
+            let client = kube_client(flags.job.kubeconfig.as_deref()).await?;
             k8s_sync::acl_init::run(flags, client)
                 .await
                 .context("ACL initialisation")
         }
         "create-federation-secret" => {
             let flags = FederationSecretFlags::parse_from(args);
-            init_logging(&flags.log_level, flags.log_json);
-            let client = kube_client(flags.kubeconfig.as_deref()).await?;
+            init_logging(&flags.job.log_level, flags.job.log_json);
+            let client = kube_client(flags.job.kubeconfig.as_deref()).await?;
             k8s_sync::federation_secret::run(flags, client)
                 .await
                 .context("writing the federation Secret")
         }
         _ => {
             let flags = GossipKeyFlags::parse_from(args);
-            init_logging(&flags.log_level, flags.log_json);
-            let client = kube_client(flags.kubeconfig.as_deref()).await?;
+            init_logging(&flags.job.log_level, flags.job.log_json);
+            let client = kube_client(flags.job.kubeconfig.as_deref()).await?;
             k8s_sync::gossip_key::run(flags, client)
                 .await
                 .context("generating the gossip key")

@@ -8,7 +8,25 @@ use k8s_openapi::ByteString;
 use kube::api::{ObjectMeta, PostParams};
 use kube::Api;
 
+use crate::config::parse_go_bool;
 use crate::error::Result;
+
+/// The flags every install Job takes besides its own.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobFlags {
+    /// Labels of the Secrets written, `k=v,k2=v2`.
+    #[arg(long = "labels", default_value = "")]
+    pub labels: String,
+    /// Path of a kubeconfig; default: KUBECONFIG, ~/.kube/config, then in-cluster.
+    #[arg(long)]
+    pub kubeconfig: Option<String>,
+    /// Log level.
+    #[arg(long = "log-level", default_value = "info")]
+    pub log_level: String,
+    /// Log as JSON.
+    #[arg(long = "log-json", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
+    pub log_json: bool,
+}
 
 /// The Secrets of one namespace, labelled as this release's.
 #[derive(Clone)]

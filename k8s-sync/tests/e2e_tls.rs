@@ -7,7 +7,6 @@
 mod harness;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use harness::*;
@@ -32,15 +31,6 @@ print(srv.server_address[1], flush=True)
 srv.serve_forever()
 "#;
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("running openssl");
-    assert!(out.status.success(), "openssl {args:?}: {out:?}");
-}
-
 /// What does this test do? A CA and a server certificate for 127.0.0.1 are made; k8s-sync's
 /// purge against `https://127.0.0.1:<port>` succeeds with `CONSUL_CACERT` naming the CA (and
 /// with `-ca-file`), and fails on the certificate without it.
@@ -58,68 +48,11 @@ fn https_registry_address_verified_with_consul_cacert() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=k8s-sync test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-    openssl(
-        d,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "srv.key",
-            "-out",
-            "srv.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    std::fs::write(d.join("ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "srv.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "srv.pem",
-            "-days",
-            "1",
-            "-extfile",
-            "ext",
-        ],
-    );
+    let certs = make_certs(d).unwrap();
     let mut server = Command::new("python3")
         .args(["-c", SERVER])
-        .arg(d.join("srv.pem"))
-        .arg(d.join("srv.key"))
+        .arg(&certs.cert)
+        .arg(&certs.key)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -128,7 +61,7 @@ fn https_registry_address_verified_with_consul_cacert() {
         .read_line(&mut line)
         .unwrap();
     let url = format!("https://127.0.0.1:{}", line.trim());
-    let ca = d.join("ca.pem").display().to_string();
+    let ca = certs.ca.display().to_string();
 
     let run = |env: &[(&str, &str)], extra: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_k8s-sync"));

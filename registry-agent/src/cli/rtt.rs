@@ -35,24 +35,12 @@ pub async fn run(args: RttArgs, ui: &mut Ui<'_>) -> i32 {
     let node1 = args.nodes[0].clone();
     let node2 = match args.nodes.get(1) {
         Some(n) => n.clone(),
-        None => {
-            let me: Result<serde_json::Value, String> =
-                match client.get_ok("/v1/agent/self", &[]).await {
-                    Ok(r) => r.json(),
-                    Err(e) => Err(e),
-                };
-            match me {
-                Ok(v) => v["Config"]["NodeName"].as_str().unwrap_or("").to_string(),
-                Err(e) => return ui.fail(&format!("Unable to look up agent info: {e}")),
-            }
-        }
+        None => match get_json::<serde_json::Value>(&client, "/v1/agent/self").await {
+            Ok(v) => v["Config"]["NodeName"].as_str().unwrap_or("").to_string(),
+            Err(e) => return ui.fail(&format!("Unable to look up agent info: {e}")),
+        },
     };
-    let coords: Result<Vec<NodeCoordinate>, String> =
-        match client.get_ok("/v1/coordinate/nodes", &[]).await {
-            Ok(r) => r.json(),
-            Err(e) => Err(e),
-        };
-    let coords = match coords {
+    let coords = match get_json::<Vec<NodeCoordinate>>(&client, "/v1/coordinate/nodes").await {
         Ok(c) => c,
         Err(e) => return ui.fail(&format!("Error getting coordinates: {e}")),
     };
@@ -70,36 +58,30 @@ pub async fn run(args: RttArgs, ui: &mut Ui<'_>) -> i32 {
     0
 }
 
+/// GET `path` and decode its JSON answer.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    path: &str,
+) -> Result<T, String> {
+    client.get_ok(path, &[]).await?.json()
+}
+
 /// `rtt -wan`: both nodes are servers named `node.dc`.
 async fn wan(client: &Client, nodes: &[String], ui: &mut Ui<'_>) -> i32 {
     let node1 = nodes[0].clone();
     let node2 = match nodes.get(1) {
         Some(n) => n.clone(),
-        None => {
-            let me: Result<serde_json::Value, String> =
-                match client.get_ok("/v1/agent/self", &[]).await {
-                    Ok(r) => r.json(),
-                    Err(e) => Err(e),
-                };
-            match me {
-                Ok(v) if v["Config"]["Server"] == true => format!(
-                    "{}.{}",
-                    v["Config"]["NodeName"].as_str().unwrap_or(""),
-                    v["Config"]["Datacenter"].as_str().unwrap_or("")
-                ),
-                Ok(_) => {
-                    return ui.fail("A server name must be given when the agent is not a server")
-                }
-                Err(e) => return ui.fail(&format!("Unable to look up agent info: {e}")),
-            }
-        }
+        None => match get_json::<serde_json::Value>(client, "/v1/agent/self").await {
+            Ok(v) if v["Config"]["Server"] == true => format!(
+                "{}.{}",
+                v["Config"]["NodeName"].as_str().unwrap_or(""),
+                v["Config"]["Datacenter"].as_str().unwrap_or("")
+            ),
+            Ok(_) => return ui.fail("A server name must be given when the agent is not a server"),
+            Err(e) => return ui.fail(&format!("Unable to look up agent info: {e}")),
+        },
     };
-    let dcs: Result<serde_json::Value, String> =
-        match client.get_ok("/v1/coordinate/datacenters", &[]).await {
-            Ok(r) => r.json(),
-            Err(e) => Err(e),
-        };
-    let dcs = match dcs {
+    let dcs = match get_json::<serde_json::Value>(client, "/v1/coordinate/datacenters").await {
         Ok(v) => v,
         Err(e) => return ui.fail(&format!("Error getting coordinates: {e}")),
     };

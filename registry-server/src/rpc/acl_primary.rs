@@ -6,13 +6,13 @@
 //! The middleware sits after `?dc=` forwarding and before leader forwarding, so a follower
 //! sends such a write straight to the primary.
 
-use super::api::{add_default_token, mark_origin, ApiRequest, Hop, MAX_BODY};
+use super::api::{add_default_token, mark_origin, ApiRequest, Hop};
 use super::wan::Datacenters;
 use crate::http::respond::ApiError;
 use crate::state::Store;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
@@ -90,15 +90,9 @@ pub async fn to_primary(State(p): State<PrimaryRoute>, req: Request, next: Next)
         _ => None,
     };
     let (mut parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+    let body = match super::api::buffer_body(body).await {
         Ok(b) => b,
-        Err(e) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Failed to buffer the request body: {e}"),
-            )
-                .into_response()
-        }
+        Err(resp) => return resp,
     };
     let global = match classify(&parts.method, parts.uri.path()) {
         Kind::Primary => true,

@@ -90,6 +90,17 @@ pub struct OriginNode(pub String);
 /// Internal request header carrying [`OriginNode`] between servers.
 const ORIGIN_NODE_HEADER: &str = "x-registry-origin-node";
 
+/// A request's whole body, up to [`MAX_BODY`], for forwarding; a larger one is answered 413.
+pub async fn buffer_body(body: Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Failed to buffer the request body: {e}"),
+        )
+            .into_response()
+    })
+}
+
 /// Sets the origin-node header of a request about to be forwarded: the origin it arrived
 /// with, else `node` (this agent received it first).
 pub fn mark_origin(parts: &mut axum::http::request::Parts, node: &str) {
@@ -379,15 +390,9 @@ pub async fn to_leader(State(route): State<LeaderRoute>, req: Request, next: Nex
         return resp;
     }
     let (mut parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+    let body = match buffer_body(body).await {
         Ok(b) => b,
-        Err(e) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Failed to buffer the request body: {e}"),
-            )
-                .into_response()
-        }
+        Err(resp) => return resp,
     };
     mark_origin(&mut parts, &node);
     if acl.enabled() {

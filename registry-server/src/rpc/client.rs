@@ -9,14 +9,14 @@
 //! unknown is not, and fails, as in Consul. With no server answering, calls keep trying for
 //! [`FAILOVER_LIMIT`] before failing with "No known servers".
 
-use super::api::{ApiReply, ApiRequest, Hop, ServerEntry, MAX_BODY};
+use super::api::{ApiReply, ApiRequest, Hop, ServerEntry};
 use super::forward::{ForwardError, Forwarder};
 use super::{API_PATH, SERVERS_PATH};
 use crate::http::respond::ApiError;
 use crate::http::ForwardApi;
 use crate::ServerError;
 use axum::extract::Request;
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
@@ -297,15 +297,9 @@ impl ClientForward {
         if let Some(views) = views.filter(|_| super::views::StreamViews::wants(&parts)) {
             return views.serve(&parts).await;
         }
-        let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        let body = match super::api::buffer_body(body).await {
             Ok(b) => b,
-            Err(e) => {
-                return (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("Failed to buffer the request body: {e}"),
-                )
-                    .into_response()
-            }
+            Err(resp) => return resp,
         };
         let read = matches!(parts.method, Method::GET | Method::HEAD);
         let fwd = ApiRequest::from_parts(Hop::Client, &parts, body);

@@ -9,12 +9,12 @@
 //! are never forwarded, and `/v1/catalog/datacenters` and `/v1/coordinate/datacenters` answer
 //! about every datacenter from here.
 
-use super::api::{mark_origin, ApiRequest, Hop, MAX_BODY};
+use super::api::{mark_origin, ApiRequest, Hop};
 use super::wan::Datacenters;
 use crate::http::respond::ApiError;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderValue, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
@@ -77,15 +77,9 @@ pub async fn to_datacenter(State(w): State<WanState>, req: Request, next: Next) 
         return resp;
     };
     let (mut parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+    let body = match super::api::buffer_body(body).await {
         Ok(b) => b,
-        Err(e) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Failed to buffer the request body: {e}"),
-            )
-                .into_response()
-        }
+        Err(resp) => return resp,
     };
     mark_origin(&mut parts, &w.node);
     let fwd = ApiRequest::from_parts(Hop::Client, &parts, body);
