@@ -159,8 +159,15 @@ async fn sighup_applies_a_new_log_level() -> Result<()> {
 
 #[tokio::test]
 async fn openraft_internals_stay_at_warn_unless_trace_is_asked_for() -> Result<()> {
-    // -dev logs at debug, as Consul's dev mode; openraft's internals are not in it.
-    let mut a = TestAgent::dev().await?;
+    // -dev logs at info.
+    let mut dev = TestAgent::dev().await?;
+    dev.wait_for_leader(Duration::from_secs(30)).await?;
+    log_something(&dev).await?;
+    let log = dev.log();
+    assert!(log.contains(" INFO "), "info lines are shown: {log}");
+    assert!(!log.contains(" DEBUG "), "-dev logs at info: {log}");
+    // At debug, openraft's internals are still not in it.
+    let mut a = TestAgent::dev_with_args(&["-log-level", "debug"]).await?;
     a.wait_for_leader(Duration::from_secs(30)).await?;
     log_something(&a).await?;
     let log = a.log();
