@@ -315,3 +315,84 @@ async fn policies_and_global_tokens_replicate_and_local_tokens_do_not() -> Resul
     dc2.finish();
     Ok(())
 }
+
+/// Without `enable_token_replication` (Consul's default), a secondary resolves a global token
+/// it does not hold in the primary, and trusts the answer for the token TTL (30 s): the
+/// token authorizes in dc2 with dc2's replicated copy of its policies, a `Local` token of dc1
+/// does not, and a token deleted in dc1 stops working in dc2 once the TTL has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_token_replication_global_tokens_are_resolved_in_the_primary() -> Result<()> {
+    let no_tokens = |dc: &str, extra: &str| {
+        acl(dc, extra).replace(
+            "enable_token_replication = true",
+            "enable_token_replication = false",
+        )
+    };
+    let dc1 = TestCluster::start_with(ClusterOptions::new(1).hcl(&no_tokens("dc1", ""))).await?;
+    let dc1_ip = dc1.server(0).ip.to_string();
+    let mut dc2 = TestCluster::start_with(ClusterOptions::new(1).hcl(&no_tokens(
+        "dc2",
+        &format!("retry_join_wan = [\"{dc1_ip}\"]"),
+    )))
+    .await?;
+    dc2.leader().await?;
+
+    let p = put_json(
+        &dc1,
+        0,
+        "/v1/acl/policy",
+        &json!({"Name": "app-writer", "Rules": "key_prefix \"app/\" { policy = \"write\" }"}),
+    )
+    .await?;
+    let global = put_json(
+        &dc1,
+        0,
+        "/v1/acl/token",
+        &json!({"Description": "global", "Policies": [{"ID": p["ID"]}]}),
+    )
+    .await?;
+    let local = put_json(
+        &dc1,
+        0,
+        "/v1/acl/token",
+        &json!({"Description": "local", "Local": true, "Policies": [{"ID": p["ID"]}]}),
+    )
+    .await?;
+    let g = global["SecretID"].as_str().unwrap().to_string();
+    let l = local["SecretID"].as_str().unwrap().to_string();
+
+    // The policy reaches dc2 by replication; the token is never stored there.
+    eventually(
+        Duration::from_secs(40),
+        "the global token authorizing in dc2",
+        || async { Ok((kv_write(&dc2, 0, "app/dc2", &g).await? == 200).then_some(())) },
+    )
+    .await?;
+    let v = dc2.get_json(0, "/v1/acl/replication").await?;
+    assert_eq!(v["ReplicationType"], "policies", "{v}");
+    assert_eq!(kv_write(&dc2, 0, "other", &g).await?, 403);
+    assert_eq!(kv_write(&dc2, 0, "app/local", &l).await?, 403);
+    assert_eq!(kv_write(&dc2, 0, "app/none", "not-a-token").await?, 403);
+
+    // Deleted in dc1: refused in dc2 once the resolved copy has expired.
+    let accessor = global["AccessorID"].as_str().unwrap();
+    let r = dc1
+        .api()
+        .request(
+            0,
+            reqwest::Method::DELETE,
+            &format!("/v1/acl/token/{accessor}?token={ROOT}"),
+            None,
+        )
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t0 = Instant::now();
+    eventually(
+        Duration::from_secs(60),
+        "the deleted token refused in dc2",
+        || async { Ok((kv_write(&dc2, 0, "app/dc2", &g).await? == 403).then_some(())) },
+    )
+    .await?;
+    assert!(t0.elapsed() < Duration::from_secs(45), "{:?}", t0.elapsed());
+    Ok(())
+}

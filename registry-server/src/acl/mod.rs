@@ -17,6 +17,7 @@ use registry_proto::acl::rules::{self, Rules};
 use registry_proto::acl::{
     NodeIdentity, ServiceIdentity, TemplatedPolicy, Token, ANONYMOUS_SECRET,
 };
+use std::time::{Duration, Instant};
 
 /// `acl { }` of the agent configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,7 +74,15 @@ pub struct AclRuntime {
     cache: parking_lot::Mutex<AuthzCache>,
     /// What ACL replication reports (`GET /v1/acl/replication`).
     pub replication: parking_lot::Mutex<replication::ReplicationStatus>,
+    /// Global tokens resolved in the primary datacenter (a secondary without token
+    /// replication), by secret, with when they were fetched; `None`: the primary knows none.
+    remote: parking_lot::Mutex<std::collections::HashMap<String, (Option<Token>, Instant)>>,
 }
+
+/// How long a token resolved in the primary datacenter is trusted (Consul's `token_ttl`).
+pub const REMOTE_TOKEN_TTL: Duration = Duration::from_secs(30);
+/// Most remotely resolved tokens kept; past this the cache starts over.
+const REMOTE_CACHE_MAX: usize = 4096;
 
 /// Authorizers built for the ACL tables as of one index, by secret: resolving a token parses
 /// its policies' rules, far too slow to do on every request.
@@ -95,6 +104,7 @@ impl AclRuntime {
             version: std::sync::atomic::AtomicU64::new(0),
             cache: parking_lot::Mutex::new(AuthzCache::default()),
             replication: Default::default(),
+            remote: Default::default(),
         }
     }
 
@@ -135,6 +145,41 @@ impl AclRuntime {
         drop(t);
         self.bump();
         true
+    }
+
+    /// Whether `secret` must be resolved in the primary datacenter before [`Self::resolve`]:
+    /// this is a secondary datacenter without token replication, the token is not stored
+    /// here, and no answer about it from the last [`REMOTE_TOKEN_TTL`] is kept.
+    pub fn wants_remote(&self, db: &Db, secret: &str, datacenter: &str) -> bool {
+        let primary = &self.config.primary_datacenter;
+        if !self.config.enabled
+            || self.config.enable_token_replication
+            || primary.is_empty()
+            || primary.eq_ignore_ascii_case(datacenter)
+            || secret.is_empty()
+            || secret == ANONYMOUS_SECRET
+            || db.acl.token_by_secret(secret).is_some()
+        {
+            return false;
+        }
+        !matches!(self.remote.lock().get(secret), Some((_, at)) if at.elapsed() < REMOTE_TOKEN_TTL)
+    }
+
+    /// Keeps what the primary datacenter answered about `secret` (`None`: no such global
+    /// token there).
+    pub fn remember_remote(&self, secret: &str, token: Option<Token>) {
+        let mut remote = self.remote.lock();
+        if remote.len() >= REMOTE_CACHE_MAX {
+            remote.clear();
+        }
+        remote.insert(secret.to_string(), (token, Instant::now()));
+    }
+
+    fn remote_token(&self, secret: &str) -> Option<Token> {
+        match self.remote.lock().get(secret) {
+            Some((Some(t), at)) if at.elapsed() < REMOTE_TOKEN_TTL => Some(t.clone()),
+            _ => None,
+        }
     }
 
     /// Resolves the secret a request presented (empty: the `default` token, else anonymous).
@@ -191,7 +236,17 @@ impl AclRuntime {
                     self.config.default_allow,
                 ))
             }
-            None => Err(ServerError::PermissionDenied("ACL not found".to_string())),
+            None => match self.remote_token(secret) {
+                // A global token of the primary datacenter, with this datacenter's copy of
+                // its policies and roles (they are always replicated).
+                Some(t) if !expired(&t, now_unix_ms()) => Ok(authorizer_for(
+                    db,
+                    &t,
+                    datacenter,
+                    self.config.default_allow,
+                )),
+                _ => Err(ServerError::PermissionDenied("ACL not found".to_string())),
+            },
         }
     }
 }

@@ -118,7 +118,7 @@ pub fn decision(method: &Method, template: &str) -> Option<Decision> {
         t if t.starts_with("/v1/acl/") => d(AclEndpoint, f),
         "/v1/agent/token/{kind}" => d(AclEndpoint, f),
         // What a secondary datacenter replicates; the handler checks acl:read or acl:write.
-        "/v1/internal/acl/replication" => d(AclEndpoint, f),
+        "/v1/internal/acl/replication" | "/v1/internal/acl/token/resolve" => d(AclEndpoint, f),
         "/v1/agent/checks" => d(Open, Filter::ObjectValues(CHECK)),
         "/v1/agent/check/register" => d(Body(BodyKind::AgentCheck), f),
         "/v1/agent/check/deregister/{id}"

@@ -112,6 +112,29 @@ pub(crate) fn resolve(s: &AppState, secret: &str) -> Result<Authorizer, String> 
         })
 }
 
+/// Asks the primary datacenter for the global token `secret` names and keeps its answer
+/// (see `AclRuntime::wants_remote`). An unreachable primary leaves nothing kept, so the
+/// token is unknown here until it answers.
+async fn resolve_in_primary(s: &AppState, secret: &str) {
+    let mut req = crate::rpc::wan_http::get_request("/v1/internal/acl/token/resolve");
+    req.headers.push((
+        "x-consul-token".to_string(),
+        secret.as_bytes().to_vec().into(),
+    ));
+    let primary = s.acl.config.primary_datacenter.clone();
+    match s.datacenters.run_in_datacenter(&primary, req).await {
+        Ok(r) if r.status == 200 => match serde_json::from_slice(&r.body) {
+            Ok(t) => s.acl.remember_remote(secret, Some(t)),
+            Err(e) => tracing::warn!(error = %e, "decoding a token resolved in the primary"),
+        },
+        Ok(r) if r.status == 403 => s.acl.remember_remote(secret, None),
+        Ok(r) => {
+            tracing::warn!(status = r.status, dc = %primary, "resolving a token in the primary")
+        }
+        Err(e) => tracing::warn!(error = %e, dc = %primary, "resolving a token in the primary"),
+    }
+}
+
 /// The middleware.
 pub(crate) async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
     if !s.acl.enabled() {
@@ -150,6 +173,13 @@ async fn checked(s: &AppState, mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(RequestToken(secret.clone()));
     if dec.need == Need::AclEndpoint {
         return next.run(req).await;
+    }
+    let remote = {
+        let db = s.reader.store().read();
+        s.acl.wants_remote(&db, &secret, &s.config.datacenter)
+    };
+    if remote {
+        resolve_in_primary(s, &secret).await;
     }
     let authz = match resolve(s, &secret) {
         Ok(a) => a,

@@ -13,6 +13,7 @@ use super::AppState;
 use crate::acl::replication::ReplicationSource;
 use crate::state::WatchKey;
 use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use registry_proto::acl::rules::Access;
@@ -46,4 +47,34 @@ pub(crate) async fn source(
         .await
         .map_err(|e| ApiError(e).into_response())?;
     json(&src, Some(&meta), false).map_err(IntoResponse::into_response)
+}
+
+/// `GET /v1/internal/acl/token/resolve`: the global token whose secret the request presents
+/// (as `ACL.TokenRead` of the token itself in Consul), for a secondary datacenter without
+/// token replication; "ACL not found" (403) for an unknown, expired or `Local` token.
+/// Presenting the secret is the whole authorization.
+pub(crate) async fn resolve_token(State(s): State<AppState>, tok: RequestToken) -> Res {
+    enabled(&s)?;
+    let db = s.reader.store().read();
+    let token = db
+        .acl
+        .token_by_secret(&tok.0)
+        .filter(|t| !t.local && !crate::acl::expired(t, now_ms()))
+        .cloned();
+    drop(db);
+    match token {
+        Some(t) => Ok(Json(t).into_response()),
+        None => {
+            // The anonymous token is refused as on every other ACL endpoint.
+            authorize(&s, &tok, Access::Write)?;
+            Err((StatusCode::FORBIDDEN, "ACL not found").into_response())
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

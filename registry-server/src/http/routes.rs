@@ -151,6 +151,10 @@ fn routes(state: AppState) -> Router {
         .route("/v1/health/service/{name}", get(health::service))
         .route("/v1/health/state/{state}", get(health::state))
         .route("/v1/internal/acl/replication", get(acl_replication::source))
+        .route(
+            "/v1/internal/acl/token/resolve",
+            get(acl_replication::resolve_token),
+        )
         .route("/v1/internal/ui/node/{node}", get(ui_api::node))
         .route("/v1/internal/ui/nodes", get(ui_api::nodes))
         .route("/v1/internal/ui/services", get(ui_api::services))
