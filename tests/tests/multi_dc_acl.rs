@@ -45,6 +45,17 @@ async fn put_json(c: &TestCluster, i: usize, path: &str, body: &Value) -> Result
     Ok(serde_json::from_slice(&r.body)?)
 }
 
+/// The policy `app-writer` (write on `app/`), made in `dc`.
+async fn app_writer(dc: &TestCluster) -> Result<Value> {
+    put_json(
+        dc,
+        0,
+        "/v1/acl/policy",
+        &json!({"Name": "app-writer", "Rules": "key_prefix \"app/\" { policy = \"write\" }"}),
+    )
+    .await
+}
+
 /// The status code of a KV write with `secret` on server `i`.
 async fn kv_write(c: &TestCluster, i: usize, key: &str, secret: &str) -> Result<u16> {
     Ok(c.api()
@@ -135,13 +146,7 @@ async fn policies_and_global_tokens_replicate_and_local_tokens_do_not() -> Resul
     assert_eq!(root_dc2.json()["AccessorID"], root_dc1["AccessorID"]);
 
     // A policy, a role, a global token and a Local token, all made in dc1.
-    let p = put_json(
-        &dc1,
-        0,
-        "/v1/acl/policy",
-        &json!({"Name": "app-writer", "Rules": "key_prefix \"app/\" { policy = \"write\" }"}),
-    )
-    .await?;
+    let p = app_writer(&dc1).await?;
     put_json(
         &dc1,
         0,
@@ -337,13 +342,7 @@ async fn without_token_replication_global_tokens_are_resolved_in_the_primary() -
     .await?;
     dc2.leader().await?;
 
-    let p = put_json(
-        &dc1,
-        0,
-        "/v1/acl/policy",
-        &json!({"Name": "app-writer", "Rules": "key_prefix \"app/\" { policy = \"write\" }"}),
-    )
-    .await?;
+    let p = app_writer(&dc1).await?;
     let global = put_json(
         &dc1,
         0,

@@ -47,48 +47,37 @@ impl GossipMembership {
     }
 }
 
+/// The members `pool` lists (reaped ones left out), with `me` first when the pool's view has
+/// not listed this node yet (before its first refresh).
+fn listed(pool: &Gossip, me: Vec<Member>) -> Vec<Member> {
+    let mut out: Vec<Member> = pool
+        .members()
+        .into_iter()
+        .filter(|m| m.status != MemberStatus::Reaped)
+        .map(|m| {
+            let mut out = alive_member(m.name, m.addr, m.port, m.tags);
+            out.status = m.status.code();
+            out
+        })
+        .collect();
+    for me in me {
+        if !out.iter().any(|m| m.name == me.name) {
+            out.insert(0, me);
+        }
+    }
+    out
+}
+
 impl Membership for GossipMembership {
     fn lan_members(&self) -> Vec<Member> {
-        let mut out: Vec<Member> = self
-            .gossip
-            .members()
-            .into_iter()
-            .filter(|m| m.status != MemberStatus::Reaped)
-            .map(|m| {
-                let mut out = alive_member(m.name, m.addr, m.port, m.tags);
-                out.status = m.status.code();
-                out
-            })
-            .collect();
-        // Before the first refresh of the gossip view this node is not listed yet.
-        for me in self.local.lan_members() {
-            if !out.iter().any(|m| m.name == me.name) {
-                out.insert(0, me);
-            }
-        }
-        out
+        listed(&self.gossip, self.local.lan_members())
     }
 
     fn wan_members(&self) -> Vec<Member> {
         let Some(wan) = &self.wan else {
             return self.local.wan_members();
         };
-        let mut out: Vec<Member> = wan
-            .members()
-            .into_iter()
-            .filter(|m| m.status != MemberStatus::Reaped)
-            .map(|m| {
-                let mut out = alive_member(m.name, m.addr, m.port, m.tags);
-                out.status = m.status.code();
-                out
-            })
-            .collect();
-        for me in self.local.wan_members() {
-            if !out.iter().any(|m| m.name == me.name) {
-                out.insert(0, me);
-            }
-        }
-        out
+        listed(wan, self.local.wan_members())
     }
 
     fn join<'a>(&'a self, addr: &'a str, wan: bool) -> BoxFuture<'a, Result<usize, String>> {

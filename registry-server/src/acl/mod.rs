@@ -251,7 +251,8 @@ impl AclRuntime {
     }
 }
 
-fn now_unix_ms() -> u64 {
+/// The wall clock as Unix milliseconds, what token expiry is compared with.
+pub fn now_unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

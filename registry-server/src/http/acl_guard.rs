@@ -89,18 +89,11 @@ fn path_name(template: &str, path: &str) -> String {
     path.get(fixed..).map(decode).unwrap_or_default()
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Resolves a secret against the current state.
 pub(crate) fn resolve(s: &AppState, secret: &str) -> Result<Authorizer, String> {
     let db = s.reader.store().read();
     if let Some(t) = db.acl.token_by_secret(secret) {
-        if crate::acl::expired(t, now_ms()) {
+        if crate::acl::expired(t, crate::acl::now_unix_ms()) {
             return Err("ACL not found".to_string());
         }
     }

@@ -59,7 +59,7 @@ pub(crate) async fn resolve_token(State(s): State<AppState>, tok: RequestToken) 
     let token = db
         .acl
         .token_by_secret(&tok.0)
-        .filter(|t| !t.local && !crate::acl::expired(t, now_ms()))
+        .filter(|t| !t.local && !crate::acl::expired(t, crate::acl::now_unix_ms()))
         .cloned();
     drop(db);
     match token {
@@ -70,11 +70,4 @@ pub(crate) async fn resolve_token(State(s): State<AppState>, tok: RequestToken) 
             Err((StatusCode::FORBIDDEN, "ACL not found").into_response())
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
