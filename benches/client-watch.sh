@@ -15,6 +15,9 @@
 # `use_streaming_backend = false`: the same watchers through client agents with the streaming
 # backend (one event stream per agent) and without it (one forwarded long poll per watcher),
 # next to the anchor on the server, in the same run.
+# Both targets also run etcd's watch (single-member etcd, fsync on, the same number of watch
+# streams on one key, the same writes at the same rate) as the issue's anchor: BENCH_ETCD=0
+# leaves it out; etcd is installed from Debian (etcd-server) when missing.
 # A benchmark, not a test: it asserts nothing. Processes are stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +47,34 @@ ulimit -n 65536 2>/dev/null || true
 
 PROFILE=${BENCH_PROFILE:-release}
 build_bins
+
+ETCD=${BENCH_ETCD:-1}
+if [ "$ETCD" = 1 ] && ! command -v etcd >/dev/null; then
+    echo "installing etcd-server" >&2
+    as_root=(); [ "$(id -u)" = 0 ] || as_root=(sudo)
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends etcd-server >&2
+fi
+# etcd's watch first, on its own (nothing of ours running yet): the anchor of the issue.
+if [ "$ETCD" = 1 ]; then
+    ETCD_CLIENT=${BENCH_ETCD_PORT:-23990}
+    port_free 127.0.0.1 "$ETCD_CLIENT" || { echo "port $ETCD_CLIENT is busy" >&2; exit 1; }
+    etcd --name w1 --data-dir "$WORK/etcd" \
+        --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT" \
+        --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT" \
+        --listen-peer-urls "http://127.0.0.1:$((ETCD_CLIENT + 1))" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_CLIENT + 1))" \
+        --initial-cluster "w1=http://127.0.0.1:$((ETCD_CLIENT + 1))" \
+        --logger=zap --log-level=warn >"$WORK/etcd.log" 2>&1 &
+    ETCD_PID=$!
+    PIDS+=("$ETCD_PID")
+    wait_http "http://127.0.0.1:$ETCD_CLIENT/health" 30
+    sleep 1
+    "$BENCH" etcd-watch --endpoint "127.0.0.1:$ETCD_CLIENT" --watchers "$WATCHERS" \
+        --writes "$WRITES" --rate "$RATE" --pid "$ETCD_PID" --label "etcd watch (anchor)" \
+        | tee "$WORK/etcd.jsonl"
+    kill "$ETCD_PID" 2>/dev/null || true
+    wait "$ETCD_PID" 2>/dev/null || true
+fi
 
 mkdir -p "$WORK/s1"
 # The watchers come from one address, and without the streaming backend every watcher on a
@@ -94,6 +125,7 @@ if [ "$TARGET" = health ]; then
         --writes "$WRITES" --rate "$RATE" --service w-poll --pid "$SERVER_PID" \
         --label "health: $CLIENTS clients, long polls" | tee "$WORK/polls.jsonl"
     RESULT_FILES=("$WORK/direct.jsonl" "$WORK/clients.jsonl" "$WORK/polls.jsonl")
+    [ "$ETCD" = 1 ] && RESULT_FILES+=("$WORK/etcd.jsonl")
 else
 "$BENCH" watch --addr "$NET.1:8500" --watchers "$WATCHERS" --writes "$WRITES" --rate "$RATE" \
     --key w/direct --pid "$SERVER_PID" --label "server (anchor)" | tee "$WORK/direct.jsonl"
@@ -101,6 +133,7 @@ else
     --writes "$WRITES" --rate "$RATE" --key w/clients --pid "$SERVER_PID" \
     --label "via $CLIENTS client agents" | tee "$WORK/clients.jsonl"
     RESULT_FILES=("$WORK/direct.jsonl" "$WORK/clients.jsonl")
+    [ "$ETCD" = 1 ] && RESULT_FILES+=("$WORK/etcd.jsonl")
 fi
 python3 - "${RESULT_FILES[@]}" <<'PY'
 import json, sys
@@ -110,6 +143,6 @@ for r in rows:
     print(f"{r.get('label',''):>24}: " + ", ".join(f"{k}={r[k]}" for k in keys if k in r), file=sys.stderr)
 PY
 mkdir -p benches/results
-out=benches/results/client-watch-$(date -u +%Y%m%dT%H%MZ)-$TARGET.jsonl
+out=benches/results/client-watch-$(date -u +%Y%m%dT%H%M%SZ)-$TARGET.jsonl
 cat "${RESULT_FILES[@]}" >"$out"
 echo "results in $out" >&2

@@ -23,7 +23,7 @@ build_bins() {
             cargo build -q -p registry-agent -p registry-bench >&2
         fi
     fi
-    BIN=$target/${PROFILE:-release}/registry
+    BIN=${REG:-$target/${PROFILE:-release}/registry}
     BENCH=$target/${PROFILE:-release}/registry-bench
 }
 

@@ -30,6 +30,10 @@
 #
 # Knobs: BENCH_RUNS="catalog kv", BENCH_STAGES="1 10 50 100", BENCH_WATCHERS=1000,
 # BENCH_WRITES=40, BENCH_RATE=10, BENCH_DURATION=5 (s per throughput figure),
+# BENCH_REPEAT=3 (get, dns and put are measured that many times; the report takes medians),
+# BENCH_CLIENTS=5 (client agents on $BENCH_NET.21.. joined to the servers; the catalog run's
+# watchers are spread over them, as deployed: each holds one event stream per service to the
+# servers; 0 puts every watcher on the leader),
 # BENCH_ONLY="watch rss get dns put snapshot restore catchup restart", BENCH_NET=127.0.91,
 # BENCH_SERVICES (distinct names in the fill, default instances/17), BENCH_OUT=FILE (copy of
 # the raw JSON lines), BENCH_SVG=FILE (the plot), BENCH_NO_BUILD=1, BENCH_KEEP=1,
@@ -49,6 +53,8 @@ WATCHERS=${BENCH_WATCHERS:-1000}
 WRITES=${BENCH_WRITES:-40}
 RATE=${BENCH_RATE:-10}
 DUR=${BENCH_DURATION:-5}
+REPEAT=${BENCH_REPEAT:-3}
+CLIENTS=${BENCH_CLIENTS:-5}
 ONLY=${BENCH_ONLY:-"watch rss get dns put snapshot restore catchup restart"}
 NET=${BENCH_NET:-127.0.91}
 PER_NODE=$((INSTANCES / NODES))
@@ -160,8 +166,37 @@ find_leader() {
     L=$LEADER_IP:8500
 }
 
+# Client agents that hold the catalog run's watchers (WATCH_ADDRS, comma-separated).
+CLIENT_PIDS=()
+WATCH_ADDRS=
+start_clients() {
+    local k ip addrs=()
+    for k in $(seq 1 "$CLIENTS"); do
+        ip=$NET.$((20 + k))
+        port_free "$ip" 8500 || { echo "$ip:8500 is busy" >&2; exit 1; }
+        rm -rf "$WORK/client$k"
+        mkdir -p "$WORK/client$k"
+        NO_COLOR=1 "$REG" agent -data-dir "$WORK/client$k" -node "scale-client-$k" -bind "$ip" \
+            -client "$ip" -retry-join "$NET.1" -retry-join "$NET.2" -retry-join "$NET.3" \
+            -log-level info \
+            -hcl $'limits {\n  http_max_conns_per_client = 0\n  rpc_max_conns_per_client = 0\n}' \
+            >>"$WORK/client$k.log" 2>&1 &
+        CLIENT_PIDS+=("$!")
+        PIDS+=("$!")
+        addrs+=("$ip:8500")
+    done
+    for k in "${!addrs[@]}"; do
+        wait_body "http://${addrs[$k]}/v1/status/leader" 60 ':' \
+            || { echo "client agent ${addrs[$k]} found no leader" >&2; exit 1; }
+    done
+    WATCH_ADDRS=$(IFS=,; echo "${addrs[*]}")
+}
+
 stop_cluster() {
     local i
+    for i in "${CLIENT_PIDS[@]}"; do stop_pid "$i"; done
+    CLIENT_PIDS=()
+    WATCH_ADDRS=
     for i in "${!REG_PIDS[@]}"; do stop_pid "${REG_PIDS[$i]}"; done
     REG_PIDS=()
 }
@@ -197,8 +232,9 @@ measure() {
         quiet
         if [ "$run" = catalog ]; then
             # shellcheck disable=SC2086
-            "$BENCH" watch --addr "$L" --service web --watchers "$WATCHERS" --writes "$WRITES" \
-                --rate "$RATE" $pids --label "$tag.watch" | tee -a "$RESULTS"
+            "$BENCH" watch --addr "$L" ${WATCH_ADDRS:+--watch-addrs "$WATCH_ADDRS"} --service web \
+                --watchers "$WATCHERS" --writes "$WRITES" --rate "$RATE" $pids \
+                --label "$tag.watch" | tee -a "$RESULTS"
         else
             # shellcheck disable=SC2086
             "$BENCH" watch --addr "$L" --key w/scale --watchers "$WATCHERS" --writes "$WRITES" \
@@ -208,22 +244,28 @@ measure() {
     if has get; then
         local url="http://$L/v1/catalog/service/web"
         [ "$run" = kv ] && url="http://$L/v1/kv/kv/00000000"
-        # shellcheck disable=SC2086
-        bench "$tag.get" http-get "$url" --clients 32 --duration "$DUR" --warmup 1 $pids
+        for _ in $(seq "$REPEAT"); do
+            # shellcheck disable=SC2086
+            bench "$tag.get" http-get "$url" --clients 32 --duration "$DUR" --warmup 1 $pids
+        done
     fi
     if has dns && [ "$run" = catalog ]; then
         quiet
+        for _ in $(seq "$REPEAT"); do
         dnsperf -s "$LEADER_IP" -p 8600 -d "$WORK/dns-queries.txt" -l "$DUR" -c 4 -T 1 -q 500 \
             >"$WORK/dnsperf.txt" 2>&1 || true
         local qps lost
         qps=$(awk '/Queries per second/{print $4}' "$WORK/dnsperf.txt")
         lost=$(awk '/Queries lost/{print $3}' "$WORK/dnsperf.txt")
         emit "{\"mode\":\"dns\",\"label\":\"$tag.dns\",\"qps\":${qps:-null},\"lost\":${lost:-null}}"
+        done
     fi
     if has put; then
-        # shellcheck disable=SC2086
-        bench "$tag.put" kv-put --addr "$L" --clients 64 --duration "$DUR" --warmup 1 \
-            --keyspace 10000 $pids
+        for _ in $(seq "$REPEAT"); do
+            # shellcheck disable=SC2086
+            bench "$tag.put" kv-put --addr "$L" --clients 64 --duration "$DUR" --warmup 1 \
+                --keyspace 10000 $pids
+        done
     fi
     # A marker written last: whoever has it has everything before it.
     curl -sf -o /dev/null -X PUT -d "$tag" "http://$L/v1/kv/scale-marker"
@@ -287,6 +329,7 @@ measure() {
 for run in $RUNS; do
     log "$run run: 3 servers on $NET.1-3"
     start_cluster
+    [ "$run" = catalog ] && [ "$CLIENTS" -gt 0 ] && start_clients
     register_web
     sleep 2
     RSS0=()

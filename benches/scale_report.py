@@ -56,10 +56,24 @@ def load(path):
         if len(parts) != 3:
             continue
         run, pct, mode = parts[0], float(parts[1]), parts[2]
-        rows[(run, pct, mode)] = r
+        rows.setdefault((run, pct, mode), []).append(r)
         if mode == "rss":
             sizes[(run, pct)] = r.get("instances") if run == "catalog" else r.get("kv_keys")
-    return rows, sizes
+    return {k: median_row(v) for k, v in rows.items()}, sizes
+
+
+def median_row(rs):
+    """One row for a figure measured once or repeated (BENCH_REPEAT): each numeric field is
+    the median of the repetitions, so one disturbed round does not make the figure."""
+    if len(rs) == 1:
+        return rs[0]
+    out = dict(rs[-1])
+    for k, v in rs[-1].items():
+        vals = sorted(r[k] for r in rs if isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool))
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and vals:
+            out[k] = vals[len(vals) // 2]
+    out["repeats"] = len(rs)
+    return out
 
 
 def fmt(v):
