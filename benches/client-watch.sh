@@ -14,8 +14,9 @@
 # instance through /v1/catalog/register) and adds a second set of client agents started with
 # `use_streaming_backend = false`: the same watchers through client agents with the streaming
 # backend (one event stream per agent) and without it (one forwarded long poll per watcher),
-# next to the anchor on the server, in the same run.
-# Both targets also run etcd's watch (single-member etcd, fsync on, the same number of watch
+# next to the anchor on the server, in the same run. BENCH_TARGET=catalog is the same with
+# `/v1/catalog/service/web` watched (streamed by client agents, a long poll in Consul).
+# Every target also runs etcd's watch (single-member etcd, fsync on, the same number of watch
 # streams on one key, the same writes at the same rate) as the anchor: BENCH_ETCD=0
 # leaves it out; etcd is installed from Debian (etcd-server) when missing.
 # A benchmark, not a test: it asserts nothing. Processes are stopped by PID on exit.
@@ -100,7 +101,9 @@ for k in $(seq 1 "$CLIENTS"); do
 done
 CLIENT_ADDRS=$(IFS=,; echo "${ADDRS[*]}")
 TARGET=${BENCH_TARGET:-key}
-if [ "$TARGET" = health ]; then
+WATCH_ARGS=()
+[ "$TARGET" = catalog ] && WATCH_ARGS=(--catalog)
+if [ "$TARGET" = health ] || [ "$TARGET" = catalog ]; then
     POLL_ADDRS=()
     for k in $(seq 1 "$CLIENTS"); do
         ip=$NET.$((100 + k))
@@ -115,15 +118,16 @@ if [ "$TARGET" = health ]; then
 fi
 echo "nproc $(nproc), load $(cut -d' ' -f1-3 /proc/loadavg); $WATCHERS watchers, $WRITES writes at $RATE/s" >&2
 
-if [ "$TARGET" = health ]; then
+if [ "$TARGET" = health ] || [ "$TARGET" = catalog ]; then
     "$BENCH" watch --addr "$NET.1:8500" --watchers "$WATCHERS" --writes "$WRITES" --rate "$RATE" \
-        --service w-direct --pid "$SERVER_PID" --label "health: server (anchor)" | tee "$WORK/direct.jsonl"
+        --service w-direct "${WATCH_ARGS[@]}" --pid "$SERVER_PID" \
+        --label "$TARGET: server (anchor)" | tee "$WORK/direct.jsonl"
     "$BENCH" watch --addr "$NET.1:8500" --watch-addrs "$CLIENT_ADDRS" --watchers "$WATCHERS" \
-        --writes "$WRITES" --rate "$RATE" --service w-stream --pid "$SERVER_PID" \
-        --label "health: $CLIENTS clients, streaming" | tee "$WORK/clients.jsonl"
+        --writes "$WRITES" --rate "$RATE" --service w-stream "${WATCH_ARGS[@]}" --pid "$SERVER_PID" \
+        --label "$TARGET: $CLIENTS clients, streaming" | tee "$WORK/clients.jsonl"
     "$BENCH" watch --addr "$NET.1:8500" --watch-addrs "$POLL_ADDRS" --watchers "$WATCHERS" \
-        --writes "$WRITES" --rate "$RATE" --service w-poll --pid "$SERVER_PID" \
-        --label "health: $CLIENTS clients, long polls" | tee "$WORK/polls.jsonl"
+        --writes "$WRITES" --rate "$RATE" --service w-poll "${WATCH_ARGS[@]}" --pid "$SERVER_PID" \
+        --label "$TARGET: $CLIENTS clients, long polls" | tee "$WORK/polls.jsonl"
     RESULT_FILES=("$WORK/direct.jsonl" "$WORK/clients.jsonl" "$WORK/polls.jsonl")
     [ "$ETCD" = 1 ] && RESULT_FILES+=("$WORK/etcd.jsonl")
 else

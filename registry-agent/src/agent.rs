@@ -71,8 +71,8 @@ pub struct AgentOptions {
     pub check_reap_interval: Duration,
     /// Allow script checks (`enable_script_checks`).
     pub enable_script_checks: bool,
-    /// Serve blocking health queries of a client agent from stream views
-    /// (`use_streaming_backend`).
+    /// Serve blocking `health/service` and `catalog/service` queries of a client agent from
+    /// stream views (`use_streaming_backend`).
     pub use_streaming_backend: bool,
     /// Address advertised for this node; default: `bind_addr`, else `client_addr`, else
     /// 127.0.0.1 when those are unspecified.

@@ -13,6 +13,7 @@
 pub mod acl;
 pub mod client;
 pub mod cluster;
+pub mod metrics;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};

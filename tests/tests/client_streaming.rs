@@ -14,28 +14,8 @@ use anyhow::{bail, Result};
 use registry_tests::client::ClientAgent;
 use registry_tests::cluster::TestCluster;
 use registry_tests::eventually;
+use registry_tests::metrics::{server_gauge as gauge, server_gauge_sum as gauge_sum};
 use serde_json::json;
-
-/// A gauge of server `i` from its Prometheus metrics (0 when absent or not answering).
-async fn gauge(c: &TestCluster, i: usize, name: &str) -> u64 {
-    let Ok(r) = c.get(i, "/v1/agent/metrics?format=prometheus").await else {
-        return 0;
-    };
-    let prefix = format!("{name} ");
-    r.text()
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v.max(0.0) as u64)
-}
-
-async fn gauge_sum(c: &TestCluster, servers: &[usize], name: &str) -> u64 {
-    let mut sum = 0;
-    for i in servers {
-        sum += gauge(c, *i, name).await;
-    }
-    sum
-}
 
 /// Registers instance `id` of `web` on an external node, through any server that answers.
 async fn register(c: &TestCluster, servers: &[usize], id: &str) -> Result<()> {

@@ -49,6 +49,9 @@ pub struct WatchArgs {
     /// service's one instance with the stamp in its `Meta` (through `/v1/catalog/register`).
     #[arg(long)]
     pub service: Option<String>,
+    /// With `--service`: watch `/v1/catalog/service/<SERVICE>` rather than its health.
+    #[arg(long)]
+    pub catalog: bool,
     /// `?wait=` of every blocking query.
     #[arg(long, default_value = "5m")]
     pub wait: String,
@@ -78,25 +81,27 @@ async fn put(pool: &Pool, key: &str, value: Bytes) -> Result<()> {
     Ok(())
 }
 
-/// What the watchers watch: a KV key or a service's health.
+/// What the watchers watch: a KV key, or a service (its health, or its catalog entries when
+/// the flag is set).
 #[derive(Debug, Clone)]
 enum Target {
     Key(String),
-    Service(String),
+    Service(String, bool),
 }
 
 impl Target {
     fn path(&self) -> String {
         match self {
             Target::Key(k) => format!("/v1/kv/{k}"),
-            Target::Service(s) => format!("/v1/health/service/{s}"),
+            Target::Service(s, false) => format!("/v1/health/service/{s}"),
+            Target::Service(s, true) => format!("/v1/catalog/service/{s}"),
         }
     }
 
     fn stamp(&self, body: &[u8]) -> Option<(u64, u64)> {
         match self {
             Target::Key(_) => stamp_of(body),
-            Target::Service(_) => {
+            Target::Service(..) => {
                 const FIELD: &[u8] = b"\"stamp\":\"";
                 let at = body.windows(FIELD.len()).position(|w| w == FIELD)? + FIELD.len();
                 let len = body[at..].iter().position(|&b| b == b'"')?;
@@ -108,7 +113,7 @@ impl Target {
     async fn write(&self, pool: &Pool, value: &str) -> Result<()> {
         match self {
             Target::Key(k) => put(pool, k, Bytes::from(value.to_string())).await,
-            Target::Service(s) => {
+            Target::Service(s, _) => {
                 let body = json!({
                     "Node": "bench-node",
                     "Address": "127.0.0.1",
@@ -279,7 +284,7 @@ pub async fn watch(a: WatchArgs) -> Result<()> {
     let epoch = Instant::now();
     let setup = Pool::new(addr, 16);
     let hot_target = match &a.service {
-        Some(s) => Target::Service(s.clone()),
+        Some(s) => Target::Service(s.clone(), a.catalog),
         None => Target::Key(a.key.clone()),
     };
     hot_target.write(&setup, "init").await?;

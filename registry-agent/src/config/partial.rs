@@ -158,8 +158,8 @@ pub struct PartialConfig {
     pub ui_content_path: Option<String>,
     /// `enable_script_checks`.
     pub enable_script_checks: Option<bool>,
-    /// `use_streaming_backend`: client agents serve blocking health queries from one event
-    /// stream per query (default true).
+    /// `use_streaming_backend`: client agents serve blocking `health/service` and
+    /// `catalog/service` queries from one event stream per query (default true).
     pub use_streaming_backend: Option<bool>,
     /// `encrypt` / `-encrypt`: the gossip encryption key (base64 of 16, 24 or 32 bytes).
     pub encrypt: Option<String>,

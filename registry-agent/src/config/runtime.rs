@@ -233,7 +233,8 @@ pub struct RuntimeConfig {
     /// Allow script checks (accepted).
     pub enable_script_checks: bool,
     /// `use_streaming_backend` (default true): a client agent serves blocking
-    /// `/v1/health/service` queries from one server event stream per query shape.
+    /// `/v1/health/service` and `/v1/catalog/service` queries from one server event stream
+    /// per query shape.
     pub use_streaming_backend: bool,
     /// DNS settings.
     pub dns: DnsConfig,

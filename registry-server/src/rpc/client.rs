@@ -271,8 +271,8 @@ impl ClientForward {
         }
     }
 
-    /// Serves blocking `health/service` queries from event-stream views
-    /// (`use_streaming_backend`).
+    /// Serves blocking `health/service` and `catalog/service` queries from event-stream
+    /// views (`use_streaming_backend`).
     pub fn with_stream_views(mut self) -> Self {
         self.views = Some(super::views::StreamViews::new(self.pool.clone()));
         self

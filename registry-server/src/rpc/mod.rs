@@ -9,7 +9,7 @@
 //! | `/v1/internal/forward/*` | internal proposals, read barriers, session renewals to the leader | postcard |
 //! | `/v1/internal/operator/*` | stats, configuration, elect, remove-peer, transfer-leader, autopilot | JSON |
 //! | `/v1/internal/rpc/api` | one v1 API request (method, path, query, headers, body) — see [`api`] | postcard |
-//! | `/v1/internal/rpc/subscribe` | an event stream of one `health/service` query for a client agent's view ([`stream`], [`views`]) | postcard in, frames out |
+//! | `/v1/internal/rpc/subscribe` | an event stream of one `health/service` or `catalog/service` query for a client agent's view ([`stream`], [`views`]) | postcard in, frames out |
 //! | `/v1/internal/rpc/servers` | the voters, for client agents ([`client`]) | JSON |
 //! | `/v1/internal/rpc/dns` | client agents' DNS queries ([`dns`]) | postcard |
 //! | `/v1/internal/rpc/{node-records,catalog-sync}` | client agents' anti-entropy ([`catalog`]) | postcard |
@@ -85,8 +85,8 @@ pub const SERVERS_PATH: &str = "/v1/internal/rpc/servers";
 pub const NODE_RECORDS_PATH: &str = "/v1/internal/rpc/node-records";
 /// A DNS query of a client agent: a [`dns::DnsQuery`] in, the reply packet out.
 pub const DNS_PATH: &str = "/v1/internal/rpc/dns";
-/// An event stream of one health query shape (client agents' `use_streaming_backend`): an
-/// [`api::ApiRequest`] in, frames out ([`stream`]).
+/// An event stream of one `health/service` or `catalog/service` query shape (client
+/// agents' `use_streaming_backend`): an [`api::ApiRequest`] in, frames out ([`stream`]).
 pub const SUBSCRIBE_PATH: &str = "/v1/internal/rpc/subscribe";
 /// An empty answer, for round-trip measurements between datacenters.
 pub const PING_PATH: &str = "/v1/internal/rpc/ping";

@@ -2,8 +2,9 @@
 //! event stream open per client-agent view (see [`super::views`]), as Consul's
 //! `SubscribeService` does for `use_streaming_backend`.
 //!
-//! The request is the [`ApiRequest`] of one `GET /v1/health/service/:name` query shape
-//! (name, filters, token; no index). The server runs it through its own v1 router as a
+//! The request is the [`ApiRequest`] of one query shape of a [`STREAMABLE`] endpoint,
+//! `GET /v1/health/service/:name` or `GET /v1/catalog/service/:name` (name, filters, token;
+//! no index). The server runs it through its own v1 router as a
 //! blocking query, in a loop, and writes a frame each time the answer's index moves: the
 //! whole answer, headers and body, exactly as its HTTP port would have served it, so ACLs,
 //! `?filter`, `?tag` and `?passing` behave the same through a stream. Between changes it
@@ -44,10 +45,20 @@ pub const NOT_SHAPE: &[&str] = &[
     "must-revalidate",
 ];
 
-/// Whether a request is one a stream can serve: a `GET /v1/health/service/:name`.
+/// The endpoints a stream serves (each followed by a service name). Consul's streaming
+/// backend serves only `health/service`; its `catalog/service` stays a long poll per watcher
+/// (or per entry of its agent cache, with `?cached`). A stream here replays the server's
+/// own rendered answer rather than rebuilding it from events, so `catalog/service` streams
+/// exactly as `health/service` does.
+pub const STREAMABLE: &[&str] = &["/v1/health/service/", "/v1/catalog/service/"];
+
+/// Whether a request is one a stream can serve: a `GET` of a [`STREAMABLE`] endpoint with
+/// a service name.
 pub fn streamable_path(path: &str) -> bool {
-    path.strip_prefix("/v1/health/service/")
-        .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+    STREAMABLE.iter().any(|prefix| {
+        path.strip_prefix(prefix)
+            .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+    })
 }
 
 /// One frame: length prefix and body (an empty body is a heartbeat).
@@ -236,13 +247,25 @@ mod tests {
             shape_uri("/v1/health/service/web?index=1", &[]),
             "/v1/health/service/web"
         );
+        assert_eq!(
+            shape_uri(
+                "/v1/catalog/service/web?tag=v1&index=4&node-meta=rack:r1&filter=ServicePort%20%3D%3D%2080&consistent",
+                &[]
+            ),
+            "/v1/catalog/service/web?tag=v1&node-meta=rack%3Ar1&filter=ServicePort+%3D%3D+80"
+        );
     }
 
     #[test]
-    fn only_health_service_streams() {
+    fn health_and_catalog_service_stream() {
         assert!(streamable_path("/v1/health/service/web"));
+        assert!(streamable_path("/v1/catalog/service/web"));
         assert!(!streamable_path("/v1/health/service/"));
+        assert!(!streamable_path("/v1/catalog/service/"));
         assert!(!streamable_path("/v1/health/checks/web"));
+        assert!(!streamable_path("/v1/catalog/services"));
+        assert!(!streamable_path("/v1/catalog/node/web"));
         assert!(!streamable_path("/v1/health/service/web/x"));
+        assert!(!streamable_path("/v1/catalog/service/web/x"));
     }
 }

@@ -1,7 +1,9 @@
 //! A client agent's streaming backend (`use_streaming_backend`, default true, as in Consul
-//! 1.10+): blocking `GET /v1/health/service/:name` queries (and `?cached` ones) are served
-//! from a local materialized view that one event stream from a server keeps current
-//! ([`super::stream`] is the server's side).
+//! 1.10+): blocking `GET /v1/health/service/:name` and `GET /v1/catalog/service/:name`
+//! queries (and `?cached` ones) are served from a local materialized view that one event
+//! stream from a server keeps current ([`super::stream`] is the server's side). Consul
+//! streams only `health/service`; `catalog/service` goes the same way here because a view
+//! holds the server's rendered answer, so it is exact for either endpoint.
 //!
 //! A view exists per query shape: the path, the query parameters that shape the answer
 //! (`passing`, `tag`, `filter`, `dc`, `token`...) and the request's token; `index`, `wait`
@@ -14,10 +16,15 @@
 //!
 //! Answers are what the server's HTTP port answers, with Consul's cache headers added:
 //! `X-Cache: HIT` when the view held the answer when the request arrived, `MISS` when the
-//! request waited (for the stream's first frame, or for a change past its index), `Age: 0` (a view is kept current) and
-//! `X-Consul-Query-Backend: streaming`. `?near` and
-//! `?consistent` queries are not served from views (they are forwarded as they are, as in
-//! Consul).
+//! request waited (for the stream's first frame, or for a change past its index), `Age: 0`
+//! (a view is kept current) and `X-Consul-Query-Backend: streaming`;
+//! `X-Consul-Effective-Consistency` is the request's own (`stale` for `?stale`), as Consul's
+//! agent reports it. `?near` and `?consistent` queries are not served from views (they are
+//! forwarded as they are, as in Consul), and neither is a request of any other endpoint.
+//!
+//! A view is per endpoint too: a `health/service` and a `catalog/service` watcher of the
+//! same service hold two streams, since their answers, indexes and `?filter` fields differ
+//! and the server renders each.
 
 use super::api::{ApiReply, ApiRequest, Hop};
 use super::client::ServerPool;
@@ -94,9 +101,9 @@ impl StreamViews {
         self.views.lock().len()
     }
 
-    /// Whether a request is served from a view: a `GET /v1/health/service/:name` that
-    /// blocks (`?index`) or asks for a cached answer (`?cached`), without `?near` or
-    /// `?consistent`.
+    /// Whether a request is served from a view: a `GET /v1/health/service/:name` or
+    /// `GET /v1/catalog/service/:name` that blocks (`?index`) or asks for a cached answer
+    /// (`?cached`), without `?near` or `?consistent`.
     pub fn wants(parts: &Parts) -> bool {
         if parts.method != Method::GET || !streamable_path(parts.uri.path()) {
             return false;
@@ -120,6 +127,7 @@ impl StreamViews {
             |pq| pq.as_str().to_string(),
         );
         let (min_index, wait) = blocking_params(parts.uri.query().unwrap_or(""));
+        let stale = asks_stale(parts.uri.query().unwrap_or(""));
         let headers: Vec<(String, Bytes)> = TOKEN_HEADERS
             .iter()
             .filter_map(|h| {
@@ -161,7 +169,7 @@ impl StreamViews {
             let current = rx.borrow_and_update().clone();
             if let Some(s) = &current {
                 if s.reply.status != 200 || min_index == 0 || s.index > min_index {
-                    return respond(s, hit);
+                    return respond(s, hit, stale);
                 }
             }
             hit = false;
@@ -172,7 +180,7 @@ impl StreamViews {
             if closed {
                 let last = rx.borrow().clone();
                 return match last {
-                    Some(s) => respond(&s, hit),
+                    Some(s) => respond(&s, hit, stale),
                     None => (
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "rpc error: no server answered the event stream",
@@ -315,10 +323,23 @@ fn blocking_params(query: &str) -> (u64, Duration) {
     (index, wait + jitter)
 }
 
-fn respond(s: &Snapshot, hit: bool) -> Response {
+/// Whether a request asks for `?stale` (its view is the same as without; only the
+/// consistency it reports differs).
+fn asks_stale(query: &str) -> bool {
+    form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "stale")
+}
+
+/// A view's answer to one request. `X-Consul-Effective-Consistency` is the one the request
+/// asked for, as Consul's agent reports it for a streamed answer (`?stale` says `stale` even
+/// though the view follows the leader; `?consistent` never reaches a view).
+fn respond(s: &Snapshot, hit: bool, stale: bool) -> Response {
     let mut resp = s.reply.clone().into_response();
     if s.reply.status == 200 {
         let h = resp.headers_mut();
+        h.insert(
+            "x-consul-effective-consistency",
+            HeaderValue::from_static(if stale { "stale" } else { "leader" }),
+        );
         h.insert(
             "x-cache",
             HeaderValue::from_static(if hit { "HIT" } else { "MISS" }),
@@ -358,9 +379,37 @@ mod tests {
         assert!(!StreamViews::wants(&parts(
             "/v1/health/service/web?index=3&consistent"
         )));
-        assert!(!StreamViews::wants(&parts(
+        assert!(!StreamViews::wants(&parts("/v1/catalog/services?index=3")));
+    }
+
+    #[test]
+    fn blocking_and_cached_catalog_queries_use_views() {
+        assert!(StreamViews::wants(&parts(
             "/v1/catalog/service/web?index=3"
         )));
+        assert!(StreamViews::wants(&parts("/v1/catalog/service/web?cached")));
+        assert!(StreamViews::wants(&parts(
+            "/v1/catalog/service/web?tag=v1&node-meta=rack:r1&filter=ServicePort%3D%3D80&index=9"
+        )));
+        assert!(!StreamViews::wants(&parts("/v1/catalog/service/web")));
+        assert!(!StreamViews::wants(&parts(
+            "/v1/catalog/service/web?index=3&near=_agent"
+        )));
+        assert!(!StreamViews::wants(&parts(
+            "/v1/catalog/service/web?index=3&consistent"
+        )));
+        assert!(!StreamViews::wants(&parts("/v1/catalog/node/web?index=3")));
+    }
+
+    #[test]
+    fn stale_is_reported_not_shaped() {
+        assert!(asks_stale("index=3&stale"));
+        assert!(asks_stale("stale=&tag=a"));
+        assert!(!asks_stale("index=3&tag=stale"));
+        assert_eq!(
+            shape_uri("/v1/catalog/service/web?stale&index=2", &[]),
+            "/v1/catalog/service/web"
+        );
     }
 
     #[test]
