@@ -27,16 +27,7 @@ build_bins
 
 WORK=$(mktemp -d /tmp/registry-check-prop.XXXXXX)
 PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$p" 2>/dev/null || true
-    done
-    if [ -n "${BENCH_KEEP:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+trap cleanup_work EXIT
 
 JOIN=(-retry-join "$NET.1" -retry-join "$NET.2" -retry-join "$NET.3")
 for i in 1 2 3; do

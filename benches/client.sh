@@ -30,16 +30,7 @@ WORK=$(mktemp -d /tmp/registry-client-bench.XXXXXX)
 RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
 PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$p" 2>/dev/null || true
-    done
-    if [ -n "${BENCH_KEEP:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+trap cleanup_work EXIT
 
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
     cargo build --release -q -p registry-agent -p registry-bench

@@ -27,16 +27,7 @@ NET=${BENCH_NET:-127.0.91}
 WORK=$(mktemp -d /tmp/registry-cluster-ab.XXXXXX)
 OUT=$WORK/results.jsonl
 PIDS=()
-stop_all() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$p" 2>/dev/null || true
-    done
-    PIDS=()
-}
-trap 'stop_all; rm -rf "$WORK"' EXIT
+trap 'stop_pids; rm -rf "$WORK"' EXIT
 
 run_registry() { # binary, label
     local bin=$1 label=$2 i leader=""
@@ -59,7 +50,7 @@ run_registry() { # binary, label
     "$BENCH" kv-put --addr "${leader%%:*}:8500" --clients "$CLIENTS" --duration "$SECS" \
         --warmup 1 --pid "${PIDS[0]}" --pid "${PIDS[1]}" --pid "${PIDS[2]}" --label "$label" \
         2>/dev/null | head -1 | tee -a "$OUT"
-    stop_all
+    stop_pids
 }
 
 run_etcd() { # label
@@ -73,7 +64,7 @@ run_etcd() { # label
     "$BENCH" etcd-put --endpoint "$(etcd3_endpoint leader)" --clients "$CLIENTS" \
         --duration "$SECS" --warmup 1 --pid "${ETCD_PIDS[1]}" --pid "${ETCD_PIDS[2]}" \
         --pid "${ETCD_PIDS[3]}" --label "$label" 2>/dev/null | head -1 | tee -a "$OUT"
-    stop_all
+    stop_pids
 }
 
 for r in $(seq "$ROUNDS"); do

@@ -30,16 +30,7 @@ export CARGO_TARGET_DIR=$TARGET_DIR
 
 WORK=$(mktemp -d /tmp/registry-gossip-steady.XXXXXX)
 PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$p" 2>/dev/null || true
-    done
-    if [ -n "${BENCH_KEEP:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+trap cleanup_work EXIT
 
 PROFILE=${BENCH_PROFILE:-release}
 build_bins

@@ -6,6 +6,8 @@
 #   wait_http URL SECONDS    waits for URL to answer 2xx
 #   quiet                    waits (at most BENCH_QUIET_MAX s) for the machine to go quiet
 #   bench LABEL ARGS...      quiet, then "$BENCH" ARGS --label LABEL, appended to "$RESULTS"
+#   stop_pids                stops every PID in PIDS (TERM, then KILL after 5 s)
+#   cleanup_work             EXIT trap: stop_pids, then remove WORK unless BENCH_KEEP
 #   start_single BIN DIR HTTP SRV ARGS...
 #                            a one-server registry in DIR (HTTP port HTTP, server port SRV and
 #                            the two after it), its PID in $PID, once it has a leader
@@ -25,6 +27,23 @@ build_bins() {
     fi
     BIN=${REG:-$target/${PROFILE:-release}/registry}
     BENCH=$target/${PROFILE:-release}/registry-bench
+}
+
+# Stops every process in PIDS (TERM, then KILL after 5 s) and empties the list.
+stop_pids() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$p" 2>/dev/null || true
+    done
+    PIDS=()
+}
+
+# The EXIT trap of a benchmark: stop_pids, then remove WORK unless BENCH_KEEP is set.
+cleanup_work() {
+    stop_pids
+    if [ -n "${BENCH_KEEP:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 
 port_free() { ! (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }

@@ -35,17 +35,8 @@ WORK=$(mktemp -d /tmp/registry-mdc-bench.XXXXXX)
 RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
 PIDS=()
-stop_all() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$p" 2>/dev/null || true
-    done
-    PIDS=()
-}
 cleanup() {
-    stop_all
+    stop_pids
     if [ -n "${BENCH_KEEP:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -75,7 +66,7 @@ bench "dc2-local" http-get "http://127.0.0.1:$DC2_HTTP/v1/kv/bench/key" \
     --clients "$CLIENTS" --duration "$DUR" --pid "$DC2_PID"
 bench "dc1-forwarded" http-get "http://127.0.0.1:$DC1_HTTP/v1/kv/bench/key?dc=dc2" \
     --clients "$CLIENTS" --duration "$DUR" --pid "$DC1_PID" --pid "$DC2_PID"
-stop_all
+stop_pids
 
 # --- 2. WAN convergence, 5 datacenters x 3 servers ------------------------------------------
 printf '\n== WAN convergence: 5 datacenters x 3 servers on %sN.1-3\n' "$NET" >&2
@@ -129,7 +120,7 @@ row = {"label": "wan-convergence", "datacenters": 5, "servers": 15,
 print(json.dumps(row))
 open(results, "a").write(json.dumps(row) + "\n")
 EOF
-stop_all
+stop_pids
 
 python3 - "$RESULTS" <<'EOF'
 import json, sys

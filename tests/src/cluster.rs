@@ -415,6 +415,26 @@ impl ClusterClient {
         self.request(i, Method::PUT, path, Some(body.into())).await
     }
 
+    /// `PUT` of `body` through whichever of `servers` answers 200 first, retried for up to
+    /// 30 s (a write during an election or a failover).
+    pub async fn put_through_any(&self, servers: &[usize], path: &str, body: &str) -> Result<()> {
+        crate::eventually(
+            Duration::from_secs(30),
+            "a write through any server",
+            || async move {
+                for i in servers {
+                    if let Ok(r) = self.put(*i, path, body.to_string()).await {
+                        if r.status == 200 {
+                            return Ok(Some(()));
+                        }
+                    }
+                }
+                Ok(None)
+            },
+        )
+        .await
+    }
+
     /// `GET` that must answer 200 with JSON.
     pub async fn get_json(&self, i: usize, path: &str) -> Result<Value> {
         let r = self.get(i, path).await?;

@@ -26,20 +26,8 @@ async fn register(c: &TestCluster, servers: &[usize], id: &str) -> Result<()> {
         "Check": {"CheckID": format!("chk-{id}"), "Name": "up", "Status": "passing", "ServiceID": id},
     })
     .to_string();
-    eventually(Duration::from_secs(30), "a catalog write", || {
-        let body = body.clone();
-        async move {
-            for i in servers {
-                if let Ok(r) = c.put(*i, "/v1/catalog/register", body.clone()).await {
-                    if r.status == 200 {
-                        return Ok(Some(()));
-                    }
-                }
-            }
-            Ok(None)
-        }
-    })
-    .await
+    c.put_through_any(servers, "/v1/catalog/register", &body)
+        .await
 }
 
 type Watch = tokio::task::JoinHandle<Result<(usize, u64, String, Duration)>>;

@@ -53,20 +53,8 @@ async fn register(
         },
     })
     .to_string();
-    eventually(Duration::from_secs(30), "a catalog write", || {
-        let body = body.clone();
-        async move {
-            for i in servers {
-                if let Ok(r) = c.put(*i, "/v1/catalog/register", body.clone()).await {
-                    if r.status == 200 {
-                        return Ok(Some(()));
-                    }
-                }
-            }
-            Ok(None)
-        }
-    })
-    .await
+    c.put_through_any(servers, "/v1/catalog/register", &body)
+        .await
 }
 
 /// The `ServiceID`s of a `catalog/service` answer.
