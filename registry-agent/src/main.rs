@@ -9,6 +9,10 @@
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() {
+    // Freed pages go back to the system from jemalloc's own thread, on its decay schedule,
+    // also while the process is idle: without it they are returned only on later allocator
+    // activity, so an idle server kept the RSS of its last write burst.
+    let _ = tikv_jemalloc_ctl::background_thread::write(true);
     let args: Vec<String> = std::env::args().collect();
     std::process::exit(registry_agent::cli::run(&args));
 }
