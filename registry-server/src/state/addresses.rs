@@ -75,7 +75,11 @@ impl Db {
     }
 
     fn link_addr(&mut self, ip: IpAddr, r: AddrRef) {
-        let refs = self.addresses.entry(ip).or_default();
+        // Most addresses have one carrier: no room for more until a second one comes.
+        let refs = self
+            .addresses
+            .entry(ip)
+            .or_insert_with(|| Shared::new(Vec::with_capacity(1)));
         if let Err(at) = refs.binary_search(&r) {
             refs.insert(at, r);
         }
@@ -171,6 +175,7 @@ impl Db {
         out.into_iter()
             .map(|(ip, mut refs)| {
                 refs.sort();
+                refs.shrink_to_fit();
                 (ip, Shared::new(refs))
             })
             .collect()

@@ -194,7 +194,10 @@ fn the_index_equals_a_full_recomputation_after_random_writes() {
         }
     }
     // The sequences did exercise what they are meant to.
-    assert!(rollbacks > 50 && restores > 50 && shared > 100, "{rollbacks} {restores} {shared}");
+    assert!(
+        rollbacks > 50 && restores > 50 && shared > 100,
+        "{rollbacks} {restores} {shared}"
+    );
 }
 
 #[test]
