@@ -46,6 +46,10 @@ pub struct FillArgs {
     /// Transactions in flight.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Give every node a passing node-level check (`node-ok`), as gossip members have
+    /// theirs (the leader's reconciliation walks the nodes that have checks).
+    #[arg(long)]
+    pub node_check: bool,
     #[arg(long, default_value = "")]
     pub label: String,
 }
@@ -67,12 +71,18 @@ fn service(a: &FillArgs, n: u64, j: u64) -> Value {
 
 /// One transaction's body for nodes `[lo, hi)`; adds the instances' JSON size to `svc_bytes`.
 fn node_txn(a: &FillArgs, lo: u64, hi: u64, svc_bytes: &AtomicU64) -> Result<Bytes> {
-    let mut ops = Vec::with_capacity(((hi - lo) * (1 + a.per_node)) as usize);
+    let mut ops = Vec::with_capacity(((hi - lo) * (2 + a.per_node)) as usize);
     for n in lo..hi {
         ops.push(json!({"Node": {"Verb": "set", "Node": {
             "Node": format!("node-{n}"),
             "Address": format!("10.{}.{}.{}", (n / 62500) % 250, (n / 250) % 250, n % 250 + 1),
         }}}));
+        if a.node_check {
+            ops.push(json!({"Check": {"Verb": "set", "Check": {
+                "Node": format!("node-{n}"), "CheckID": "node-ok", "Name": "node-ok",
+                "Status": "passing",
+            }}}));
+        }
         for j in 0..a.per_node {
             let s = service(a, n, j);
             svc_bytes.fetch_add(serde_json::to_vec(&s)?.len() as u64, Ordering::Relaxed);
@@ -97,7 +107,7 @@ pub async fn fill(a: FillArgs) -> Result<()> {
     let addr = parse_addr(&a.addr)?;
     let nodes = a.nodes_to.saturating_sub(a.nodes_from);
     let keys = a.kv_to.saturating_sub(a.kv_from);
-    let nodes_per_txn = TXN_MAX_OPS / (1 + a.per_node);
+    let nodes_per_txn = TXN_MAX_OPS / (1 + u64::from(a.node_check) + a.per_node);
     if nodes > 0 && nodes_per_txn == 0 {
         bail!(
             "--per-node {} does not fit a 64-operation transaction",

@@ -9,6 +9,7 @@ mod fill;
 mod http;
 mod kv;
 mod load;
+mod reconcile;
 mod register;
 mod stall;
 mod stats;
@@ -55,6 +56,8 @@ enum Cmd {
     EtcdWatch(etcd::EtcdWatchArgs),
     /// GET/s over HTTP or HTTPS with one client stack; `--reconnect` for handshakes/s.
     TlsGet(tls_get::TlsGetArgs),
+    /// The leader's gossip reconciliation in process: a full walk vs a change-driven pass.
+    ReconcileWalk(reconcile::ReconcileArgs),
 }
 
 fn main() -> Result<()> {
@@ -77,6 +80,7 @@ fn main() -> Result<()> {
             Cmd::EtcdGet(a) => etcd::etcd_get(a).await,
             Cmd::EtcdWatch(a) => etcd::etcd_watch(a).await,
             Cmd::TlsGet(a) => tls_get::tls_get(a).await,
+            Cmd::ReconcileWalk(a) => reconcile::reconcile(a),
         }
     })
 }

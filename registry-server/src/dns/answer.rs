@@ -11,7 +11,7 @@
 use super::config::DnsConfig;
 use super::names::{self, Domains, Locality, Lookup, Route};
 use super::wire::{self, rcode, rtype, BadName, QCtx, QNAME_PTR};
-use crate::state::Db;
+use crate::state::{AddrOwner, Db};
 use registry_proto::model::{status, Node, NodeService};
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
@@ -669,30 +669,19 @@ impl Builder<'_> {
             return not_found(Dep::Static);
         };
         let domain = self.domain_fqdn(false);
-        let mut target = None;
-        for n in self.db.nodes.values() {
-            if parse_ip(&n.address) == Some(ip) {
-                target = Some(format!("{}.node.{}.{domain}", n.node, self.node_dc(n)));
-                break;
+        // The first node with the address, else the first instance (the address index
+        // keeps them in that order: see `state/addresses.rs`).
+        let target = match self.db.address_owner(ip) {
+            Some(AddrOwner::Node(n)) => format!("{}.node.{}.{domain}", n.node, self.node_dc(n)),
+            Some(AddrOwner::Service { node, service }) => {
+                let dc = self
+                    .db
+                    .nodes
+                    .get(node)
+                    .map_or(self.s.dc.as_str(), |n| self.node_dc(n));
+                format!("{}.service.{dc}.{domain}", service.service)
             }
-        }
-        if target.is_none() {
-            'outer: for (node, svcs) in &self.db.services {
-                for svc in svcs.values() {
-                    if parse_ip(&svc.address) == Some(ip) {
-                        let dc = self
-                            .db
-                            .nodes
-                            .get(node)
-                            .map_or(self.s.dc.as_str(), |n| self.node_dc(n));
-                        target = Some(format!("{}.service.{dc}.{domain}", svc.service));
-                        break 'outer;
-                    }
-                }
-            }
-        }
-        let Some(target) = target else {
-            return not_found(Dep::Addresses);
+            None => return not_found(Dep::Addresses),
         };
         let mut a = Answer::empty(rcode::NOERROR, true);
         if self.qtype == rtype::SOA {

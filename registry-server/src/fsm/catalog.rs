@@ -1,5 +1,8 @@
 //! Catalog commands: registering and deregistering nodes, services and checks.
 //!
+//! The address index (`state/addresses.rs`) follows every change of a node's or an
+//! instance's address here.
+//!
 //! Unchanged records keep their modify index, so a re-registration that changes nothing
 //! (anti-entropy, an agent restart) wakes no blocking query.
 
@@ -59,7 +62,10 @@ fn ensure_node(txn: &mut WriteTxn<'_>, node: &Node, skip_update: bool) {
         }
     }
     new.index = index_for(existing.map(|o| o.index), txn.index);
+    let old_address = existing.map(|o| o.address.clone());
     txn.db.nodes.insert(new.node.clone(), new);
+    txn.db
+        .index_node_address(&node.node, old_address.as_deref(), Some(&node.address));
     txn.touch(WatchKey::Table(Table::Nodes));
     let name = node.node.clone();
     touch_node(txn, &name, true);
@@ -77,6 +83,9 @@ fn ensure_service(txn: &mut WriteTxn<'_>, node: &str, svc: &NodeService) {
     }
     let mut new = svc.clone();
     new.index = index_for(existing.map(|o| o.index), txn.index);
+    if let Some(old) = existing.cloned() {
+        txn.db.index_service(node, &old, false);
+    }
     if let Some(old_name) = &old_name {
         if old_name != &svc.service {
             unlink_name(txn, old_name, node, &svc.id);
@@ -93,6 +102,7 @@ fn ensure_service(txn: &mut WriteTxn<'_>, node: &str, svc: &NodeService) {
         .entry(node.to_string())
         .or_default()
         .insert(svc.id.clone(), Shared::new(new));
+    txn.db.index_service(node, svc, true);
     // Checks carry the service's name and tags: keep them in step.
     let (name, tags) = (svc.service.clone(), svc.tags.clone());
     let index = txn.index;
@@ -250,6 +260,7 @@ fn remove_service(txn: &mut WriteTxn<'_>, node: &str, id: &str) {
     if svcs.is_empty() {
         txn.db.services.remove(node);
     }
+    txn.db.index_service(node, &old, false);
     let check_ids: Vec<String> = txn
         .db
         .node_checks(node)
@@ -293,7 +304,9 @@ pub(super) fn deregister(txn: &mut WriteTxn<'_>, req: &DeregisterRequest) -> Com
         for c in checks {
             remove_check(txn, &req.node, &c);
         }
-        if txn.db.nodes.remove(&req.node).is_some() {
+        if let Some(old) = txn.db.nodes.remove(&req.node) {
+            txn.db
+                .index_node_address(&req.node, Some(&old.address), None);
             txn.touch(WatchKey::Table(Table::Nodes));
             touch_node(txn, &req.node, false);
         }

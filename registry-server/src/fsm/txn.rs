@@ -238,7 +238,8 @@ fn run(txn: &mut WriteTxn<'_>, op: &TxnOp, undo: &mut Undo) -> OpResult {
         TxnOp::Kv { verb, entry, index } => run_kv(txn, *verb, entry, *index, undo),
         TxnOp::Node { verb, node, index } => {
             let name = &node.node;
-            undo.save_node(txn.db, name, None);
+            let addrs = Undo::op_addresses(txn.db, op);
+            undo.save_node(txn.db, name, None, &addrs);
             let existing = txn.db.nodes.get(name).map(|n| n.index.modify_index);
             match verb {
                 CatalogVerb::Cas | CatalogVerb::Set => {
@@ -286,7 +287,8 @@ fn run(txn: &mut WriteTxn<'_>, op: &TxnOp, undo: &mut Undo) -> OpResult {
             index,
         } => {
             let id = &service.id;
-            undo.save_node(txn.db, node, Some(&service.service));
+            let addrs = Undo::op_addresses(txn.db, op);
+            undo.save_node(txn.db, node, Some(&service.service), &addrs);
             let existing = txn
                 .db
                 .services
@@ -331,7 +333,7 @@ fn run(txn: &mut WriteTxn<'_>, op: &TxnOp, undo: &mut Undo) -> OpResult {
         }
         TxnOp::Check { verb, check, index } => {
             let (node, id) = (&check.node, &check.check_id);
-            undo.save_node(txn.db, node, None);
+            undo.save_node(txn.db, node, None, &[]);
             let existing = txn
                 .db
                 .checks

@@ -5,7 +5,9 @@
 //! held keys. Catalog operations save what a registration or deregistration on one node can
 //! change: the node record, its per-node service and check maps (copy-on-write, so saving
 //! one is a reference-count bump), its node index, and for every service name on the node
-//! (and the one being registered) the name's instance set and index. That is all such an
+//! (and the one being registered) the name's instance set and index, and the address-index
+//! entries of the addresses involved (the node's, and the new or old address the operation
+//! names: [`Undo::op_addresses`]). That is all such an
 //! operation reaches unless sessions are bound to the node (a critical or removed check
 //! invalidates them, which releases KV locks) or the whole node is deleted (which also
 //! forgets its prepared-query and coordinate entries): [`Undo::can_save_catalog`] says no
@@ -16,16 +18,20 @@
 //! table the transaction then changes is copied in full (its keys and pointers), so each
 //! transaction cost time in proportion to the catalog's size.
 
-use crate::state::{Db, InstanceRefs, NodeChecks, NodeServices, Shared};
+use crate::state::{parse_ip, AddrRefs, Db, InstanceRefs, NodeChecks, NodeServices, Shared};
 use registry_proto::command::{CatalogVerb, TxnOp};
 use registry_proto::model::{DirEntry, Node};
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 /// A KV key's prior entry and tombstone.
 type SavedKey = (String, Option<Shared<DirEntry>>, Option<u64>);
 
 /// A service name's prior instance set and index.
 type SavedName = (String, Option<Shared<InstanceRefs>>, Option<u64>);
+
+/// An address's prior entry in the address index.
+type SavedAddr = (IpAddr, Option<Shared<AddrRefs>>);
 
 /// One node's prior catalog entries.
 struct SavedNode {
@@ -35,6 +41,7 @@ struct SavedNode {
     checks: Option<Shared<NodeChecks>>,
     node_index: Option<u64>,
     names: Vec<SavedName>,
+    addrs: Vec<SavedAddr>,
 }
 
 /// One saved entry, in the order saved.
@@ -86,6 +93,24 @@ impl Undo {
         })
     }
 
+    /// The addresses a catalog operation can move address-index entries from or to,
+    /// besides its node's current one: the node's new address (a node write), or the
+    /// instance's current and new ones (a service write). A node's new address moves the
+    /// node's instances at its old and new addresses only.
+    pub(super) fn op_addresses<'a>(db: &'a Db, op: &'a TxnOp) -> Vec<&'a str> {
+        match op {
+            TxnOp::Node { node, .. } => vec![node.address.as_str()],
+            TxnOp::Service { node, service, .. } => {
+                let mut out = vec![service.address.as_str()];
+                if let Some(s) = db.services.get(node).and_then(|m| m.get(&service.id)) {
+                    out.push(s.address.as_str());
+                }
+                out
+            }
+            TxnOp::Check { .. } | TxnOp::Kv { .. } => Vec::new(),
+        }
+    }
+
     /// Saves a KV key before it is written.
     pub(super) fn save_key(&mut self, db: &Db, key: &str) {
         self.saved.push(Saved::Key((
@@ -104,8 +129,16 @@ impl Undo {
     }
 
     /// Saves what a catalog operation on `node` can change; `extra_name` is the service
-    /// name being registered, if any.
-    pub(super) fn save_node(&mut self, db: &Db, node: &str, extra_name: Option<&str>) {
+    /// name being registered, if any, and `addrs` the addresses the operation may move
+    /// entries of the address index from or to, besides the node's own (see
+    /// [`Undo::op_addresses`]).
+    pub(super) fn save_node(
+        &mut self,
+        db: &Db,
+        node: &str,
+        extra_name: Option<&str>,
+        addrs: &[&str],
+    ) {
         let mut names: BTreeSet<&str> =
             db.node_services(node).map(|s| s.service.as_str()).collect();
         // Checks carry their service's name; a name no instance carries any more is harmless.
@@ -127,13 +160,21 @@ impl Undo {
                 )
             })
             .collect();
+        let record = db.nodes.get(node).cloned();
+        let mut ips: BTreeSet<IpAddr> = addrs.iter().filter_map(|a| parse_ip(a)).collect();
+        ips.extend(record.as_ref().and_then(|n| parse_ip(&n.address)));
+        let addrs = ips
+            .into_iter()
+            .map(|ip| (ip, db.addresses.get(&ip).cloned()))
+            .collect();
         self.saved.push(Saved::Node(Box::new(SavedNode {
             node: node.to_string(),
-            record: db.nodes.get(node).cloned(),
+            record,
             services: db.services.get(node).cloned(),
             checks: db.checks.get(node).cloned(),
             node_index: db.node_index.get(node).copied(),
             names,
+            addrs,
         })));
     }
 
@@ -151,6 +192,9 @@ impl Undo {
                     for (name, set, index) in n.names {
                         put_back(&mut db.services_by_name, name.clone(), set);
                         put_back(&mut db.service_index, name, index);
+                    }
+                    for (ip, refs) in n.addrs {
+                        put_back(&mut db.addresses, ip, refs);
                     }
                     put_back(&mut db.nodes, n.node.clone(), n.record);
                     put_back(&mut db.services, n.node.clone(), n.services);

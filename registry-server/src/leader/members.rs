@@ -21,18 +21,20 @@
 //!
 //! The leader only ever creates a missing node or rewrites `serfHealth`: node addresses and
 //! metadata stay the agent's (its anti-entropy owns them).
+//!
+//! As in Consul, the work follows membership changes: a change reconciles the members whose
+//! status changed, at once, and the whole walk (every member, every catalog node with
+//! `serfHealth`) runs when leadership is gained and every [`RECONCILE_INTERVAL`] (see
+//! `members/reconcile.rs`). This module holds the member types and the planning.
 
-use crate::query::write::Writer;
 use crate::raft::membership::RaftConfiguration;
 use crate::raft::types::NodeId;
-use crate::raft::RaftHandle;
-use crate::state::Store;
+use crate::state::{Db, Store};
 use registry_proto::command::{DeregisterRequest, RegisterRequest};
 use registry_proto::model::{status, HealthCheck, Node};
 use registry_proto::Command;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -46,8 +48,12 @@ pub const SERF_ALIVE_OUTPUT: &str = "Agent alive and reachable";
 /// Output of `serfHealth` once the member failed (Consul's text).
 pub const SERF_FAILED_OUTPUT: &str = "Agent not live or unreachable";
 
-/// How often the leader reconciles even without a membership change.
-pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the leader walks every member and every catalog node with `serfHealth`
+/// (Consul's `reconcile_interval`); between walks only membership changes are reconciled.
+pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
+/// Environment variable that changes [`RECONCILE_INTERVAL`], for tests only: a Go duration
+/// (`"5s"`).
+pub const TEST_RECONCILE_INTERVAL_ENV: &str = "REGISTRY_TEST_RECONCILE_INTERVAL";
 /// How long a catalog node with `serfHealth` must stay absent from gossip before it is
 /// deregistered.
 pub const ABSENT_GRACE: Duration = Duration::from_secs(30);
@@ -170,8 +176,68 @@ fn new_node(m: &GossipMember, datacenter: &str) -> Node {
     }
 }
 
-/// The commands that bring the catalog in line with `members`. `absent_since` remembers
-/// when catalog nodes were first seen missing from gossip; `now` is compared against it.
+/// Whether `m` belongs to this datacenter's pool (members without a `dc` tag do).
+fn in_datacenter(m: &GossipMember, datacenter: &str) -> bool {
+    m.tags.get("dc").is_none_or(|dc| dc == datacenter)
+}
+
+/// Whether the catalog holds `node` with a `serfHealth` check (a node gossip keeps alive).
+fn has_serf_check(db: &Db, node: &str) -> bool {
+    db.checks
+        .get(node)
+        .is_some_and(|c| c.contains_key(SERF_CHECK_ID))
+}
+
+/// The command, if any, that brings the catalog in line with member `m` (Consul's
+/// `reconcileMember`).
+fn plan_member(
+    db: &Db,
+    m: &GossipMember,
+    self_name: &str,
+    datacenter: &str,
+    out: &mut Vec<Command>,
+) {
+    let existing = db.nodes.get(&m.name);
+    match m.status {
+        MemberStatus::Alive | MemberStatus::Failed => {
+            let alive = m.status == MemberStatus::Alive;
+            let want = serf_check(&m.name, alive);
+            let have = db
+                .node_checks(&m.name)
+                .find(|c| c.check_id == SERF_CHECK_ID);
+            match (existing, have) {
+                (Some(_), Some(c)) if c.status == want.status && c.output == want.output => {}
+                (Some(node), _) => out.push(Command::Register(RegisterRequest {
+                    node: node.clone(),
+                    skip_node_update: true,
+                    service: None,
+                    checks: vec![want],
+                })),
+                // The agent's own anti-entropy may register the node (with its
+                // metadata) between this read and the apply: never overwrite it then.
+                (None, _) => out.push(Command::Register(RegisterRequest {
+                    node: new_node(m, datacenter),
+                    skip_node_update: true,
+                    service: None,
+                    checks: vec![want],
+                })),
+            }
+        }
+        MemberStatus::Left | MemberStatus::Reaped => {
+            if existing.is_some() && m.name != self_name {
+                out.push(Command::Deregister(DeregisterRequest {
+                    node: m.name.clone(),
+                    ..Default::default()
+                }));
+            }
+        }
+        MemberStatus::Leaving => {}
+    }
+}
+
+/// The commands that bring the catalog in line with `members`: every member, then every
+/// catalog node (the full walk). `absent_since` remembers when catalog nodes were first seen
+/// missing from gossip; `now` is compared against it.
 pub fn plan(
     store: &Store,
     members: &[GossipMember],
@@ -185,48 +251,14 @@ pub fn plan(
     let mut out = Vec::new();
     let mut known: HashMap<&str, MemberStatus> = HashMap::new();
     for m in members {
-        if m.tags.get("dc").is_some_and(|dc| dc != datacenter) {
+        if !in_datacenter(m, datacenter) {
             continue;
         }
         known.insert(m.name.as_str(), m.status);
-        let existing = db.nodes.get(&m.name);
-        match m.status {
-            MemberStatus::Alive | MemberStatus::Failed => {
-                let alive = m.status == MemberStatus::Alive;
-                let want = serf_check(&m.name, alive);
-                let have = db
-                    .node_checks(&m.name)
-                    .find(|c| c.check_id == SERF_CHECK_ID);
-                match (existing, have) {
-                    (Some(_), Some(c)) if c.status == want.status && c.output == want.output => {}
-                    (Some(node), _) => out.push(Command::Register(RegisterRequest {
-                        node: node.clone(),
-                        skip_node_update: true,
-                        service: None,
-                        checks: vec![want],
-                    })),
-                    // The agent's own anti-entropy may register the node (with its
-                    // metadata) between this read and the apply: never overwrite it then.
-                    (None, _) => out.push(Command::Register(RegisterRequest {
-                        node: new_node(m, datacenter),
-                        skip_node_update: true,
-                        service: None,
-                        checks: vec![want],
-                    })),
-                }
-            }
-            MemberStatus::Left | MemberStatus::Reaped => {
-                if existing.is_some() && m.name != self_name {
-                    out.push(Command::Deregister(DeregisterRequest {
-                        node: m.name.clone(),
-                        ..Default::default()
-                    }));
-                }
-            }
-            MemberStatus::Leaving => {}
-        }
+        plan_member(&db, m, self_name, datacenter, &mut out);
     }
-    // Catalog nodes kept alive by gossip that gossip no longer knows.
+    // Catalog nodes kept alive by gossip that gossip no longer knows (Consul's
+    // `reconcileReaped`).
     let mut still_absent = HashMap::new();
     for (node, checks) in db.checks.iter() {
         if node == self_name || known.contains_key(node.as_str()) {
@@ -263,77 +295,8 @@ pub fn departed_servers(
         .collect()
 }
 
-/// Reconciles while this server leads: on every membership change and every
-/// [`RECONCILE_INTERVAL`].
-pub async fn run(
-    source: Arc<dyn MemberSource>,
-    store: Arc<Store>,
-    writer: Writer,
-    raft: Option<RaftHandle>,
-    self_name: String,
-    datacenter: String,
-    mut leadership: watch::Receiver<bool>,
-) {
-    let mut changes = source.changes();
-    let mut absent_since: HashMap<String, Instant> = HashMap::new();
-    loop {
-        let leading = *leadership.borrow_and_update();
-        if leading {
-            changes.borrow_and_update();
-            let members = source.members();
-            if let Some(raft) = &raft {
-                let gone = departed_servers(&members, &self_name, &raft.configuration());
-                if !gone.is_empty() {
-                    match raft.remove_servers(gone.clone()).await {
-                        Ok(()) => {
-                            tracing::info!(servers = ?gone, "removed departed servers from Raft")
-                        }
-                        Err(e) => {
-                            tracing::warn!(servers = ?gone, error = %e, "cannot remove departed servers from Raft")
-                        }
-                    }
-                }
-            }
-            let cmds = plan(
-                &store,
-                &members,
-                &self_name,
-                &datacenter,
-                source.settled(),
-                &mut absent_since,
-                Instant::now(),
-            );
-            for cmd in cmds {
-                let what = describe(&cmd);
-                match writer.apply(cmd).await {
-                    Ok(_) => tracing::info!(change = %what, "member reconciled into the catalog"),
-                    Err(e) => {
-                        tracing::warn!(change = %what, error = %e, "member reconcile failed");
-                        break;
-                    }
-                }
-            }
-        } else {
-            absent_since.clear();
-        }
-        tokio::select! {
-            r = leadership.changed() => if r.is_err() { return },
-            r = changes.changed(), if leading => if r.is_err() { return },
-            _ = tokio::time::sleep(RECONCILE_INTERVAL) => {}
-        }
-    }
-}
-
-fn describe(cmd: &Command) -> String {
-    match cmd {
-        Command::Register(r) => {
-            let st = r.checks.first().map(|c| c.status.as_str()).unwrap_or("");
-            format!("node {} serfHealth {st}", r.node.node)
-        }
-        Command::Deregister(d) => format!("deregister node {}", d.node),
-        _ => "other".to_string(),
-    }
-}
+mod reconcile;
+pub use reconcile::{reconcile_interval, run, Reconciler};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]

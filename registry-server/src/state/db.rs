@@ -4,6 +4,7 @@
 //! |----------|-------------------|----------------------------------------|
 //! | nodes    | node name         | -                                      |
 //! | services | (node, id)        | by service name; per-name index        |
+//! | (both)   | -                 | by IP address (`addresses.rs`)         |
 //! | checks   | (node, check id)  | -                                      |
 //! | kvs      | key               | tombstones (deleted key -> index)      |
 //! | sessions | session ID        | by node; by (node, check); held keys   |
@@ -13,6 +14,7 @@
 //! service name and node has one: a query's `X-Consul-Index` comes from the finest one that
 //! covers its result.
 
+use super::addresses::AddressIndex;
 use super::Shared;
 use registry_proto::command::AutopilotConfig;
 use registry_proto::config_entry::ConfigEntry;
@@ -104,6 +106,10 @@ pub struct Db {
     pub checks: Shared<BTreeMap<String, Shared<NodeChecks>>>,
     /// Instances by service name: (node, id).
     pub services_by_name: Shared<BTreeMap<String, Shared<InstanceRefs>>>,
+    /// Nodes and instances by IP address, for reverse lookups (see `state/addresses.rs`).
+    /// Derived from the nodes and services: not encoded, rebuilt when a state is decoded.
+    #[serde(skip)]
+    pub addresses: Shared<AddressIndex>,
     /// Last index at which anything about a service name changed (instances, checks, nodes).
     pub service_index: Shared<BTreeMap<String, u64>>,
     /// Last index at which anything about a node changed (node, services, checks).

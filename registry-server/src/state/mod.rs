@@ -10,11 +10,13 @@
 //! wall-clock based and so not replicated: each server records it when it applies the
 //! invalidation, and only the leader consults it, before proposing an acquire.
 
+mod addresses;
 mod db;
 mod shared;
 mod snapshot;
 mod watch;
 
+pub use addresses::{parse_ip, AddrOwner, AddrRef, AddrRefs, AddressIndex};
 pub use db::{AclTables, Db, InstanceRefs, NodeChecks, NodeServices, QueryTables, Table};
 pub use shared::Shared;
 pub use watch::{WatchKey, WatchSet};

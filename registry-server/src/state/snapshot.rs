@@ -8,6 +8,8 @@
 //! positional, so an older body is the current one without its last fields: decoding appends
 //! the encoding of those fields' defaults. A `REGSNAP3` body decodes that way while its ACL
 //! tables hold no token or role (whose records grew fields in the middle of the body).
+//!
+//! Derived indexes ([`Db::addresses`]) are not encoded: decoding rebuilds them.
 
 use super::db::{AclTables, QueryTables};
 use super::Db;
@@ -84,9 +86,14 @@ impl Db {
                 }
             }
             body.extend(postcard::to_stdvec(&QueryTables::default()).map_err(snap)?);
-            return postcard::from_bytes(&body).map_err(snap);
+            let mut db: Db = postcard::from_bytes(&body).map_err(snap)?;
+            db.rebuild_addresses();
+            return Ok(db);
         }
-        postcard::from_bytes(&bytes[16..]).map_err(snap)
+        let mut db: Db = postcard::from_bytes(&bytes[16..]).map_err(snap)?;
+        // Derived indexes are not encoded.
+        db.rebuild_addresses();
+        Ok(db)
     }
 }
 

@@ -186,3 +186,96 @@ fn alive_servers_come_from_tags() {
     assert_eq!(list[0].0, "s1");
     assert_eq!(list[0].1.to_string(), "127.0.0.9:8300");
 }
+
+fn names(cmds: &[Command]) -> Vec<String> {
+    cmds.iter()
+        .map(|c| match c {
+            Command::Register(r) => format!("{} {}", r.node.node, r.checks[0].status),
+            Command::Deregister(d) => format!("deregister {}", d.node),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn changes_reconcile_only_the_members_that_changed() {
+    let store = Store::new();
+    let mut rec = Reconciler::new("me", "dc1");
+    let t0 = Instant::now();
+    let mut ms: Vec<GossipMember> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| member(n, MemberStatus::Alive))
+        .collect();
+    let cmds = rec.full(&store, &ms, true, t0);
+    assert_eq!(names(&cmds), ["n1 passing", "n2 passing", "n3 passing"]);
+    apply_all(&store, &cmds);
+    // A full walk that finds nothing to change writes nothing; so does a pass with no change.
+    assert!(rec.full(&store, &ms, true, t0).is_empty());
+    assert!(rec.changes(&store, &ms, true, t0).is_empty());
+
+    // n3's serfHealth removed behind the leader's back: a change of n2 does not look at n3.
+    let i = store.last_index() + 1;
+    fsm::apply(
+        &store,
+        i,
+        &Command::Deregister(DeregisterRequest {
+            node: "n3".into(),
+            check_id: Some(SERF_CHECK_ID.into()),
+            ..Default::default()
+        }),
+    );
+    ms[1].status = MemberStatus::Failed;
+    let cmds = rec.changes(&store, &ms, true, t0);
+    assert_eq!(names(&cmds), ["n2 critical"]);
+    apply_all(&store, &cmds);
+    assert_eq!(serf(&store, "n2").as_deref(), Some("critical"));
+    assert!(rec.changes(&store, &ms, true, t0).is_empty());
+    // The next full walk puts n3's check back.
+    assert_eq!(names(&rec.full(&store, &ms, true, t0)), ["n3 passing"]);
+
+    // Left, then a new member: each reconciled as it comes.
+    ms[0].status = MemberStatus::Left;
+    ms.push(member("n4", MemberStatus::Alive));
+    assert_eq!(
+        names(&rec.changes(&store, &ms, true, t0)),
+        ["deregister n1", "n4 passing"]
+    );
+}
+
+#[test]
+fn members_that_drop_out_go_after_the_grace() {
+    let store = Store::new();
+    let mut rec = Reconciler::new("me", "dc1");
+    let t0 = Instant::now();
+    let ms = vec![
+        member("n1", MemberStatus::Alive),
+        member("n2", MemberStatus::Alive),
+    ];
+    apply_all(&store, &rec.full(&store, &ms, true, t0));
+    assert_eq!(rec.next_absent_check(t0), None);
+    // n2 is no longer listed at all: absent from now on.
+    let ms = vec![member("n1", MemberStatus::Alive)];
+    assert!(rec.changes(&store, &ms, true, t0).is_empty());
+    assert_eq!(rec.next_absent_check(t0), Some(t0 + ABSENT_GRACE));
+    let later = t0 + ABSENT_GRACE;
+    // Gossip not settled: kept, looked at again later.
+    assert!(rec.changes(&store, &ms, false, later).is_empty());
+    assert!(rec.next_absent_check(later).is_some_and(|t| t > later));
+    let cmds = rec.changes(&store, &ms, true, later);
+    assert_eq!(names(&cmds), ["deregister n2"]);
+    apply_all(&store, &cmds);
+    assert_eq!(rec.next_absent_check(later), None);
+    assert!(rec.full(&store, &ms, true, later).is_empty());
+
+    // Back before the grace ran out: not deregistered.
+    let ms2 = vec![
+        member("n1", MemberStatus::Alive),
+        member("n3", MemberStatus::Alive),
+    ];
+    apply_all(&store, &rec.changes(&store, &ms2, true, later));
+    assert!(rec.changes(&store, &ms, true, later).is_empty());
+    assert!(rec.changes(&store, &ms2, true, later).is_empty());
+    let end = later + ABSENT_GRACE * 2;
+    assert!(rec.changes(&store, &ms2, true, end).is_empty());
+    assert_eq!(serf(&store, "n3").as_deref(), Some("passing"));
+}
