@@ -68,16 +68,6 @@ PIDS=()
 log() { printf '\n== %s\n' "$*" >&2; }
 has() { case " $ONLY " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$p" 2>/dev/null || true
-    done
-    if [ -n "${BENCH_KEEP:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
 trap 'exit 130' INT TERM
 ulimit -n 65536 2>/dev/null || true
 
@@ -89,6 +79,7 @@ fi
 
 # shellcheck source=benches/lib.sh
 . "$ROOT/benches/lib.sh"
+trap cleanup_work EXIT
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
     log "building release binaries"
     cargo build --release -q -p registry-agent -p registry-bench >&2
