@@ -41,16 +41,9 @@ RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
 PIDS=()
 log() { printf '\n== %s\n' "$*" >&2; }
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$p" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+trap cleanup_work EXIT
 trap 'exit 130' INT TERM
 
 command -v dnsperf >/dev/null || { echo "dnsperf is not installed" >&2; exit 1; }

@@ -14,7 +14,7 @@ use anyhow::{bail, Result};
 use registry_tests::client::ClientAgent;
 use registry_tests::cluster::TestCluster;
 use registry_tests::eventually;
-use registry_tests::metrics::{server_gauge as gauge, server_gauge_sum as gauge_sum};
+use registry_tests::metrics::{kill_stream_holder, server_gauge_sum as gauge_sum};
 use serde_json::json;
 
 /// Registers instance `id` of `web` on an external node, through any server that answers.
@@ -62,7 +62,7 @@ fn watchers(agent: &ClientAgent, n: usize, index: u64) -> Vec<Watch> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_watchers_on_a_client_share_one_stream_and_survive_failover() -> Result<()> {
     let mut c = TestCluster::start(3).await?;
-    let leader = c.leader().await?;
+    c.leader().await?;
     let servers: Vec<String> = (0..3).map(|i| c.server(i).raft_addr()).collect();
     let all = [0usize, 1, 2];
     let cl = ClientAgent::start("stream-client", &servers).await?;
@@ -122,27 +122,7 @@ async fn many_watchers_on_a_client_share_one_stream_and_survive_failover() -> Re
     // Kill the server that holds the stream while watchers wait: the stream moves to
     // another server and the next change still wakes them.
     let ws = watchers(&cl, N, idx2);
-    let mut holder = None;
-    for i in all {
-        if gauge(&c, i, "registry_rpc_subscriptions").await > 0 {
-            holder = Some(i);
-        }
-    }
-    let holder = holder.expect("a server holds the stream");
-    eprintln!("stream held by server {holder} (leader {leader})");
-    c.kill9(holder);
-    let rest: Vec<usize> = all.into_iter().filter(|i| *i != holder).collect();
-    c.wait_for_leader_among(&rest, Duration::from_secs(30))
-        .await?;
-    eventually(
-        Duration::from_secs(45),
-        "the stream on another server",
-        || async {
-            let n = gauge_sum(&c, &rest, "registry_rpc_subscriptions").await;
-            Ok((n == 1).then_some(()))
-        },
-    )
-    .await?;
+    let rest = kill_stream_holder(&mut c, &all).await?;
     let wrote = Instant::now();
     register(&c, &rest, "web-3").await?;
     for w in ws {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use registry_tests::client::ClientAgent;
 use registry_tests::cluster::TestCluster;
-use registry_tests::metrics::{server_gauge, server_gauge_sum};
+use registry_tests::metrics::{kill_stream_holder, server_gauge_sum};
 use registry_tests::{eventually, qs};
 use serde_json::{json, Value};
 
@@ -212,23 +212,7 @@ async fn catalog_service_on_a_client_is_served_from_one_stream() -> Result<()> {
     // Kill the server holding the stream while watchers wait: the stream moves and the
     // next change still wakes them.
     let ws = watchers(&cl, N, idx2);
-    let mut holder = None;
-    for i in all {
-        if server_gauge(&c, i, SUBS).await > 0 {
-            holder = Some(i);
-        }
-    }
-    let holder = holder.expect("a server holds the stream");
-    c.kill9(holder);
-    let rest: Vec<usize> = all.into_iter().filter(|i| *i != holder).collect();
-    c.wait_for_leader_among(&rest, Duration::from_secs(30))
-        .await?;
-    eventually(
-        Duration::from_secs(45),
-        "the stream on another server",
-        || async { Ok((server_gauge_sum(&c, &rest, SUBS).await == 1).then_some(())) },
-    )
-    .await?;
+    let rest = kill_stream_holder(&mut c, &all).await?;
     let wrote = Instant::now();
     register(&c, &rest, "web-4", "r2", &["v1"], "2").await?;
     for w in ws {
