@@ -408,14 +408,37 @@ async fn rotation_keeps_every_member_alive_and_survives_a_restart() -> Result<()
     assert!(ok, "install: {out} {err}");
     assert_eq!(out.trim(), "==> Installing new gossip encryption key...");
     let both = HashMap::from([(K1.to_string(), (4, 4)), (K2.to_string(), (4, 4))]);
-    // Through another server and through the client agent: the same counts.
-    assert_eq!(keyring_list(&c, &s2)?, both);
-    assert_eq!(keyring_list(&c, &client.http())?, both);
+    // The agent that made the change answered once every member published it; through
+    // another server and the client agent the same counts, once gossip brought them there.
+    assert_eq!(keyring_list(&c, &s0)?, both);
+    for via in [&s2, &client.http()] {
+        eventually(
+            Duration::from_secs(5),
+            "the same counts elsewhere",
+            || async { Ok((keyring_list(&c, via)? == both).then_some(())) },
+        )
+        .await?;
+    }
 
     let (ok, out, err) = c.cli(&["keyring", "-use", K2, &client.http()])?;
     assert!(ok, "use: {out} {err}");
-    let v = c.api().get_json(1, "/v1/operator/keyring").await?;
+    // The agent that made the change answered once every member published it, so its own
+    // listing has it at once; another member's listing has it once gossip brought it there.
+    let v: serde_json::Value =
+        reqwest::get(format!("http://{}:8500/v1/operator/keyring", client.ip))
+            .await?
+            .json()
+            .await?;
     assert_eq!(v[0]["PrimaryKeys"], serde_json::json!({ K2: 4 }), "{v}");
+    let v = eventually(
+        Duration::from_secs(5),
+        "server 1 lists the new primary",
+        || async {
+            let v = c.api().get_json(1, "/v1/operator/keyring").await?;
+            Ok((v[0]["PrimaryKeys"] == serde_json::json!({ K2: 4 })).then_some(v))
+        },
+    )
+    .await?;
     assert_eq!(v[0]["NumNodes"], 4);
     assert_eq!(v[0]["WAN"], false);
     assert_eq!(v[0]["Datacenter"], "dc1");
@@ -430,10 +453,12 @@ async fn rotation_keeps_every_member_alive_and_survives_a_restart() -> Result<()
 
     let (ok, out, err) = c.cli(&["keyring", "-remove", K1, &s2])?;
     assert!(ok, "remove: {out} {err}");
-    assert_eq!(
-        keyring_list(&c, &s0)?,
-        HashMap::from([(K2.to_string(), (4, 4))])
-    );
+    let only_k2 = HashMap::from([(K2.to_string(), (4, 4))]);
+    assert_eq!(keyring_list(&c, &s2)?, only_k2);
+    eventually(Duration::from_secs(5), "server 0 lists K2 only", || async {
+        Ok((keyring_list(&c, &s0)? == only_k2).then_some(()))
+    })
+    .await?;
     converged(&c, &[0, 1, 2], &pool).await?;
 
     stop.store(true, Ordering::Relaxed);
