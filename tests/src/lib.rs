@@ -71,6 +71,16 @@ pub fn strict() -> bool {
     std::env::var_os("REGISTRY_TESTS_STRICT").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
+/// Whether `dig` (Debian's dnsutils) can run; when it cannot, [`skip_or_fail`] says so, so a
+/// DNS test returns early with `if !have_dig() { return Ok(()); }`.
+pub fn have_dig() -> bool {
+    if std::process::Command::new("dig").arg("-v").output().is_ok() {
+        return true;
+    }
+    skip_or_fail("dig is not installed (apt-get install dnsutils)");
+    false
+}
+
 /// Reports why a test cannot run: a failure (panic) under [`strict`], else a printed `SKIP`.
 pub fn skip_or_fail(reason: &str) {
     if strict() {

@@ -30,7 +30,7 @@ async fn blocking_queries(c: &TestCluster, i: usize) -> Result<u64> {
 async fn client_agents_forward_fail_over_and_sync_their_services() -> Result<()> {
     let mut c = TestCluster::start(3).await?;
     let leader = c.leader().await?;
-    let servers: Vec<String> = (0..3).map(|i| c.server(i).raft_addr()).collect();
+    let servers = c.raft_addrs(&[0, 1, 2]);
     // Each client knows one server only; it learns the others from it.
     let c1 = ClientAgent::start("client-1", &servers[leader..=leader]).await?;
     let other = (leader + 1) % 3;

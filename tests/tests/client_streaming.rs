@@ -63,7 +63,7 @@ fn watchers(agent: &ClientAgent, n: usize, index: u64) -> Vec<Watch> {
 async fn many_watchers_on_a_client_share_one_stream_and_survive_failover() -> Result<()> {
     let mut c = TestCluster::start(3).await?;
     c.leader().await?;
-    let servers: Vec<String> = (0..3).map(|i| c.server(i).raft_addr()).collect();
+    let servers = c.raft_addrs(&[0, 1, 2]);
     let all = [0usize, 1, 2];
     let cl = ClientAgent::start("stream-client", &servers).await?;
     register(&c, &all, "web-1").await?;

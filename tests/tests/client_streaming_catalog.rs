@@ -149,7 +149,7 @@ fn watchers(cl: &ClientAgent, n: usize, index: u64) -> Vec<Watch> {
 async fn catalog_service_on_a_client_is_served_from_one_stream() -> Result<()> {
     let mut c = TestCluster::start(3).await?;
     c.leader().await?;
-    let servers: Vec<String> = (0..3).map(|i| c.server(i).raft_addr()).collect();
+    let servers = c.raft_addrs(&[0, 1, 2]);
     let all = [0usize, 1, 2];
     let cl = ClientAgent::start("catalog-stream-client", &servers).await?;
     register(&c, &all, "web-1", "r1", &["v1", "primary"], "1").await?;

@@ -75,8 +75,7 @@ async fn deregister(a: &TestAgent, body: Value) -> Result<()> {
 
 #[tokio::test]
 async fn reverse_lookups_follow_the_catalog() -> Result<()> {
-    if Command::new("dig").arg("-v").output().is_err() {
-        skip_or_fail("dig is not installed (apt-get install dnsutils)");
+    if !registry_tests::have_dig() {
         return Ok(());
     }
     let a = TestAgent::dev().await?;

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use anyhow::Result;
-use registry_tests::{skip_or_fail, TestAgent};
+use registry_tests::TestAgent;
 use serde_json::{json, Value};
 use std::process::Command;
 
@@ -427,8 +427,7 @@ fn dig(a: &TestAgent, args: &[&str]) -> Option<String> {
 
 #[tokio::test]
 async fn dns_answers_query_names_with_the_query_ttl() -> Result<()> {
-    if Command::new("dig").arg("-v").output().is_err() {
-        skip_or_fail("dig is not installed (apt-get install dnsutils)");
+    if !registry_tests::have_dig() {
         return Ok(());
     }
     let a = TestAgent::dev().await?;
