@@ -200,7 +200,16 @@ retry_join_wan = ["{}"]"#,
         )
         .await?;
     assert_eq!(r.status, 200, "{}", r.text());
-    let srv = c1.dig("web-dc2.query.dc2.consul", "SRV")?;
+    // DNS reads in dc2 may be served by a server that has not applied the new query yet
+    // (stale reads, as Consul's `allow_stale` default): ask until it has, for 10 s at most.
+    let mut srv = String::new();
+    for _ in 0..50 {
+        srv = c1.dig("web-dc2.query.dc2.consul", "SRV")?;
+        if srv.contains("8080") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(
         srv.contains("8080") && !srv.contains("8081"),
         "SRV web-dc2.query.dc2.consul: {srv:?}"
